@@ -1,0 +1,1 @@
+"""The planner: settings, chat-model factory, CLI."""

@@ -1,0 +1,144 @@
+"""Settings for every part of imaging-agent, read from the environment and `.env`.
+
+Every field here is listed, with its default, in `.env.example`. The names in the
+environment are the field names in upper case with the prefix ``IMAGING_AGENT_``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+AuthKind = Literal["none", "basic", "bearer"]
+
+
+class HttpAuth(BaseModel):
+    """How a client authenticates to a PACS or FHIR server."""
+
+    kind: AuthKind = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+
+    def headers(self) -> dict[str, str]:
+        """Bearer token header; basic auth is passed to httpx separately."""
+        if self.kind == "bearer":
+            if self.token is None:
+                raise ValueError("bearer auth is configured but no token is set")
+            return {"Authorization": f"Bearer {self.token.get_secret_value()}"}
+        return {}
+
+    def basic(self) -> tuple[str, str] | None:
+        if self.kind != "basic":
+            return None
+        if not self.username or self.password is None:
+            raise ValueError("basic auth is configured but the username or password is missing")
+        return (self.username, self.password.get_secret_value())
+
+
+class RetryPolicy(BaseModel):
+    """Retry on 429, 5xx and connection errors; never on other 4xx."""
+
+    attempts: int = Field(default=4, ge=1, description="total tries, the first one included")
+    backoff_s: float = Field(default=0.5, ge=0, description="first wait; doubles after each try")
+    max_backoff_s: float = Field(default=8.0, ge=0)
+    timeout_s: float = Field(default=30.0, gt=0, description="per request")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGING_AGENT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    run_dir: Path = Field(default=PROJECT_ROOT / "run", description="service data, work files, checkpoints")
+
+    # Local services started by `imaging-agent services up`.
+    orthanc_http_port: int = 8042
+    orthanc_dicom_port: int = 4242
+    orthanc_aet: str = "ORTHANC"
+    fhir_port: int = 8090
+    fhir_venv: Path = Field(default=PROJECT_ROOT / ".venv-fhir")
+    service_start_timeout_s: float = 60.0
+
+    # PACS.
+    dicomweb_url: str = "http://127.0.0.1:8042/dicom-web"
+    dicomweb_auth: AuthKind = "none"
+    dicomweb_username: str | None = None
+    dicomweb_password: SecretStr | None = None
+    dicomweb_token: SecretStr | None = None
+    dicomweb_stow_batch_size: int = Field(default=32, ge=1)
+    dimse_host: str = "127.0.0.1"
+    dimse_port: int = 4242
+    dimse_called_aet: str = "ORTHANC"
+    dimse_calling_aet: str = "IMAGING_AGENT"
+
+    # EHR.
+    fhir_url: str = "http://127.0.0.1:8090/fhir"
+    fhir_auth: AuthKind = "none"
+    fhir_username: str | None = None
+    fhir_password: SecretStr | None = None
+    fhir_token: SecretStr | None = None
+    fhir_page_size: int = Field(default=50, ge=1)
+    patient_identifier_system: str = Field(
+        default="urn:imaging-agent:patient-id",
+        description="FHIR Identifier.system for DICOM PatientID (your hospital's MRN system)",
+    )
+
+    # HTTP behaviour shared by both clients.
+    http_timeout_s: float = Field(default=30.0, gt=0)
+    http_retry_attempts: int = Field(default=4, ge=1)
+    http_retry_backoff_s: float = Field(default=0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _follow_local_ports(self) -> Settings:
+        # Relative paths in .env mean "inside the project", wherever the command runs from.
+        if not self.run_dir.is_absolute():
+            self.run_dir = PROJECT_ROOT / self.run_dir
+        if not self.fhir_venv.is_absolute():
+            self.fhir_venv = PROJECT_ROOT / self.fhir_venv
+        # Moving a local service to another port should not also require editing its URL.
+        if "dicomweb_url" not in self.model_fields_set:
+            self.dicomweb_url = f"http://127.0.0.1:{self.orthanc_http_port}/dicom-web"
+        if "fhir_url" not in self.model_fields_set:
+            self.fhir_url = f"http://127.0.0.1:{self.fhir_port}/fhir"
+        if "dimse_port" not in self.model_fields_set:
+            self.dimse_port = self.orthanc_dicom_port
+        return self
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.http_retry_attempts,
+            backoff_s=self.http_retry_backoff_s,
+            timeout_s=self.http_timeout_s,
+        )
+
+    def dicomweb_http_auth(self) -> HttpAuth:
+        return HttpAuth(
+            kind=self.dicomweb_auth,
+            username=self.dicomweb_username,
+            password=self.dicomweb_password,
+            token=self.dicomweb_token,
+        )
+
+    def fhir_http_auth(self) -> HttpAuth:
+        return HttpAuth(
+            kind=self.fhir_auth,
+            username=self.fhir_username,
+            password=self.fhir_password,
+            token=self.fhir_token,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings(...)` instead."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""LangGraph graphs: study pipeline, batch, chat."""

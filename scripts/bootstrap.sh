@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs everything imaging-agent needs on a fresh Debian machine, once:
+# Debian packages (Orthanc + DICOMweb plugin, dicom3tools, dcmtk, chromium),
+# the project's virtual environment (.venv) and the FHIR server's own (.venv-fhir).
+# A second run finds each step done (stamp files keyed by the inputs) and returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3.11}"
+DEBIAN_PACKAGES=(orthanc orthanc-dicomweb dicom3tools dcmtk chromium)
+FHIR_SERVER_REQUIREMENT="sekmet-fhir==0.1.1"
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+# pip prints a warning for every absent local index mirror; they say nothing about this project.
+quiet_pip() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts its own Orthanc service on install; ours runs from the project's run dir.
+    $SUDO systemctl disable --now orthanc >/dev/null 2>&1 || $SUDO service orthanc stop >/dev/null 2>&1 || true
+fi
+
+stamp_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
+
+app_stamp=".venv/.bootstrap-$(stamp_of pyproject.toml)"
+if [ ! -f "$app_stamp" ]; then
+    log "creating .venv and installing the project (first run takes a few minutes)"
+    [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+    quiet_pip .venv/bin/pip install -q --upgrade pip
+    quiet_pip .venv/bin/pip install -q -e '.[dev]'
+    rm -f .venv/.bootstrap-*
+    touch "$app_stamp"
+fi
+
+fhir_stamp=".venv-fhir/.bootstrap-$(echo "$FHIR_SERVER_REQUIREMENT" | sha256sum | cut -c1-16)"
+if [ ! -f "$fhir_stamp" ]; then
+    log "creating .venv-fhir with $FHIR_SERVER_REQUIREMENT"
+    [ -x .venv-fhir/bin/python ] || "$PYTHON" -m venv .venv-fhir
+    quiet_pip .venv-fhir/bin/pip install -q --upgrade pip
+    quiet_pip .venv-fhir/bin/pip install -q "$FHIR_SERVER_REQUIREMENT"
+    rm -f .venv-fhir/.bootstrap-*
+    touch "$fhir_stamp"
+fi

@@ -1,0 +1,72 @@
+"""The PID-file process manager, on a tiny HTTP server of our own (no Orthanc needed)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.services import process
+from agent.services.process import ServiceError, ServiceSpec
+
+pytestmark = pytest.mark.unit
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _spec(tmp_path: Path, port: int, command: list[str] | None = None) -> ServiceSpec:
+    marker = str(tmp_path / "marker")
+    return ServiceSpec(
+        name="toy server",
+        command=command or [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", marker],
+        cwd=tmp_path,
+        ports=[port],
+        health_url=f"http://127.0.0.1:{port}/",
+        pid_file=tmp_path / "toy.pid",
+        log_file=tmp_path / "toy.log",
+        executable_marker=marker,
+    )
+
+
+def test_start_is_idempotent_and_stop_uses_the_pid(tmp_path: Path) -> None:
+    (tmp_path / "marker").mkdir()
+    spec = _spec(tmp_path, _free_port())
+    first = process.start(spec, timeout_s=20)
+    assert first.healthy and first.pid is not None
+    second = process.start(spec, timeout_s=20)
+    assert second.pid == first.pid
+    assert int(spec.pid_file.read_text()) == first.pid
+    assert process.stop(spec) is True
+    assert not spec.pid_file.exists()
+    assert process.status(spec).detail == "stopped"
+    assert process.stop(spec) is False
+
+
+def test_port_taken_by_someone_else_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        with pytest.raises(ServiceError, match=rf"port {port} .* already in use"):
+            process.start(_spec(tmp_path, port), timeout_s=5)
+
+
+def test_server_that_dies_at_start_reports_its_log(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, _free_port(), [sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"])
+    spec = spec.model_copy(update={"executable_marker": "-c"})
+    with pytest.raises(ServiceError, match="exited during start-up(.|\n)*bad config"):
+        process.start(spec, timeout_s=10)
+    assert not spec.pid_file.exists()
+
+
+def test_stale_pid_file_of_another_program_is_not_signalled(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, _free_port())
+    spec.pid_file.write_text("1\n")
+    assert process.tracked_pid(spec) is None
+    assert process.stop(spec) is False

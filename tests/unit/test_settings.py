@@ -1,0 +1,39 @@
+"""Settings: every field documented in .env.example, local URLs following the ports."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from agent.settings import PROJECT_ROOT, HttpAuth, Settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_env_example_lists_every_setting() -> None:
+    documented = set(re.findall(r"^#?\s*IMAGING_AGENT_([A-Z0-9_]+)=", (PROJECT_ROOT / ".env.example").read_text(), re.M))
+    fields = {name.upper() for name in Settings.model_fields}
+    assert fields - documented == set(), "settings missing from .env.example"
+    assert documented - fields == set(), ".env.example names settings that do not exist"
+
+
+def test_local_urls_follow_ports() -> None:
+    settings = Settings(orthanc_http_port=9100, orthanc_dicom_port=9101, fhir_port=9102, _env_file=None)
+    assert settings.dicomweb_url == "http://127.0.0.1:9100/dicom-web"
+    assert settings.fhir_url == "http://127.0.0.1:9102/fhir"
+    assert settings.dimse_port == 9101
+
+
+def test_explicit_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGING_AGENT_FHIR_URL", "https://ehr.example.org/fhir")
+    assert Settings(_env_file=None).fhir_url == "https://ehr.example.org/fhir"
+
+
+def test_auth_requires_credentials() -> None:
+    with pytest.raises(ValueError, match="token"):
+        HttpAuth(kind="bearer").headers()
+    with pytest.raises(ValueError, match="username or password"):
+        HttpAuth(kind="basic", username="u").basic()
+    assert HttpAuth(kind="bearer", token="t").headers() == {"Authorization": "Bearer t"}
+    assert HttpAuth(kind="basic", username="u", password="p").basic() == ("u", "p")

@@ -1,0 +1,1 @@
+"""Typed tools and the plain clients and builders under them."""

@@ -1,0 +1,1 @@
+"""DICOMweb (QIDO, WADO-RS, STOW-RS) and DIMSE clients."""

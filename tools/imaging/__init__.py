@@ -1,0 +1,1 @@
+"""Series to volume with geometry, phantoms, previews."""

@@ -1,0 +1,1 @@
+"""RTSTRUCT, SEG, SR writers and FHIR report resources."""

@@ -1,0 +1,1 @@
+"""Segmentation engines: not built yet (see README, "What is not done yet")."""
