@@ -57,6 +57,7 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        env_ignore_empty=True,
     )
 
     run_dir: Path = Field(default=PROJECT_ROOT / "run", description="service data, work files, checkpoints")
@@ -92,6 +93,11 @@ class Settings(BaseSettings):
         default="urn:imaging-agent:patient-id",
         description="FHIR Identifier.system for DICOM PatientID (your hospital's MRN system)",
     )
+
+    # Segmentation.
+    default_engine: str = Field(default="lung-threshold", description="engine used when none is named")
+    monai_bundle_dir: Path | None = Field(default=None, description="MONAI bundle for the monai-bundle engine")
+    torch_device: str | None = Field(default=None, description="cpu, cuda, cuda:1; default: cuda when present")
 
     # HTTP behaviour shared by both clients.
     http_timeout_s: float = Field(default=30.0, gt=0)

@@ -1,0 +1,87 @@
+"""What every derived DICOM object shares: deterministic UIDs, bytes and hash, equipment.
+
+Derived UIDs are deterministic (DESIGN.md, idempotent writes): the same source series,
+engine, engine version and ROI set always give the same Series and SOP Instance UIDs, so a
+retry or a resumed run produces objects the PACS already has instead of duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from io import BytesIO
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+
+DerivedKind = Literal["RTSTRUCT", "SEG", "SR"]
+
+MANUFACTURER = "imaging-agent"
+SOFTWARE_VERSION = "0.1.0"
+
+
+class DerivedObject(BaseModel):
+    """One DICOM object we built: what the approver sees and what the writer checks."""
+
+    kind: DerivedKind
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    sha256: str
+    size_bytes: int
+    path: Path | None = None
+
+
+def derived_uid(
+    source_series_uid: str, engine: str, engine_version: str, roi_keys: Sequence[str], kind: DerivedKind, role: str
+) -> str:
+    """A UID fixed by its inputs. `role` separates the series UID from the instance UID."""
+    return generate_uid(
+        entropy_srcs=[source_series_uid, engine, engine_version, ",".join(sorted(roi_keys)), kind, role]
+    )
+
+
+def dataset_bytes(ds: Dataset) -> bytes:
+    """The exact Part 10 file bytes that get hashed, approved and stored."""
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def describe(ds: Dataset, kind: DerivedKind, data: bytes, path: Path | None = None) -> DerivedObject:
+    return DerivedObject(
+        kind=kind,
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        study_instance_uid=str(ds.StudyInstanceUID),
+        sha256=sha256_hex(data),
+        size_bytes=len(data),
+        path=path,
+    )
+
+
+def contributing_equipment(engine: str, engine_version: str) -> Dataset:
+    """A Contributing Equipment Sequence item naming the algorithm (PS3.3 C.12.1; IHE AI Results).
+
+    Purpose of Reference is (DCM, 109102, "Processing Equipment"): the equipment that derived
+    this object from the source images.
+    """
+    purpose = Dataset()
+    purpose.CodeValue = "109102"
+    purpose.CodingSchemeDesignator = "DCM"
+    purpose.CodeMeaning = "Processing Equipment"
+    item = Dataset()
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    item.Manufacturer = MANUFACTURER
+    item.ManufacturerModelName = engine[:64]
+    item.SoftwareVersions = [f"{engine} {engine_version}"[:64], f"imaging-agent {SOFTWARE_VERSION}"]
+    return item

@@ -1,0 +1,138 @@
+"""The one interface every segmentation engine implements, and the structures it knows.
+
+`segment(volume, targets)` returns boolean masks on the volume's own voxel grid (same shape,
+same geometry), one per requested structure, each with a confidence and QA flags. Engines
+never resample their output into another grid: writers rely on the source geometry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from agent.settings import Settings
+from tools.imaging.volume import Volume
+
+
+class StructureSpec(BaseModel):
+    """A structure the agent can contour, with the codes every output uses for it.
+
+    `snomed_code` is the SNOMED CT concept (DICOM coding scheme designator "SCT") used for
+    the SEG segment's anatomic region / property type and the SR finding site.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    roi_name: str
+    display: str
+    snomed_code: str
+    snomed_meaning: str
+    color_rgb: tuple[int, int, int]
+
+
+STRUCTURES: dict[str, StructureSpec] = {
+    s.key: s
+    for s in (
+        StructureSpec(
+            key="left-lung",
+            roi_name="Lung_L",
+            display="Left lung",
+            snomed_code="44029006",
+            snomed_meaning="Left lung",
+            color_rgb=(0, 151, 206),
+        ),
+        StructureSpec(
+            key="right-lung",
+            roi_name="Lung_R",
+            display="Right lung",
+            snomed_code="3341006",
+            snomed_meaning="Right lung",
+            color_rgb=(255, 140, 0),
+        ),
+    )
+}
+
+TARGET_ALIASES: dict[str, tuple[str, ...]] = {"lungs": ("left-lung", "right-lung")}
+
+
+class UnknownTargetError(ValueError):
+    """A requested target is not a structure this system knows."""
+
+
+def resolve_targets(targets: Sequence[str]) -> list[StructureSpec]:
+    """Expand aliases ("lungs") and refuse unknown names with the list of known ones."""
+    keys: list[str] = []
+    for raw in targets:
+        name = raw.strip().lower()
+        expanded = TARGET_ALIASES.get(name, (name,))
+        for key in expanded:
+            if key not in STRUCTURES:
+                known = ", ".join(sorted([*STRUCTURES, *TARGET_ALIASES]))
+                raise UnknownTargetError(f"unknown segmentation target '{raw}'. Known targets: {known}.")
+            if key not in keys:
+                keys.append(key)
+    if not keys:
+        raise UnknownTargetError("no segmentation target given; ask for e.g. 'lungs'.")
+    return [STRUCTURES[k] for k in keys]
+
+
+class QAFlag(BaseModel):
+    """A plausibility finding that travels with the result to the approver."""
+
+    code: str
+    severity: Literal["info", "warning", "fail"]
+    structure: str | None
+    message: str
+
+
+@dataclass
+class StructureMask:
+    structure: StructureSpec
+    mask: np.ndarray
+    """bool, shape == volume.array.shape"""
+    confidence: float
+    flags: list[QAFlag] = field(default_factory=list)
+
+
+@dataclass
+class SegmentationResult:
+    engine: str
+    engine_version: str
+    structures: list[StructureMask]
+    flags: list[QAFlag] = field(default_factory=list)
+    """Flags about the whole result (not tied to one structure)."""
+    seconds: float = 0.0
+
+
+class SegmentationEngine(Protocol):
+    name: str
+    version: str
+
+    def segment(self, volume: Volume, targets: Sequence[str]) -> SegmentationResult: ...
+
+
+class EngineError(RuntimeError):
+    """An engine could not produce a result; the message names the engine and the series."""
+
+
+EngineFactory = Callable[[Settings], SegmentationEngine]
+_REGISTRY: dict[str, EngineFactory] = {}
+
+
+def register_engine(name: str, factory: EngineFactory) -> None:
+    _REGISTRY[name] = factory
+
+
+def engine_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_engine(name: str, settings: Settings) -> SegmentationEngine:
+    if name not in _REGISTRY:
+        raise EngineError(f"unknown segmentation engine '{name}'. Available engines: {', '.join(engine_names())}.")
+    return _REGISTRY[name](settings)
