@@ -1,0 +1,92 @@
+"""The approval contract: what a radiologist is shown, and what they answer.
+
+One `ApprovalRequest` per study is the payload of the study graph's single `interrupt()`. It
+lists every pending write — each DICOM object with its SOP Class, SOP Instance UID and the
+sha256 of its bytes, each FHIR change — so what is approved is exactly what gets written
+(the writer re-hashes every file against this list before storing it).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from tools.results.fhir_report import FhirChange, Reviewer
+from tools.segmentation.base import QAFlag
+
+SOP_CLASS_NAMES = {
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR Storage",
+}
+
+
+class PendingDicomWrite(BaseModel):
+    kind: str
+    sop_class_uid: str
+    sop_class_name: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    sha256: str
+    size_bytes: int
+    path: str
+
+
+class StructureForReview(BaseModel):
+    key: str
+    display: str
+    volume_ml: float
+    mean_hu: float
+    n_components: int
+    confidence: float
+
+
+class SeriesChoice(BaseModel):
+    series_instance_uid: str
+    description: str | None
+    images: int
+    slice_thickness_mm: float | None
+    reason: str
+
+
+class ApprovalRequest(BaseModel):
+    """Everything a radiologist needs to decide on one study."""
+
+    kind: Literal["study-approval"] = "study-approval"
+    request_id: str = Field(description="the result UID: one decision per result")
+    imaging_study_id: str
+    study_instance_uid: str
+    patient_id: str | None
+    patient_display_name: str | None
+    study_date: str | None
+    study_description: str | None
+    series: SeriesChoice
+    engine: str
+    engine_version: str
+    structures: list[StructureForReview]
+    flags: list[QAFlag]
+    previews: list[str]
+    report_text: str
+    dicom_writes: list[PendingDicomWrite]
+    fhir_changes: list[FhirChange]
+
+
+class ApprovalDecision(BaseModel):
+    """The resume value of the approval interrupt."""
+
+    action: Literal["approve", "reject"]
+    reviewer_id: str = Field(min_length=1)
+    reviewer_name: str = Field(min_length=1)
+    reason: str | None = None
+    decided_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @model_validator(mode="after")
+    def _reject_needs_reason(self) -> ApprovalDecision:
+        if self.action == "reject" and not (self.reason or "").strip():
+            raise ValueError("a rejection needs a reason: say what is wrong with the contours")
+        return self
+
+    def reviewer(self) -> Reviewer:
+        return Reviewer(id=self.reviewer_id, name=self.reviewer_name)

@@ -1,0 +1,358 @@
+"""FHIR R4 resources that report an approved result, and the one transaction that writes them.
+
+The transaction is safe to send twice (DESIGN.md, idempotent writes):
+- DiagnosticReport, Observations, Device and Practitioner are conditional creates on their
+  identifiers (``ifNoneExist``), so a second send finds them;
+- Provenance and AuditEvent have no identifier element in R4, so they get ids derived from the
+  result and are written with PUT (update-as-create), which is idempotent by definition;
+- the ImagingStudy is updated with ``ifMatch`` on the version that was read.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+
+from fhir.resources.R4B.attachment import Attachment
+from fhir.resources.R4B.auditevent import AuditEvent, AuditEventAgent, AuditEventEntity, AuditEventSource
+from fhir.resources.R4B.bundle import Bundle, BundleEntry, BundleEntryRequest
+from fhir.resources.R4B.codeableconcept import CodeableConcept
+from fhir.resources.R4B.coding import Coding
+from fhir.resources.R4B.device import Device, DeviceDeviceName, DeviceVersion
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.imagingstudy import ImagingStudy, ImagingStudySeries, ImagingStudySeriesInstance
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.practitioner import Practitioner
+from fhir.resources.R4B.provenance import Provenance, ProvenanceAgent, ProvenanceEntity
+from fhir.resources.R4B.quantity import Quantity
+from fhir.resources.R4B.reference import Reference
+from fhir.resources.R4B.resource import Resource
+from pydantic import BaseModel
+
+from tools.fhir.builders import DICOM_CODE_SYSTEM, DICOM_UID_SYSTEM, URI_SYSTEM, uid_identifier
+from tools.results.common import DerivedObject
+
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+OBSERVATION_ID_SYSTEM = "urn:imaging-agent:observation"
+DEVICE_ID_SYSTEM = "urn:imaging-agent:device"
+REVIEWER_ID_SYSTEM = "urn:imaging-agent:reviewer"
+PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+_MODALITY_OF_KIND = {"RTSTRUCT": "RTSTRUCT", "SEG": "SEG", "SR": "SR"}
+
+
+class StructureVolume(BaseModel):
+    """One measured structure as the report states it."""
+
+    key: str
+    display: str
+    snomed_code: str
+    volume_ml: float
+
+
+class Reviewer(BaseModel):
+    """The person who approved or rejected: recorded in Provenance, AuditEvent and Task."""
+
+    id: str
+    name: str
+
+
+class FhirChange(BaseModel):
+    """One pending FHIR change as the approver sees it."""
+
+    method: str
+    resource_type: str
+    target: str
+    summary: str
+
+
+class WritebackPlan(BaseModel):
+    """The inputs of the write-back transaction, fixed at approval time."""
+
+    result_uid: str
+    imaging_study_id: str
+    imaging_study_version: str | None
+    study_instance_uid: str
+    patient_reference: str
+    engine: str
+    engine_version: str
+    structures: list[StructureVolume]
+    objects: list[DerivedObject]
+    conclusion: str
+    report_text: str
+
+
+def _stable_id(*parts: str) -> str:
+    return "ia-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
+
+
+def _urn(name: str, plan: WritebackPlan) -> str:
+    digest = hashlib.sha256(f"{plan.result_uid}|{name}".encode()).hexdigest()
+    return f"urn:uuid:{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
+def device_identifier(engine: str, engine_version: str) -> Identifier:
+    return Identifier(system=DEVICE_ID_SYSTEM, value=f"{engine}@{engine_version}")
+
+
+def build_device(engine: str, engine_version: str) -> Device:
+    return Device(
+        identifier=[device_identifier(engine, engine_version)],
+        deviceName=[DeviceDeviceName(name=f"imaging-agent {engine}", type="model-name")],
+        version=[DeviceVersion(value=engine_version)],
+        manufacturer="imaging-agent",
+    )
+
+
+def build_practitioner(reviewer: Reviewer) -> Practitioner:
+    return Practitioner(
+        identifier=[Identifier(system=REVIEWER_ID_SYSTEM, value=reviewer.id)],
+        name=[{"text": reviewer.name}],
+    )
+
+
+def build_observation(plan: WritebackPlan, structure: StructureVolume, device_ref: str) -> Observation:
+    return Observation(
+        identifier=[Identifier(system=OBSERVATION_ID_SYSTEM, value=f"{plan.result_uid}/{structure.key}/volume")],
+        status="final",
+        category=[
+            CodeableConcept(
+                coding=[Coding(system="http://terminology.hl7.org/CodeSystem/observation-category", code="imaging")]
+            )
+        ],
+        code=CodeableConcept(coding=[Coding(system=SNOMED, code="118565006", display="Volume")], text="Volume"),
+        subject=Reference(reference=plan.patient_reference),
+        bodySite=CodeableConcept(
+            coding=[Coding(system=SNOMED, code=structure.snomed_code, display=structure.display)],
+            text=structure.display,
+        ),
+        valueQuantity=Quantity(value=round(structure.volume_ml, 1), unit="mL", system=UCUM, code="mL"),
+        method=CodeableConcept(text=f"automatic segmentation, {plan.engine} {plan.engine_version}"),
+        device=Reference(reference=device_ref),
+        derivedFrom=[Reference(reference=f"ImagingStudy/{plan.imaging_study_id}")],
+    )
+
+
+def build_diagnostic_report(
+    plan: WritebackPlan, observation_refs: Sequence[str], reviewer_ref: str, device_ref: str, issued: datetime
+) -> DiagnosticReport:
+    return DiagnosticReport(
+        identifier=[uid_identifier(plan.result_uid)],
+        status="final",
+        category=[
+            CodeableConcept(
+                coding=[Coding(system="http://terminology.hl7.org/CodeSystem/v2-0074", code="RAD", display="Radiology")]
+            )
+        ],
+        code=CodeableConcept(
+            coding=[Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study")],
+            text="AI lung contouring result",
+        ),
+        subject=Reference(reference=plan.patient_reference),
+        issued=issued,
+        performer=[Reference(reference=device_ref)],
+        resultsInterpreter=[Reference(reference=reviewer_ref)],
+        imagingStudy=[Reference(reference=f"ImagingStudy/{plan.imaging_study_id}")],
+        result=[Reference(reference=ref) for ref in observation_refs],
+        conclusion=plan.conclusion,
+        presentedForm=[
+            Attachment(
+                contentType="text/plain; charset=utf-8",
+                language="en",
+                data=base64.b64encode(plan.report_text.encode()).decode(),
+                title="AI contouring report",
+            )
+        ],
+    )
+
+
+def updated_imaging_study(study: ImagingStudy, objects: Sequence[DerivedObject]) -> ImagingStudy:
+    """The study marked `available`, with the new result series listed (no duplicates)."""
+    updated = study.model_copy(deep=True)
+    updated.status = "available"
+    series = list(updated.series or [])
+    known = {s.uid for s in series}
+    by_series: dict[str, list[DerivedObject]] = {}
+    for obj in objects:
+        by_series.setdefault(obj.series_instance_uid, []).append(obj)
+    for series_uid, members in by_series.items():
+        if series_uid in known:
+            continue
+        series.append(
+            ImagingStudySeries(
+                uid=series_uid,
+                modality=Coding(system=DICOM_CODE_SYSTEM, code=_MODALITY_OF_KIND[members[0].kind]),
+                numberOfInstances=len(members),
+                description=f"AI {members[0].kind}",
+                instance=[
+                    ImagingStudySeriesInstance(
+                        uid=m.sop_instance_uid, sopClass=Coding(system=URI_SYSTEM, code=f"urn:oid:{m.sop_class_uid}")
+                    )
+                    for m in members
+                ],
+            )
+        )
+    updated.series = series
+    updated.numberOfSeries = len(series)
+    updated.numberOfInstances = sum(s.numberOfInstances or 0 for s in series)
+    return updated
+
+
+def build_provenance(
+    plan: WritebackPlan, target_refs: Sequence[str], device_ref: str, reviewer_ref: str, recorded: datetime
+) -> Provenance:
+    return Provenance(
+        id=_stable_id("provenance", plan.result_uid),
+        target=[Reference(reference=ref) for ref in target_refs],
+        recorded=recorded,
+        activity=CodeableConcept(
+            coding=[Coding(system="http://terminology.hl7.org/CodeSystem/v3-DataOperation", code="CREATE")]
+        ),
+        agent=[
+            ProvenanceAgent(
+                type=CodeableConcept(coding=[Coding(system=PROVENANCE_PARTICIPANT, code="assembler")]),
+                who=Reference(reference=device_ref, display=f"{plan.engine} {plan.engine_version}"),
+            ),
+            ProvenanceAgent(
+                type=CodeableConcept(coding=[Coding(system=PROVENANCE_PARTICIPANT, code="verifier")]),
+                who=Reference(reference=reviewer_ref),
+            ),
+        ],
+        entity=[
+            ProvenanceEntity(role="source", what=Reference(reference=f"ImagingStudy/{plan.imaging_study_id}"))
+        ]
+        + [
+            ProvenanceEntity(
+                role="derivation",
+                what=Reference(
+                    identifier=Identifier(system=DICOM_UID_SYSTEM, value=f"urn:oid:{obj.sop_instance_uid}"),
+                    display=f"DICOM {obj.kind}",
+                ),
+            )
+            for obj in plan.objects
+        ],
+    )
+
+
+def build_audit_event(
+    plan: WritebackPlan, target_refs: Sequence[str], device_ref: str, reviewer_ref: str, recorded: datetime
+) -> AuditEvent:
+    return AuditEvent(
+        id=_stable_id("audit", plan.result_uid),
+        type=Coding(system=DICOM_CODE_SYSTEM, code="110106", display="Export"),
+        subtype=[Coding(system="http://hl7.org/fhir/restful-interaction", code="transaction")],
+        action="C",
+        recorded=recorded,
+        outcome="0",
+        agent=[
+            AuditEventAgent(who=Reference(reference=reviewer_ref), requestor=True),
+            AuditEventAgent(who=Reference(reference=device_ref), requestor=False),
+        ],
+        source=AuditEventSource(observer=Reference(reference=device_ref, display="imaging-agent")),
+        entity=[AuditEventEntity(what=Reference(reference=ref)) for ref in target_refs],
+    )
+
+
+def _entry(resource: Resource, full_url: str, method: str, url: str, **request: str) -> BundleEntry:
+    return BundleEntry(
+        fullUrl=full_url, resource=resource, request=BundleEntryRequest(method=method, url=url, **request)
+    )
+
+
+def build_writeback_transaction(
+    plan: WritebackPlan, study: ImagingStudy, reviewer: Reviewer, when: datetime
+) -> Bundle:
+    """One transaction with every FHIR write of an approved result (see the module docstring)."""
+    device_urn, reviewer_urn, report_urn = _urn("device", plan), _urn("reviewer", plan), _urn("report", plan)
+    device = build_device(plan.engine, plan.engine_version)
+    device_token = f"{DEVICE_ID_SYSTEM}|{plan.engine}@{plan.engine_version}"
+    entries = [
+        _entry(device, device_urn, "POST", "Device", ifNoneExist=f"identifier={device_token}"),
+        _entry(
+            build_practitioner(reviewer),
+            reviewer_urn,
+            "POST",
+            "Practitioner",
+            ifNoneExist=f"identifier={REVIEWER_ID_SYSTEM}|{reviewer.id}",
+        ),
+    ]
+    observation_urns = []
+    for structure in plan.structures:
+        urn = _urn(f"observation/{structure.key}", plan)
+        observation_urns.append(urn)
+        entries.append(
+            _entry(
+                build_observation(plan, structure, device_urn),
+                urn,
+                "POST",
+                "Observation",
+                ifNoneExist=f"identifier={OBSERVATION_ID_SYSTEM}|{plan.result_uid}/{structure.key}/volume",
+            )
+        )
+    entries.append(
+        _entry(
+            build_diagnostic_report(plan, observation_urns, reviewer_urn, device_urn, when),
+            report_urn,
+            "POST",
+            "DiagnosticReport",
+            ifNoneExist=f"identifier={DICOM_UID_SYSTEM}|urn:oid:{plan.result_uid}",
+        )
+    )
+    study_request = {"ifMatch": f'W/"{plan.imaging_study_version}"'} if plan.imaging_study_version else {}
+    entries.append(
+        _entry(
+            updated_imaging_study(study, plan.objects),
+            f"ImagingStudy/{plan.imaging_study_id}",
+            "PUT",
+            f"ImagingStudy/{plan.imaging_study_id}",
+            **study_request,
+        )
+    )
+    targets = [report_urn, *observation_urns, f"ImagingStudy/{plan.imaging_study_id}"]
+    provenance = build_provenance(plan, targets, device_urn, reviewer_urn, when)
+    audit = build_audit_event(plan, targets, device_urn, reviewer_urn, when)
+    entries.append(_entry(provenance, f"Provenance/{provenance.id}", "PUT", f"Provenance/{provenance.id}"))
+    entries.append(_entry(audit, f"AuditEvent/{audit.id}", "PUT", f"AuditEvent/{audit.id}"))
+    return Bundle(type="transaction", entry=entries)
+
+
+def describe_changes(plan: WritebackPlan) -> list[FhirChange]:
+    """The FHIR half of the approval payload: every resource the transaction will write."""
+    changes = [
+        FhirChange(
+            method="PUT",
+            resource_type="ImagingStudy",
+            target=f"ImagingStudy/{plan.imaging_study_id}",
+            summary=(
+                f"status registered -> available; add {len({o.series_instance_uid for o in plan.objects})} "
+                f"result series (If-Match version {plan.imaging_study_version})"
+            ),
+        ),
+        FhirChange(
+            method="POST",
+            resource_type="DiagnosticReport",
+            target=f"new (identifier urn:oid:{plan.result_uid})",
+            summary=f"final report: {plan.conclusion}",
+        ),
+    ]
+    changes += [
+        FhirChange(
+            method="POST",
+            resource_type="Observation",
+            target=f"new ({s.key})",
+            summary=f"{s.display} volume {s.volume_ml:.1f} mL",
+        )
+        for s in plan.structures
+    ]
+    changes += [
+        FhirChange(method="POST", resource_type="Device", target="conditional", summary=f"{plan.engine} {plan.engine_version}"),
+        FhirChange(method="POST", resource_type="Practitioner", target="conditional", summary="the approving reviewer"),
+        FhirChange(method="PUT", resource_type="Provenance", target="new", summary="software and reviewer as agents"),
+        FhirChange(method="PUT", resource_type="AuditEvent", target="new", summary="record of this write"),
+    ]
+    return changes
