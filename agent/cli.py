@@ -31,6 +31,9 @@ def _configure(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx and urllib3 log full URLs with their query strings, which can hold patient names.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def _print_status(rows: list[services.ServiceStatus]) -> None:
@@ -99,6 +102,44 @@ def seed(
             f"{r.imaging_study_id} ({'created' if r.imaging_study_created else 'existing'})",
         )
     console.print(table)
+
+
+@app.command()
+def pending(
+    query: Annotated[
+        str | None,
+        typer.Option(help="FHIR ImagingStudy search, e.g. 'status=registered&modality=CT' (the default)."),
+    ] = None,
+) -> None:
+    """List the ImagingStudies waiting in FHIR: the agent's work list."""
+    from urllib.parse import parse_qsl
+
+    from tools.fhir.client import FhirClient
+    from tools.fhir.errors import FhirError
+    from tools.fhir.worklist import find_worklist
+    from tools.http_retry import ServiceUnavailableError
+
+    settings = get_settings()
+    try:
+        with FhirClient.from_settings(settings) as fhir:
+            items = find_worklist(fhir, dict(parse_qsl(query)) if query else None)
+    except (FhirError, ServiceUnavailableError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table("ImagingStudy", "Study Instance UID", "patient", "started", "modality", "series", "instances", "status")
+    for item in items:
+        table.add_row(
+            item.imaging_study_id,
+            item.study_instance_uid or "-",
+            item.patient_reference or "-",
+            item.started or "-",
+            ",".join(item.modalities),
+            str(item.number_of_series or "-"),
+            str(item.number_of_instances or "-"),
+            item.status,
+        )
+    console.print(table)
+    console.print(f"{len(items)} stud{'y' if len(items) == 1 else 'ies'} waiting at {settings.fhir_url}")
 
 
 def main() -> None:

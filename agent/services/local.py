@@ -47,6 +47,8 @@ def orthanc_spec(settings: Settings) -> ServiceSpec:
         Plugins=[str(ORTHANC_DICOMWEB_PLUGIN)],
         # Orthanc has no bind-address option: refusing non-loopback clients is the guard.
         RemoteAccessAllowed=False,
+        # C-FIND is only answered for known AETs; the agent's own is the one to know.
+        DicomModalities={"imaging-agent": [settings.dimse_calling_aet, "127.0.0.1", 104]},
     )
     config_file = base / "orthanc.json"
     config_file.write_text(json.dumps(config, indent=2))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from fhir.resources.R4B.annotation import Annotation
 from fhir.resources.R4B.codeableconcept import CodeableConcept
@@ -46,6 +47,9 @@ def ensure_task(fhir: FhirClient, imaging_study_id: str, study_instance_uid: str
         focus=Reference(reference=f"ImagingStudy/{imaging_study_id}"),
         for_fhir=Reference(reference=patient_ref) if patient_ref else None,
         businessStatus=CodeableConcept(text="started"),
+        # authoredOn doubles as the creation time of the job's DICOM objects, so a rerun of the
+        # same study rebuilds byte-identical files (same hashes) rather than near-copies.
+        authoredOn=datetime.now(UTC).replace(microsecond=0),
     )
     return fhir.create(task, if_none_exist=f"identifier={token}")
 
