@@ -11,8 +11,16 @@ DEBIAN_PACKAGES=(orthanc orthanc-dicomweb dicom3tools dcmtk chromium)
 FHIR_SERVER_REQUIREMENT="sekmet-fhir==0.1.1"
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
-# pip prints a warning for every absent local index mirror; they say nothing about this project.
-quiet_pip() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+# pip and setuptools are chatty (mirror warnings, deprecation notices); keep their output in a
+# log and show it only when the step fails.
+quiet_pip() {
+    local log_file=".bootstrap-pip.log"
+    if ! "$@" >"$log_file" 2>&1; then
+        grep -v "^WARNING: Location" "$log_file" >&2
+        log "failed: $* (full output in $log_file)"
+        return 1
+    fi
+}
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
