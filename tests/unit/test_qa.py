@@ -1,0 +1,179 @@
+"""Measurements and plausibility flags on hand-built masks with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.imaging.geometry import Geometry
+from tools.imaging.volume import Volume
+from tools.segmentation.base import STRUCTURES, StructureMask
+from tools.segmentation.qa import measure, qa_flags
+
+pytestmark = pytest.mark.unit
+
+SERIES = "1.2.826.0.1.3680043.10.1"
+HFS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+# Feet first: columns run to the patient's right, slices go down the patient.
+FFS = ((-1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, -1.0))
+
+
+def make_volume(
+    shape: tuple[int, int, int] = (20, 30, 30),
+    spacing: tuple[float, float, float] = (10.0, 10.0, 10.0),
+    direction: tuple[tuple[float, float, float], ...] = HFS,
+    hu: np.ndarray | None = None,
+) -> Volume:
+    """A volume of 10 mm voxels (1 mL each) unless told otherwise."""
+    return Volume(
+        array=np.zeros(shape, dtype=np.int16) if hu is None else hu,
+        geometry=Geometry(origin=(-150.0, -150.0, 0.0), spacing=spacing, direction=direction, shape=shape),  # type: ignore[arg-type]
+        series_instance_uid=SERIES,
+        study_instance_uid="1.2.3",
+        frame_of_reference_uid="1.2.4",
+        modality="CT",
+        sop_instance_uids=[f"1.2.5.{k}" for k in range(shape[0])],
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+    )
+
+
+def lung(key: str, mask: np.ndarray) -> StructureMask:
+    return StructureMask(structure=STRUCTURES[key], mask=mask, confidence=1.0)
+
+
+def box(shape: tuple[int, int, int], k: slice, r: slice, c: slice) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[k, r, c] = True
+    return mask
+
+
+def codes(flags: list) -> set[tuple[str, str | None]]:
+    return {(f.code, f.structure) for f in flags}
+
+
+def plausible_pair(shape: tuple[int, int, int] = (20, 30, 30)) -> tuple[np.ndarray, np.ndarray]:
+    """Two 1.2 L boxes clear of every edge; HFS columns run to the patient's left."""
+    left = box(shape, slice(3, 15), slice(5, 25), slice(18, 23))
+    right = box(shape, slice(3, 15), slice(5, 25), slice(6, 11))
+    return left, right
+
+
+def test_measure_volume_hu_box_and_components() -> None:
+    shape = (10, 12, 14)
+    hu = np.full(shape, 40, dtype=np.int16)
+    mask = box(shape, slice(2, 4), slice(3, 6), slice(4, 8))  # 2 x 3 x 4 = 24 voxels
+    hu[mask] = np.arange(24, dtype=np.int16) * 10 - 900
+    volume = make_volume(shape, spacing=(0.5, 0.8, 2.0), hu=hu)
+    m = measure(volume, mask)
+    assert m.voxel_count == 24
+    assert m.volume_ml == pytest.approx(24 * 0.5 * 0.8 * 2.0 / 1000.0)
+    values = np.arange(24) * 10 - 900
+    assert m.mean_hu == pytest.approx(values.mean())
+    assert (m.p5_hu, m.p50_hu, m.p95_hu) == pytest.approx(tuple(np.percentile(values, [5, 50, 95])))
+    assert m.bbox_index == ((2, 3), (3, 5), (4, 7))
+    # Column i -> x = -150 + 0.5 i, row j -> y = -150 + 0.8 j, slice k -> z = 2 k.
+    assert m.bbox_mm is not None
+    np.testing.assert_allclose(m.bbox_mm, [(-148.0, -146.5), (-147.6, -146.0), (4.0, 6.0)])
+    assert m.n_components == 1
+
+
+def test_components_count_26_connected_neighbours_as_one() -> None:
+    shape = (6, 6, 6)
+    mask = np.zeros(shape, dtype=bool)
+    mask[1, 1, 1] = mask[2, 2, 2] = True  # corner to corner: one component
+    mask[4, 4, 4] = True
+    assert measure(make_volume(shape), mask).n_components == 2
+
+
+def test_measure_empty_mask_and_wrong_shape() -> None:
+    volume = make_volume()
+    empty = measure(volume, np.zeros(volume.array.shape, dtype=bool))
+    assert (empty.volume_ml, empty.n_components, empty.mean_hu, empty.bbox_index) == (0.0, 0, None, None)
+    with pytest.raises(ValueError, match=SERIES):
+        measure(volume, np.zeros((2, 2, 2), dtype=bool))
+
+
+def test_plausible_lungs_give_no_flags() -> None:
+    volume = make_volume()
+    left, right = plausible_pair()
+    assert qa_flags(volume, [lung("left-lung", left), lung("right-lung", right)]) == []
+
+
+def test_volume_under_300_ml_and_over_9_l() -> None:
+    shape = (30, 60, 60)
+    volume = make_volume(shape)
+    small = box(shape, slice(5, 10), slice(5, 15), slice(35, 40))  # 250 mL
+    huge = box(shape, slice(1, 29), slice(1, 59), slice(1, 8))  # 11.4 L
+    flags = qa_flags(volume, [lung("left-lung", small), lung("right-lung", huge)])
+    assert codes(flags) == {("volume-low", "left-lung"), ("volume-high", "right-lung")}
+    low = next(f for f in flags if f.code == "volume-low")
+    high = next(f for f in flags if f.code == "volume-high")
+    assert low.severity == "warning" and high.severity == "fail"
+    assert "Left lung" in low.message and "250 mL" in low.message and SERIES in low.message
+    assert "Right lung" in high.message and "Check" in high.message
+
+
+def test_more_than_two_large_components() -> None:
+    volume = make_volume()
+    left, right = plausible_pair()
+    left = left.copy()
+    left[8, :, :] = False  # cut in two
+    left[11, :, :] = False  # and in three
+    speck = box(volume.array.shape, slice(4, 5), slice(5, 6), slice(6, 7))
+    flags = qa_flags(volume, [lung("left-lung", left), lung("right-lung", right | speck)])
+    assert codes(flags) == {("fragmented", "left-lung")}
+    assert "3 large separate parts" in flags[0].message
+
+
+def test_small_specks_do_not_count_as_large_components() -> None:
+    shape = (20, 60, 60)
+    volume = make_volume(shape, spacing=(2.0, 2.0, 2.0))  # 8 microlitre voxels
+    left = box(shape, slice(2, 18), slice(5, 55), slice(32, 55))
+    for c in (1, 3, 5):  # three one-voxel specks: far under 1% and 5 mL
+        left[10, 10, c] = True
+    right = box(shape, slice(2, 18), slice(5, 55), slice(8, 28))
+    assert "fragmented" not in {f.code for f in qa_flags(volume, [lung("left-lung", left), lung("right-lung", right)])}
+
+
+def test_touching_superior_edge_is_a_warning_lateral_edge_a_failure() -> None:
+    volume = make_volume()
+    left, right = plausible_pair()
+    left = left | box(volume.array.shape, slice(14, 20), slice(10, 12), slice(18, 20))  # up to the last slice
+    right = right | box(volume.array.shape, slice(5, 6), slice(10, 12), slice(0, 8))  # out to column 0
+    flags = qa_flags(volume, [lung("left-lung", left), lung("right-lung", right)])
+    by_code = {f.code: f for f in flags}
+    # HFS: the last slice is the most superior, column 0 is the patient's right.
+    assert set(by_code) == {"touches-superior-edge", "touches-right-edge"}
+    assert by_code["touches-superior-edge"].severity == "warning"
+    assert by_code["touches-superior-edge"].structure == "left-lung"
+    assert by_code["touches-right-edge"].severity == "fail"
+    assert by_code["touches-right-edge"].structure == "right-lung"
+    assert "Right lung" in by_code["touches-right-edge"].message
+
+
+def test_edges_are_named_by_patient_side_on_feet_first_series() -> None:
+    volume = make_volume(direction=FFS)
+    shape = volume.array.shape
+    # FFS: columns run to the patient's right, so the low columns are the patient's left.
+    left = box(shape, slice(0, 12), slice(5, 25), slice(6, 11))  # touches slice 0: the superior end
+    right = box(shape, slice(3, 15), slice(5, 25), slice(18, 30))  # touches the last column: patient's right
+    flags = qa_flags(volume, [lung("left-lung", left), lung("right-lung", right)])
+    assert codes(flags) == {("touches-superior-edge", "left-lung"), ("touches-right-edge", "right-lung")}
+
+
+def test_left_right_swapped_by_patient_coordinates() -> None:
+    volume = make_volume()
+    left, right = plausible_pair()
+    flags = qa_flags(volume, [lung("left-lung", right), lung("right-lung", left)])
+    assert codes(flags) == {("left-right-swapped", None)}
+    assert flags[0].severity == "fail" and "swapped" in flags[0].message
+    # The same masks are right on a feet-first series, whose columns run to the patient's right.
+    assert qa_flags(make_volume(direction=FFS), [lung("left-lung", right), lung("right-lung", left)]) == []
+
+
+def test_empty_mask_fails() -> None:
+    volume = make_volume()
+    left, _ = plausible_pair()
+    flags = qa_flags(volume, [lung("left-lung", left), lung("right-lung", np.zeros_like(left))])
+    assert codes(flags) == {("empty-mask", "right-lung")}
+    assert flags[0].severity == "fail" and SERIES in flags[0].message

@@ -1,0 +1,207 @@
+"""Measurements of a structure mask and plausibility flags for the approver.
+
+Volumes come from the voxel count times the voxel volume of the DICOM geometry (PS3.3
+C.7.6.2: Pixel Spacing and the slice step); positions are in the patient coordinate system
+(LPS, PS3.3 C.7.6.2.1.1), so "left", "superior" etc. in the flags are the patient's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+from scipy import ndimage
+
+from tools.imaging.geometry import Geometry
+from tools.imaging.volume import Volume
+from tools.segmentation.base import QAFlag, StructureMask
+
+# Adult lungs hold roughly 1-4 L each at CT; outside this band the mask (or the scan) is wrong.
+LUNG_MIN_ML = 300.0
+LUNG_MAX_ML = 9000.0
+# A component counts as "large" above either bound (small specks are ignored).
+LARGE_COMPONENT_FRACTION = 0.01
+LARGE_COMPONENT_ML = 5.0
+MAX_LARGE_COMPONENTS = 2
+_LUNG_KEYS = ("left-lung", "right-lung")
+
+Side = Literal["left", "right", "anterior", "posterior", "inferior", "superior"]
+# Index of the LPS component and the patient side at its positive / negative end.
+_SIDES: dict[int, tuple[Side, Side]] = {0: ("left", "right"), 1: ("posterior", "anterior"), 2: ("superior", "inferior")}
+
+
+class StructureMeasurements(BaseModel):
+    """Size, density and extent of one mask. HU statistics are None for an empty mask."""
+
+    volume_ml: float
+    voxel_count: int
+    mean_hu: float | None
+    p5_hu: float | None
+    p50_hu: float | None
+    p95_hu: float | None
+    bbox_index: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None
+    """(min, max) inclusive per array axis: (slice, row, column)"""
+    bbox_mm: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None
+    """(min, max) per patient axis (x, y, z) in LPS mm, over the centres of the boxed voxels"""
+    n_components: int
+    """3D connected components, 26-connectivity"""
+
+
+def voxel_volume_ml(geometry: Geometry) -> float:
+    return float(np.prod(geometry.spacing)) / 1000.0
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice]:
+    """Bounding box of a non-empty mask; work on it instead of the whole volume (speed)."""
+    return ndimage.find_objects(mask.view(np.uint8))[0]  # type: ignore[return-value]
+
+
+def _centroid_x(mask: np.ndarray, box: tuple[slice, slice, slice], geometry: Geometry) -> float:
+    """Patient x (LPS mm) of the centroid of a non-empty mask."""
+    sub = mask[box]
+    total = float(np.count_nonzero(sub))
+    index = []
+    for axis in range(3):
+        counts = np.count_nonzero(sub, axis=tuple(a for a in range(3) if a != axis))
+        index.append(box[axis].start + float(counts @ np.arange(counts.size)) / total)
+    k, r, c = index
+    return float(geometry.index_to_patient(np.array([c, r, k]))[0])
+
+
+def measure(volume: Volume, mask: np.ndarray) -> StructureMeasurements:
+    """Measure ``mask`` (bool, the volume's shape) on ``volume``'s HU and geometry."""
+    if mask.shape != volume.array.shape:
+        raise ValueError(
+            f"mask of shape {mask.shape} does not fit series {volume.series_instance_uid} "
+            f"of shape {volume.array.shape}; masks must be on the volume's own grid"
+        )
+    mask = mask.astype(bool, copy=False)
+    count = int(np.count_nonzero(mask))
+    if count == 0:
+        return StructureMeasurements(
+            volume_ml=0.0, voxel_count=0, mean_hu=None, p5_hu=None, p50_hu=None, p95_hu=None,
+            bbox_index=None, bbox_mm=None, n_components=0,
+        )
+    box = _bbox(mask)
+    values = volume.array[box][mask[box]].astype(np.float64)
+    p5, p50, p95 = (float(v) for v in np.percentile(values, [5, 50, 95]))
+    bbox_index = tuple((int(s.start), int(s.stop - 1)) for s in box)
+    (k0, k1), (r0, r1), (c0, c1) = bbox_index
+    corners = np.array(list(np.broadcast(*np.ix_([c0, c1], [r0, r1], [k0, k1]))), dtype=float)
+    patient = volume.geometry.index_to_patient(corners)
+    bbox_mm = tuple((float(lo), float(hi)) for lo, hi in zip(patient.min(axis=0), patient.max(axis=0), strict=True))
+    _, n_components = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
+    return StructureMeasurements(
+        volume_ml=count * voxel_volume_ml(volume.geometry),
+        voxel_count=count,
+        mean_hu=float(values.mean()),
+        p5_hu=p5,
+        p50_hu=p50,
+        p95_hu=p95,
+        bbox_index=bbox_index,  # type: ignore[arg-type]
+        bbox_mm=bbox_mm,  # type: ignore[arg-type]
+        n_components=int(n_components),
+    )
+
+
+def qa_flags(volume: Volume, structure_masks: Sequence[StructureMask]) -> list[QAFlag]:
+    """Plausibility findings for a segmentation result, each naming structure and series."""
+    flags: list[QAFlag] = []
+    series = volume.series_instance_uid
+    centroids: dict[str, float] = {}
+    for item in structure_masks:
+        key, name = item.structure.key, item.structure.display
+        mask = item.mask.astype(bool, copy=False)
+        count = int(np.count_nonzero(mask))
+        if count == 0:
+            flags.append(QAFlag(
+                code="empty-mask", severity="fail", structure=key,
+                message=f"{name}: the mask for series {series} is empty. Check that the series covers "
+                "this structure and is a CT of the chest; do not use this result.",
+            ))
+            continue
+        volume_ml = count * voxel_volume_ml(volume.geometry)
+        box = _bbox(mask)
+        if key in _LUNG_KEYS:
+            flags.extend(_volume_flags(key, name, series, volume_ml))
+        flags.extend(_component_flags(key, name, series, mask[box], volume_ml))
+        flags.extend(_border_flags(key, name, series, box, mask.shape, volume.geometry))
+        centroids[key] = _centroid_x(mask, box, volume.geometry)
+    if "left-lung" in centroids and "right-lung" in centroids and centroids["left-lung"] < centroids["right-lung"]:
+        flags.append(QAFlag(
+            code="left-right-swapped", severity="fail", structure=None,
+            message=f"Left lung and right lung of series {series} look swapped: the left-lung mask's centre "
+            f"lies at patient x = {centroids['left-lung']:.1f} mm, right of the right-lung mask's "
+            f"{centroids['right-lung']:.1f} mm (LPS: +x is the patient's left). Check the series' "
+            "Image Orientation/Position (Patient) and the labels before approving.",
+        ))
+    return flags
+
+
+def _volume_flags(key: str, name: str, series: str, volume_ml: float) -> list[QAFlag]:
+    if volume_ml < LUNG_MIN_ML:
+        return [QAFlag(
+            code="volume-low", severity="warning", structure=key,
+            message=f"{name}: {volume_ml:.0f} mL in series {series}, under the plausible "
+            f"{LUNG_MIN_ML / 1000:.1f} L. Check whether the scan covers the whole lung, for collapse or "
+            "effusion, or a missed part of the lung in the mask.",
+        )]
+    if volume_ml > LUNG_MAX_ML:
+        return [QAFlag(
+            code="volume-high", severity="fail", structure=key,
+            message=f"{name}: {volume_ml / 1000:.1f} L in series {series}, over the plausible "
+            f"{LUNG_MAX_ML / 1000:.0f} L. Check the mask for leaks into outside air, bowel gas or the other lung.",
+        )]
+    return []
+
+
+def _component_flags(key: str, name: str, series: str, mask: np.ndarray, volume_ml: float) -> list[QAFlag]:
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if count <= MAX_LARGE_COMPONENTS:
+        return []
+    sizes = np.bincount(labels.ravel())[1:]
+    ml_per_voxel = volume_ml / int(sizes.sum())
+    large = int(np.count_nonzero((sizes > LARGE_COMPONENT_FRACTION * sizes.sum()) | (sizes * ml_per_voxel > LARGE_COMPONENT_ML)))
+    if large <= MAX_LARGE_COMPONENTS:
+        return []
+    return [QAFlag(
+        code="fragmented", severity="warning", structure=key,
+        message=f"{name}: the mask in series {series} has {large} large separate parts (each over "
+        f"{LARGE_COMPONENT_FRACTION:.0%} of it or {LARGE_COMPONENT_ML:.0f} mL). Check for included bowel gas "
+        "or airways, or a lung cut apart by the segmentation.",
+    )]
+
+
+def _border_flags(
+    key: str, name: str, series: str, box: tuple[slice, slice, slice], shape: tuple[int, ...], geometry: Geometry
+) -> list[QAFlag]:
+    """One flag per volume face the mask (with bounding box ``box``) touches, named by the patient side of that face."""
+    axis_dirs = (geometry.direction[2], geometry.direction[1], geometry.direction[0])
+    flags: list[QAFlag] = []
+    for axis in range(3):
+        direction = np.asarray(axis_dirs[axis], dtype=float)
+        component = int(np.argmax(np.abs(direction)))
+        positive_side, negative_side = _SIDES[component]
+        for end in (0, shape[axis] - 1):
+            if end not in (box[axis].start, box[axis].stop - 1):
+                continue
+            # The face at index 0 lies towards -direction, the last one towards +direction.
+            towards_positive = (end != 0) == (direction[component] > 0)
+            side = positive_side if towards_positive else negative_side
+            if side in ("superior", "inferior"):
+                flags.append(QAFlag(
+                    code=f"touches-{side}-edge", severity="warning", structure=key,
+                    message=f"{name} reaches the {side} edge of series {series}: the scan probably cuts the "
+                    "lung, so its volume is underestimated. Check the coverage before using the volume.",
+                ))
+            else:
+                flags.append(QAFlag(
+                    code=f"touches-{side}-edge", severity="fail", structure=key,
+                    message=f"{name} reaches the {side} ({'lateral' if side in ('left', 'right') else 'front/back'}) "
+                    f"edge of series {series}'s field of view: lungs lie inside the chest wall, so the mask "
+                    "probably includes outside air or the field of view cuts the chest. Check the mask "
+                    "at that edge.",
+                ))
+    return flags
