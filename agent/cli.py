@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -140,6 +140,203 @@ def pending(
         )
     console.print(table)
     console.print(f"{len(items)} stud{'y' if len(items) == 1 else 'ies'} waiting at {settings.fhir_url}")
+
+
+@app.command()
+def contour(
+    dicom_dir: Annotated[Path, typer.Argument(help="Folder with one CT series.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (must be new or empty).")],
+    engine: Annotated[str | None, typer.Option(help="Segmentation engine (default from settings).")] = None,
+    formats: Annotated[str, typer.Option(help="Comma-separated: rtstruct,seg,sr,png,json.")] = "rtstruct,seg,sr,png,json",
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Contour the lungs of a local series, offline: RTSTRUCT, SEG, SR, previews and summary.json."""
+    from rich.progress import Progress
+
+    from agent.contour import ContourError, run_contour
+    from tools.results.package import ALL_FORMATS
+    from tools.segmentation.base import EngineError
+
+    wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    unknown = sorted(set(wanted) - set(ALL_FORMATS))
+    if unknown:
+        console.print(f"[red]error:[/red] unknown format(s) {', '.join(unknown)}; choose from {', '.join(ALL_FORMATS)}.")
+        raise typer.Exit(2)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("contour", total=1.0)
+        try:
+            package = run_contour(
+                dicom_dir,
+                out,
+                get_settings(),
+                engine_name=engine,
+                formats=wanted,  # type: ignore[arg-type]
+                overwrite=overwrite,
+                progress=lambda stage, fraction: bar.update(task, completed=fraction, description=stage),
+            )
+        except (ContourError, EngineError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    table = Table("structure", "volume", "mean HU", "components", "confidence")
+    for s in package.structures:
+        m = s.measurements
+        table.add_row(s.display, f"{m.volume_ml:.1f} mL", f"{m.mean_hu or 0:.0f}", str(m.n_components), f"{s.confidence:.2f}")
+    console.print(table)
+    for flag in package.flags:
+        console.print(f"[yellow]{flag.severity}[/yellow] {flag.message}")
+    for obj in package.objects:
+        console.print(f"{obj.kind:<8} {obj.path}  sha256 {obj.sha256[:16]}…")
+    console.print(f"previews: {len(package.previews)} PNG in {package.out_dir / 'previews'}")
+    console.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in package.seconds.items()))
+
+
+approvals_app = typer.Typer(help="Pending radiologist approvals, shared by the CLI, the app and the API.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+
+ReviewerId = Annotated[str | None, typer.Option("--reviewer-id", help="Who decides (default: settings, then OS user).")]
+ReviewerName = Annotated[str | None, typer.Option("--reviewer-name", help="Display name of the reviewer.")]
+
+
+def _decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: tuple[str, str]) -> Any:
+    from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, render_approval
+    from graphs.approval import ApprovalDecision
+
+    while report.pending:
+        pending = report.pending[0]
+        render_approval(console, pending)
+        if yes:
+            decision = ApprovalDecision(action="approve", reviewer_id=reviewer[0], reviewer_name=reviewer[1])
+            console.print(f"--yes: approved as {reviewer[1]} ({reviewer[0]})")
+        else:
+            try:
+                decision = ask_decision(console, pending, reviewer)
+            except NoReviewerError as exc:
+                console.print(f"[yellow]{exc}[/yellow]")
+                return report
+        with ProgressDisplay(console) as on_progress:
+            report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
+    return report
+
+
+@app.command()
+def process(
+    pending_studies: Annotated[
+        bool, typer.Option("--pending", help="Process the FHIR work list (ImagingStudy status registered, CT).")
+    ] = False,
+    study: Annotated[str | None, typer.Option("--study", help="Process one ImagingStudy by its FHIR id.")] = None,
+    query: Annotated[str | None, typer.Option(help="Work list search instead of the default, e.g. 'status=registered&modality=CT'.")] = None,
+    engine: Annotated[str | None, typer.Option(help="Segmentation engine (default from settings).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (you are the reviewer).")] = False,
+    reviewer_id: ReviewerId = None,
+    reviewer_name: ReviewerName = None,
+) -> None:
+    """Segment, review and write back: the batch over pending studies, with an approval prompt per study.
+
+    A job interrupted earlier (a killed process, unanswered approvals) is resumed first.
+    """
+    from urllib.parse import parse_qsl
+
+    from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
+    from graphs.runtime import AgentRuntime
+
+    if not pending_studies and study is None:
+        console.print("Say what to process: --pending (the work list) or --study IMAGING_STUDY_ID.")
+        raise typer.Exit(2)
+    settings = get_settings()
+    reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
+    with AgentRuntime(settings) as runtime:
+        reports = []
+        for job in runtime.jobs(unfinished_only=True):
+            console.print(f"Resuming job {job.thread_id} ({job.label}), left {job.status}.")
+            with ProgressDisplay(console) as on_progress:
+                report = runtime.resume(job.thread_id, on_progress=on_progress) if job.status == "running" else runtime.report(job.thread_id)
+            reports.append(_decide_interactively(runtime, report, yes, reviewer))
+        if not reports:
+            with ProgressDisplay(console) as on_progress:
+                if study is not None:
+                    report = runtime.start_study(study, engine=engine, on_progress=on_progress)
+                else:
+                    report = runtime.start_batch(dict(parse_qsl(query)) if query else None, engine=engine, on_progress=on_progress)
+            reports.append(_decide_interactively(runtime, report, yes, reviewer))
+        for report in reports:
+            render_outcomes(console, report)
+            if report.kind == "batch" and not report.outcomes:
+                console.print("No study waiting: the work list is empty.")
+    if any(o["outcome"] == "failed" for r in reports for o in r.outcomes):
+        raise typer.Exit(1)
+
+
+@approvals_app.command("list")
+def approvals_list() -> None:
+    """Every pending approval, in every job."""
+    from graphs.runtime import AgentRuntime
+
+    with AgentRuntime(get_settings()) as runtime:
+        pending = runtime.pending_approvals()
+    table = Table("id", "job", "ImagingStudy", "patient", "structures", "QA flags")
+    for p in pending:
+        volumes = ", ".join(f"{s.display} {s.volume_ml:.0f} mL" for s in p.request.structures)
+        table.add_row(p.interrupt_id[:8], p.thread_id, p.request.imaging_study_id, p.request.patient_id or "-", volumes, str(len(p.request.flags)))
+    console.print(table)
+    console.print(f"{len(pending)} pending")
+
+
+@approvals_app.command("show")
+def approvals_show(approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix), result UID or ImagingStudy id.")]) -> None:
+    """Everything the reviewer needs to decide one approval."""
+    from agent.cli_review import render_approval
+    from graphs.runtime import AgentRuntime
+
+    with AgentRuntime(get_settings()) as runtime:
+        try:
+            render_approval(console, runtime.find_pending(approval_id))
+        except KeyError as exc:
+            console.print(f"[red]error:[/red] {exc.args[0]}")
+            raise typer.Exit(1) from exc
+
+
+def _decide(approval_id: str, action: str, reason: str | None, reviewer_id: str | None, reviewer_name: str | None) -> None:
+    from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
+    from graphs.approval import ApprovalDecision
+    from graphs.runtime import AgentRuntime
+
+    settings = get_settings()
+    rid, rname = default_reviewer(settings, reviewer_id, reviewer_name)
+    try:
+        decision = ApprovalDecision(action=action, reviewer_id=rid, reviewer_name=rname, reason=reason)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    with AgentRuntime(settings) as runtime:
+        try:
+            pending = runtime.find_pending(approval_id)
+        except KeyError as exc:
+            console.print(f"[red]error:[/red] {exc.args[0]}")
+            raise typer.Exit(1) from exc
+        with ProgressDisplay(console) as on_progress:
+            report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
+    render_outcomes(console, report)
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix), result UID or ImagingStudy id.")],
+    reviewer_id: ReviewerId = None,
+    reviewer_name: ReviewerName = None,
+) -> None:
+    """Approve: the results are stored in the PACS and reported in FHIR."""
+    _decide(approval_id, "approve", None, reviewer_id, reviewer_name)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix), result UID or ImagingStudy id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the FHIR Task).")],
+    reviewer_id: ReviewerId = None,
+    reviewer_name: ReviewerName = None,
+) -> None:
+    """Reject with a reason: nothing is written to the PACS; the Task records the decision."""
+    _decide(approval_id, "reject", reason, reviewer_id, reviewer_name)
 
 
 def main() -> None:

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     monai_bundle_dir: Path | None = Field(default=None, description="MONAI bundle for the monai-bundle engine")
     torch_device: str | None = Field(default=None, description="cpu, cuda, cuda:1; default: cuda when present")
 
+    # Workflow.
+    batch_concurrency: int = Field(default=2, ge=1, description="studies processed at the same time")
+    reviewer_id: str | None = Field(default=None, description="default reviewer id for CLI approvals; default: OS user")
+    reviewer_name: str | None = Field(default=None, description="default reviewer display name")
+
     # HTTP behaviour shared by both clients.
     http_timeout_s: float = Field(default=30.0, gt=0)
     http_retry_attempts: int = Field(default=4, ge=1)

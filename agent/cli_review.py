@@ -1,0 +1,120 @@
+"""Terminal rendering of approvals and progress, for a radiologist at the command line."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agent.settings import Settings
+from graphs.approval import ApprovalDecision
+from graphs.runtime import PendingApproval, RunReport
+
+
+def default_reviewer(settings: Settings, reviewer_id: str | None, reviewer_name: str | None) -> tuple[str, str]:
+    rid = reviewer_id or settings.reviewer_id or getpass.getuser()
+    return rid, reviewer_name or settings.reviewer_name or rid
+
+
+def render_approval(console: Console, pending: PendingApproval) -> None:
+    r = pending.request
+    header = (
+        f"[bold]{r.patient_display_name or '(no name)'}[/bold]  ID {r.patient_id or '-'}   "
+        f"study {r.study_date or '-'} {r.study_description or ''}\n"
+        f"ImagingStudy/{r.imaging_study_id}   Study UID {r.study_instance_uid}\n"
+        f"series {r.series.series_instance_uid}: {r.series.images} images, "
+        f"{r.series.slice_thickness_mm or '?'} mm\n[dim]{r.series.reason}[/dim]\n"
+        f"engine {r.engine} {r.engine_version}"
+    )
+    structures = Table("structure", "volume", "mean HU", "components", "confidence", title="Structures")
+    for s in r.structures:
+        structures.add_row(s.display, f"{s.volume_ml:.1f} mL", f"{s.mean_hu:.0f}", str(s.n_components), f"{s.confidence:.2f}")
+    flags = Table("severity", "finding", title="QA flags")
+    for f in r.flags:
+        colour = {"fail": "red", "warning": "yellow"}.get(f.severity, "white")
+        flags.add_row(f"[{colour}]{f.severity}[/{colour}]", f.message)
+    writes = Table("write", "object", "UID / target", "sha256 / change", title="Pending writes (nothing is written before you decide)")
+    for w in r.dicom_writes:
+        writes.add_row("PACS STOW", f"{w.kind} ({w.sop_class_name})", w.sop_instance_uid, w.sha256[:16] + "…")
+    for c in r.fhir_changes:
+        writes.add_row(f"FHIR {c.method}", c.resource_type, c.target, c.summary)
+    console.print(Panel(header, title=f"Approval {pending.interrupt_id[:8]}  (job {pending.thread_id})"))
+    console.print(structures)
+    if r.flags:
+        console.print(flags)
+    else:
+        console.print("QA flags: none")
+    console.print("Previews: " + ("\n  ".join(["", *r.previews]) if r.previews else "none"))
+    console.print(writes)
+
+
+class NoReviewerError(RuntimeError):
+    """Nobody can answer: standard input is not a terminal (or was closed)."""
+
+
+def ask_decision(console: Console, pending: PendingApproval, reviewer: tuple[str, str]) -> ApprovalDecision:
+    """y approves; n asks for a reason; any other text is the reason for a rejection."""
+    try:
+        return _ask(console, reviewer)
+    except EOFError as exc:
+        raise NoReviewerError(
+            "no answer could be read (standard input is closed); the approval stays pending. Answer it with "
+            f"`imaging-agent approvals approve {pending.interrupt_id[:8]}` or `... reject {pending.interrupt_id[:8]} --reason ...`."
+        ) from exc
+
+
+def _ask(console: Console, reviewer: tuple[str, str]) -> ApprovalDecision:
+    while True:
+        answer = console.input("[bold]Approve and write these results? \\[y / n / or type a rejection reason]: [/bold]").strip()
+        if answer.lower() in ("y", "yes"):
+            return ApprovalDecision(action="approve", reviewer_id=reviewer[0], reviewer_name=reviewer[1])
+        if answer.lower() in ("n", "no"):
+            answer = console.input("Reason for rejecting (it is recorded in the FHIR Task): ").strip()
+        if answer:
+            return ApprovalDecision(action="reject", reviewer_id=reviewer[0], reviewer_name=reviewer[1], reason=answer)
+        console.print("[yellow]A rejection needs a reason.[/yellow]")
+
+
+def render_outcomes(console: Console, report: RunReport) -> None:
+    table = Table("ImagingStudy", "outcome", "seconds", "detail", title=f"Job {report.thread_id}")
+    for o in report.outcomes:
+        colour = {"completed": "green", "rejected": "yellow"}.get(o["outcome"], "red")
+        table.add_row(o["imaging_study_id"], f"[{colour}]{o['outcome']}[/{colour}]", f"{o['seconds']:.1f}", o["detail"])
+    console.print(table)
+    if report.pending:
+        console.print(f"{len(report.pending)} approval(s) still pending: `imaging-agent approvals list`.")
+
+
+class ProgressDisplay:
+    """One progress bar per study, fed by the graphs' custom stream events."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[stage]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> Callable[[dict[str, Any]], None]:
+        self.progress.__enter__()
+        return self.update
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def update(self, event: dict[str, Any]) -> None:
+        study = str(event.get("imaging_study_id", "?"))
+        if study not in self.tasks:
+            self.tasks[study] = self.progress.add_task(f"ImagingStudy/{study[:12]}", total=100, stage="")
+        stage = str(event.get("stage", ""))
+        label = "waiting for approval" if stage == "approval" else stage
+        self.progress.update(self.tasks[study], completed=float(event.get("percent", 0)), stage=label)

@@ -1,0 +1,105 @@
+"""The offline `contour` job: a DICOM folder in, RTSTRUCT / SEG / SR / previews / summary out.
+
+No server is needed. Output is built in a sibling folder and moved into place only when
+everything succeeded, so a failure leaves no partial files behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from agent.settings import Settings
+from tools.imaging.preflight import preflight
+from tools.imaging.volume import SeriesRefusedError, assemble_volume, group_by_series, read_series_dir
+from tools.results.package import OutputFormat, ResultPackage, build_package
+from tools.segmentation import registry  # noqa: F401  (registers the built-in engines)
+from tools.segmentation.base import get_engine
+
+Progress = Callable[[str, float], None]
+
+
+class ContourError(RuntimeError):
+    """The contour job cannot finish; the message names the input and what to do."""
+
+
+def run_contour(
+    dicom_dir: Path,
+    out_dir: Path,
+    settings: Settings,
+    *,
+    engine_name: str | None = None,
+    formats: Sequence[OutputFormat],
+    targets: Sequence[str] = ("lungs",),
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> ResultPackage:
+    report = progress or (lambda stage, fraction: None)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ContourError(f"{out_dir} exists and is not empty; choose another folder or pass --overwrite.")
+    started = time.perf_counter()
+    report("read", 0.0)
+    try:
+        datasets = read_series_dir(dicom_dir)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        raise ContourError(f"cannot read DICOM from {dicom_dir}: {exc}") from exc
+    series = group_by_series(datasets)
+    if len(series) != 1:
+        listing = ", ".join(f"{uid or '(no UID)'} ({len(items)} files)" for uid, items in series.items())
+        raise ContourError(
+            f"{dicom_dir} holds {len(series)} series ({listing}); point `contour` at a folder with one CT series."
+        )
+    source = next(iter(series.values()))
+    try:
+        volume = assemble_volume(source)
+        preflight(volume)
+    except (SeriesRefusedError, ValueError) as exc:
+        raise ContourError(str(exc)) from exc
+    read_s = time.perf_counter() - started
+
+    report("segment", 0.1)
+    engine = get_engine(engine_name or settings.default_engine, settings)
+    result = engine.segment(volume, list(targets))
+
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        package = build_package(
+            source,
+            volume,
+            result,
+            partial,
+            formats=formats,
+            progress=lambda stage, fraction: report(stage, 0.5 + fraction / 2),
+        )
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    partial.replace(out_dir)
+    package = _relocated(package, partial, out_dir)
+    package.seconds = {"read_assemble": round(read_s, 3), **package.seconds, "total": round(time.perf_counter() - started, 3)}
+    if package.summary_path is not None:
+        package.summary_path.write_text(package.model_dump_json(indent=2))
+    report("done", 1.0)
+    return package
+
+
+def _relocated(package: ResultPackage, old: Path, new: Path) -> ResultPackage:
+    """The same package with its paths pointing into the final folder."""
+
+    def move(path: Path | None) -> Path | None:
+        return None if path is None else new / path.relative_to(old)
+
+    return package.model_copy(
+        update={
+            "out_dir": new,
+            "objects": [o.model_copy(update={"path": move(o.path)}) for o in package.objects],
+            "previews": [move(p) for p in package.previews],
+            "report_path": move(package.report_path),
+            "summary_path": move(package.summary_path),
+        }
+    )

@@ -1,0 +1,242 @@
+"""The Python API over the workflow graphs: start, resume, list and answer approvals.
+
+One durable store — the SQLite file in the run directory — holds LangGraph's checkpoints and
+a small `jobs` table naming each thread, so the CLI, the Gradio app and Python code all see
+the same pending approvals, and a process killed mid-batch resumes where it stopped.
+
+    from agent.settings import Settings
+    from graphs.runtime import AgentRuntime
+    from graphs.approval import ApprovalDecision
+
+    with AgentRuntime(Settings()) as runtime:
+        run = runtime.start_batch()                      # stops at the approvals
+        for pending in run.pending:
+            runtime.decide(pending.thread_id, {pending.interrupt_id: ApprovalDecision(
+                action="approve", reviewer_id="dr-lee", reviewer_name="Dr. Lee")})
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
+from pydantic import BaseModel
+
+from agent.settings import Settings
+from graphs.approval import ApprovalDecision, ApprovalRequest
+from graphs.batch import StudyOutcome, build_batch_graph
+from graphs.study import build_study_graph
+
+log = logging.getLogger(__name__)
+
+JobKind = Literal["batch", "study"]
+ProgressHandler = Callable[[dict[str, Any]], None]
+
+
+class PendingApproval(BaseModel):
+    thread_id: str
+    interrupt_id: str
+    request: ApprovalRequest
+
+
+class Job(BaseModel):
+    thread_id: str
+    kind: JobKind
+    label: str
+    created_at: str
+    status: str
+
+
+class RunReport(BaseModel):
+    """Where a job stands after a call: finished, waiting for approvals, or still to resume."""
+
+    thread_id: str
+    kind: JobKind
+    done: bool
+    pending: list[PendingApproval]
+    outcomes: list[dict[str, Any]]
+    summary: dict[str, Any] | None = None
+
+
+def checkpoint_path(settings: Settings) -> Path:
+    return settings.run_dir / "agent.sqlite"
+
+
+class AgentRuntime:
+    """Owns the checkpointer and the compiled graphs for one settings object."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        path = checkpoint_path(settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # LangGraph runs parallel branches in threads; SqliteSaver serialises access itself.
+        self._conn = sqlite3.connect(str(path), check_same_thread=False)
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS jobs (thread_id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL,"
+            " created_at TEXT NOT NULL, status TEXT NOT NULL)"
+        )
+        self._conn.commit()
+        self.checkpointer = SqliteSaver(self._conn)
+        self.graphs = {
+            "batch": build_batch_graph(settings, self.checkpointer),
+            "study": build_study_graph(settings, self.checkpointer),
+        }
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> AgentRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- jobs -------------------------------------------------------------------------
+    def _new_job(self, kind: JobKind, label: str) -> str:
+        thread_id = f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self._conn.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?)", (thread_id, kind, label, datetime.now(UTC).isoformat(), "running")
+        )
+        self._conn.commit()
+        return thread_id
+
+    def _set_status(self, thread_id: str, status: str) -> None:
+        self._conn.execute("UPDATE jobs SET status = ? WHERE thread_id = ?", (status, thread_id))
+        self._conn.commit()
+
+    def jobs(self, unfinished_only: bool = False) -> list[Job]:
+        query = "SELECT thread_id, kind, label, created_at, status FROM jobs"
+        if unfinished_only:
+            query += " WHERE status != 'done'"
+        rows = self._conn.execute(query + " ORDER BY created_at").fetchall()
+        return [Job(thread_id=r[0], kind=r[1], label=r[2], created_at=r[3], status=r[4]) for r in rows]
+
+    def job(self, thread_id: str) -> Job:
+        for job in self.jobs():
+            if job.thread_id == thread_id:
+                return job
+        raise KeyError(f"no job with thread id {thread_id}; `imaging-agent approvals list` shows the open ones")
+
+    # -- running ----------------------------------------------------------------------
+    def _config(self, thread_id: str) -> dict[str, Any]:
+        return {
+            "configurable": {"thread_id": thread_id},
+            "max_concurrency": self.settings.batch_concurrency,
+            "recursion_limit": 200,
+        }
+
+    def _run(self, kind: JobKind, thread_id: str, value: Any, on_progress: ProgressHandler | None) -> RunReport:
+        graph = self.graphs[kind]
+        for _namespace, mode, chunk in graph.stream(
+            value, self._config(thread_id), stream_mode=["custom"], subgraphs=True
+        ):
+            if mode == "custom" and on_progress is not None:
+                on_progress(chunk)
+        report = self.report(thread_id)
+        self._set_status(thread_id, "done" if report.done else "waiting-approval" if report.pending else "running")
+        return report
+
+    def start_batch(
+        self,
+        query: Mapping[str, str] | None = None,
+        *,
+        engine: str | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> RunReport:
+        """Run the batch over the FHIR work list until it finishes or waits for approvals."""
+        label = "&".join(f"{k}={v}" for k, v in (query or {"status": "registered", "modality": "CT"}).items())
+        thread_id = self._new_job("batch", label)
+        initial: dict[str, Any] = {"engine": engine or self.settings.default_engine}
+        if query:
+            initial["query"] = dict(query)
+        return self._run("batch", thread_id, initial, on_progress)
+
+    def start_study(
+        self, imaging_study_id: str, *, engine: str | None = None, on_progress: ProgressHandler | None = None
+    ) -> RunReport:
+        """Run the study pipeline for one ImagingStudy until it finishes or waits for approval."""
+        thread_id = self._new_job("study", f"ImagingStudy/{imaging_study_id}")
+        initial = {"imaging_study_id": imaging_study_id, "engine": engine or self.settings.default_engine}
+        return self._run("study", thread_id, initial, on_progress)
+
+    def resume(self, thread_id: str, on_progress: ProgressHandler | None = None) -> RunReport:
+        """Continue a job that stopped without finishing (for example, its process was killed)."""
+        job = self.job(thread_id)
+        return self._run(job.kind, thread_id, None, on_progress)
+
+    def decide(
+        self,
+        thread_id: str,
+        decisions: Mapping[str, ApprovalDecision],
+        on_progress: ProgressHandler | None = None,
+    ) -> RunReport:
+        """Answer one or more pending approvals of a job (interrupt id -> decision) and go on."""
+        job = self.job(thread_id)
+        open_ids = {p.interrupt_id for p in self.report(thread_id).pending}
+        unknown = set(decisions) - open_ids
+        if unknown:
+            raise KeyError(
+                f"job {thread_id} has no pending approval {', '.join(sorted(unknown))}; it was answered "
+                "already or never existed. `imaging-agent approvals list` shows what is open."
+            )
+        resume = {iid: d.model_dump(mode="json") for iid, d in decisions.items()}
+        return self._run(job.kind, thread_id, Command(resume=resume), on_progress)
+
+    # -- reading ----------------------------------------------------------------------
+    def report(self, thread_id: str) -> RunReport:
+        job = self.job(thread_id)
+        state = self.graphs[job.kind].get_state(self._config(thread_id))
+        pending = [
+            PendingApproval(thread_id=thread_id, interrupt_id=i.id, request=ApprovalRequest.model_validate(i.value))
+            for i in state.interrupts
+        ]
+        values = state.values or {}
+        if job.kind == "batch":
+            outcomes: list[dict[str, Any]] = [dict(o) for o in values.get("outcomes", [])]
+        elif values.get("outcome"):
+            from graphs.batch import _outcome
+
+            outcomes = [dict(_outcome(values))]
+        else:
+            outcomes = []
+        return RunReport(
+            thread_id=thread_id,
+            kind=job.kind,
+            done=not state.next and not pending,
+            pending=pending,
+            outcomes=outcomes,
+            summary=values.get("summary"),
+        )
+
+    def pending_approvals(self) -> list[PendingApproval]:
+        """Every approval waiting in any job, oldest job first."""
+        pending: list[PendingApproval] = []
+        for job in self.jobs(unfinished_only=True):
+            pending.extend(self.report(job.thread_id).pending)
+        return pending
+
+    def find_pending(self, id_prefix: str) -> PendingApproval:
+        """A pending approval by interrupt id, result UID or ImagingStudy id (a unique prefix is enough)."""
+        matches = [
+            p
+            for p in self.pending_approvals()
+            if p.interrupt_id.startswith(id_prefix)
+            or p.request.imaging_study_id == id_prefix
+            or p.request.request_id == id_prefix
+        ]
+        if len(matches) != 1:
+            raise KeyError(
+                f"{'no' if not matches else len(matches)} pending approval(s) match '{id_prefix}'; "
+                "`imaging-agent approvals list` shows the ids."
+            )
+        return matches[0]
+
+
+__all__ = ["AgentRuntime", "Job", "PendingApproval", "RunReport", "StudyOutcome", "checkpoint_path"]

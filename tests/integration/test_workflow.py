@@ -1,0 +1,144 @@
+"""The workflow graphs against the real Orthanc and FHIR server: approve, reject, no write without approval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.seed import seed_datasets, seed_folder
+from agent.settings import Settings
+from graphs.approval import ApprovalDecision, PendingDicomWrite
+from graphs.runtime import AgentRuntime
+from tests.integration.listings import fhir_listing, pacs_listing, result_series
+from tools.fhir.client import FhirClient
+from tools.fhir.task import task_token
+from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
+from tools.imaging.volume import read_series_dir
+
+pytestmark = pytest.mark.integration
+
+WORKFLOW_PHANTOM = PhantomSpec(
+    slices=60, rows=256, columns=256, pixel_spacing_mm=1.5, slice_thickness_mm=5.0, seed=7, patient_id="WF-0007"
+)
+
+
+def _seed_phantom(settings: Settings, tmp_path: Path, spec: PhantomSpec) -> str:
+    write_phantom(make_phantom(spec), tmp_path / spec.patient_id)
+    [seeded] = seed_datasets(settings, read_series_dir(tmp_path / spec.patient_id))
+    return seeded.imaging_study_id
+
+
+def _approve(reviewer: str = "dr-approver") -> ApprovalDecision:
+    return ApprovalDecision(action="approve", reviewer_id=reviewer, reviewer_name="Dr. Approver")
+
+
+@pytest.fixture()
+def runtime(live_settings: Settings, tmp_path: Path) -> AgentRuntime:
+    with AgentRuntime(live_settings.model_copy(update={"run_dir": tmp_path / "run"})) as rt:
+        yield rt
+
+
+@pytest.mark.realdata
+def test_batch_approve_one_reject_other(
+    live_settings: Settings, runtime: AgentRuntime, tmp_path: Path, shared_data: Path
+) -> None:
+    phantom_id = _seed_phantom(live_settings, tmp_path, WORKFLOW_PHANTOM)
+    [lidc] = seed_folder(live_settings, shared_data / "lidc-idri-0001" / "dicom")
+    query = {"status": "registered", "modality": "CT"}
+
+    report = runtime.start_batch(query)
+    by_study = {p.request.imaging_study_id: p for p in report.pending}
+    assert {phantom_id, lidc.imaging_study_id} <= set(by_study)
+    request = by_study[phantom_id].request
+    assert [w.kind for w in request.dicom_writes] == ["RTSTRUCT", "SEG", "SR"]
+    assert all(len(w.sha256) == 64 for w in request.dicom_writes)
+    assert {c.resource_type for c in request.fhir_changes} >= {"ImagingStudy", "DiagnosticReport", "Observation"}
+    assert [s.key for s in request.structures] == ["left-lung", "right-lung"]
+    assert request.patient_id == "WF-0007" and request.previews
+
+    decisions = {by_study[phantom_id].interrupt_id: _approve()}
+    decisions[by_study[lidc.imaging_study_id].interrupt_id] = ApprovalDecision(
+        action="reject", reviewer_id="dr-approver", reviewer_name="Dr. Approver", reason="contour leaks into the hilum"
+    )
+    for pending in report.pending:
+        if pending.request.imaging_study_id not in (phantom_id, lidc.imaging_study_id):
+            decisions[pending.interrupt_id] = ApprovalDecision(
+                action="reject", reviewer_id="dr-approver", reviewer_name="Dr. Approver", reason="not part of this test"
+            )
+    final = runtime.decide(report.thread_id, decisions)
+    assert final.done
+    outcomes = {o["imaging_study_id"]: o["outcome"] for o in final.outcomes}
+    assert outcomes[phantom_id] == "completed" and outcomes[lidc.imaging_study_id] == "rejected"
+
+    phantom_uid = request.study_instance_uid
+    assert sorted(result_series(live_settings, phantom_uid)) == ["RTSTRUCT", "SEG", "SR"]
+    assert result_series(live_settings, lidc.study_instance_uid) == []
+
+    with FhirClient.from_settings(live_settings) as fhir:
+        study = fhir.read("ImagingStudy", phantom_id)
+        assert study.status == "available"
+        assert {s.modality.code for s in study.series} == {"CT", "RTSTRUCT", "SEG", "SR"}
+        [report_resource] = fhir.search("DiagnosticReport", {"subject": study.subject.reference})
+        assert report_resource.status == "final"
+        assert report_resource.imagingStudy[0].reference == f"ImagingStudy/{phantom_id}"
+        observations = [fhir.read("Observation", r.reference.split("/")[1]) for r in report_resource.result]
+        assert sorted(o.bodySite.coding[0].code for o in observations) == ["3341006", "44029006"]
+        assert all(o.valueQuantity.code == "mL" and o.valueQuantity.value > 100 for o in observations)
+        assert all(o.derivedFrom[0].reference == f"ImagingStudy/{phantom_id}" for o in observations)
+        provenances = [
+            p for p in fhir.search("Provenance", {}) if any(t.reference == f"DiagnosticReport/{report_resource.id}" for t in p.target)
+        ]
+        assert len(provenances) == 1
+        agents = [a.who.reference for a in provenances[0].agent]
+        reviewer = fhir.read("Practitioner", agents[1].split("/")[1])
+        assert reviewer.identifier[0].value == "dr-approver"
+        [task] = fhir.search("Task", {"identifier": task_token(phantom_uid, "lung-threshold")})
+        assert task.status == "completed"
+        [rejected_task] = fhir.search("Task", {"identifier": task_token(lidc.study_instance_uid, "lung-threshold")})
+        assert rejected_task.status == "rejected"
+        assert rejected_task.statusReason.text == "contour leaks into the hilum"
+        assert fhir.read("ImagingStudy", lidc.imaging_study_id).status == "registered"
+
+
+def test_no_write_without_approval(live_settings: Settings, runtime: AgentRuntime, tmp_path: Path) -> None:
+    spec = WORKFLOW_PHANTOM.model_copy(update={"seed": 8, "patient_id": "WF-0008"})
+    study_id = _seed_phantom(live_settings, tmp_path, spec)
+    pacs_before, fhir_before = pacs_listing(live_settings), fhir_listing(live_settings, exclude=("Task",))
+
+    report = runtime.start_study(study_id)
+    assert len(report.pending) == 1 and not report.done
+
+    assert pacs_listing(live_settings) == pacs_before
+    assert fhir_listing(live_settings, exclude=("Task",)) == fhir_before
+    study_uid = report.pending[0].request.study_instance_uid
+    with FhirClient.from_settings(live_settings) as fhir:
+        [task] = fhir.search("Task", {"identifier": task_token(study_uid, "lung-threshold")})
+    assert task.status == "in-progress" and not task.output
+
+    # The approval is still pending after the runtime is closed and opened again (durable).
+    with AgentRuntime(runtime.settings) as reopened:
+        assert [p.interrupt_id for p in reopened.pending_approvals()] == [report.pending[0].interrupt_id]
+
+
+def test_same_study_twice_writes_nothing_twice(live_settings: Settings, runtime: AgentRuntime, tmp_path: Path) -> None:
+    spec = WORKFLOW_PHANTOM.model_copy(update={"seed": 9, "patient_id": "WF-0009"})
+    study_id = _seed_phantom(live_settings, tmp_path, spec)
+    first = runtime.start_study(study_id)
+    first = runtime.decide(first.thread_id, {first.pending[0].interrupt_id: _approve()})
+    assert first.outcomes[0]["outcome"] == "completed"
+    pacs_after_first, fhir_after_first = pacs_listing(live_settings), fhir_listing(live_settings, exclude=("Task",))
+
+    second = runtime.start_study(study_id)
+    # Same UIDs and the same bytes: the rerun rebuilds identical objects, it does not make near-copies.
+    assert second.pending[0].request.dicom_writes == _approved_writes(runtime, first.thread_id)
+    second = runtime.decide(second.thread_id, {second.pending[0].interrupt_id: _approve()})
+    assert second.outcomes[0]["outcome"] == "completed"
+    assert pacs_listing(live_settings) == pacs_after_first
+    after = fhir_listing(live_settings, exclude=("Task",))
+    assert {k: len(v) for k, v in after.items()} == {k: len(v) for k, v in fhir_after_first.items()}
+
+
+def _approved_writes(runtime: AgentRuntime, thread_id: str) -> list[PendingDicomWrite]:
+    state = runtime.graphs["study"].get_state({"configurable": {"thread_id": thread_id}}).values
+    return [PendingDicomWrite.model_validate(w) for w in state["approval_request"]["dicom_writes"]]

@@ -1,0 +1,39 @@
+"""Preflight: refuse, before segmenting, a volume the lung engines cannot contour well."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from tools.imaging.volume import Volume
+
+
+class PreflightLimits(BaseModel):
+    max_slice_spacing_mm: float = 5.0
+    max_pixel_spacing_mm: float = 1.5
+    min_extent_mm: float = 100.0
+    min_matrix: int = 128
+
+
+class PreflightError(ValueError):
+    """The volume is not fit for contouring; the message says why and what to do."""
+
+
+def preflight(volume: Volume, limits: PreflightLimits | None = None) -> None:
+    limits = limits or PreflightLimits()
+    col_mm, row_mm, slice_mm = volume.geometry.spacing
+    slices, rows, columns = volume.array.shape
+    problems: list[str] = []
+    if slice_mm > limits.max_slice_spacing_mm:
+        problems.append(f"slice spacing {slice_mm:.2f} mm is above {limits.max_slice_spacing_mm:g} mm")
+    if max(col_mm, row_mm) > limits.max_pixel_spacing_mm:
+        problems.append(f"pixel spacing {max(col_mm, row_mm):.2f} mm is above {limits.max_pixel_spacing_mm:g} mm")
+    extent = slice_mm * max(slices - 1, 0)
+    if extent < limits.min_extent_mm:
+        problems.append(f"the series covers only {extent:.0f} mm (needs {limits.min_extent_mm:g} mm for the lungs)")
+    if min(rows, columns) < limits.min_matrix:
+        problems.append(f"matrix {rows}x{columns} is below {limits.min_matrix}")
+    if problems:
+        raise PreflightError(
+            f"series {volume.series_instance_uid} failed preflight: {'; '.join(problems)}. "
+            "Use a thin-slice chest CT reconstruction of this study."
+        )
