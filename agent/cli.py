@@ -205,8 +205,10 @@ def _decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: tuple[
         pending = report.pending[0]
         render_approval(console, pending)
         if yes:
-            decision = ApprovalDecision(action="approve", reviewer_id=reviewer[0], reviewer_name=reviewer[1])
-            console.print(f"--yes: approved as {reviewer[1]} ({reviewer[0]})")
+            decision = ApprovalDecision(
+                action="approve", reviewer_id=reviewer[0], reviewer_name=reviewer[1], automatic=True
+            )
+            console.print(f"--yes: approved automatically for {reviewer[1]} ({reviewer[0]}); recorded as not reviewed")
         else:
             try:
                 decision = ask_decision(console, pending, reviewer)

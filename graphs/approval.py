@@ -80,6 +80,9 @@ class ApprovalDecision(BaseModel):
     reviewer_id: str = Field(min_length=1)
     reviewer_name: str = Field(min_length=1)
     reason: str | None = None
+    automatic: bool = Field(
+        default=False, description="approved by `--yes`: no human reviewed the results (Provenance says so)"
+    )
     decided_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @model_validator(mode="after")
@@ -89,4 +92,4 @@ class ApprovalDecision(BaseModel):
         return self
 
     def reviewer(self) -> Reviewer:
-        return Reviewer(id=self.reviewer_id, name=self.reviewer_name)
+        return Reviewer(id=self.reviewer_id, name=self.reviewer_name, reviewed=not self.automatic)

@@ -62,6 +62,9 @@ class StudyState(TypedDict, total=False):
     imaging_study_id: str
     engine: str
     targets: list[str]
+    variant: str
+    """Prefix of the work files: "approval" in the pipeline, "draft" for the chat's look-only tools,
+    so a draft never overwrites a file whose hash a pending approval holds."""
     study: dict[str, Any]
     task_id: str
     repair_plan: dict[str, Any]
@@ -128,8 +131,8 @@ class StudyPipeline:
         return self.settings.run_dir / "work" / key
 
     # -- nodes -------------------------------------------------------------------------
-    def start(self, state: StudyState) -> dict[str, Any]:
-        engine = state.get("engine") or self.settings.default_engine
+    def read_study(self, state: StudyState) -> dict[str, Any]:
+        """The ImagingStudy and its patient from FHIR: identifiers, dates, version. Reads only."""
         with FhirClient.from_settings(self.settings) as fhir:
             study = fhir.read("ImagingStudy", state["imaging_study_id"])
             study_uid = uid_of_study(study)
@@ -144,26 +147,31 @@ class StudyPipeline:
                 patient = fhir.read("Patient", patient_ref.split("/", 1)[1])
                 patient_name = patient.name[0].text if patient.name else None
                 patient_id = patient.identifier[0].value if patient.identifier else None
-            task = ensure_task(fhir, str(study.id), study_uid, patient_ref, engine)
-        info = {
-            "study_instance_uid": study_uid,
-            "status": study.status,
-            "version": study.meta.versionId if study.meta else None,
-            "patient_reference": patient_ref,
-            "patient_display_name": patient_name,
-            "patient_id": patient_id,
-            "started": str(study.started) if study.started else None,
-            "description": study.description,
-        }
-        update: dict[str, Any] = {
-            "engine": engine,
+        return {
+            "engine": state.get("engine") or self.settings.default_engine,
             "targets": state.get("targets") or ["lungs"],
-            "study": info,
-            "task_id": str(task.id),
-            "created_at": _created_at(task.authoredOn),
+            "study": {
+                "study_instance_uid": study_uid,
+                "status": study.status,
+                "version": study.meta.versionId if study.meta else None,
+                "patient_reference": patient_ref,
+                "patient_display_name": patient_name,
+                "patient_id": patient_id,
+                "started": str(study.started) if study.started else None,
+                "description": study.description,
+            },
         }
+
+    def start(self, state: StudyState) -> dict[str, Any]:
+        update = self.read_study(state)
+        info = update["study"]
+        with FhirClient.from_settings(self.settings) as fhir:
+            task = ensure_task(
+                fhir, state["imaging_study_id"], info["study_instance_uid"], info["patient_reference"], update["engine"]
+            )
+        update |= {"task_id": str(task.id), "created_at": _created_at(task.authoredOn)}
         plan = approved_plan(task)
-        if plan is not None and study.status == "registered":
+        if plan is not None and info["status"] == "registered":
             update["repair_plan"] = plan
         return update
 
@@ -195,7 +203,7 @@ class StudyPipeline:
         volume = load_volume(Path(state["volume_file"]), state["volume_sha256"])
         engine = get_engine(state["engine"], self.settings)
         result = engine.segment(volume, state["targets"])
-        path = Path(state["work_dir"]) / f"segmentation-{state['engine']}.npz"
+        path = Path(state["work_dir"]) / f"{state.get('variant', 'approval')}-segmentation-{state['engine']}.npz"
         return {"segmentation_file": str(path), "segmentation_sha256": save_result(result, path)}
 
     def build(self, state: StudyState) -> dict[str, Any]:
@@ -204,7 +212,8 @@ class StudyPipeline:
         result = load_result(Path(state["segmentation_file"]), state["segmentation_sha256"])
         source = [dcmread(p, stop_before_pixels=True) for p in sorted((work / "source").glob("*.dcm"))]
         created = datetime.fromisoformat(state["created_at"])
-        package = build_package(source, volume, result, work / f"results-{result.engine}", created=created)
+        out_dir = work / f"{state.get('variant', 'approval')}-results-{result.engine}"
+        package = build_package(source, volume, result, out_dir, created=created)
         study = state["study"]
         plan = WritebackPlan(
             result_uid=package.result_uid,
@@ -264,7 +273,7 @@ class StudyPipeline:
             ],
             fhir_changes=describe_changes(plan),
         )
-        (work / "approval-request.json").write_text(request.model_dump_json(indent=2))
+        (out_dir / "approval-request.json").write_text(request.model_dump_json(indent=2))
         return {"approval_request": {**request.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}}
 
     def approval(self, state: StudyState) -> dict[str, Any]:
@@ -284,7 +293,10 @@ class StudyPipeline:
                     "in-progress",
                     business="approved",
                     plan_json=json.dumps(plan),
-                    note=f"approved by {decision.reviewer_name} ({decision.reviewer_id}) at {decision.decided_at.isoformat()}",
+                    note=(
+                        f"approved {'AUTOMATICALLY (--yes, no human review) ' if decision.automatic else ''}"
+                        f"by {decision.reviewer_name} ({decision.reviewer_id}) at {decision.decided_at.isoformat()}"
+                    ),
                 )
         return update
 

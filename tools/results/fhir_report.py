@@ -56,10 +56,15 @@ class StructureVolume(BaseModel):
 
 
 class Reviewer(BaseModel):
-    """The person who approved or rejected: recorded in Provenance, AuditEvent and Task."""
+    """The person who approved or rejected: recorded in Provenance, AuditEvent and Task.
+
+    `reviewed` is False for an automatic approval (`--yes`): that person started the job but
+    did not look at the results, and the resources must not say otherwise.
+    """
 
     id: str
     name: str
+    reviewed: bool = True
 
 
 class FhirChange(BaseModel):
@@ -139,8 +144,13 @@ def build_observation(plan: WritebackPlan, structure: StructureVolume, device_re
 
 
 def build_diagnostic_report(
-    plan: WritebackPlan, observation_refs: Sequence[str], reviewer_ref: str, device_ref: str, issued: datetime
+    plan: WritebackPlan,
+    observation_refs: Sequence[str],
+    reviewer_ref: str | None,
+    device_ref: str,
+    issued: datetime,
 ) -> DiagnosticReport:
+    """`reviewer_ref` is None when nobody reviewed the result: then no results interpreter is named."""
     return DiagnosticReport(
         identifier=[uid_identifier(plan.result_uid)],
         status="final",
@@ -156,7 +166,7 @@ def build_diagnostic_report(
         subject=Reference(reference=plan.patient_reference),
         issued=issued,
         performer=[Reference(reference=device_ref)],
-        resultsInterpreter=[Reference(reference=reviewer_ref)],
+        resultsInterpreter=[Reference(reference=reviewer_ref)] if reviewer_ref else None,
         imagingStudy=[Reference(reference=f"ImagingStudy/{plan.imaging_study_id}")],
         result=[Reference(reference=ref) for ref in observation_refs],
         conclusion=plan.conclusion,
@@ -204,8 +214,16 @@ def updated_imaging_study(study: ImagingStudy, objects: Sequence[DerivedObject])
 
 
 def build_provenance(
-    plan: WritebackPlan, target_refs: Sequence[str], device_ref: str, reviewer_ref: str, recorded: datetime
+    plan: WritebackPlan,
+    target_refs: Sequence[str],
+    device_ref: str,
+    reviewer_ref: str,
+    recorded: datetime,
+    *,
+    reviewed: bool = True,
 ) -> Provenance:
+    """The software is the assembler; the person is the verifier, or, for an automatic
+    approval, only the enterer who started the job, with a reason saying nobody reviewed it."""
     return Provenance(
         id=_stable_id("provenance", plan.result_uid),
         target=[Reference(reference=ref) for ref in target_refs],
@@ -219,10 +237,15 @@ def build_provenance(
                 who=Reference(reference=device_ref, display=f"{plan.engine} {plan.engine_version}"),
             ),
             ProvenanceAgent(
-                type=CodeableConcept(coding=[Coding(system=PROVENANCE_PARTICIPANT, code="verifier")]),
+                type=CodeableConcept(
+                    coding=[Coding(system=PROVENANCE_PARTICIPANT, code="verifier" if reviewed else "enterer")]
+                ),
                 who=Reference(reference=reviewer_ref),
             ),
         ],
+        reason=None
+        if reviewed
+        else [CodeableConcept(text="Automatic approval (--yes): no human reviewed these results before release.")],
         entity=[
             ProvenanceEntity(role="source", what=Reference(reference=f"ImagingStudy/{plan.imaging_study_id}"))
         ]
@@ -296,7 +319,9 @@ def build_writeback_transaction(
         )
     entries.append(
         _entry(
-            build_diagnostic_report(plan, observation_urns, reviewer_urn, device_urn, when),
+            build_diagnostic_report(
+                plan, observation_urns, reviewer_urn if reviewer.reviewed else None, device_urn, when
+            ),
             report_urn,
             "POST",
             "DiagnosticReport",
@@ -314,7 +339,7 @@ def build_writeback_transaction(
         )
     )
     targets = [report_urn, *observation_urns, f"ImagingStudy/{plan.imaging_study_id}"]
-    provenance = build_provenance(plan, targets, device_urn, reviewer_urn, when)
+    provenance = build_provenance(plan, targets, device_urn, reviewer_urn, when, reviewed=reviewer.reviewed)
     audit = build_audit_event(plan, targets, device_urn, reviewer_urn, when)
     entries.append(_entry(provenance, f"Provenance/{provenance.id}", "PUT", f"Provenance/{provenance.id}"))
     entries.append(_entry(audit, f"AuditEvent/{audit.id}", "PUT", f"AuditEvent/{audit.id}"))
