@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     reviewer_id: str | None = Field(default=None, description="default reviewer id for CLI approvals; default: OS user")
     reviewer_name: str | None = Field(default=None, description="default reviewer display name")
 
+    # Planner (LLM). "auto": OpenAI-compatible when a key or base URL is set, else the offline planner.
+    llm_provider: Literal["auto", "offline", "openai", "azure"] = "auto"
+    llm_model: str = Field(default="gpt-4o-mini", description="model name (Azure: ignored, the deployment decides)")
+    llm_temperature: float = Field(default=0.0, ge=0, le=2)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = Field(default=None, description="any OpenAI-compatible server: vLLM, Ollama, LM Studio")
+    azure_openai_endpoint: str | None = None
+    azure_openai_deployment: str | None = None
+    azure_openai_api_version: str = "2024-10-21"
+    azure_openai_api_key: SecretStr | None = None
+
     # HTTP behaviour shared by both clients.
     http_timeout_s: float = Field(default=30.0, gt=0)
     http_retry_attempts: int = Field(default=4, ge=1)

@@ -1,0 +1,168 @@
+"""The conversational planner: an LLM (or the offline planner) calling typed tools.
+
+    START -> planner -> tools -> collect_jobs -> planner ...            (read tools)
+                                             -> approval <-> approval   (a job waits for a person)
+                                             -> summarize -> END
+    planner without tool calls -> END
+
+Write tools only start workflow jobs; those jobs stop at the study graph's approval node. The
+`approval` node here relays each pending approval of this conversation's jobs to a person with
+one `interrupt()` per pass (never inside the ToolNode), and hands the person's decision to the
+workflow runtime. The model has no way to answer an approval: its tool calls cannot produce a
+resume value, and a resume value is only applied to the approval it names.
+
+    from agent.settings import Settings
+    from graphs.chat import build_chat_graph
+    from graphs.runtime import AgentRuntime
+
+    with AgentRuntime(Settings()) as runtime:
+        chat = build_chat_graph(runtime)
+        config = {"configurable": {"thread_id": "conversation-1"}}
+        chat.invoke({"messages": [("user", "analyze all pending CT scans and store RTSTRUCT in PACS")]}, config)
+        request = chat.get_state(config).interrupts[0].value       # the approval card
+        chat.invoke(approve(request["approval_id"], "dr-lee", "Dr. Lee"), config)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.prebuilt import ToolNode
+from langgraph.types import Command, interrupt
+
+from agent.llm import build_chat_model
+from agent.prompts import SYSTEM_PROMPT
+from graphs.approval import ApprovalDecision
+from graphs.runtime import AgentRuntime, PendingApproval
+from tools.agent_tools.catalog import WRITE_TOOLS, build_tools
+
+log = logging.getLogger(__name__)
+
+
+def _union(left: list[str], right: list[str]) -> list[str]:
+    return left + [item for item in right if item not in left]
+
+
+class ChatState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    jobs: Annotated[list[str], _union]
+    """Workflow jobs started in this conversation."""
+    reported: Annotated[list[str], _union]
+    """Jobs whose outcome was already told to the user."""
+    turn_jobs: list[str]
+    """Jobs started by the latest tool step."""
+
+
+def approve(approval_id: str, reviewer_id: str, reviewer_name: str) -> Command:
+    """The resume command for an approval card: approve."""
+    decision = ApprovalDecision(action="approve", reviewer_id=reviewer_id, reviewer_name=reviewer_name)
+    return Command(resume={"approval_id": approval_id, "decision": decision.model_dump(mode="json")})
+
+
+def reject(approval_id: str, reviewer_id: str, reviewer_name: str, reason: str) -> Command:
+    """The resume command for an approval card: reject with a reason."""
+    decision = ApprovalDecision(action="reject", reviewer_id=reviewer_id, reviewer_name=reviewer_name, reason=reason)
+    return Command(resume={"approval_id": approval_id, "decision": decision.model_dump(mode="json")})
+
+
+def approval_card(pending: PendingApproval) -> dict[str, Any]:
+    """The chat interrupt's payload: the workflow's approval request plus where it lives."""
+    return {"approval_id": pending.interrupt_id, "job": pending.thread_id, **pending.request.model_dump(mode="json")}
+
+
+def build_chat_graph(
+    runtime: AgentRuntime, model: BaseChatModel | None = None, *, checkpointer: Any = None
+) -> Any:
+    """Compile the chat graph over `runtime` (its settings, workflows and durable store).
+
+    `model` defaults to the planner chosen by the settings (see agent/llm.py). Conversations are
+    checkpointed in the runtime's SQLite file unless another checkpointer is given.
+    """
+    settings = runtime.settings
+    tools = build_tools(settings, runtime)
+    planner_model = (model or build_chat_model(settings)).bind_tools(tools)
+
+    def planner(state: ChatState) -> dict[str, Any]:
+        reply = planner_model.invoke([SystemMessage(SYSTEM_PROMPT), *state["messages"]])
+        return {"messages": [reply]}
+
+    def collect_jobs(state: ChatState) -> dict[str, Any]:
+        jobs: list[str] = []
+        for message in reversed(state["messages"]):
+            if not isinstance(message, ToolMessage):
+                break
+            if message.name in WRITE_TOOLS and message.status != "error":
+                try:
+                    jobs.append(json.loads(str(message.content))["job_thread_id"])
+                except (ValueError, KeyError):
+                    log.warning("write tool %s returned no job id", message.name)
+        return {"jobs": jobs, "turn_jobs": jobs}
+
+    def _pending(state: ChatState) -> list[PendingApproval]:
+        mine = set(state.get("jobs", []))
+        return [p for p in runtime.pending_approvals() if p.thread_id in mine]
+
+    def approval(state: ChatState) -> dict[str, Any]:
+        pending = _pending(state)
+        if not pending:
+            return {}
+        current = pending[0]
+        answer = interrupt(approval_card(current))
+        # A person may have answered this approval elsewhere (CLI, approvals panel) meanwhile:
+        # apply the answer only to the approval it names, and only while that one is open.
+        if not isinstance(answer, dict) or answer.get("approval_id") != current.interrupt_id:
+            return {}
+        if current.interrupt_id not in {p.interrupt_id for p in runtime.pending_approvals()}:
+            return {}
+        decision = ApprovalDecision.model_validate(answer["decision"])
+        runtime.decide(current.thread_id, {current.interrupt_id: decision})
+        return {}
+
+    def summarize(state: ChatState) -> dict[str, Any]:
+        lines: list[str] = []
+        finished: list[str] = []
+        for job in state.get("jobs", []):
+            if job in state.get("reported", []):
+                continue
+            report = runtime.report(job)
+            if not report.done:
+                lines.append(f"Job {job} is not finished ({len(report.pending)} approval(s) pending).")
+                continue
+            finished.append(job)
+            if not report.outcomes:
+                lines.append(f"Job {job}: no study to process.")
+            for outcome in report.outcomes:
+                lines.append(f"ImagingStudy/{outcome['imaging_study_id']}: {outcome['outcome']} — {outcome['detail']}")
+        return {"messages": [AIMessage("\n".join(lines) or "Nothing left to approve.")], "reported": finished}
+
+    def after_planner(state: ChatState) -> str:
+        last = state["messages"][-1]
+        return "tools" if isinstance(last, AIMessage) and last.tool_calls else END
+
+    def after_collect(state: ChatState) -> str:
+        if not state.get("turn_jobs"):
+            return "planner"
+        return "approval" if _pending(state) else "summarize"
+
+    def after_approval(state: ChatState) -> str:
+        return "approval" if _pending(state) else "summarize"
+
+    graph = StateGraph(ChatState)
+    graph.add_node("planner", planner)
+    graph.add_node("tools", ToolNode(tools, handle_tool_errors=True))
+    graph.add_node("collect_jobs", collect_jobs)
+    graph.add_node("approval", approval)
+    graph.add_node("summarize", summarize)
+    graph.add_edge(START, "planner")
+    graph.add_conditional_edges("planner", after_planner, ["tools", END])
+    graph.add_edge("tools", "collect_jobs")
+    graph.add_conditional_edges("collect_jobs", after_collect, ["planner", "approval", "summarize"])
+    graph.add_conditional_edges("approval", after_approval, ["approval", "summarize"])
+    graph.add_edge("summarize", END)
+    return graph.compile(checkpointer=checkpointer if checkpointer is not None else runtime.checkpointer, name="chat")

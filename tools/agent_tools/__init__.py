@@ -1,0 +1,1 @@
+"""The planner's typed LangChain tools."""

@@ -1,0 +1,273 @@
+"""The planner's tools: typed LangChain tools over the clients, the study steps and the runtime.
+
+Read tools read (and compute locally). Write tools never write themselves: they start a study
+or batch job in the workflow runtime, which stops at the study graph's approval node; the
+chat graph then relays that approval to a person. So no tool call, however it was prompted,
+reaches the PACS or FHIR without a recorded human decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel
+
+from agent.settings import Settings
+from graphs.runtime import AgentRuntime, PendingApproval, RunReport
+from graphs.study import StudyPipeline, StudyState
+from tools.agent_tools.models import (
+    ApprovalItem,
+    ApprovalList,
+    BatchArgs,
+    BuiltObject,
+    BuiltResults,
+    EngineArgs,
+    JobStarted,
+    NoArgs,
+    PatientItem,
+    PatientList,
+    ReportText,
+    SearchPatientsArgs,
+    SearchStudiesArgs,
+    SegmentArgs,
+    SegmentationSummary,
+    SeriesFetched,
+    SeriesItem,
+    StructureResult,
+    StudyDetail,
+    StudyList,
+    StudyListItem,
+    StudyRef,
+)
+from tools.dicomweb.client import DicomwebClient
+from tools.fhir.client import FhirClient
+from tools.fhir.worklist import WorklistItem, find_worklist, to_worklist_item
+from tools.segmentation.qa import measure, qa_flags
+from tools.imaging.volume_store import load_volume
+from tools.segmentation.result_store import load_result
+
+WRITE_TOOLS = frozenset({"run_study_pipeline", "run_batch", "store_results_to_pacs", "update_fhir"})
+
+
+def _item(w: WorklistItem) -> StudyListItem:
+    return StudyListItem(
+        imaging_study_id=w.imaging_study_id,
+        study_instance_uid=w.study_instance_uid,
+        status=w.status,
+        patient_reference=w.patient_reference,
+        started=w.started,
+        modalities=w.modalities,
+        number_of_series=w.number_of_series,
+        number_of_instances=w.number_of_instances,
+        untrusted_text=w.description,
+    )
+
+
+def _approval_item(p: PendingApproval) -> ApprovalItem:
+    return ApprovalItem(
+        approval_id=p.interrupt_id,
+        job=p.thread_id,
+        imaging_study_id=p.request.imaging_study_id,
+        structures=[
+            StructureResult(key=s.key, display=s.display, volume_ml=s.volume_ml, confidence=s.confidence)
+            for s in p.request.structures
+        ],
+        qa_flags=len(p.request.flags),
+    )
+
+
+def _job(report: RunReport) -> JobStarted:
+    return JobStarted(
+        job_thread_id=report.thread_id,
+        kind=report.kind,
+        pending_approvals=[_approval_item(p) for p in report.pending],
+        outcomes=[{k: v for k, v in o.items() if k in ("imaging_study_id", "outcome", "detail")} for o in report.outcomes],
+        done=report.done,
+    )
+
+
+class ToolBox:
+    """The tool implementations, bound to one settings object and one runtime."""
+
+    def __init__(self, settings: Settings, runtime: AgentRuntime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.pipeline = StudyPipeline(settings)
+
+    # -- reads --------------------------------------------------------------------------
+    def search_imaging_studies(self, status: str | None = "registered", modality: str | None = "CT",
+                               patient_identifier: str | None = None) -> StudyList:
+        query = {k: v for k, v in {"status": status, "modality": modality}.items() if v}
+        with FhirClient.from_settings(self.settings) as fhir:
+            if patient_identifier:
+                patients = fhir.search("Patient", {"identifier": patient_identifier})
+                refs = {f"Patient/{p.id}" for p in patients}
+                items = [i for i in find_worklist(fhir, query) if i.patient_reference in refs]
+            else:
+                items = find_worklist(fhir, query)
+        return StudyList(count=len(items), studies=[_item(i) for i in items])
+
+    def search_patients(self, identifier: str) -> PatientList:
+        with FhirClient.from_settings(self.settings) as fhir:
+            patients = fhir.search("Patient", {"identifier": identifier})
+        return PatientList(
+            count=len(patients),
+            patients=[
+                PatientItem(
+                    patient_reference=f"Patient/{p.id}",
+                    identifier=p.identifier[0].value if p.identifier else None,
+                    gender=p.gender,
+                    birth_year=str(p.birthDate)[:4] if p.birthDate else None,
+                )
+                for p in patients
+            ],
+        )
+
+    def show_study(self, imaging_study_id: str) -> StudyDetail:
+        with FhirClient.from_settings(self.settings) as fhir:
+            item = to_worklist_item(fhir.read("ImagingStudy", imaging_study_id))
+        series: list[SeriesItem] = []
+        if item.study_instance_uid:
+            with DicomwebClient.from_settings(self.settings) as pacs:
+                series = [
+                    SeriesItem(
+                        series_instance_uid=s.series_instance_uid,
+                        modality=s.modality,
+                        images=s.number_of_instances,
+                        slice_thickness_mm=s.slice_thickness_mm,
+                        untrusted_text=s.series_description,
+                    )
+                    for s in pacs.search_series(item.study_instance_uid)
+                ]
+        return StudyDetail(study=_item(item), series_in_pacs=series)
+
+    def _draft(self, imaging_study_id: str, engine: str | None, targets: list[str] | None, until: str) -> StudyState:
+        """Run the study steps locally up to `until` (fetch, segment or build), writing nothing remote."""
+        state: StudyState = {"imaging_study_id": imaging_study_id, "variant": "draft"}
+        if engine:
+            state["engine"] = engine
+        if targets:
+            state["targets"] = targets
+        steps: list[Callable[[StudyState], dict[str, Any]]] = [self.pipeline.read_study, self.pipeline.fetch]
+        if until in ("segment", "build"):
+            steps += [self.pipeline.assemble, self.pipeline.preflight, self.pipeline.segment]
+        if until == "build":
+            state["created_at"] = datetime.now(UTC).replace(microsecond=0).isoformat()
+            steps.append(self.pipeline.build)
+        for step in steps:
+            state.update(step(state))  # type: ignore[typeddict-item]
+        return state
+
+    def fetch_series(self, imaging_study_id: str) -> SeriesFetched:
+        state = self._draft(imaging_study_id, None, None, "fetch")
+        series = state["series"]
+        return SeriesFetched(
+            imaging_study_id=imaging_study_id,
+            series_instance_uid=series["series_instance_uid"],
+            images=series["images"],
+            reason=series["reason"],
+        )
+
+    def segment(self, imaging_study_id: str, engine: str | None = None, targets: list[str] | None = None) -> SegmentationSummary:
+        state = self._draft(imaging_study_id, engine, targets, "segment")
+        volume = load_volume(Path(state["volume_file"]), state["volume_sha256"])
+        result = load_result(Path(state["segmentation_file"]), state["segmentation_sha256"])
+        flags = [*result.flags, *qa_flags(volume, result.structures)]
+        return SegmentationSummary(
+            imaging_study_id=imaging_study_id,
+            engine=result.engine,
+            engine_version=result.engine_version,
+            structures=[
+                StructureResult(
+                    key=s.structure.key,
+                    display=s.structure.display,
+                    volume_ml=round(measure(volume, s.mask).volume_ml, 1),
+                    confidence=s.confidence,
+                )
+                for s in result.structures
+            ],
+            qa_flags=[f.message for f in flags],
+        )
+
+    def build_results(self, imaging_study_id: str, engine: str | None = None) -> BuiltResults:
+        state = self._draft(imaging_study_id, engine, None, "build")
+        writes = state["approval_request"]["dicom_writes"]
+        return BuiltResults(
+            imaging_study_id=imaging_study_id,
+            objects=[
+                BuiltObject(kind=w["kind"], sop_instance_uid=w["sop_instance_uid"], sha256=w["sha256"], path=w["path"])
+                for w in writes
+            ],
+        )
+
+    def generate_report(self, imaging_study_id: str, engine: str | None = None) -> ReportText:
+        state = self._draft(imaging_study_id, engine, None, "build")
+        request = state["approval_request"]
+        return ReportText(
+            imaging_study_id=imaging_study_id,
+            report_text=request["report_text"],
+            conclusion=request["plan"]["conclusion"],
+        )
+
+    def list_pending_approvals(self) -> ApprovalList:
+        pending = self.runtime.pending_approvals()
+        return ApprovalList(count=len(pending), approvals=[_approval_item(p) for p in pending])
+
+    # -- writes (through the approval node) ---------------------------------------------
+    def run_study_pipeline(self, imaging_study_id: str, engine: str | None = None) -> JobStarted:
+        return _job(self.runtime.start_study(imaging_study_id, engine=engine))
+
+    def run_batch(self, status: str = "registered", modality: str = "CT", engine: str | None = None) -> JobStarted:
+        return _job(self.runtime.start_batch({"status": status, "modality": modality}, engine=engine))
+
+
+def _tool(fn: Callable[..., BaseModel], name: str, schema: type[BaseModel], description: str) -> BaseTool:
+    def run(**kwargs: Any) -> str:
+        return fn(**kwargs).model_dump_json()
+
+    return StructuredTool.from_function(func=run, name=name, description=description, args_schema=schema)
+
+
+def build_tools(settings: Settings, runtime: AgentRuntime) -> list[BaseTool]:
+    box = ToolBox(settings, runtime)
+    pipeline_note = (
+        " Nothing is written when this tool returns: the results wait for a radiologist's approval, "
+        "which the system asks for; you cannot approve."
+    )
+    return [
+        _tool(box.search_imaging_studies, "search_imaging_studies", SearchStudiesArgs,
+              "Find ImagingStudies in the EHR (FHIR). Default: pending CT studies (status registered). "
+              "Returns ids to use with the other tools."),
+        _tool(box.search_patients, "search_patients", SearchPatientsArgs,
+              "Find a patient by MRN / PatientID. Returns FHIR Patient references (no names)."),
+        _tool(box.show_study, "show_study", StudyRef,
+              "Show one ImagingStudy: FHIR status and counts, and the series the PACS holds for it."),
+        _tool(box.fetch_series, "fetch_series", StudyRef,
+              "Choose the study's CT series by rules and download it from the PACS to the local work folder."),
+        _tool(box.segment, "segment", SegmentArgs,
+              "Segment structures (default both lungs) on the study's CT locally and return volumes and QA "
+              "flags. Writes nothing to the PACS or EHR."),
+        _tool(box.build_results, "write_rtstruct_seg_sr", EngineArgs,
+              "Build the RTSTRUCT, DICOM SEG and SR for the study locally (drafts with their sha256). Does "
+              "not store them."),
+        _tool(box.generate_report, "generate_report", EngineArgs,
+              "Generate the text report (volumes, QA findings, conclusion) for the study. Does not store it."),
+        _tool(box.list_pending_approvals, "list_pending_approvals", NoArgs,
+              "List results waiting for a radiologist's approval."),
+        _tool(box.run_study_pipeline, "run_study_pipeline", EngineArgs,
+              "Run the full pipeline for one study: fetch, segment, build RTSTRUCT/SEG/SR and report, then "
+              "store in the PACS and update FHIR after approval." + pipeline_note),
+        _tool(box.run_study_pipeline, "store_results_to_pacs", EngineArgs,
+              "Store the study's contour results (RTSTRUCT, SEG, SR) in the PACS. Runs the study pipeline, "
+              "whose FHIR report is written with the same approval." + pipeline_note),
+        _tool(box.run_study_pipeline, "update_fhir", EngineArgs,
+              "Report the study's results in FHIR (DiagnosticReport, Observations, ImagingStudy available, "
+              "Provenance). Runs the study pipeline, whose PACS objects are stored with the same approval."
+              + pipeline_note),
+        _tool(box.run_batch, "run_batch", BatchArgs,
+              "Run the pipeline for every study on the work list (default: pending CT)." + pipeline_note),
+    ]
