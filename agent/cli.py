@@ -268,6 +268,62 @@ def process(
         raise typer.Exit(1)
 
 
+@app.command()
+def ask(
+    goal: Annotated[str, typer.Argument(help="What you want, in plain words, e.g. 'analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS'.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (recorded as not reviewed).")] = False,
+    reviewer_id: ReviewerId = None,
+    reviewer_name: ReviewerName = None,
+) -> None:
+    """Give the planner a goal; it runs the tools, and asks you here before anything is written."""
+    from datetime import UTC, datetime
+
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, default_reviewer, render_approval
+    from agent.llm import planner_info
+    from graphs.approval import ApprovalDecision, ApprovalRequest
+    from graphs.chat import build_chat_graph
+    from graphs.runtime import AgentRuntime, PendingApproval
+    from langgraph.types import Command
+
+    settings = get_settings()
+    reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
+    console.print(f"[dim]planner: {planner_info(settings).description}[/dim]")
+    with AgentRuntime(settings) as runtime:
+        chat = build_chat_graph(runtime)
+        config = {"configurable": {"thread_id": f"cli-chat-{datetime.now(UTC):%Y%m%d-%H%M%S}"}}
+        value: object = {"messages": [HumanMessage(goal)]}
+        while True:
+            with ProgressDisplay(console) as on_progress:
+                for _ns, mode, chunk in chat.stream(value, config, stream_mode=["updates", "custom"], subgraphs=True):
+                    if mode == "custom":
+                        on_progress(chunk)
+                    elif mode == "updates" and "tools" in chunk:
+                        for message in (chunk["tools"] or {}).get("messages", []):
+                            if isinstance(message, ToolMessage):
+                                console.print(f"[dim]tool {message.name}: {str(message.content)[:160]}[/dim]")
+            state = chat.get_state(config)
+            if not state.interrupts:
+                break
+            card = dict(state.interrupts[0].value)
+            pending = PendingApproval(
+                thread_id=card.pop("job"), interrupt_id=card.pop("approval_id"), request=ApprovalRequest.model_validate(card)
+            )
+            render_approval(console, pending)
+            if yes:
+                decision = ApprovalDecision(action="approve", reviewer_id=reviewer[0], reviewer_name=reviewer[1], automatic=True)
+            else:
+                try:
+                    decision = ask_decision(console, pending, reviewer)
+                except NoReviewerError as exc:
+                    console.print(f"[yellow]{exc}[/yellow]")
+                    return
+            value = Command(resume={"approval_id": pending.interrupt_id, "decision": decision.model_dump(mode="json")})
+        last = state.values["messages"][-1]
+        console.print(last.content if isinstance(last, AIMessage) else "")
+
+
 @approvals_app.command("list")
 def approvals_list() -> None:
     """Every pending approval, in every job."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.config import get_stream_writer
 from langgraph.types import Command
 from pydantic import BaseModel
 
@@ -63,6 +64,14 @@ class RunReport(BaseModel):
     pending: list[PendingApproval]
     outcomes: list[dict[str, Any]]
     summary: dict[str, Any] | None = None
+
+
+def _enclosing_stream_writer() -> ProgressHandler | None:
+    """When a job runs inside another graph (a chat tool), pass its progress to that graph's stream."""
+    try:
+        return get_stream_writer()
+    except RuntimeError:
+        return None
 
 
 def checkpoint_path(settings: Settings) -> Path:
@@ -134,6 +143,8 @@ class AgentRuntime:
 
     def _run(self, kind: JobKind, thread_id: str, value: Any, on_progress: ProgressHandler | None) -> RunReport:
         graph = self.graphs[kind]
+        if on_progress is None:
+            on_progress = _enclosing_stream_writer()
         for _namespace, mode, chunk in graph.stream(
             value, self._config(thread_id), stream_mode=["custom"], subgraphs=True
         ):
