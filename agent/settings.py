@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     default_engine: str = Field(default="lung-threshold", description="engine used when none is named")
     monai_bundle_dir: Path | None = Field(default=None, description="MONAI bundle for the monai-bundle engine")
     torch_device: str | None = Field(default=None, description="cpu, cuda, cuda:1; default: cuda when present")
+    medimageparse_url: str | None = Field(default=None, description="Azure AI Foundry MedImageParse scoring URL")
+    medimageparse_key: SecretStr | None = None
+    medimageparse_batch_size: int = Field(default=8, ge=1, description="slices per scoring request")
+    medimageparse_timeout_s: float = Field(default=60.0, gt=0, description="per scoring request")
+    medimageparse_mode: Literal["2d", "3d"] = "2d"
 
     # Workflow.
     batch_concurrency: int = Field(default=2, ge=1, description="studies processed at the same time")
