@@ -30,6 +30,7 @@ def render_approval(console: Console, pending: PendingApproval) -> None:
         f"series {r.series.series_instance_uid}: {r.series.images} images, "
         f"{r.series.slice_thickness_mm or '?'} mm\n[dim]{r.series.reason}[/dim]\n"
         f"engine {r.engine} {r.engine_version}"
+        + "".join(f"\n[yellow]not used: {why}[/yellow]" for why in r.engine_fallbacks)
     )
     structures = Table("structure", "volume", "mean HU", "components", "confidence", title="Structures")
     for s in r.structures:

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
 
     # Segmentation.
     default_engine: str = Field(default="lung-threshold", description="engine used when none is named")
+    fallback_engines: list[str] = Field(
+        default_factory=list,
+        description="engines tried in order when the chosen one fails or its QA fails, e.g. [\"lung-threshold\"]",
+    )
     monai_bundle_dir: Path | None = Field(default=None, description="MONAI bundle for the monai-bundle engine")
     torch_device: str | None = Field(default=None, description="cpu, cuda, cuda:1; default: cuda when present")
     medimageparse_url: str | None = Field(default=None, description="Azure AI Foundry MedImageParse scoring URL")

@@ -65,6 +65,9 @@ class ApprovalRequest(BaseModel):
     series: SeriesChoice
     engine: str
     engine_version: str
+    engine_fallbacks: list[str] = Field(
+        default_factory=list, description="engines tried first and why their result was not used"
+    )
     structures: list[StructureForReview]
     flags: list[QAFlag]
     previews: list[str]

@@ -41,6 +41,7 @@ from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirConflictError
 from tools.fhir.task import approved_plan, ensure_task, set_status
 from tools.fhir.worklist import study_instance_uid as uid_of_study
+from tools.http_retry import ServiceUnavailableError
 from tools.imaging.preflight import preflight
 from tools.imaging.series_choice import choose_ct_series
 from tools.imaging.volume import assemble_volume, read_series_dir
@@ -48,7 +49,8 @@ from tools.imaging.volume_store import content_key, file_sha256, load_volume, sa
 from tools.results.fhir_report import StructureVolume, WritebackPlan, build_writeback_transaction, describe_changes
 from tools.results.package import build_package
 from tools.segmentation import registry  # noqa: F401  (registers the built-in engines)
-from tools.segmentation.base import STRUCTURES, get_engine
+from tools.segmentation.base import STRUCTURES, EngineError, get_engine
+from tools.segmentation.qa import qa_flags
 from tools.segmentation.result_store import load_result, save_result
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class StudyState(TypedDict, total=False):
     volume_sha256: str
     segmentation_file: str
     segmentation_sha256: str
+    engine_fallbacks: list[str]
+    """Engines tried before the one that produced the result, each with why it was not used."""
     created_at: str
     approval_request: dict[str, Any]
     decision: dict[str, Any]
@@ -200,11 +204,31 @@ class StudyPipeline:
         return {}
 
     def segment(self, state: StudyState) -> dict[str, Any]:
+        """Run the requested engine; when it fails or its QA fails, the configured fallbacks in turn."""
         volume = load_volume(Path(state["volume_file"]), state["volume_sha256"])
-        engine = get_engine(state["engine"], self.settings)
-        result = engine.segment(volume, state["targets"])
-        path = Path(state["work_dir"]) / f"{state.get('variant', 'approval')}-segmentation-{state['engine']}.npz"
-        return {"segmentation_file": str(path), "segmentation_sha256": save_result(result, path)}
+        chain = [state["engine"], *[e for e in self.settings.fallback_engines if e != state["engine"]]]
+        not_used: list[str] = []
+        for name in chain:
+            try:
+                result = get_engine(name, self.settings).segment(volume, state["targets"])
+            except (EngineError, ServiceUnavailableError, ValueError) as exc:
+                not_used.append(f"{name}: {exc}")
+                continue
+            failed = [f.message for f in [*result.flags, *qa_flags(volume, result.structures)] if f.severity == "fail"]
+            if failed and name != chain[-1]:
+                not_used.append(f"{name}: QA failed ({'; '.join(failed)})")
+                continue
+            path = Path(state["work_dir"]) / f"{state.get('variant', 'approval')}-segmentation-{name}.npz"
+            return {
+                "segmentation_file": str(path),
+                "segmentation_sha256": save_result(result, path),
+                "engine_fallbacks": not_used,
+            }
+        raise StudyFailure(
+            f"no segmentation engine produced a result for series {volume.series_instance_uid}: "
+            + " | ".join(not_used)
+            + ". Check the engines' configuration (imaging-agent --help, .env.example)."
+        )
 
     def build(self, state: StudyState) -> dict[str, Any]:
         work = Path(state["work_dir"])
@@ -223,6 +247,7 @@ class StudyPipeline:
             patient_reference=study["patient_reference"] or "",
             engine=package.engine,
             engine_version=package.engine_version,
+            engine_fallbacks=state.get("engine_fallbacks", []),
             structures=[
                 StructureVolume(
                     key=s.key, display=s.display, snomed_code=_snomed(s.key), volume_ml=s.measurements.volume_ml
@@ -244,6 +269,7 @@ class StudyPipeline:
             series=SeriesChoice(**state["series"]),
             engine=package.engine,
             engine_version=package.engine_version,
+            engine_fallbacks=state.get("engine_fallbacks", []),
             structures=[
                 StructureForReview(
                     key=s.key,

@@ -142,3 +142,28 @@ def test_same_study_twice_writes_nothing_twice(live_settings: Settings, runtime:
 def _approved_writes(runtime: AgentRuntime, thread_id: str) -> list[PendingDicomWrite]:
     state = runtime.graphs["study"].get_state({"configurable": {"thread_id": thread_id}}).values
     return [PendingDicomWrite.model_validate(w) for w in state["approval_request"]["dicom_writes"]]
+
+
+def test_fallback_engine_is_named_in_approval_and_provenance(live_settings: Settings, tmp_path: Path) -> None:
+    spec = WORKFLOW_PHANTOM.model_copy(update={"seed": 10, "patient_id": "WF-0010"})
+    study_id = _seed_phantom(live_settings, tmp_path, spec)
+    settings = live_settings.model_copy(
+        update={"run_dir": tmp_path / "run", "default_engine": "monai-bundle", "fallback_engines": ["lung-threshold"]}
+    )
+    with AgentRuntime(settings) as rt:
+        report = rt.start_study(study_id)
+        request = report.pending[0].request
+        assert request.engine == "lung-threshold"
+        assert len(request.engine_fallbacks) == 1 and request.engine_fallbacks[0].startswith("monai-bundle:")
+        assert "IMAGING_AGENT_MONAI_BUNDLE_DIR" in request.engine_fallbacks[0]
+        final = rt.decide(report.thread_id, {report.pending[0].interrupt_id: _approve()})
+    assert final.outcomes[0]["outcome"] == "completed"
+    with FhirClient.from_settings(live_settings) as fhir:
+        [report_resource] = fhir.search("DiagnosticReport", {"subject": fhir.read("ImagingStudy", study_id).subject.reference})
+        provenance = [
+            p for p in fhir.search("Provenance", {})
+            if any(t.reference == f"DiagnosticReport/{report_resource.id}" for t in p.target)
+        ][0]
+    reasons = [r.text for r in provenance.reason or []]
+    assert any(text.startswith("Engine not used: monai-bundle") for text in reasons)
+    assert provenance.agent[0].who.display == "lung-threshold 1.0.0"

@@ -86,6 +86,7 @@ class WritebackPlan(BaseModel):
     patient_reference: str
     engine: str
     engine_version: str
+    engine_fallbacks: list[str] = []
     structures: list[StructureVolume]
     objects: list[DerivedObject]
     conclusion: str
@@ -243,9 +244,14 @@ def build_provenance(
                 who=Reference(reference=reviewer_ref),
             ),
         ],
-        reason=None
-        if reviewed
-        else [CodeableConcept(text="Automatic approval (--yes): no human reviewed these results before release.")],
+        reason=[
+            CodeableConcept(text=text)
+            for text in [
+                *([] if reviewed else ["Automatic approval (--yes): no human reviewed these results before release."]),
+                *[f"Engine not used: {why}" for why in plan.engine_fallbacks],
+            ]
+        ]
+        or None,
         entity=[
             ProvenanceEntity(role="source", what=Reference(reference=f"ImagingStudy/{plan.imaging_study_id}"))
         ]
