@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agent import services
@@ -36,6 +37,11 @@ def _configure(
     logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
+def _error(exc: object) -> None:
+    # Messages carry paths and server text; brackets in them must not be read as markup.
+    console.print(f"[red]error:[/red] {escape(str(exc))}")
+
+
 def _print_status(rows: list[services.ServiceStatus]) -> None:
     table = Table("service", "state", "pid", "health URL", "log")
     for row in rows:
@@ -51,7 +57,7 @@ def services_up() -> None:
     try:
         rows = services.up(settings)
     except services.ServiceError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(exc)
         raise typer.Exit(1) from exc
     _print_status(rows)
     console.print(f"DICOMweb: {settings.dicomweb_url}   FHIR: {settings.fhir_url}")
@@ -88,7 +94,7 @@ def seed(
     try:
         results = seed_folder(settings, dicom) if dicom else [seed_phantom(settings, phantom_seed)]
     except SeedError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(exc)
         raise typer.Exit(1) from exc
     table = Table("study", "patient", "series", "instances", "stored", "already in PACS", "ImagingStudy")
     for r in results:
@@ -124,7 +130,7 @@ def pending(
         with FhirClient.from_settings(settings) as fhir:
             items = find_worklist(fhir, dict(parse_qsl(query)) if query else None)
     except (FhirError, ServiceUnavailableError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(exc)
         raise typer.Exit(1) from exc
     table = Table("ImagingStudy", "Study Instance UID", "patient", "started", "modality", "series", "instances", "status")
     for item in items:
@@ -147,7 +153,9 @@ def contour(
     dicom_dir: Annotated[Path, typer.Argument(help="Folder with one CT series.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (must be new or empty).")],
     engine: Annotated[str | None, typer.Option(help="Segmentation engine (default from settings).")] = None,
-    formats: Annotated[str, typer.Option(help="Comma-separated: rtstruct,seg,sr,png,json.")] = "rtstruct,seg,sr,png,json",
+    formats: Annotated[
+        str, typer.Option(help="Comma-separated: rtstruct,seg,sr,png,json (report.txt is always written).")
+    ] = "rtstruct,seg,sr,png,json",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Contour the lungs of a local series, offline: RTSTRUCT, SEG, SR, previews and summary.json."""
@@ -160,7 +168,10 @@ def contour(
     wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
     unknown = sorted(set(wanted) - set(ALL_FORMATS))
     if unknown:
-        console.print(f"[red]error:[/red] unknown format(s) {', '.join(unknown)}; choose from {', '.join(ALL_FORMATS)}.")
+        _error(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(ALL_FORMATS)}.")
+        raise typer.Exit(2)
+    if "sr" in wanted and "seg" not in wanted:
+        _error("the SR references the SEG: ask for 'seg' too, or leave 'sr' out of --formats.")
         raise typer.Exit(2)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("contour", total=1.0)
@@ -175,7 +186,7 @@ def contour(
                 progress=lambda stage, fraction: bar.update(task, completed=fraction, description=stage),
             )
         except (ContourError, EngineError, ValueError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            _error(exc)
             raise typer.Exit(1) from exc
     table = Table("structure", "volume", "mean HU", "components", "confidence")
     for s in package.structures:
@@ -183,10 +194,11 @@ def contour(
         table.add_row(s.display, f"{m.volume_ml:.1f} mL", f"{m.mean_hu or 0:.0f}", str(m.n_components), f"{s.confidence:.2f}")
     console.print(table)
     for flag in package.flags:
-        console.print(f"[yellow]{flag.severity}[/yellow] {flag.message}")
+        console.print(f"[yellow]{flag.severity}[/yellow] {escape(flag.message)}")
     for obj in package.objects:
         console.print(f"{obj.kind:<8} {obj.path}  sha256 {obj.sha256[:16]}…")
-    console.print(f"previews: {len(package.previews)} PNG in {package.out_dir / 'previews'}")
+    if package.previews:
+        console.print(f"previews: {len(package.previews)} PNG in {package.out_dir / 'previews'}")
     console.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in package.seconds.items()))
 
 
@@ -349,7 +361,7 @@ def approvals_show(approval_id: Annotated[str, typer.Argument(help="Approval id 
         try:
             render_approval(console, runtime.find_pending(approval_id))
         except KeyError as exc:
-            console.print(f"[red]error:[/red] {exc.args[0]}")
+            _error(exc.args[0])
             raise typer.Exit(1) from exc
 
 
@@ -363,13 +375,13 @@ def _decide(approval_id: str, action: str, reason: str | None, reviewer_id: str 
     try:
         decision = ApprovalDecision(action=action, reviewer_id=rid, reviewer_name=rname, reason=reason)
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(exc)
         raise typer.Exit(2) from exc
     with AgentRuntime(settings) as runtime:
         try:
             pending = runtime.find_pending(approval_id)
         except KeyError as exc:
-            console.print(f"[red]error:[/red] {exc.args[0]}")
+            _error(exc.args[0])
             raise typer.Exit(1) from exc
         with ProgressDisplay(console) as on_progress:
             report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)

@@ -37,8 +37,9 @@ def run_contour(
     progress: Progress | None = None,
 ) -> ResultPackage:
     report = progress or (lambda stage, fraction: None)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ContourError(f"{out_dir} exists and is not empty; choose another folder or pass --overwrite.")
+    _check_paths(dicom_dir, out_dir, overwrite)
+    if "sr" in formats and "seg" not in formats:
+        raise ContourError("the SR references the SEG: ask for 'seg' too, or leave 'sr' out of --formats.")
     started = time.perf_counter()
     report("read", 0.0)
     try:
@@ -78,14 +79,33 @@ def run_contour(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     if out_dir.exists():
-        shutil.rmtree(out_dir)
-    partial.replace(out_dir)
+        # Moved aside before deleting: a crash here leaves the old output, not nothing.
+        previous = out_dir.with_name(f".{out_dir.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        out_dir.replace(previous)
+        partial.replace(out_dir)
+        shutil.rmtree(previous, ignore_errors=True)
+    else:
+        partial.replace(out_dir)
     package = _relocated(package, partial, out_dir)
     package.seconds = {"read_assemble": round(read_s, 3), **package.seconds, "total": round(time.perf_counter() - started, 3)}
     if package.summary_path is not None:
         package.summary_path.write_text(package.model_dump_json(indent=2))
     report("done", 1.0)
     return package
+
+
+def _check_paths(dicom_dir: Path, out_dir: Path, overwrite: bool) -> None:
+    source, target = dicom_dir.resolve(), out_dir.resolve()
+    if target == source or target in source.parents or source in target.parents:
+        raise ContourError(
+            f"the output folder {out_dir} overlaps the input {dicom_dir}; writing (or --overwrite) there could "
+            "destroy the CT. Choose an output folder outside the input folder."
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ContourError(f"{out_dir} is a file, not a folder; choose a folder for the output.")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ContourError(f"{out_dir} exists and is not empty; choose another folder or pass --overwrite.")
 
 
 def _relocated(package: ResultPackage, old: Path, new: Path) -> ResultPackage:

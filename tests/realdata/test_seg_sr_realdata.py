@@ -10,7 +10,6 @@ Data: LIDC-IDRI (CC BY 3.0; Armato SG III et al., Med Phys 38(2):915-931, 2011; 
 
 from __future__ import annotations
 
-import subprocess
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
@@ -22,6 +21,7 @@ from PIL import Image
 from pydicom import Dataset
 from scipy import ndimage
 
+from tests.dicom_checks import dciodvfy_errors
 from tools.imaging.preview import LEGEND_HEIGHT_PX, render_previews
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.results.common import dataset_bytes
@@ -32,16 +32,6 @@ from tools.segmentation.base import STRUCTURES, SegmentationResult, StructureMas
 pytestmark = pytest.mark.realdata
 
 CREATED = datetime(2024, 5, 1, 12, 30, 15)
-DCIODVFY = "/usr/bin/dciodvfy"
-
-
-def dciodvfy_errors(ds: Dataset, tmp_path: Path, name: str) -> list[str]:
-    path = tmp_path / name
-    path.write_bytes(dataset_bytes(ds))
-    if not Path(DCIODVFY).is_file():
-        pytest.fail(f"{DCIODVFY} not found: install Debian's dicom3tools (apt-get install dicom3tools)")
-    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=300, check=False)
-    return [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line]
 
 
 def threshold_lungs(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
@@ -98,11 +88,15 @@ def test_threshold_lungs_are_plausible(lidc: tuple) -> None:
 
 
 def test_seg_passes_dciodvfy(seg: Dataset, tmp_path: Path) -> None:
-    assert dciodvfy_errors(seg, tmp_path, "seg.dcm") == []
+    path = tmp_path / "seg.dcm"
+    path.write_bytes(dataset_bytes(seg))
+    assert dciodvfy_errors(path) == []
 
 
 def test_sr_passes_dciodvfy(sr: Dataset, tmp_path: Path) -> None:
-    assert dciodvfy_errors(sr, tmp_path, "sr.dcm") == []
+    path = tmp_path / "sr.dcm"
+    path.write_bytes(dataset_bytes(sr))
+    assert dciodvfy_errors(path) == []
 
 
 def test_seg_reads_back_to_the_same_masks(lidc: tuple, seg: Dataset) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from io import BytesIO
@@ -23,6 +21,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
+from tests.dicom_checks import dciodvfy_errors
 from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.results.common import dataset_bytes, sha256_hex
@@ -31,7 +30,6 @@ from tools.segmentation.base import STRUCTURES, SegmentationResult, StructureMas
 
 pytestmark = pytest.mark.unit
 
-DCIODVFY = "/usr/bin/dciodvfy"
 CREATED = datetime(2024, 5, 6, 7, 8, 9)
 ENGINE, ENGINE_VERSION = "lung-threshold", "1.0.0"
 # Small but adult-sized: 384 mm field of view, 40 slices of 7.5 mm.
@@ -43,16 +41,6 @@ class Series:
     directory: Path
     sources: list[Dataset]
     volume: Volume
-
-
-def dciodvfy_errors(data: bytes, tmp_path: Path, name: str) -> list[str]:
-    """Every line of dciodvfy's report that contains "Error"."""
-    if shutil.which(DCIODVFY) is None:
-        pytest.fail(f"{DCIODVFY} not found: install Debian's dicom3tools (apt-get install dicom3tools)")
-    path = tmp_path / name
-    path.write_bytes(data)
-    report = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
-    return [line for line in (report.stdout + report.stderr).splitlines() if "Error" in line]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -146,7 +134,9 @@ def built(request: pytest.FixtureRequest, phantoms: dict[str, tuple[Phantom, Ser
 
 def test_phantom_rtstruct_passes_dciodvfy(built: tuple[Phantom, Series, bytes], tmp_path: Path) -> None:
     _, _, data = built
-    assert dciodvfy_errors(data, tmp_path, "rtstruct.dcm") == []
+    path = tmp_path / "rtstruct.dcm"
+    path.write_bytes(data)
+    assert dciodvfy_errors(path) == []
 
 
 def test_rtstruct_with_an_empty_roi_passes_dciodvfy(phantoms: dict[str, tuple[Phantom, Series]], tmp_path: Path) -> None:
@@ -157,7 +147,9 @@ def test_rtstruct_with_an_empty_roi_passes_dciodvfy(phantoms: dict[str, tuple[Ph
     back = reread(dataset_bytes(ds))
     assert [r.ROIName for r in back.StructureSetROISequence] == ["Lung_L", "Lung_R"]
     assert "ContourSequence" not in back.ROIContourSequence[1]
-    assert dciodvfy_errors(dataset_bytes(ds), tmp_path, "empty-roi.dcm") == []
+    path = tmp_path / "empty-roi.dcm"
+    path.write_bytes(dataset_bytes(ds))
+    assert dciodvfy_errors(path) == []
 
 
 def test_every_ds_value_fits_the_vr(built: tuple[Phantom, Series, bytes]) -> None:
@@ -280,7 +272,9 @@ def test_donut_and_two_islands_on_one_slice_come_back_exactly(tmp_path: Path) ->
     assert len(items) == 4  # outer boundary, hole, two islands
     assert {i.ContourImageSequence[0].ReferencedSOPInstanceUID for i in items} == {volume.sop_instance_uids[2]}
     assert np.array_equal(rtstruct_masks(back, volume)["Lung_L"], mask)
-    assert dciodvfy_errors(data, tmp_path, "donut.dcm") == []
+    path = tmp_path / "donut.dcm"
+    path.write_bytes(data)
+    assert dciodvfy_errors(path) == []
 
 
 @pytest.mark.parametrize(
@@ -324,7 +318,9 @@ def test_contours_stay_on_the_anatomy_in_any_orientation(
     # Contours run half a pixel outside the boundary voxels' centres: at most ~1.1 mm here.
     assert np.abs(radius - 1.0).max() < 1.2 / semi_axes.min(), name
     assert np.array_equal(rtstruct_masks(back, volume)["Lung_L"], mask), name
-    assert dciodvfy_errors(data, tmp_path, "oblique.dcm") == []
+    path = tmp_path / "oblique.dcm"
+    path.write_bytes(data)
+    assert dciodvfy_errors(path) == []
 
 
 # ---------------------------------------------------------------- determinism

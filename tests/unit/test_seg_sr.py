@@ -7,7 +7,6 @@ SEG reference; fixed ``created`` gives identical bytes; bad inputs are refused b
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from io import BytesIO
@@ -19,6 +18,7 @@ import pydicom
 import pytest
 from pydicom import Dataset
 
+from tests.dicom_checks import dciodvfy_errors
 from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.results.common import MANUFACTURER, dataset_bytes, sha256_hex
@@ -29,7 +29,6 @@ from tools.segmentation.base import STRUCTURES, SegmentationResult, StructureMas
 pytestmark = pytest.mark.unit
 
 CREATED = datetime(2024, 5, 1, 12, 30, 15)
-DCIODVFY = "/usr/bin/dciodvfy"
 
 
 @dataclass(repr=False)
@@ -39,16 +38,6 @@ class Case:
     volume: Volume
     result: SegmentationResult
     volumes_ml: dict[str, float]
-
-
-def dciodvfy_errors(ds: Dataset, tmp_path: Path, name: str) -> list[str]:
-    """Lines of dciodvfy's report that name an error (it writes them to stderr)."""
-    path = tmp_path / name
-    path.write_bytes(dataset_bytes(ds))
-    if not Path(DCIODVFY).is_file():
-        pytest.fail(f"{DCIODVFY} not found: install Debian's dicom3tools (apt-get install dicom3tools)")
-    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=120, check=False)
-    return [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line]
 
 
 def lung_result(left: np.ndarray, right: np.ndarray) -> SegmentationResult:
@@ -99,11 +88,15 @@ def test_phantom_volume_matches_phantom_arrays(case: Case) -> None:
 
 
 def test_seg_passes_dciodvfy(seg: Dataset, tmp_path: Path) -> None:
-    assert dciodvfy_errors(seg, tmp_path, "seg.dcm") == []
+    path = tmp_path / "seg.dcm"
+    path.write_bytes(dataset_bytes(seg))
+    assert dciodvfy_errors(path) == []
 
 
 def test_sr_passes_dciodvfy(sr: Dataset, tmp_path: Path) -> None:
-    assert dciodvfy_errors(sr, tmp_path, "sr.dcm") == []
+    path = tmp_path / "sr.dcm"
+    path.write_bytes(dataset_bytes(sr))
+    assert dciodvfy_errors(path) == []
 
 
 def test_seg_reads_back_to_the_same_masks(case: Case, seg: Dataset) -> None:
@@ -232,7 +225,9 @@ def test_overlapping_and_empty_structures_round_trip(case: Case, tmp_path: Path)
     empty = np.zeros_like(left)
     for result in (lung_result(left, case.phantom.right_lung), lung_result(case.phantom.left_lung, empty)):
         seg, _ = build_seg(case.datasets, case.volume, result, created=CREATED)
-        assert dciodvfy_errors(seg, tmp_path, "seg.dcm") == []
+        path = tmp_path / "seg.dcm"
+        path.write_bytes(dataset_bytes(seg))
+        assert dciodvfy_errors(path) == []
         pixels = hd.seg.segread(BytesIO(dataset_bytes(seg))).get_pixels_by_source_instance(
             case.volume.sop_instance_uids, segment_numbers=[1, 2], assert_missing_frames_are_empty=True
         )
