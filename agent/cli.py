@@ -202,6 +202,14 @@ def contour(
     console.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in package.seconds.items()))
 
 
+@app.command()
+def ui(port: Annotated[int | None, typer.Option("--port", help="Port on 127.0.0.1 (default from settings, 7860).")] = None) -> None:
+    """Serve the Gradio app (chat, approvals, jobs) on http://127.0.0.1:PORT."""
+    import app as web
+
+    web.main(get_settings(), port)
+
+
 approvals_app = typer.Typer(help="Pending radiologist approvals, shared by the CLI, the app and the API.", no_args_is_help=True)
 app.add_typer(approvals_app, name="approvals")
 

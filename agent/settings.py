@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     medimageparse_timeout_s: float = Field(default=60.0, gt=0, description="per scoring request")
     medimageparse_mode: Literal["2d", "3d"] = "2d"
 
+    # Web app.
+    ui_port: int = Field(default=7860, description="port of `imaging-agent ui` on 127.0.0.1")
+
     # Workflow.
     batch_concurrency: int = Field(default=2, ge=1, description="studies processed at the same time")
     reviewer_id: str | None = Field(default=None, description="default reviewer id for CLI approvals; default: OS user")
