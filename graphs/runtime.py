@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -85,13 +86,18 @@ class AgentRuntime:
         self.settings = settings
         path = checkpoint_path(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # LangGraph runs parallel branches in threads; SqliteSaver serialises access itself.
-        self._conn = sqlite3.connect(str(path), check_same_thread=False)
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS jobs (thread_id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL,"
-            " created_at TEXT NOT NULL, status TEXT NOT NULL)"
-        )
-        self._conn.commit()
+        # LangGraph runs parallel branches and tools in threads; SqliteSaver serialises access to its
+        # own connection. The jobs table has a connection and a lock of its own, so a job started
+        # from inside a running graph (a chat tool) never interleaves with a checkpoint write.
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        self._jobs_conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        self._jobs_lock = threading.Lock()
+        with self._jobs_lock:
+            self._jobs_conn.execute(
+                "CREATE TABLE IF NOT EXISTS jobs (thread_id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL,"
+                " created_at TEXT NOT NULL, status TEXT NOT NULL)"
+            )
+            self._jobs_conn.commit()
         self.checkpointer = SqliteSaver(self._conn)
         self.graphs = {
             "batch": build_batch_graph(settings, self.checkpointer),
@@ -99,6 +105,7 @@ class AgentRuntime:
         }
 
     def close(self) -> None:
+        self._jobs_conn.close()
         self._conn.close()
 
     def __enter__(self) -> AgentRuntime:
@@ -110,21 +117,25 @@ class AgentRuntime:
     # -- jobs -------------------------------------------------------------------------
     def _new_job(self, kind: JobKind, label: str) -> str:
         thread_id = f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-        self._conn.execute(
-            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?)", (thread_id, kind, label, datetime.now(UTC).isoformat(), "running")
-        )
-        self._conn.commit()
+        with self._jobs_lock:
+            self._jobs_conn.execute(
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?)",
+                (thread_id, kind, label, datetime.now(UTC).isoformat(), "running"),
+            )
+            self._jobs_conn.commit()
         return thread_id
 
     def _set_status(self, thread_id: str, status: str) -> None:
-        self._conn.execute("UPDATE jobs SET status = ? WHERE thread_id = ?", (status, thread_id))
-        self._conn.commit()
+        with self._jobs_lock:
+            self._jobs_conn.execute("UPDATE jobs SET status = ? WHERE thread_id = ?", (status, thread_id))
+            self._jobs_conn.commit()
 
     def jobs(self, unfinished_only: bool = False) -> list[Job]:
         query = "SELECT thread_id, kind, label, created_at, status FROM jobs"
         if unfinished_only:
             query += " WHERE status != 'done'"
-        rows = self._conn.execute(query + " ORDER BY created_at").fetchall()
+        with self._jobs_lock:
+            rows = self._jobs_conn.execute(query + " ORDER BY created_at").fetchall()
         return [Job(thread_id=r[0], kind=r[1], label=r[2], created_at=r[3], status=r[4]) for r in rows]
 
     def job(self, thread_id: str) -> Job:
