@@ -12,6 +12,7 @@ from tools.segmentation.lung_threshold import ENGINE_NAME as LUNG_THRESHOLD
 from tools.segmentation.lung_threshold import LungThresholdEngine
 
 MONAI_BUNDLE = "monai-bundle"
+MEDIMAGEPARSE = "medimageparse"
 
 
 def _lung_threshold(settings: Settings) -> SegmentationEngine:
@@ -26,3 +27,12 @@ def _monai_bundle(settings: Settings) -> SegmentationEngine:
 
 register_engine(LUNG_THRESHOLD, _lung_threshold)
 register_engine(MONAI_BUNDLE, _monai_bundle)
+
+
+def _medimageparse(settings: Settings) -> SegmentationEngine:
+    from tools.segmentation.medimageparse import build_medimageparse_engine
+
+    return build_medimageparse_engine(settings)
+
+
+register_engine(MEDIMAGEPARSE, _medimageparse)
