@@ -210,6 +210,72 @@ def ui(port: Annotated[int | None, typer.Option("--port", help="Port on 127.0.0.
     web.main(get_settings(), port)
 
 
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Run folder: checkpoints/, metrics.json and the bundle in OUT/bundle.")],
+    epochs: Annotated[int, typer.Option(min=1, help="Total epochs; a resumed run continues up to this number.")] = 50,
+    from_bundle: Annotated[
+        Path | None, typer.Option("--from-bundle", help="Fine-tune this MONAI bundle (configs + models/model.pt) instead of a new UNet.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its last checkpoint (same split).")] = False,
+    cases_dir: Annotated[Path | None, typer.Option("--cases-dir", help="Folder of training cases (default: OUT/cases).")] = None,
+    gather: Annotated[
+        bool, typer.Option("--gather/--no-gather", help="First gather approved results and human-made contours from the PACS.")
+    ] = True,
+    val_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Share of cases held out for Dice (chosen by case id).")] = 0.2,
+    min_cases: Annotated[int, typer.Option(min=2, help="Refuse to train on fewer cases than this.")] = 5,
+) -> None:
+    """Train or fine-tune a MONAI UNet on approved lung contours from the PACS; write a bundle for the monai-bundle engine."""
+    from rich.progress import Progress
+
+    from tools.dicomweb.client import PacsError
+    from tools.fhir.errors import FhirError
+    from tools.http_retry import ServiceUnavailableError
+    from tools.segmentation.base import EngineError
+    from tools.training.gather import gather_from_settings
+    from tools.training.train import TrainConfig, TrainingError, case_pixdim
+    from tools.training.train import train as run_training
+
+    settings = get_settings()
+    cases = cases_dir or out / "cases"
+    config = TrainConfig(
+        epochs=epochs, val_fraction=val_fraction, min_cases=min_cases, from_bundle=from_bundle, device=settings.torch_device
+    )
+    try:
+        if gather:
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("gathering approved results from the PACS", total=None)
+                report = gather_from_settings(
+                    settings,
+                    cases,
+                    pixdim=case_pixdim(config),
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+            reused = sum(pair.reused for pair in report.pairs)
+            console.print(
+                f"{len(report.pairs)} case(s) in {cases} ({reused} already there) from {report.studies_scanned} "
+                f"stud{'y' if report.studies_scanned == 1 else 'ies'}; {len(report.skipped)} label series skipped"
+            )
+            for skipped in report.skipped:
+                console.print(f"[yellow]skipped[/yellow] {escape(str(skipped))}")
+        result = run_training(cases, out, config, resume=resume)
+    except (ServiceUnavailableError, PacsError, FhirError, TrainingError, EngineError, ValueError) as exc:
+        _error(exc)
+        raise typer.Exit(1) from exc
+    table = Table("structure", "held-out Dice")
+    for key, dice in result.dice.items():
+        table.add_row(key, f"{dice:.3f}")
+    console.print(table)
+    console.print(
+        f"epochs {result.first_epoch}-{result.last_epoch} on {len(result.train_cases)} case(s), "
+        f"{len(result.val_cases)} held out, {result.seconds:.0f} s"
+    )
+    console.print(
+        f"bundle {result.version} in {result.bundle_dir}: set IMAGING_AGENT_MONAI_BUNDLE_DIR={result.bundle_dir} "
+        "and use --engine monai-bundle"
+    )
+
+
 approvals_app = typer.Typer(help="Pending radiologist approvals, shared by the CLI, the app and the API.", no_args_is_help=True)
 app.add_typer(approvals_app, name="approvals")
 
