@@ -37,13 +37,10 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    generate_uid,
-)
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, generate_uid
+
+from tools.results.common import new_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -662,21 +659,7 @@ def _slice_dataset(
     position = geometry.image_positions_patient[k]
     date, time = "20240101", "120000"
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "IMAGING_AGENT_1"
-
-    ds = Dataset()
-    ds.file_meta = meta
-    # SOP Common (C.12.1)
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop_uid
-    ds.InstanceCreationDate = date
-    ds.InstanceCreationTime = time
+    ds = new_dataset(CTImageStorage, sop_uid, date, time)
     # Patient (C.7.1.1)
     ds.PatientName = spec.patient_name
     ds.PatientID = spec.patient_id

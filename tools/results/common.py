@@ -15,7 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 from pydicom import Dataset
-from pydicom.uid import generate_uid
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 DerivedKind = Literal["RTSTRUCT", "SEG", "SR"]
 
@@ -85,3 +86,24 @@ def contributing_equipment(engine: str, engine_version: str) -> Dataset:
     item.ManufacturerModelName = engine[:64]
     item.SoftwareVersions = [f"{engine} {engine_version}"[:64], f"imaging-agent {SOFTWARE_VERSION}"]
     return item
+
+
+def new_dataset(sop_class_uid: str, sop_instance_uid: str, created_date: str, created_time: str) -> Dataset:
+    """An empty Part 10 dataset with its file meta and SOP Common basics (PS3.3 C.12.1).
+
+    UTF-8 (ISO_IR 192) encodes whatever names the source holds, whatever its own character set.
+    """
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "IMAGING_AGENT"
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.InstanceCreationDate = created_date
+    ds.InstanceCreationTime = created_time
+    return ds

@@ -24,9 +24,8 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import FileMetaDataset
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, RTStructureSetStorage
+from pydicom.uid import RTStructureSetStorage
 
 from tools.imaging.volume import Volume
 from tools.results.common import (
@@ -37,6 +36,7 @@ from tools.results.common import (
     dataset_bytes,
     derived_uid,
     describe,
+    new_dataset,
 )
 from tools.results.contours import SliceContour, contours_to_mask, mask_to_contours
 from tools.segmentation.base import SegmentationResult, StructureMask
@@ -235,21 +235,7 @@ def _header(
     date, clock = created.strftime("%Y%m%d"), created.strftime("%H%M%S")
     algorithm = f"{result.engine} {result.engine_version}"
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "IMAGING_AGENT"
-
-    ds = Dataset()
-    ds.file_meta = meta
-    # UTF-8 encodes whatever the source names hold, whatever its own character set was.
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = RTStructureSetStorage
-    ds.SOPInstanceUID = sop_uid
-    ds.InstanceCreationDate = date
-    ds.InstanceCreationTime = clock
+    ds = new_dataset(RTStructureSetStorage, sop_uid, date, clock)
     for keyword in _COPIED_TYPE2:
         if keyword in reference:
             ds[keyword] = copy.deepcopy(reference[keyword])
