@@ -333,18 +333,24 @@ def process(
     settings = get_settings()
     reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
     with AgentRuntime(settings) as runtime:
+        batch_query = dict(parse_qsl(query)) if query else None
+        wanted_label = f"ImagingStudy/{study}" if study is not None else runtime.batch_label(batch_query)
         reports = []
+        resumed_labels = set()
         for job in runtime.jobs(unfinished_only=True):
             console.print(f"Resuming job {job.thread_id} ({job.label}), left {job.status}.")
-            with ProgressDisplay(console) as on_progress:
-                report = runtime.resume(job.thread_id, on_progress=on_progress) if job.status == "running" else runtime.report(job.thread_id)
+            report = runtime.report(job.thread_id)
+            if not report.pending and not report.done:
+                with ProgressDisplay(console) as on_progress:
+                    report = runtime.resume(job.thread_id, on_progress=on_progress)
             reports.append(_decide_interactively(runtime, report, yes, reviewer))
-        if not reports:
+            resumed_labels.add(job.label)
+        if wanted_label not in resumed_labels:
             with ProgressDisplay(console) as on_progress:
                 if study is not None:
                     report = runtime.start_study(study, engine=engine, on_progress=on_progress)
                 else:
-                    report = runtime.start_batch(dict(parse_qsl(query)) if query else None, engine=engine, on_progress=on_progress)
+                    report = runtime.start_batch(batch_query, engine=engine, on_progress=on_progress)
             reports.append(_decide_interactively(runtime, report, yes, reviewer))
         for report in reports:
             render_outcomes(console, report)

@@ -90,6 +90,8 @@ class ApprovalDecision(BaseModel):
 
     @model_validator(mode="after")
     def _reject_needs_reason(self) -> ApprovalDecision:
+        if not self.reviewer_id.strip() or not self.reviewer_name.strip():
+            raise ValueError("a decision needs the reviewer's id and name (not blank)")
         if self.action == "reject" and not (self.reason or "").strip():
             raise ValueError("a rejection needs a reason: say what is wrong with the contours")
         return self

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import threading
 from typing import Annotated, Any, TypedDict
 
 from langgraph.errors import GraphBubbleUp
@@ -87,9 +88,14 @@ def build_batch_graph(settings: Settings, checkpointer: Checkpointer = None) -> 
             for item in studies
         ]
 
+    # LangGraph's max_concurrency sizes a thread pool that its own stream waiter also uses, so it
+    # cannot be the limit: with 1 the batch would wait forever. The limit is this semaphore.
+    running = threading.BoundedSemaphore(settings.batch_concurrency)
+
     def study(state: StudyState) -> dict[str, Any]:
         try:
-            final = study_graph.invoke(state)
+            with running:
+                final = study_graph.invoke(state, durability="sync")
         except GraphBubbleUp:
             raise
         except Exception as exc:  # a bug in one study must not sink the batch

@@ -34,7 +34,9 @@ from pydantic import BaseModel
 from agent.settings import Settings
 from graphs.approval import ApprovalDecision, ApprovalRequest
 from graphs.batch import StudyOutcome, build_batch_graph
+from graphs.decisions import DecisionStore, checkpoint_path
 from graphs.study import build_study_graph
+from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +77,6 @@ def _enclosing_stream_writer() -> ProgressHandler | None:
         return None
 
 
-def checkpoint_path(settings: Settings) -> Path:
-    return settings.run_dir / "agent.sqlite"
-
-
 class AgentRuntime:
     """Owns the checkpointer and the compiled graphs for one settings object."""
 
@@ -99,12 +97,14 @@ class AgentRuntime:
             )
             self._jobs_conn.commit()
         self.checkpointer = SqliteSaver(self._conn)
+        self.decisions = DecisionStore(path)
         self.graphs = {
             "batch": build_batch_graph(settings, self.checkpointer),
             "study": build_study_graph(settings, self.checkpointer),
         }
 
     def close(self) -> None:
+        self.decisions.close()
         self._jobs_conn.close()
         self._conn.close()
 
@@ -148,22 +148,32 @@ class AgentRuntime:
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {
             "configurable": {"thread_id": thread_id},
-            "max_concurrency": self.settings.batch_concurrency,
+            # Threads for the batch's branches; how many studies run at once is the batch's own limit.
+            "max_concurrency": max(32, self.settings.batch_concurrency + 1),
             "recursion_limit": 200,
         }
 
     def _run(self, kind: JobKind, thread_id: str, value: Any, on_progress: ProgressHandler | None) -> RunReport:
         graph = self.graphs[kind]
+        # Marked before running: a process killed mid-run leaves "running", which `resume` picks up.
+        self._set_status(thread_id, "running")
         if on_progress is None:
             on_progress = _enclosing_stream_writer()
+        # "sync": each step's checkpoint is on disk before the next step runs, so a process killed
+        # while writing never forgets an approval it was given (the default writes in the background).
         for _namespace, mode, chunk in graph.stream(
-            value, self._config(thread_id), stream_mode=["custom"], subgraphs=True
+            value, self._config(thread_id), stream_mode=["custom"], subgraphs=True, durability="sync"
         ):
             if mode == "custom" and on_progress is not None:
                 on_progress(chunk)
         report = self.report(thread_id)
         self._set_status(thread_id, "done" if report.done else "waiting-approval" if report.pending else "running")
         return report
+
+    @staticmethod
+    def batch_label(query: Mapping[str, str] | None) -> str:
+        """How a batch job is named: its work-list query."""
+        return "&".join(f"{k}={v}" for k, v in (query or DEFAULT_WORKLIST_QUERY).items())
 
     def start_batch(
         self,
@@ -173,8 +183,7 @@ class AgentRuntime:
         on_progress: ProgressHandler | None = None,
     ) -> RunReport:
         """Run the batch over the FHIR work list until it finishes or waits for approvals."""
-        label = "&".join(f"{k}={v}" for k, v in (query or {"status": "registered", "modality": "CT"}).items())
-        thread_id = self._new_job("batch", label)
+        thread_id = self._new_job("batch", self.batch_label(query))
         initial: dict[str, Any] = {"engine": engine or self.settings.default_engine}
         if query:
             initial["query"] = dict(query)
@@ -201,13 +210,15 @@ class AgentRuntime:
     ) -> RunReport:
         """Answer one or more pending approvals of a job (interrupt id -> decision) and go on."""
         job = self.job(thread_id)
-        open_ids = {p.interrupt_id for p in self.report(thread_id).pending}
-        unknown = set(decisions) - open_ids
+        open_requests = {p.interrupt_id: p.request.request_id for p in self.report(thread_id).pending}
+        unknown = set(decisions) - set(open_requests)
         if unknown:
             raise KeyError(
                 f"job {thread_id} has no pending approval {', '.join(sorted(unknown))}; it was answered "
                 "already or never existed. `imaging-agent approvals list` shows what is open."
             )
+        for iid, decision in decisions.items():
+            self.decisions.record(thread_id, open_requests[iid], decision)
         resume = {iid: d.model_dump(mode="json") for iid, d in decisions.items()}
         return self._run(job.kind, thread_id, Command(resume=resume), on_progress)
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer, interrupt
@@ -36,6 +36,7 @@ from graphs.approval import (
     SeriesChoice,
     StructureForReview,
 )
+from graphs.decisions import DecisionStore
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirConflictError
@@ -129,6 +130,7 @@ class StudyPipeline:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.decisions = DecisionStore.for_settings(settings)
 
     # -- helpers -----------------------------------------------------------------------
     def _work_dir(self, key: str) -> Path:
@@ -305,8 +307,9 @@ class StudyPipeline:
     def approval(self, state: StudyState) -> dict[str, Any]:
         """The one interrupt of the study: nothing is written before a human answers it."""
         payload = {k: v for k, v in state["approval_request"].items() if k != "plan"}
-        answer = interrupt(payload)
-        decision = ApprovalDecision.model_validate(answer)
+        thread_id = get_config()["configurable"].get("thread_id")
+        recorded = self.decisions.get(thread_id, payload["request_id"]) if thread_id else None
+        decision = recorded or ApprovalDecision.model_validate(interrupt(payload))
         update: dict[str, Any] = {"decision": decision.model_dump(mode="json")}
         if decision.action == "approve":
             # Recorded before any write: if the FHIR half fails after the PACS half, the next

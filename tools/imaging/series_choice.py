@@ -49,7 +49,7 @@ def choose_ct_series(study_instance_uid: str, series: Sequence[SeriesSummary]) -
         raise NoSuitableSeriesError(
             f"study {study_instance_uid} has no CT series the lung engine can use (it needs CT with at "
             f"least {MIN_SLICES} images of at most {MAX_THICKNESS_MM:g} mm). Series found: {listing}. "
-            "Check that the whole CT series reached the PACS."
+            f"Send a complete thin-slice (at most {MAX_THICKNESS_MM:g} mm) CT reconstruction of this study to the PACS."
         )
 
     def score(s: SeriesSummary) -> tuple[bool, float, int]:

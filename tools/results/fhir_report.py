@@ -323,10 +323,16 @@ def build_writeback_transaction(
                 ifNoneExist=f"identifier={OBSERVATION_ID_SYSTEM}|{plan.result_uid}/{structure.key}/volume",
             )
         )
+    review = (
+        f" Reviewed and approved by {reviewer.name}."
+        if reviewer.reviewed
+        else " Approved automatically: not reviewed by a human."
+    )
+    reported = plan.model_copy(update={"conclusion": plan.conclusion + review})
     entries.append(
         _entry(
             build_diagnostic_report(
-                plan, observation_urns, reviewer_urn if reviewer.reviewed else None, device_urn, when
+                reported, observation_urns, reviewer_urn if reviewer.reviewed else None, device_urn, when
             ),
             report_urn,
             "POST",

@@ -47,7 +47,7 @@ def render_report(report: ReportInput) -> str:
         f"Study Instance UID:  {report.study_instance_uid}",
         f"Series used:         {report.series_instance_uid}",
         f"                     {report.series_images} images, {report.slice_spacing_mm:.2f} mm slice spacing",
-        f"Algorithm:           {report.engine} {report.engine_version} (automatic; reviewed by a radiologist before release)",
+        f"Algorithm:           {report.engine} {report.engine_version} (automatic contours)",
         "",
         "Structures:",
     ]
