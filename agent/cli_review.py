@@ -84,7 +84,7 @@ def _ask(console: Console, reviewer: tuple[str, str]) -> ApprovalDecision:
 def render_outcomes(console: Console, report: RunReport) -> None:
     table = Table("ImagingStudy", "outcome", "seconds", "detail", title=f"Job {report.thread_id}")
     for o in report.outcomes:
-        colour = {"completed": "green", "rejected": "yellow"}.get(o["outcome"], "red")
+        colour = {"completed": "green", "rejected": "yellow", "skipped": "yellow"}.get(o["outcome"], "red")
         table.add_row(o["imaging_study_id"], f"[{colour}]{o['outcome']}[/{colour}]", f"{o['seconds']:.1f}", o["detail"])
     console.print(table)
     if report.pending:

@@ -22,6 +22,7 @@ from langgraph.types import Checkpointer, Send
 from agent.settings import Settings
 from graphs.study import StudyState, build_study_graph
 from tools.fhir.client import FhirClient
+from tools.fhir.task import task_token
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY, find_worklist
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,40 @@ def build_batch_graph(settings: Settings, checkpointer: Checkpointer = None) -> 
     study_graph = build_study_graph(settings)
 
     def select(state: BatchState) -> dict[str, Any]:
+        """The work list, less the studies whose result a reviewer already rejected.
+
+        A rejected study stays `registered`; rerunning the same engine would show the reviewer the
+        same result again, so the batch leaves it and says how to run it on purpose.
+        """
         query = state.get("query") or DEFAULT_WORKLIST_QUERY
+        engine = state.get("engine") or settings.default_engine
+        studies: list[dict[str, Any]] = []
+        skipped: list[StudyOutcome] = []
         with FhirClient.from_settings(settings) as fhir:
-            items = find_worklist(fhir, query)
-        log.info("batch work list: %d studies for %s", len(items), query)
-        return {"query": query, "studies": [item.model_dump() for item in items]}
+            for item in find_worklist(fhir, query):
+                tasks = (
+                    fhir.search("Task", {"identifier": task_token(item.study_instance_uid, engine)})
+                    if item.study_instance_uid
+                    else []
+                )
+                if tasks and tasks[0].status == "rejected":
+                    reason = tasks[0].statusReason.text if tasks[0].statusReason else "no reason recorded"
+                    skipped.append(
+                        StudyOutcome(
+                            imaging_study_id=item.imaging_study_id,
+                            study_instance_uid=item.study_instance_uid,
+                            outcome="skipped",
+                            detail=(
+                                f"its {engine} result was rejected earlier ({reason}); run "
+                                f"`imaging-agent process --study {item.imaging_study_id}` to process it again"
+                            ),
+                            seconds=0.0,
+                        )
+                    )
+                else:
+                    studies.append(item.model_dump())
+        log.info("batch work list: %d studies for %s, %d skipped as rejected", len(studies), query, len(skipped))
+        return {"query": query, "studies": studies, "outcomes": skipped}
 
     def fan_out(state: BatchState) -> list[Send] | str:
         studies = state.get("studies", [])
@@ -104,7 +134,7 @@ def build_batch_graph(settings: Settings, checkpointer: Checkpointer = None) -> 
         return {"outcomes": [_outcome(final)]}
 
     def summarize(state: BatchState) -> dict[str, Any]:
-        counts: dict[str, int] = {"studies": len(state.get("studies", []))}
+        counts: dict[str, int] = {"studies": len(state.get("outcomes", []))}
         for item in state.get("outcomes", []):
             counts[item["outcome"]] = counts.get(item["outcome"], 0) + 1
         return {"summary": counts}

@@ -167,3 +167,23 @@ def test_fallback_engine_is_named_in_approval_and_provenance(live_settings: Sett
     reasons = [r.text for r in provenance.reason or []]
     assert any(text.startswith("Engine not used: monai-bundle") for text in reasons)
     assert provenance.agent[0].who.display == "lung-threshold 1.0.0"
+
+
+def test_a_rejected_study_is_left_out_of_the_next_batch(live_settings: Settings, runtime: AgentRuntime, tmp_path: Path) -> None:
+    spec = WORKFLOW_PHANTOM.model_copy(update={"seed": 11, "patient_id": "WF-0011"})
+    study_id = _seed_phantom(live_settings, tmp_path, spec)
+    with FhirClient.from_settings(live_settings) as fhir:
+        patient = fhir.read("ImagingStudy", study_id).subject.reference
+    query = {"status": "registered", "modality": "CT", "patient": patient}
+    first = runtime.start_batch(query)
+    [pending] = [p for p in first.pending if p.request.imaging_study_id == study_id]
+    decision = ApprovalDecision(action="reject", reviewer_id="dr-a", reviewer_name="Dr. A", reason="base cut off")
+    runtime.decide(first.thread_id, {pending.interrupt_id: decision})
+
+    second = runtime.start_batch(query)
+    [outcome] = [o for o in second.outcomes if o["imaging_study_id"] == study_id]
+    assert outcome["outcome"] == "skipped" and "base cut off" in outcome["detail"]
+    assert not [p for p in second.pending if p.request.imaging_study_id == study_id]
+    # Asked for on purpose, the study runs again.
+    again = runtime.start_study(study_id)
+    assert again.pending and again.pending[0].request.imaging_study_id == study_id
