@@ -343,7 +343,9 @@ def process(
             if not report.pending and not report.done:
                 with ProgressDisplay(console) as on_progress:
                     report = runtime.resume(job.thread_id, on_progress=on_progress)
-            reports.append(_decide_interactively(runtime, report, yes, reviewer))
+            # --yes covers only the job this command was asked to run: another person's waiting
+            # results (the app, another terminal) are asked about, never approved automatically.
+            reports.append(_decide_interactively(runtime, report, yes and job.label == wanted_label, reviewer))
             resumed_labels.add(job.label)
         if wanted_label not in resumed_labels:
             with ProgressDisplay(console) as on_progress:
@@ -404,7 +406,9 @@ def ask(
             )
             render_approval(console, pending)
             if yes:
-                decision = ApprovalDecision(action="approve", reviewer_id=reviewer[0], reviewer_name=reviewer[1], automatic=True)
+                decision = ApprovalDecision(
+                    action="approve", reviewer_id=reviewer[0], reviewer_name=reviewer[1], automatic=True
+                )
             else:
                 try:
                     decision = ask_decision(console, pending, reviewer)

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from agent.settings import Settings
 from graphs.approval import ApprovalDecision, ApprovalRequest
 from graphs.batch import StudyOutcome, build_batch_graph
-from graphs.decisions import DecisionStore, checkpoint_path
+from graphs.decisions import DecisionStore, checkpoint_path, payload_sha256
 from graphs.study import build_study_graph
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
 
@@ -210,7 +210,7 @@ class AgentRuntime:
     ) -> RunReport:
         """Answer one or more pending approvals of a job (interrupt id -> decision) and go on."""
         job = self.job(thread_id)
-        open_requests = {p.interrupt_id: p.request.request_id for p in self.report(thread_id).pending}
+        open_requests = {p.interrupt_id: p.request for p in self.report(thread_id).pending}
         unknown = set(decisions) - set(open_requests)
         if unknown:
             raise KeyError(
@@ -218,7 +218,9 @@ class AgentRuntime:
                 "already or never existed. `imaging-agent approvals list` shows what is open."
             )
         for iid, decision in decisions.items():
-            self.decisions.record(thread_id, open_requests[iid], decision)
+            request = open_requests[iid]
+            payload = request.model_dump(mode="json")
+            self.decisions.record(thread_id, request.request_id, payload_sha256(payload), decision)
         resume = {iid: d.model_dump(mode="json") for iid, d in decisions.items()}
         return self._run(job.kind, thread_id, Command(resume=resume), on_progress)
 

@@ -13,6 +13,7 @@ reports progress on LangGraph's custom stream. The only path to `write_pacs` and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -36,7 +37,7 @@ from graphs.approval import (
     SeriesChoice,
     StructureForReview,
 )
-from graphs.decisions import DecisionStore
+from graphs.decisions import DecisionStore, payload_sha256
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirConflictError
@@ -46,7 +47,7 @@ from tools.http_retry import ServiceUnavailableError
 from tools.imaging.preflight import preflight
 from tools.imaging.series_choice import choose_ct_series
 from tools.imaging.volume import assemble_volume, read_series_dir
-from tools.imaging.volume_store import content_key, file_sha256, load_volume, save_volume
+from tools.imaging.volume_store import content_key, load_volume, save_volume
 from tools.results.fhir_report import StructureVolume, WritebackPlan, build_writeback_transaction, describe_changes
 from tools.results.package import build_package
 from tools.segmentation import registry  # noqa: F401  (registers the built-in engines)
@@ -176,10 +177,41 @@ class StudyPipeline:
                 fhir, state["imaging_study_id"], info["study_instance_uid"], info["patient_reference"], update["engine"]
             )
         update |= {"task_id": str(task.id), "created_at": _created_at(task.authoredOn)}
-        plan = approved_plan(task)
-        if plan is not None and info["status"] == "registered":
-            update["repair_plan"] = plan
+        recorded = approved_plan(task)
+        if recorded is not None and info["status"] == "registered" and self._repairable(state, info, recorded):
+            update["repair_plan"] = recorded
         return update
+
+    def _repairable(self, state: StudyState, info: dict[str, Any], recorded: dict[str, Any]) -> bool:
+        """Reuse a write plan read back from the Task only when it is provably ours and still valid.
+
+        The Task lives in the EHR, where others can write: the plan must name this very study and
+        patient, its approval must be in the local decisions table, and every approved object must
+        already be in the PACS. Otherwise the study simply runs again and asks for a new approval.
+        """
+        try:
+            plan = WritebackPlan.model_validate(recorded["plan"])
+            decision = ApprovalDecision.model_validate(recorded["decision"])
+        except (KeyError, ValueError):
+            log.warning("study %s: unreadable plan in its Task; running it again", state["imaging_study_id"])
+            return False
+        same_study = (
+            plan.imaging_study_id == state["imaging_study_id"]
+            and plan.study_instance_uid == info["study_instance_uid"]
+            and plan.patient_reference == (info["patient_reference"] or "")
+        )
+        approved_here = self.decisions.plan_approved(plan.result_uid, recorded)
+        if not (same_study and approved_here and decision.action == "approve"):
+            log.warning("study %s: the Task's plan is not one approved here; running it again", state["imaging_study_id"])
+            return False
+        with DicomwebClient.from_settings(self.settings) as pacs:
+            stored = all(
+                pacs.instance_exists(plan.study_instance_uid, o.series_instance_uid, o.sop_instance_uid)
+                for o in plan.objects
+            )
+        if not stored:
+            log.warning("study %s: approved objects missing from the PACS; running it again", state["imaging_study_id"])
+        return stored
 
     def fetch(self, state: StudyState) -> dict[str, Any]:
         study_uid = state["study"]["study_instance_uid"]
@@ -308,13 +340,16 @@ class StudyPipeline:
         """The one interrupt of the study: nothing is written before a human answers it."""
         payload = {k: v for k, v in state["approval_request"].items() if k != "plan"}
         thread_id = get_config()["configurable"].get("thread_id")
-        recorded = self.decisions.get(thread_id, payload["request_id"]) if thread_id else None
+        # Hashed as the reviewer saw it (the ApprovalRequest model's JSON), as runtime.decide hashes it.
+        shown = ApprovalRequest.model_validate(payload).model_dump(mode="json")
+        recorded = self.decisions.get(thread_id, payload["request_id"], payload_sha256(shown)) if thread_id else None
         decision = recorded or ApprovalDecision.model_validate(interrupt(payload))
         update: dict[str, Any] = {"decision": decision.model_dump(mode="json")}
         if decision.action == "approve":
             # Recorded before any write: if the FHIR half fails after the PACS half, the next
             # run finishes it from this plan without a second approval.
             plan = {"plan": state["approval_request"]["plan"], "decision": update["decision"]}
+            self.decisions.remember_plan(payload["request_id"], plan)
             with FhirClient.from_settings(self.settings) as fhir:
                 set_status(
                     fhir,
@@ -334,7 +369,8 @@ class StudyPipeline:
         blobs: list[tuple[PendingDicomWrite, bytes]] = []
         for write in writes:
             data = Path(write.path).read_bytes()
-            if file_sha256(Path(write.path)) != write.sha256:
+            # The bytes hashed are the bytes sent: no second read between check and store.
+            if hashlib.sha256(data).hexdigest() != write.sha256:
                 raise StudyFailure(
                     f"{write.kind} {write.sop_instance_uid} of study {state['study']['study_instance_uid']} "
                     "changed after it was approved (sha256 differs); nothing was stored. Run the study again "
@@ -366,10 +402,9 @@ class StudyPipeline:
         plan = WritebackPlan.model_validate(source["plan"])
         decision = ApprovalDecision.model_validate(source["decision"])
         with FhirClient.from_settings(self.settings) as fhir:
-            if repair is not None:
-                self._check_repair_objects(plan)
             for attempt in range(2):
                 study = fhir.read("ImagingStudy", plan.imaging_study_id)
+                _check_still_the_approved_study(study, plan)
                 current = plan.model_copy(update={"imaging_study_version": study.meta.versionId if study.meta else None})
                 bundle = build_writeback_transaction(current, study, decision.reviewer(), decision.decided_at)
                 try:
@@ -391,19 +426,6 @@ class StudyPipeline:
                 outputs=[report_ref, f"ImagingStudy/{plan.imaging_study_id}"],
             )
         return {"report_reference": report_ref, "outcome": "completed"}
-
-    def _check_repair_objects(self, plan: WritebackPlan) -> None:
-        with DicomwebClient.from_settings(self.settings) as pacs:
-            absent = [
-                o.sop_instance_uid
-                for o in plan.objects
-                if not pacs.instance_exists(plan.study_instance_uid, o.series_instance_uid, o.sop_instance_uid)
-            ]
-        if absent:
-            raise StudyFailure(
-                f"study {plan.study_instance_uid} has an approved result whose objects are not all in the PACS "
-                f"({', '.join(absent)}); the approval cannot be reused. Reject or rerun the study."
-            )
 
     def record_rejection(self, state: StudyState) -> dict[str, Any]:
         decision = ApprovalDecision.model_validate(state["decision"])
@@ -429,6 +451,22 @@ class StudyPipeline:
                 log.warning("could not record failure of study %s in FHIR: %s", state["imaging_study_id"], exc)
         _progress(state["imaging_study_id"], "failed", 100.0, error=reason)
         return {"outcome": "failed"}
+
+
+def _check_still_the_approved_study(study: Any, plan: WritebackPlan) -> None:
+    """The ImagingStudy may have changed since approval; only harmless changes are written over."""
+    problems = []
+    if study.status not in ("registered", "available"):
+        problems.append(f"its status is now {study.status}")
+    if (study.subject.reference if study.subject else "") != plan.patient_reference:
+        problems.append("its patient changed")
+    if uid_of_study(study) != plan.study_instance_uid:
+        problems.append("its Study Instance UID changed")
+    if problems:
+        raise StudyFailure(
+            f"ImagingStudy/{plan.imaging_study_id} changed after the results were approved ({'; '.join(problems)}); "
+            "nothing was reported in FHIR. Review the study record, then run the study again for a new approval."
+        )
 
 
 def _snomed(key: str) -> str:

@@ -8,6 +8,7 @@ forwards everything else to the session's real Orthanc and FHIR server.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,3 +236,45 @@ def test_refused_series_fail_with_their_reasons_and_the_good_study_finishes(
         assert reason.startswith(stage) and words in reason, reason
         assert study.study_instance_uid in reason or "series" in reason
         assert_nothing_written(settings, study)
+
+
+def test_a_forged_plan_in_the_task_is_not_reused(
+    settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    """The Task lives in the EHR where others can write: an edited plan must not be written back."""
+    study = _new_study(live_settings, tmp_path, "FLT-FORGED", seeded)
+    conflict = Fault(match=is_transaction, status=412)
+    with FaultProxy(live_settings.fhir_url, [conflict]) as fhir:
+        with AgentRuntime(settings.model_copy(update={"fhir_url": f"{fhir.origin}/fhir"})) as runtime:
+            report = runtime.start_study(study.imaging_study_id)
+            runtime.decide(report.thread_id, {report.pending[0].interrupt_id: approve("dr-first")})
+    task = task_of(settings, study)
+    recorded = json.loads(task.input[0].valueString)
+    recorded["plan"]["conclusion"] = "No abnormality. Discharge."
+    task.input[0].valueString = json.dumps(recorded)
+    with FhirClient.from_settings(settings) as client:
+        client.update(task, if_match=task.meta.versionId)
+
+    with AgentRuntime(settings) as runtime:
+        rerun = runtime.start_study(study.imaging_study_id)
+    assert rerun.pending, "a forged plan must lead to a new approval, not to a write"
+    with FhirClient.from_settings(settings) as client:
+        assert client.search("DiagnosticReport", {"subject": study.patient_reference}) == []
+
+
+def test_study_cancelled_after_approval_is_not_reported(
+    settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    study = _new_study(live_settings, tmp_path, "FLT-CANCELLED", seeded)
+    with AgentRuntime(settings) as runtime:
+        report = runtime.start_study(study.imaging_study_id)
+        with FhirClient.from_settings(settings) as client:
+            current = client.read("ImagingStudy", study.imaging_study_id)
+            current.status = "cancelled"
+            client.update(current, if_match=current.meta.versionId)
+        final = runtime.decide(report.thread_id, {report.pending[0].interrupt_id: approve()})
+    [outcome] = final.outcomes
+    assert outcome["outcome"] == "failed" and "status is now cancelled" in outcome["detail"]
+    with FhirClient.from_settings(settings) as client:
+        assert client.read("ImagingStudy", study.imaging_study_id).status == "cancelled"
+        assert client.search("DiagnosticReport", {"subject": study.patient_reference}) == []
