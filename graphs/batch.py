@@ -45,7 +45,8 @@ class BatchState(TypedDict, total=False):
     summary: dict[str, int]
 
 
-def _outcome(state: StudyState) -> StudyOutcome:
+def outcome_of(state: StudyState) -> StudyOutcome:
+    """One study's line in a batch summary, from its final state."""
     outcome = state.get("outcome", "failed")
     if outcome == "completed":
         detail = f"stored {len(state.get('stored', []))} new DICOM object(s); report {state.get('report_reference', '-')}"
@@ -131,7 +132,7 @@ def build_batch_graph(settings: Settings, checkpointer: Checkpointer = None) -> 
         except Exception as exc:  # a bug in one study must not sink the batch
             log.exception("study %s crashed", state["imaging_study_id"])
             final = {**state, "outcome": "failed", "failed_stage": "pipeline", "error": str(exc)}
-        return {"outcomes": [_outcome(final)]}
+        return {"outcomes": [outcome_of(final)]}
 
     def summarize(state: BatchState) -> dict[str, Any]:
         counts: dict[str, int] = {"studies": len(state.get("outcomes", []))}

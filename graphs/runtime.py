@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from agent.settings import Settings
 from graphs.approval import ApprovalDecision, ApprovalRequest
-from graphs.batch import StudyOutcome, build_batch_graph
+from graphs.batch import StudyOutcome, build_batch_graph, outcome_of
 from graphs.decisions import DecisionStore, checkpoint_path, payload_sha256
 from graphs.study import build_study_graph
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
@@ -236,9 +236,7 @@ class AgentRuntime:
         if job.kind == "batch":
             outcomes: list[dict[str, Any]] = [dict(o) for o in values.get("outcomes", [])]
         elif values.get("outcome"):
-            from graphs.batch import _outcome
-
-            outcomes = [dict(_outcome(values))]
+            outcomes = [dict(outcome_of(values))]
         else:
             outcomes = []
         return RunReport(

@@ -33,6 +33,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def save_npz(path: Path, *, compressed: bool, **arrays: np.ndarray) -> str:
+    """Write arrays as .npz atomically (a reader never sees half a file); returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    (np.savez_compressed if compressed else np.savez)(partial, **arrays)
+    partial.replace(path)
+    return file_sha256(path)
+
+
 def save_volume(volume: Volume, path: Path) -> str:
     """Write the volume as .npz (array + geometry + identifiers); returns the file's sha256."""
     meta = {
@@ -44,11 +53,7 @@ def save_volume(volume: Volume, path: Path) -> str:
         "sop_instance_uids": volume.sop_instance_uids,
         "sop_class_uid": volume.sop_class_uid,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npz")
-    np.savez(partial, array=volume.array, meta=np.array(json.dumps(meta)))
-    partial.replace(path)
-    return file_sha256(path)
+    return save_npz(path, compressed=False, array=volume.array, meta=np.array(json.dumps(meta)))
 
 
 def load_volume(path: Path, expected_sha256: str | None = None) -> Volume:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.imaging.volume_store import file_sha256
+from tools.imaging.volume_store import file_sha256, save_npz
 from tools.segmentation.base import STRUCTURES, QAFlag, SegmentationResult, StructureMask
 
 
@@ -24,11 +24,7 @@ def save_result(result: SegmentationResult, path: Path) -> str:
         ],
     }
     masks = {f"mask_{i}": s.mask for i, s in enumerate(result.structures)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npz")
-    np.savez_compressed(partial, meta=np.array(json.dumps(meta)), **masks)
-    partial.replace(path)
-    return file_sha256(path)
+    return save_npz(path, compressed=True, meta=np.array(json.dumps(meta)), **masks)
 
 
 def load_result(path: Path, expected_sha256: str | None = None) -> SegmentationResult:
