@@ -1,9 +1,10 @@
 """Binary masks <-> closed planar contours in patient coordinates (DICOM LPS, mm).
 
-Contours are the marching-squares iso-line at 0.5 of each mask slice (scikit-image
-``find_contours``): every vertex lies halfway between a pixel centre inside the mask and
-one outside, so no pixel centre ever lies on a contour and the pixel-centre rasteriser
-below gives back exactly the mask the contours came from.
+Contours are the marching-squares iso-line at 0.5 of each mask slice (as scikit-image's
+``find_contours(..., fully_connected="high")``, computed here for all slices at once):
+every vertex lies halfway between a pixel centre inside the mask and one outside, so no
+pixel centre ever lies on a contour and the pixel-centre rasteriser below gives back
+exactly the mask the contours came from.
 
 Holes and islands (DICOM PS3.3 C.8.8.6.3, CLOSED_PLANAR) follow the even-odd rule. The
 standard has no flag telling an outer contour from a hole; a slice's contours are separate
@@ -23,14 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.measure import find_contours
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import depth_first_order
 
 from tools.imaging.geometry import Geometry
-
-# Cross products below this (in pixel units squared) mean three vertices are collinear;
-# marching-squares vertices sit on a half-pixel lattice, so true turns are >= 0.25.
-_COLLINEAR_EPS = 1e-9
-
 
 @dataclass(frozen=True)
 class SliceContour:
@@ -53,48 +50,29 @@ def slice_polygons(mask: np.ndarray) -> list[np.ndarray]:
     """
     if mask.ndim != 2:
         raise ValueError(f"slice_polygons needs a 2D mask, got shape {mask.shape}")
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return []
-    columns = np.flatnonzero(mask.any(axis=0))
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
-    # One pixel of background all round closes every contour, including at the image edge.
-    crop = np.pad(mask[r0:r1, c0:c1], 1).astype(np.float32)
-    polygons = []
-    for line in find_contours(crop, 0.5, fully_connected="high"):
-        ring = line[:-1] if np.array_equal(line[0], line[-1]) else line
-        ring = _drop_collinear(ring)
-        if len(ring) >= 3:
-            # (row, column) of the padded crop -> (column, row) of the full slice.
-            polygons.append(np.column_stack((ring[:, 1] + (c0 - 1), ring[:, 0] + (r0 - 1))))
-    return polygons
+    return [polygon for _, polygon in _outline(mask[np.newaxis].astype(bool, copy=False))]
 
 
 def mask_to_contours(mask: np.ndarray, geometry: Geometry) -> list[SliceContour]:
     """Contours of a (slices, rows, columns) boolean mask, in patient coordinates.
 
-    Slices are visited in array order, polygons in scikit-image's order within a slice,
-    so the output is deterministic.
+    Slices come in array order, and within a slice contours in the raster order of their
+    first vertex, so the output is deterministic.
     """
     if tuple(mask.shape) != geometry.shape:
         raise ValueError(f"mask shape {mask.shape} does not match the volume geometry {geometry.shape}")
-    occupied = np.flatnonzero(mask.any(axis=(1, 2)))
-    slice_of: list[int] = []
-    polygons: list[np.ndarray] = []
-    for k in occupied:
-        for polygon in slice_polygons(mask[k]):
-            slice_of.append(int(k))
-            polygons.append(polygon)
-    if not polygons:
+    outlines = _outline(mask.astype(bool, copy=False))
+    if not outlines:
         return []
     # One matrix product for the whole structure: (column, row, slice) -> LPS mm.
-    lengths = [len(p) for p in polygons]
+    lengths = [len(polygon) for _, polygon in outlines]
     ijk = np.empty((sum(lengths), 3))
-    ijk[:, :2] = np.concatenate(polygons)
-    ijk[:, 2] = np.repeat(slice_of, lengths)
+    ijk[:, :2] = np.concatenate([polygon for _, polygon in outlines])
+    ijk[:, 2] = np.repeat([k for k, _ in outlines], lengths)
     xyz = geometry.index_to_patient(ijk)
     splits = np.cumsum(lengths)[:-1]
-    return [SliceContour(k, points) for k, points in zip(slice_of, np.split(xyz, splits), strict=True)]
+    pieces = np.split(xyz, splits)
+    return [SliceContour(k, points) for (k, _), points in zip(outlines, pieces, strict=True)]
 
 
 def rasterise_polygons(polygons: Iterable[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -167,11 +145,96 @@ def contours_to_mask(
     return mask
 
 
-def _drop_collinear(ring: np.ndarray) -> np.ndarray:
-    """Remove repeated vertices and those on the straight line through their neighbours."""
-    moved = np.any(ring != np.roll(ring, 1, axis=0), axis=1)
-    ring = ring[moved] if moved.any() else ring[:1]
-    before = ring - np.roll(ring, 1, axis=0)
-    after = np.roll(ring, -1, axis=0) - ring
-    cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
-    return ring[np.abs(cross) > _COLLINEAR_EPS]
+def _outline(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Every closed 0.5 iso-line of a (slices, rows, columns) boolean mask, as
+    (slice index, (N, 2) (column, row) polygon), slices in order.
+
+    This is marching squares with saddles resolved towards the foreground (scikit-image's
+    ``fully_connected="high"``), done for the whole volume at once: a vertex is the midpoint
+    of two 4-neighbour pixels of which one is set ("high") and one not ("low"), and the
+    line is walked with the high pixel on a fixed side. The next vertex follows from the two
+    pixels ahead: if the one on the low side is set the line turns to the low side (this
+    keeps diagonal foreground neighbours together), else if the one on the high side is set
+    it goes straight on, else it turns to the high side. The vertices then form one
+    permutation whose cycles are the contours; a depth-first walk lists them.
+    """
+    occupied = np.flatnonzero(mask.any(axis=(1, 2)))
+    if occupied.size == 0:
+        return []
+    k0, k1 = int(occupied[0]), int(occupied[-1]) + 1
+    footprint = mask[k0:k1].any(axis=0)
+    rows = np.flatnonzero(footprint.any(axis=1))
+    columns = np.flatnonzero(footprint.any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1
+    # One pixel of background all round closes every contour, including at the image edge,
+    # and keeps every pixel looked at below inside the array.
+    padded = np.zeros((k1 - k0, r1 - r0 + 2, c1 - c0 + 2), dtype=bool)
+    padded[:, 1:-1, 1:-1] = mask[k0:k1, r0:r1, c0:c1]
+    height, width = padded.shape[1:]
+    pixels = padded.reshape(-1)
+
+    # Vertices between horizontal neighbours, then between vertical ones, each named by the
+    # flat index of its left / top pixel. Every closed line has some of the first kind.
+    # Neighbours in flat order that straddle a row or slice end are both padding, so
+    # comparing the flat array with itself shifted finds exactly the in-slice vertices.
+    horizontal = np.flatnonzero(pixels[:-1] != pixels[1:])
+    vertical = np.flatnonzero(pixels[:-width] != pixels[width:])
+    n_horizontal = horizontal.size
+    count = n_horizontal + vertical.size
+    left_set = pixels[horizontal]
+    top_set = pixels[vertical]
+    high = np.concatenate(
+        (np.where(left_set, horizontal, horizontal + 1), np.where(top_set, vertical, vertical + width))
+    )
+    low = np.concatenate(
+        (np.where(left_set, horizontal + 1, horizontal), np.where(top_set, vertical + width, vertical))
+    )
+    # Step (as a flat pixel offset) with the high pixel on the walker's left in (column, row).
+    step = np.concatenate((np.where(left_set, width, -width), np.where(top_set, -1, 1)))
+    low_ahead = low + step
+    high_ahead = high + step
+    turn_low = pixels[low_ahead]
+    straight = ~turn_low & pixels[high_ahead]
+    first = np.where(turn_low, low_ahead, np.where(straight, high_ahead, high))
+    second = np.where(turn_low, low, np.where(straight, low_ahead, high_ahead))
+    key = 2 * np.minimum(first, second) + (np.abs(first - second) != 1)
+    vertex_of = np.empty(2 * pixels.size, dtype=np.int32)
+    vertex_of[2 * horizontal] = np.arange(n_horizontal, dtype=np.int32)
+    vertex_of[2 * vertical + 1] = np.arange(n_horizontal, count, dtype=np.int32)
+    following = vertex_of[key]
+
+    # Doubled pixel coordinates, so that every vertex is on the integer lattice.
+    named = np.concatenate((horizontal, vertical))
+    slice_of, within = np.divmod(named, height * width)
+    row2, column2 = np.divmod(within, width)
+    row2 *= 2
+    column2 *= 2
+    column2[:n_horizontal] += 1
+    row2[n_horizontal:] += 1
+    # A vertex is needed only where the direction changes; moves are one of 8 lattice
+    # steps, never reversing, so "collinear" is "same step in as out".
+    move = (row2[following] - row2) * 8 + (column2[following] - column2)
+    corner = np.empty(count, dtype=bool)
+    corner[following] = move != move[following]
+
+    # Depth-first from an extra root linked to every horizontal vertex in raster order:
+    # each contour is walked whole, contours ordered by their first horizontal vertex in
+    # raster order (so by slice), which makes the output deterministic.
+    root = count
+    indptr = np.arange(count + 2, dtype=np.int32)
+    indptr[-1] = count + n_horizontal
+    indices = np.concatenate((following, np.arange(n_horizontal, dtype=np.int32)))
+    graph = csr_matrix(
+        (np.ones(indices.size, dtype=np.int8), indices, indptr), shape=(count + 1, count + 1)
+    )
+    order, predecessor = depth_first_order(graph, root, directed=True, return_predecessors=True)
+    order = order[1:]
+    contour = np.cumsum(predecessor[order] == root)
+    kept = corner[order]
+    order = order[kept]
+    bounds = np.flatnonzero(np.diff(contour[kept])) + 1
+    columns_out = column2[order] * 0.5 + (c0 - 1)
+    rows_out = row2[order] * 0.5 + (r0 - 1)
+    polygons = np.split(np.column_stack((columns_out, rows_out)), bounds)
+    slice_index = slice_of[order[np.r_[0, bounds]]] + k0
+    return [(int(k), polygon) for k, polygon in zip(slice_index, polygons, strict=True)]
