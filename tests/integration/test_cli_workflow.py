@@ -10,7 +10,6 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from tests.integration.workflow_helpers import (
     assert_nothing_written,
     assert_written_once,
     phantom_spec,
-    retire,
     seed_phantom,
     task_of,
 )
@@ -34,18 +32,6 @@ pytestmark = pytest.mark.integration
 CLI = Path(sys.executable).parent / "imaging-agent"
 REVIEWER = "dr-cli"
 _seeds = itertools.count(4501)
-
-
-@pytest.fixture()
-def settings(live_settings: Settings, tmp_path: Path) -> Settings:
-    return live_settings.model_copy(update={"run_dir": tmp_path / "run"})
-
-
-@pytest.fixture()
-def seeded(live_settings: Settings) -> Iterator[list[SeededStudy]]:
-    studies: list[SeededStudy] = []
-    yield studies
-    retire(live_settings, studies)
 
 
 def _new_study(live_settings: Settings, tmp_path: Path, patient_id: str, studies: list[SeededStudy]) -> SeededStudy:

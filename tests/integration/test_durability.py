@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from tests.integration.workflow_helpers import (
     assert_nothing_written,
     assert_written_once,
     phantom_spec,
-    retire,
     seed_phantom,
     study_events,
     task_of,
@@ -51,19 +50,6 @@ PRODUCED_BY: dict[str, Callable[[Path], bool]] = {
     "build": lambda rel: "results-" in rel.parts[0] or rel.name.endswith("request.json"),
 }
 _seeds = itertools.count(4101)
-
-
-@pytest.fixture()
-def settings(live_settings: Settings, tmp_path: Path) -> Settings:
-    return live_settings.model_copy(update={"run_dir": tmp_path / "run"})
-
-
-@pytest.fixture()
-def seeded(live_settings: Settings) -> Iterator[list[SeededStudy]]:
-    """The test's studies (appended by `_new_study`), taken off the shared work list afterwards."""
-    studies: list[SeededStudy] = []
-    yield studies
-    retire(live_settings, studies)
 
 
 def _new_study(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from tests.integration.workflow_helpers import (
     is_transaction,
     phantom_spec,
     result_instances,
-    retire,
     seed_phantom,
     study_events,
     task_of,
@@ -39,18 +37,6 @@ from tools.fhir.client import FhirClient
 pytestmark = pytest.mark.integration
 
 _seeds = itertools.count(4301)
-
-
-@pytest.fixture()
-def settings(live_settings: Settings, tmp_path: Path) -> Settings:
-    return live_settings.model_copy(update={"run_dir": tmp_path / "run"})
-
-
-@pytest.fixture()
-def seeded(live_settings: Settings) -> Iterator[list[SeededStudy]]:
-    studies: list[SeededStudy] = []
-    yield studies
-    retire(live_settings, studies)
 
 
 def _new_study(
