@@ -6,6 +6,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydicom import Dataset
+
+from tools.results.common import dataset_bytes
 
 DCIODVFY = Path("/usr/bin/dciodvfy")
 
@@ -21,3 +24,10 @@ def dciodvfy_report(path: Path) -> str:
 def dciodvfy_errors(path: Path) -> list[str]:
     """Every line of dciodvfy's report on ``path`` that contains "Error"."""
     return [line for line in dciodvfy_report(path).splitlines() if "Error" in line]
+
+
+def dataset_errors(ds: Dataset, folder: Path, name: str = "object.dcm") -> list[str]:
+    """dciodvfy's "Error" lines for a dataset, written as its exact Part 10 bytes into ``folder``."""
+    path = folder / name
+    path.write_bytes(dataset_bytes(ds))
+    return dciodvfy_errors(path)

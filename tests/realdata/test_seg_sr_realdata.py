@@ -21,7 +21,7 @@ from PIL import Image
 from pydicom import Dataset
 from scipy import ndimage
 
-from tests.dicom_checks import dciodvfy_errors
+from tests.dicom_checks import dataset_errors
 from tools.imaging.preview import LEGEND_HEIGHT_PX, render_previews
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.results.common import dataset_bytes
@@ -88,15 +88,11 @@ def test_threshold_lungs_are_plausible(lidc: tuple) -> None:
 
 
 def test_seg_passes_dciodvfy(seg: Dataset, tmp_path: Path) -> None:
-    path = tmp_path / "seg.dcm"
-    path.write_bytes(dataset_bytes(seg))
-    assert dciodvfy_errors(path) == []
+    assert dataset_errors(seg, tmp_path, "seg.dcm") == []
 
 
 def test_sr_passes_dciodvfy(sr: Dataset, tmp_path: Path) -> None:
-    path = tmp_path / "sr.dcm"
-    path.write_bytes(dataset_bytes(sr))
-    assert dciodvfy_errors(path) == []
+    assert dataset_errors(sr, tmp_path, "sr.dcm") == []
 
 
 def test_seg_reads_back_to_the_same_masks(lidc: tuple, seg: Dataset) -> None:

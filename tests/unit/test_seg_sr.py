@@ -18,7 +18,7 @@ import pydicom
 import pytest
 from pydicom import Dataset
 
-from tests.dicom_checks import dciodvfy_errors
+from tests.dicom_checks import dataset_errors, dciodvfy_errors
 from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.results.common import MANUFACTURER, dataset_bytes, sha256_hex
@@ -88,15 +88,11 @@ def test_phantom_volume_matches_phantom_arrays(case: Case) -> None:
 
 
 def test_seg_passes_dciodvfy(seg: Dataset, tmp_path: Path) -> None:
-    path = tmp_path / "seg.dcm"
-    path.write_bytes(dataset_bytes(seg))
-    assert dciodvfy_errors(path) == []
+    assert dataset_errors(seg, tmp_path, "seg.dcm") == []
 
 
 def test_sr_passes_dciodvfy(sr: Dataset, tmp_path: Path) -> None:
-    path = tmp_path / "sr.dcm"
-    path.write_bytes(dataset_bytes(sr))
-    assert dciodvfy_errors(path) == []
+    assert dataset_errors(sr, tmp_path, "sr.dcm") == []
 
 
 def test_seg_reads_back_to_the_same_masks(case: Case, seg: Dataset) -> None:
