@@ -34,12 +34,11 @@ from PIL import Image
 from pydantic import BaseModel
 
 from agent.llm import planner_info
+from agent.parts import fhir_client, pacs_client
 from agent.settings import Settings, get_settings
 from graphs.approval import ApprovalDecision
 from graphs.chat import approval_card, approve, build_chat_graph, reject
 from graphs.runtime import AgentRuntime, Job, PendingApproval, RunReport
-from tools.dicomweb.client import DicomwebClient
-from tools.fhir.client import FhirClient
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +81,14 @@ def check_services(settings: Settings) -> list[ServiceCheck]:
     quick = settings.model_copy(update={"http_retry_attempts": 1, "http_timeout_s": min(settings.http_timeout_s, 5.0)})
     checks: list[ServiceCheck] = []
     try:
-        with DicomwebClient.from_settings(quick) as pacs:
+        with pacs_client(quick) as pacs:
             ok = pacs.ping()
         detail = "DICOMweb answers" if ok else "no DICOMweb answer"
     except Exception as exc:  # any failure is a status to show, not a crash of the page
         ok, detail = False, str(exc)
     checks.append(ServiceCheck(name="PACS", url=settings.dicomweb_url, ok=ok, detail=detail))
     try:
-        with FhirClient.from_settings(quick) as fhir:
+        with fhir_client(quick) as fhir:
             capabilities = fhir.capabilities()
         ok, detail = True, f"FHIR {capabilities.fhirVersion or 'server'} answers"
     except Exception as exc:

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent import services
+from agent.parts import fhir_client
 from agent.settings import get_settings
 
 console = Console()
@@ -120,14 +121,13 @@ def pending(
     """List the ImagingStudies waiting in FHIR: the agent's work list."""
     from urllib.parse import parse_qsl
 
-    from tools.fhir.client import FhirClient
     from tools.fhir.errors import FhirError
     from tools.fhir.worklist import find_worklist
-    from tools.http_retry import ServiceUnavailableError
+    from tools.http.retry import ServiceUnavailableError
 
     settings = get_settings()
     try:
-        with FhirClient.from_settings(settings) as fhir:
+        with fhir_client(settings) as fhir:
             items = find_worklist(fhir, dict(parse_qsl(query)) if query else None)
     except (FhirError, ServiceUnavailableError) as exc:
         _error(exc)
@@ -228,11 +228,12 @@ def train(
     """Train or fine-tune a MONAI UNet on approved lung contours from the PACS; write a bundle for the monai-bundle engine."""
     from rich.progress import Progress
 
+    from agent.parts import pacs_client
     from tools.dicomweb.client import PacsError
     from tools.fhir.errors import FhirError
-    from tools.http_retry import ServiceUnavailableError
+    from tools.http.retry import ServiceUnavailableError
     from tools.segmentation.base import EngineError
-    from tools.training.gather import gather_from_settings
+    from tools.training.gather import gather_cases
     from tools.training.train import TrainConfig, TrainingError, case_pixdim
     from tools.training.train import train as run_training
 
@@ -245,12 +246,14 @@ def train(
         if gather:
             with Progress(console=console, transient=True) as bar:
                 task = bar.add_task("gathering approved results from the PACS", total=None)
-                report = gather_from_settings(
-                    settings,
-                    cases,
-                    pixdim=case_pixdim(config),
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                )
+                with pacs_client(settings) as pacs, fhir_client(settings) as fhir:
+                    report = gather_cases(
+                        pacs,
+                        fhir,
+                        cases,
+                        pixdim=case_pixdim(config),
+                        progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    )
             reused = sum(pair.reused for pair in report.pairs)
             console.print(
                 f"{len(report.pairs)} case(s) in {cases} ({reused} already there) from {report.studies_scanned} "
@@ -373,13 +376,13 @@ def ask(
     from datetime import UTC, datetime
 
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langgraph.types import Command
 
     from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, default_reviewer, render_approval
     from agent.llm import planner_info
     from graphs.approval import ApprovalDecision, ApprovalRequest
     from graphs.chat import build_chat_graph
     from graphs.runtime import AgentRuntime, PendingApproval
-    from langgraph.types import Command
 
     settings = get_settings()
     reviewer = default_reviewer(settings, reviewer_id, reviewer_name)

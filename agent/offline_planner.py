@@ -60,7 +60,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ValidationError
 
-from tools.agent_tools.models import (
+from graphs.planner_tools.models import (
     ApprovalItem,
     ApprovalList,
     BuiltResults,

@@ -16,12 +16,13 @@ from fhir.resources.R4B.patient import Patient
 from pydantic import BaseModel
 from pydicom import Dataset
 
+from agent.parts import fhir_client, pacs_client
 from agent.settings import Settings
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.builders import imaging_study_from_dicom, patient_from_dicom, uid_search_token
 from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirError
-from tools.http_retry import ServiceUnavailableError
+from tools.http.retry import ServiceUnavailableError
 from tools.imaging.phantom import PhantomSpec, make_phantom, save_masks, write_phantom
 from tools.imaging.volume import read_series_dir
 
@@ -85,7 +86,7 @@ def seed_datasets(settings: Settings, datasets: Sequence[Dataset]) -> list[SeedR
         by_study[str(ds.StudyInstanceUID)][str(ds.SeriesInstanceUID)].append(ds)
     results: list[SeedResult] = []
     try:
-        with DicomwebClient.from_settings(settings) as pacs, FhirClient.from_settings(settings) as fhir:
+        with pacs_client(settings) as pacs, fhir_client(settings) as fhir:
             for study_uid, series_map in by_study.items():
                 instances = [ds for s in series_map.values() for ds in s]
                 stored, present = _store_missing(pacs, study_uid, instances)

@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from agent.parts import dimse_client, pacs_client
 from agent.services import process
 from agent.services.local import orthanc_spec
 from agent.settings import PROJECT_ROOT, Settings
-from tools.dicomweb.client import DicomwebClient, part10_bytes
-from tools.dicomweb.dimse import DimseClient
+from tools.dicomweb.client import part10_bytes
 from tools.imaging.volume import assemble_volume, read_series_dir
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
@@ -57,14 +57,14 @@ def main() -> None:
             try:
                 started = time.perf_counter()
                 if name == "STOW-RS":
-                    with DicomwebClient.from_settings(settings) as pacs:
+                    with pacs_client(settings) as pacs:
                         result = pacs.store(datasets)
                 else:
-                    result = DimseClient.from_settings(settings).store(datasets)
+                    result = dimse_client(settings).store(datasets)
                 assert not result.failed, result.failed
                 rows.append((name, time.perf_counter() - started))
                 if name == "STOW-RS":
-                    with DicomwebClient.from_settings(settings) as pacs:
+                    with pacs_client(settings) as pacs:
                         started = time.perf_counter()
                         pacs.retrieve_series(study, series)
                         rows.append(("WADO-RS", time.perf_counter() - started))

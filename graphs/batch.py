@@ -19,9 +19,9 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer, Send
 
+from agent.parts import fhir_client
 from agent.settings import Settings
 from graphs.study import StudyState, build_study_graph
-from tools.fhir.client import FhirClient
 from tools.fhir.task import task_token
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY, find_worklist
 
@@ -77,7 +77,7 @@ def build_batch_graph(settings: Settings, checkpointer: Checkpointer = None) -> 
         engine = state.get("engine") or settings.default_engine
         studies: list[dict[str, Any]] = []
         skipped: list[StudyOutcome] = []
-        with FhirClient.from_settings(settings) as fhir:
+        with fhir_client(settings) as fhir:
             for item in find_worklist(fhir, query):
                 tasks = (
                     fhir.search("Task", {"identifier": task_token(item.study_instance_uid, engine)})

@@ -39,8 +39,8 @@ from langgraph.types import Command, interrupt
 from agent.llm import build_chat_model
 from agent.prompts import SYSTEM_PROMPT
 from graphs.approval import ApprovalDecision
+from graphs.planner_tools.catalog import WRITE_TOOLS, build_tools
 from graphs.runtime import AgentRuntime, PendingApproval
-from tools.agent_tools.catalog import WRITE_TOOLS, build_tools
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer, interrupt
 from pydicom import dcmread
 
+from agent.parts import fhir_client, pacs_client
 from agent.settings import Settings
 from graphs.approval import (
     SOP_CLASS_NAMES,
@@ -38,12 +39,10 @@ from graphs.approval import (
     StructureForReview,
 )
 from graphs.decisions import DecisionStore, payload_sha256
-from tools.dicomweb.client import DicomwebClient
-from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirConflictError
 from tools.fhir.task import approved_plan, ensure_task, set_status
 from tools.fhir.worklist import study_instance_uid as uid_of_study
-from tools.http_retry import ServiceUnavailableError
+from tools.http.retry import ServiceUnavailableError
 from tools.imaging.preflight import preflight
 from tools.imaging.series_choice import choose_ct_series
 from tools.imaging.volume import assemble_volume, read_series_dir
@@ -140,7 +139,7 @@ class StudyPipeline:
     # -- nodes -------------------------------------------------------------------------
     def read_study(self, state: StudyState) -> dict[str, Any]:
         """The ImagingStudy and its patient from FHIR: identifiers, dates, version. Reads only."""
-        with FhirClient.from_settings(self.settings) as fhir:
+        with fhir_client(self.settings) as fhir:
             study = fhir.read("ImagingStudy", state["imaging_study_id"])
             study_uid = uid_of_study(study)
             if study_uid is None:
@@ -172,7 +171,7 @@ class StudyPipeline:
     def start(self, state: StudyState) -> dict[str, Any]:
         update = self.read_study(state)
         info = update["study"]
-        with FhirClient.from_settings(self.settings) as fhir:
+        with fhir_client(self.settings) as fhir:
             task = ensure_task(
                 fhir, state["imaging_study_id"], info["study_instance_uid"], info["patient_reference"], update["engine"]
             )
@@ -204,7 +203,7 @@ class StudyPipeline:
         if not (same_study and approved_here and decision.action == "approve"):
             log.warning("study %s: the Task's plan is not one approved here; running it again", state["imaging_study_id"])
             return False
-        with DicomwebClient.from_settings(self.settings) as pacs:
+        with pacs_client(self.settings) as pacs:
             stored = all(
                 pacs.instance_exists(plan.study_instance_uid, o.series_instance_uid, o.sop_instance_uid)
                 for o in plan.objects
@@ -215,7 +214,7 @@ class StudyPipeline:
 
     def fetch(self, state: StudyState) -> dict[str, Any]:
         study_uid = state["study"]["study_instance_uid"]
-        with DicomwebClient.from_settings(self.settings) as pacs:
+        with pacs_client(self.settings) as pacs:
             chosen = choose_ct_series(study_uid, pacs.search_series(study_uid))
             instances = pacs.search_instances(study_uid, chosen.series_instance_uid)
             work = self._work_dir(content_key(chosen.series_instance_uid, [i.sop_instance_uid for i in instances]))
@@ -350,7 +349,7 @@ class StudyPipeline:
             # run finishes it from this plan without a second approval.
             plan = {"plan": state["approval_request"]["plan"], "decision": update["decision"]}
             self.decisions.remember_plan(payload["request_id"], plan)
-            with FhirClient.from_settings(self.settings) as fhir:
+            with fhir_client(self.settings) as fhir:
                 set_status(
                     fhir,
                     state["task_id"],
@@ -379,7 +378,7 @@ class StudyPipeline:
             blobs.append((write, data))
         study_uid = state["study"]["study_instance_uid"]
         stored: list[str] = []
-        with DicomwebClient.from_settings(self.settings) as pacs:
+        with pacs_client(self.settings) as pacs:
             missing = [
                 (w, data)
                 for w, data in blobs
@@ -401,7 +400,7 @@ class StudyPipeline:
         }
         plan = WritebackPlan.model_validate(source["plan"])
         decision = ApprovalDecision.model_validate(source["decision"])
-        with FhirClient.from_settings(self.settings) as fhir:
+        with fhir_client(self.settings) as fhir:
             for attempt in range(2):
                 study = fhir.read("ImagingStudy", plan.imaging_study_id)
                 _check_still_the_approved_study(study, plan)
@@ -429,7 +428,7 @@ class StudyPipeline:
 
     def record_rejection(self, state: StudyState) -> dict[str, Any]:
         decision = ApprovalDecision.model_validate(state["decision"])
-        with FhirClient.from_settings(self.settings) as fhir:
+        with fhir_client(self.settings) as fhir:
             set_status(
                 fhir,
                 state["task_id"],
@@ -445,7 +444,7 @@ class StudyPipeline:
         task_id = state.get("task_id")
         if task_id:
             try:
-                with FhirClient.from_settings(self.settings) as fhir:
+                with fhir_client(self.settings) as fhir:
                     set_status(fhir, task_id, "failed", business="failed", reason=reason[:1000])
             except Exception as exc:  # the failure itself is the result; FHIR may be what failed
                 log.warning("could not record failure of study %s in FHIR: %s", state["imaging_study_id"], exc)

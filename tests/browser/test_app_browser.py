@@ -16,6 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from playwright.sync_api import Locator, Page, expect
 
+from agent.parts import fhir_client
 from agent.settings import Settings
 from graphs.runtime import AgentRuntime
 from tests.browser.conftest import clean_run_dir, save_screenshot, served_app
@@ -28,7 +29,6 @@ from tests.integration.workflow_helpers import (
     seed_phantom,
 )
 from tests.scripted_model import ScriptedModel, tool_call
-from tools.fhir.client import FhirClient
 from tools.results.fhir_report import REVIEWER_ID_SYSTEM
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -96,7 +96,7 @@ def _goal_to_completion(
 
 def _assert_approved_once_by(settings: Settings, seeded: SeededStudy, reviewer_id: str, reviewer: str) -> None:
     written = assert_written_once(settings, seeded)
-    with FhirClient.from_settings(settings) as fhir:
+    with fhir_client(settings) as fhir:
         [practitioner] = fhir.search("Practitioner", {"identifier": f"{REVIEWER_ID_SYSTEM}|{reviewer_id}"})
     assert practitioner.name[0].text == reviewer
     assert any(a.who.reference == f"Practitioner/{practitioner.id}" for a in written.provenance.agent)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agent.parts import fhir_client, pacs_client
 from agent.settings import Settings
-from tools.dicomweb.client import DicomwebClient
-from tools.fhir.client import FhirClient
 
 FHIR_TYPES = (
     "Patient",
@@ -24,7 +23,7 @@ FHIR_TYPES = (
 def pacs_listing(settings: Settings) -> list[tuple[str, str, str]]:
     """Every (study, series, SOP instance) in the PACS."""
     rows: list[tuple[str, str, str]] = []
-    with DicomwebClient.from_settings(settings) as pacs:
+    with pacs_client(settings) as pacs:
         for study in pacs.search_studies():
             for instance in pacs.search_instances(study.study_instance_uid):
                 rows.append((study.study_instance_uid, "", instance.sop_instance_uid))
@@ -34,7 +33,7 @@ def pacs_listing(settings: Settings) -> list[tuple[str, str, str]]:
 def fhir_listing(settings: Settings, exclude: Sequence[str] = ()) -> dict[str, list[tuple[str, str]]]:
     """Every resource (id, version) of the types the agent can write."""
     listing: dict[str, list[tuple[str, str]]] = {}
-    with FhirClient.from_settings(settings) as fhir:
+    with fhir_client(settings) as fhir:
         for resource_type in FHIR_TYPES:
             if resource_type in exclude:
                 continue
@@ -46,5 +45,5 @@ def fhir_listing(settings: Settings, exclude: Sequence[str] = ()) -> dict[str, l
 
 def result_series(settings: Settings, study_instance_uid: str) -> list[str]:
     """Modalities of the non-CT series of a study: the results the agent stored."""
-    with DicomwebClient.from_settings(settings) as pacs:
+    with pacs_client(settings) as pacs:
         return [s.modality or "?" for s in pacs.search_series(study_instance_uid) if s.modality != "CT"]

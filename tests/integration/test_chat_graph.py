@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
+from agent.parts import fhir_client
 from agent.seed import seed_datasets
 from agent.settings import Settings
 from graphs.chat import approve, build_chat_graph, reject
 from graphs.runtime import AgentRuntime
 from tests.integration.listings import fhir_listing, pacs_listing, result_series
 from tests.scripted_model import ScriptedModel, tool_call
-from tools.fhir.client import FhirClient
 from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
 
@@ -72,7 +72,7 @@ def test_example_goal_reaches_approval_and_approve_writes_once(
     final = chat.invoke(approve(card["approval_id"], "dr-chat", "Dr. Chat"), config)
     assert "completed" in final["messages"][-1].content
     assert sorted(result_series(live_settings, study_uid)) == ["RTSTRUCT", "SEG", "SR"]
-    with FhirClient.from_settings(live_settings) as fhir:
+    with fhir_client(live_settings) as fhir:
         assert fhir.read("ImagingStudy", study_id).status == "available"
 
     # Replaying the same approval changes nothing: the job is finished and writes nothing twice.

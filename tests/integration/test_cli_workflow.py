@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from agent.parts import fhir_client
 from agent.settings import Settings
 from graphs.runtime import AgentRuntime
 from tests.integration.workflow_helpers import (
@@ -25,7 +26,6 @@ from tests.integration.workflow_helpers import (
     seed_phantom,
     task_of,
 )
-from tools.fhir.client import FhirClient
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def test_process_study_approved_at_the_prompt(
     kind, person = _verifier_type(written)
     assert kind == "verifier" and not written.provenance.reason
     assert written.report.resultsInterpreter[0].reference == person.who.reference
-    with FhirClient.from_settings(settings) as fhir:
+    with fhir_client(settings) as fhir:
         assert fhir.read("Practitioner", person.who.reference.split("/")[1]).identifier[0].value == REVIEWER
 
 

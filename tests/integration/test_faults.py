@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from agent import services
+from agent.parts import fhir_client, pacs_client
 from agent.services.local import fhir_spec, orthanc_spec
 from agent.services.process import stop
 from agent.settings import Settings
 from tests.conftest import make_service_settings
-from tools.dicomweb.client import DicomwebClient
-from tools.fhir.client import FhirClient
-from tools.http_retry import ServiceUnavailableError
+from tools.http.retry import ServiceUnavailableError
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +37,7 @@ def own_services(tmp_path: Path) -> Iterator[Settings]:
 
 
 def test_fhir_server_stopped_mid_test(own_services: Settings) -> None:
-    with FhirClient.from_settings(own_services) as fhir:
+    with fhir_client(own_services) as fhir:
         assert fhir.capabilities().fhirVersion.startswith("4.")
         stop(fhir_spec(own_services))
         started = time.monotonic()
@@ -49,7 +48,7 @@ def test_fhir_server_stopped_mid_test(own_services: Settings) -> None:
 
 
 def test_orthanc_stopped_mid_test(own_services: Settings) -> None:
-    with DicomwebClient.from_settings(own_services) as pacs:
+    with pacs_client(own_services) as pacs:
         assert pacs.search_studies() == []
         stop(orthanc_spec(own_services))
         started = time.monotonic()
@@ -98,8 +97,8 @@ def test_hanging_servers_time_out(hanging_server: str, tmp_path: Path) -> None:
         _env_file=None,
     )
     started = time.monotonic()
-    with FhirClient.from_settings(settings) as fhir, pytest.raises(ServiceUnavailableError, match="timed out|Timeout"):
+    with fhir_client(settings) as fhir, pytest.raises(ServiceUnavailableError, match="timed out|Timeout"):
         fhir.read("Patient", "x")
-    with DicomwebClient.from_settings(settings) as pacs, pytest.raises(ServiceUnavailableError):
+    with pacs_client(settings) as pacs, pytest.raises(ServiceUnavailableError):
         pacs.search_studies()
     assert time.monotonic() - started < 2 * _worst_case_s(settings)

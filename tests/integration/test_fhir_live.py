@@ -16,8 +16,9 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.imagingstudy import ImagingStudy
 from fhir.resources.R4B.patient import Patient
 
+from agent.parts import fhir_client
 from agent.settings import Settings
-from tools.fhir.client import AsyncFhirClient, FhirClient
+from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirConflictError, FhirNotFoundError
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def system() -> str:
 
 @pytest.fixture
 def client(live_settings: Settings) -> Iterator[FhirClient]:
-    with FhirClient.from_settings(live_settings) as fhir:
+    with fhir_client(live_settings) as fhir:
         yield fhir
 
 
@@ -70,7 +71,7 @@ def test_conditional_create_twice_returns_the_same_resource(client: FhirClient, 
 
 
 def test_search_follows_pages(live_settings: Settings, system: str) -> None:
-    with FhirClient.from_settings(live_settings.model_copy(update={"fhir_page_size": 3})) as client:
+    with fhir_client(live_settings.model_copy(update={"fhir_page_size": 3})) as client:
         created = {client.create(new_patient(system, f"P{i}")).id for i in range(7)}
         params = {"identifier": f"{system}|"}
 
@@ -178,7 +179,7 @@ def test_read_of_a_missing_resource_raises_not_found(client: FhirClient) -> None
 
 def test_async_client_round_trip(live_settings: Settings, system: str) -> None:
     async def run() -> tuple[str, str, str, list[str]]:
-        async with AsyncFhirClient.from_settings(live_settings) as client:
+        async with Asyncfhir_client(live_settings) as client:
             condition = f"identifier={system}|A1"
             first = await client.create(new_patient(system, "A1"), if_none_exist=condition)
             second = await client.create(new_patient(system, "A1"), if_none_exist=condition)

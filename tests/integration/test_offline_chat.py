@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from langchain_core.messages import HumanMessage
 import pytest
+from langchain_core.messages import HumanMessage
 
 from agent.llm import build_chat_model, planner_info
 from agent.offline_planner import OfflinePlanner
+from agent.parts import fhir_client
 from agent.seed import seed_datasets
 from agent.settings import Settings
 from graphs.chat import approve, build_chat_graph, reject
 from graphs.runtime import AgentRuntime
 from tests.integration.listings import result_series
-from tools.fhir.client import FhirClient
 from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
 
@@ -54,5 +54,5 @@ def test_example_goal_with_the_offline_planner(live_settings: Settings, tmp_path
     assert seeded.imaging_study_id in seen
     assert f"ImagingStudy/{seeded.imaging_study_id}: completed" in final
     assert sorted(result_series(live_settings, seeded.study_instance_uid)) == ["RTSTRUCT", "SEG", "SR"]
-    with FhirClient.from_settings(live_settings) as fhir:
+    with fhir_client(live_settings) as fhir:
         assert fhir.read("ImagingStudy", seeded.imaging_study_id).status == "available"

@@ -15,9 +15,10 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
+from agent.parts import dimse_client, pacs_client
 from agent.settings import Settings
 from tools.dicomweb.client import DicomwebClient
-from tools.dicomweb.dimse import DimseClient
+from tools.dimse.client import DimseClient
 
 pytestmark = pytest.mark.integration
 
@@ -71,12 +72,12 @@ def with_uids(ds: Dataset, purpose: str) -> Dataset:
 
 @pytest.fixture
 def dicomweb(live_settings: Settings) -> DicomwebClient:
-    return DicomwebClient.from_settings(live_settings)
+    return pacs_client(live_settings)
 
 
 @pytest.fixture
 def dimse(live_settings: Settings) -> DimseClient:
-    return DimseClient.from_settings(live_settings)
+    return dimse_client(live_settings)
 
 
 def test_ping(dicomweb: DicomwebClient) -> None:
@@ -84,7 +85,7 @@ def test_ping(dicomweb: DicomwebClient) -> None:
 
 
 def test_synthetic_stow_in_batches_then_qido_then_wado_round_trip(live_settings: Settings) -> None:
-    client = DicomwebClient.from_settings(live_settings.model_copy(update={"dicomweb_stow_batch_size": 2}))
+    client = pacs_client(live_settings.model_copy(update={"dicomweb_stow_batch_size": 2}))
     series = synthetic_ct_series(f"Synthetic^{token()}", slices=5)
     study_uid, series_uid = series[0].StudyInstanceUID, series[0].SeriesInstanceUID
 

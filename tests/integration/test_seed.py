@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.parts import fhir_client, pacs_client
 from agent.seed import SeedError, seed_datasets, seed_folder
 from agent.settings import PROJECT_ROOT, Settings
-from tools.dicomweb.client import DicomwebClient
 from tools.fhir.builders import uid_search_token
-from tools.fhir.client import FhirClient
 from tools.fhir.worklist import find_worklist
 from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
@@ -32,7 +31,7 @@ def test_seed_twice_stores_and_creates_nothing_twice(live_settings: Settings, tm
     assert second.imaging_study_id == first.imaging_study_id
     assert second.patient_resource_id == first.patient_resource_id
 
-    with FhirClient.from_settings(live_settings) as fhir:
+    with fhir_client(live_settings) as fhir:
         studies = fhir.search("ImagingStudy", {"identifier": uid_search_token(phantom.study_instance_uid)})
         patients = fhir.search("Patient", {"identifier": f"{live_settings.patient_identifier_system}|SEED-101"})
         worklist = find_worklist(fhir)
@@ -46,7 +45,7 @@ def test_seed_twice_stores_and_creates_nothing_twice(live_settings: Settings, tm
     assert {i.uid for i in study.series[0].instance} == set(phantom.sop_instance_uids)
     assert phantom.study_instance_uid in {item.study_instance_uid for item in worklist}
 
-    with DicomwebClient.from_settings(live_settings) as pacs:
+    with pacs_client(live_settings) as pacs:
         stored = pacs.search_instances(phantom.study_instance_uid)
     assert {i.sop_instance_uid for i in stored} == set(phantom.sop_instance_uids)
 

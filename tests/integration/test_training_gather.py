@@ -27,10 +27,9 @@ import pytest
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
+from agent.parts import fhir_client, pacs_client
 from agent.seed import SeedResult, seed_datasets
 from agent.settings import Settings
-from tools.dicomweb.client import DicomwebClient
-from tools.fhir.client import FhirClient
 from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.results.common import DerivedObject
@@ -39,7 +38,7 @@ from tools.results.rtstruct import build_rtstruct
 from tools.results.seg import build_seg
 from tools.segmentation.base import STRUCTURES, SegmentationResult, StructureMask
 from tools.training.dataset import case_arrays, read_case
-from tools.training.gather import GatherReport, TrainingPair, gather_from_settings, label_studies
+from tools.training.gather import GatherReport, TrainingPair, gather_cases, label_studies
 from tools.training.train import TooFewCasesError, TrainConfig, train
 
 pytestmark = pytest.mark.integration
@@ -81,14 +80,14 @@ def _study(settings: Settings, folder: Path, seed: int, position: str = "HFS", d
 
 
 def _store(settings: Settings, *objects: Dataset) -> None:
-    with DicomwebClient.from_settings(settings) as pacs:
+    with pacs_client(settings) as pacs:
         result = pacs.store(list(objects))
     assert result.ok, result.failed
 
 
 def _approve(settings: Settings, study: Study, objects: list[DerivedObject]) -> None:
     """What the agent's writer does after a reviewer approves: ImagingStudy available, result series listed."""
-    with FhirClient.from_settings(settings) as fhir:
+    with fhir_client(settings) as fhir:
         current = fhir.read("ImagingStudy", study.seeded.imaging_study_id)
         fhir.update(updated_imaging_study(current, objects), if_match=current.meta.versionId)
 
@@ -168,7 +167,8 @@ def studies(live_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
 def gathered(live_settings: Settings, studies: dict[int, Study], tmp_path_factory: pytest.TempPathFactory) -> tuple[GatherReport, Path]:
     cases_dir = tmp_path_factory.mktemp("gather-cases")
     uids = [s.phantom.study_instance_uid for s in studies.values()]
-    return gather_from_settings(live_settings, cases_dir, study_uids=uids, pixdim=PIXDIM), cases_dir
+    with pacs_client(live_settings) as pacs, fhir_client(live_settings) as fhir:
+        return gather_cases(pacs, fhir, cases_dir, study_uids=uids, pixdim=PIXDIM), cases_dir
 
 
 def _reasons(report: GatherReport, study: Study) -> list[str]:
@@ -180,7 +180,7 @@ def _pairs(report: GatherReport, study: Study) -> list[TrainingPair]:
 
 
 def test_studies_with_label_series_are_found_by_qido(live_settings: Settings, studies: dict[int, Study]) -> None:
-    with DicomwebClient.from_settings(live_settings) as pacs:
+    with pacs_client(live_settings) as pacs:
         found = set(label_studies(pacs))
     assert {s.phantom.study_instance_uid for s in studies.values()} <= found
 
@@ -238,7 +238,8 @@ def test_second_gather_reuses_cases_and_too_few_cases_quotes_the_reasons(
 ) -> None:
     report, cases_dir = gathered
     uids = [s.phantom.study_instance_uid for s in studies.values()]
-    again = gather_from_settings(live_settings, cases_dir, study_uids=uids, pixdim=PIXDIM)
+    with pacs_client(live_settings) as pacs, fhir_client(live_settings) as fhir:
+        again = gather_cases(pacs, fhir, cases_dir, study_uids=uids, pixdim=PIXDIM)
     assert sorted(p.case_path for p in again.pairs) == sorted(p.case_path for p in report.pairs)
     assert all(p.reused for p in again.pairs)
     assert [str(s) for s in again.skipped] == [str(s) for s in report.skipped]

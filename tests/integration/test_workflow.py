@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.parts import fhir_client
 from agent.seed import seed_datasets, seed_folder
 from agent.settings import Settings
 from graphs.approval import ApprovalDecision, PendingDicomWrite
 from graphs.runtime import AgentRuntime
 from tests.integration.listings import fhir_listing, pacs_listing, result_series
-from tools.fhir.client import FhirClient
 from tools.fhir.task import task_token
 from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
@@ -75,7 +75,7 @@ def test_batch_approve_one_reject_other(
     assert sorted(result_series(live_settings, phantom_uid)) == ["RTSTRUCT", "SEG", "SR"]
     assert result_series(live_settings, lidc.study_instance_uid) == []
 
-    with FhirClient.from_settings(live_settings) as fhir:
+    with fhir_client(live_settings) as fhir:
         study = fhir.read("ImagingStudy", phantom_id)
         assert study.status == "available"
         assert {s.modality.code for s in study.series} == {"CT", "RTSTRUCT", "SEG", "SR"}
@@ -112,7 +112,7 @@ def test_no_write_without_approval(live_settings: Settings, runtime: AgentRuntim
     assert pacs_listing(live_settings) == pacs_before
     assert fhir_listing(live_settings, exclude=("Task",)) == fhir_before
     study_uid = report.pending[0].request.study_instance_uid
-    with FhirClient.from_settings(live_settings) as fhir:
+    with fhir_client(live_settings) as fhir:
         [task] = fhir.search("Task", {"identifier": task_token(study_uid, "lung-threshold")})
     assert task.status == "in-progress" and not task.output
 
@@ -158,7 +158,7 @@ def test_fallback_engine_is_named_in_approval_and_provenance(live_settings: Sett
         assert "IMAGING_AGENT_MONAI_BUNDLE_DIR" in request.engine_fallbacks[0]
         final = rt.decide(report.thread_id, {report.pending[0].interrupt_id: _approve()})
     assert final.outcomes[0]["outcome"] == "completed"
-    with FhirClient.from_settings(live_settings) as fhir:
+    with fhir_client(live_settings) as fhir:
         [report_resource] = fhir.search("DiagnosticReport", {"subject": fhir.read("ImagingStudy", study_id).subject.reference})
         provenance = [
             p for p in fhir.search("Provenance", {})
@@ -172,7 +172,7 @@ def test_fallback_engine_is_named_in_approval_and_provenance(live_settings: Sett
 def test_a_rejected_study_is_left_out_of_the_next_batch(live_settings: Settings, runtime: AgentRuntime, tmp_path: Path) -> None:
     spec = WORKFLOW_PHANTOM.model_copy(update={"seed": 11, "patient_id": "WF-0011"})
     study_id = _seed_phantom(live_settings, tmp_path, spec)
-    with FhirClient.from_settings(live_settings) as fhir:
+    with fhir_client(live_settings) as fhir:
         patient = fhir.read("ImagingStudy", study_id).subject.reference
     query = {"status": "registered", "modality": "CT", "patient": patient}
     first = runtime.start_batch(query)

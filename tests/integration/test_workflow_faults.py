@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agent.parts import fhir_client
 from agent.settings import Settings
 from graphs.runtime import AgentRuntime
 from tests.conftest import free_port
@@ -32,7 +33,6 @@ from tests.integration.workflow_helpers import (
     task_of,
     worklist_of,
 )
-from tools.fhir.client import FhirClient
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ def test_imaging_study_changed_while_waiting_for_approval(
     study = _new_study(live_settings, tmp_path, "FLT-CHANGED", seeded)
     with AgentRuntime(settings) as runtime:
         report = runtime.start_study(study.imaging_study_id)
-        with FhirClient.from_settings(settings) as fhir:
+        with fhir_client(settings) as fhir:
             current = fhir.read("ImagingStudy", study.imaging_study_id)
             current.description = "CT CHEST, edited by the front desk"
             fhir.update(current, if_match=current.meta.versionId)
@@ -171,7 +171,7 @@ def test_412_every_time_fails_clearly_then_a_later_run_repairs(
     # The PACS half happened, the FHIR half did not: stored objects, no report, still registered.
     stored = result_instances(settings, study.study_instance_uid)
     assert [len(stored.get(m, [])) for m in ("RTSTRUCT", "SEG", "SR")] == [1, 1, 1]
-    with FhirClient.from_settings(settings) as client:
+    with fhir_client(settings) as client:
         assert client.read("ImagingStudy", study.imaging_study_id).status == "registered"
         assert client.search("DiagnosticReport", {"subject": study.patient_reference}) == []
 
@@ -185,7 +185,7 @@ def test_412_every_time_fails_clearly_then_a_later_run_repairs(
     assert study_events(events, study.imaging_study_id) == ["start", "write_fhir"]
     written = assert_written_once(settings, study)
     assert result_instances(settings, study.study_instance_uid) == stored
-    with FhirClient.from_settings(settings) as client:
+    with fhir_client(settings) as client:
         verifier = next(a for a in written.provenance.agent if a.type.coding[0].code == "verifier")
         reviewer = client.read("Practitioner", verifier.who.reference.split("/")[1])
     assert reviewer.identifier[0].value == "dr-first"
@@ -238,13 +238,13 @@ def test_a_forged_plan_in_the_task_is_not_reused(
     recorded = json.loads(task.input[0].valueString)
     recorded["plan"]["conclusion"] = "No abnormality. Discharge."
     task.input[0].valueString = json.dumps(recorded)
-    with FhirClient.from_settings(settings) as client:
+    with fhir_client(settings) as client:
         client.update(task, if_match=task.meta.versionId)
 
     with AgentRuntime(settings) as runtime:
         rerun = runtime.start_study(study.imaging_study_id)
     assert rerun.pending, "a forged plan must lead to a new approval, not to a write"
-    with FhirClient.from_settings(settings) as client:
+    with fhir_client(settings) as client:
         assert client.search("DiagnosticReport", {"subject": study.patient_reference}) == []
 
 
@@ -254,13 +254,13 @@ def test_study_cancelled_after_approval_is_not_reported(
     study = _new_study(live_settings, tmp_path, "FLT-CANCELLED", seeded)
     with AgentRuntime(settings) as runtime:
         report = runtime.start_study(study.imaging_study_id)
-        with FhirClient.from_settings(settings) as client:
+        with fhir_client(settings) as client:
             current = client.read("ImagingStudy", study.imaging_study_id)
             current.status = "cancelled"
             client.update(current, if_match=current.meta.versionId)
         final = runtime.decide(report.thread_id, {report.pending[0].interrupt_id: approve()})
     [outcome] = final.outcomes
     assert outcome["outcome"] == "failed" and "status is now cancelled" in outcome["detail"]
-    with FhirClient.from_settings(settings) as client:
+    with fhir_client(settings) as client:
         assert client.read("ImagingStudy", study.imaging_study_id).status == "cancelled"
         assert client.search("DiagnosticReport", {"subject": study.patient_reference}) == []

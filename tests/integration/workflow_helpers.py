@@ -29,10 +29,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, SecretStr
 
+from agent.parts import fhir_client, pacs_client
 from agent.seed import seed_datasets
 from agent.settings import PROJECT_ROOT, Settings
 from graphs.approval import ApprovalDecision
-from tools.dicomweb.client import DicomwebClient
 from tools.fhir.builders import DICOM_UID_SYSTEM
 from tools.fhir.client import FhirClient
 from tools.fhir.task import task_token
@@ -81,7 +81,7 @@ def approve(reviewer: str = "dr-durable", automatic: bool = False) -> ApprovalDe
 
 def retire(settings: Settings, studies: Sequence[SeededStudy]) -> None:
     """Take a test's studies still `registered` off the shared work list (status cancelled)."""
-    with FhirClient.from_settings(settings) as fhir:
+    with fhir_client(settings) as fhir:
         for seeded in studies:
             study = fhir.read("ImagingStudy", seeded.imaging_study_id)
             if study.status == "registered":
@@ -96,7 +96,7 @@ def result_instances(settings: Settings, study_uid: str) -> dict[str, list[str]]
     """SOP Instance UIDs of the study's non-CT instances, by modality, over all its series
     (one UID per modality means one series and one instance: the PACS holds no empty series)."""
     found: dict[str, list[str]] = {}
-    with DicomwebClient.from_settings(settings) as pacs:
+    with pacs_client(settings) as pacs:
         for series in pacs.search_series(study_uid):
             if series.modality == "CT":
                 continue
@@ -107,7 +107,7 @@ def result_instances(settings: Settings, study_uid: str) -> dict[str, list[str]]
 
 def task_of(settings: Settings, seeded: SeededStudy) -> Any:
     """The one Task of the study's job (by its identifier and by its focus: both must agree)."""
-    with FhirClient.from_settings(settings) as fhir:
+    with fhir_client(settings) as fhir:
         by_identifier = fhir.search("Task", {"identifier": task_token(seeded.study_instance_uid, ENGINE)})
         by_focus = fhir.search("Task", {"focus": f"ImagingStudy/{seeded.imaging_study_id}"})
     assert len(by_identifier) == 1, f"{len(by_identifier)} Tasks for study {seeded.study_instance_uid}"
@@ -138,7 +138,7 @@ def assert_written_once(settings: Settings, seeded: SeededStudy) -> WrittenResul
     pacs = result_instances(settings, seeded.study_instance_uid)
     for modality in RESULT_MODALITIES:
         assert len(pacs.get(modality, [])) == 1, f"{modality} of {seeded.study_instance_uid}: {pacs}"
-    with FhirClient.from_settings(settings) as fhir:
+    with fhir_client(settings) as fhir:
         [report] = reports_of(fhir, seeded)
         result_uid = next(i.value for i in report.identifier if i.system == DICOM_UID_SYSTEM)
         assert len(fhir.search("DiagnosticReport", {"identifier": f"{DICOM_UID_SYSTEM}|{result_uid}"})) == 1
@@ -172,7 +172,7 @@ def assert_written_once(settings: Settings, seeded: SeededStudy) -> WrittenResul
 def assert_nothing_written(settings: Settings, seeded: SeededStudy) -> None:
     """No result in the PACS, no report in FHIR, the study still `registered`."""
     assert result_instances(settings, seeded.study_instance_uid) == {}
-    with FhirClient.from_settings(settings) as fhir:
+    with fhir_client(settings) as fhir:
         assert reports_of(fhir, seeded) == []
         assert fhir.read("ImagingStudy", seeded.imaging_study_id).status == "registered"
 

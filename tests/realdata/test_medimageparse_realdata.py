@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.settings import RetryPolicy, Settings
+from agent.settings import Settings
 from tests.fake_medimageparse import FakeMedImageParse
+from tools.http import RetryPolicy
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.segmentation.lung_threshold import LungThresholdEngine
 from tools.segmentation.medimageparse import MedImageParseEngine

@@ -18,9 +18,9 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from urllib3.util.retry import RequestHistory
 
-from agent.settings import HttpAuth, RetryPolicy
 from tools.dicomweb.client import DicomwebClient, PacsError, _PolicyRetry, qido_query
-from tools.http_retry import ServiceUnavailableError
+from tools.http import HttpAuth, RetryPolicy
+from tools.http.retry import ServiceUnavailableError
 
 pytestmark = pytest.mark.unit
 

@@ -14,10 +14,12 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.patient import Patient
 from pydantic import SecretStr
 
-from agent.settings import HttpAuth, RetryPolicy, Settings
+from agent.parts import fhir_client
+from agent.settings import Settings
 from tools.fhir.client import AsyncFhirClient, FhirClient
 from tools.fhir.errors import FhirConflictError, FhirError, FhirNotFoundError, FhirValidationError
-from tools.http_retry import ServiceUnavailableError
+from tools.http import HttpAuth, RetryPolicy
+from tools.http.retry import ServiceUnavailableError
 
 pytestmark = pytest.mark.unit
 
@@ -356,13 +358,13 @@ def test_persistent_503_raises_service_unavailable(kind: str) -> None:
 def test_too_many_requests_honours_retry_after(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
     if kind == "sync":
-        monkeypatch.setattr("tools.http_retry.time.sleep", waits.append)
+        monkeypatch.setattr("tools.http.retry.time.sleep", waits.append)
     else:
 
         async def record(seconds: float) -> None:
             waits.append(seconds)
 
-        monkeypatch.setattr("tools.http_retry.asyncio.sleep", record)
+        monkeypatch.setattr("tools.http.retry.asyncio.sleep", record)
     answers = iter([fhir_json(429, None, {"Retry-After": "2"}), fhir_json(200, patient("p1"))])
     server = Server(lambda r: next(answers))
     policy = RetryPolicy(attempts=3, backoff_s=0.001, max_backoff_s=5, timeout_s=5)
@@ -452,7 +454,7 @@ def test_from_settings_uses_the_fhir_settings() -> None:
         http_retry_attempts=2,
         http_timeout_s=3.0,
     )
-    with FhirClient.from_settings(settings) as client:
+    with fhir_client(settings) as client:
         assert client.base_url == "http://ehr.test/r4"
         assert client.page_size == 7
         assert (client.retry.attempts, client.retry.timeout_s) == (2, 3.0)

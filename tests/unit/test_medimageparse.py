@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.settings import RetryPolicy, Settings
+from agent.settings import Settings
 from tests.fake_medimageparse import FakeMedImageParse
+from tools.http import RetryPolicy
 from tools.imaging.geometry import Geometry
 from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir

@@ -18,8 +18,8 @@ from langchain_core.tools import BaseTool
 import agent.offline_planner as offline_planner
 from agent.offline_planner import OfflinePlanner
 from agent.settings import Settings
-from tools.agent_tools.catalog import WRITE_TOOLS, build_tools
-from tools.agent_tools.models import (
+from graphs.planner_tools.catalog import WRITE_TOOLS, build_tools
+from graphs.planner_tools.models import (
     ApprovalItem,
     ApprovalList,
     BuiltObject,

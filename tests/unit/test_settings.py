@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from agent.settings import PROJECT_ROOT, HttpAuth, Settings
+from agent.settings import PROJECT_ROOT, Settings
+from tools.http import HttpAuth
 
 pytestmark = pytest.mark.unit
 

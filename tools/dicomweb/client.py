@@ -6,7 +6,7 @@ built here because of an Orthanc quirk (see `qido_query`); STOW-RS bodies too, b
 file meta (Orthanc stores it, then WADO-RS returns files pydicom cannot read).
 
 Every request shares one `requests.Session` whose urllib3 `Retry` follows the project's
-`RetryPolicy` (the semantics of `tools.http_retry`): 429/5xx and transport errors are
+`RetryPolicy` (the semantics of `tools.http.retry`): 429/5xx and transport errors are
 retried with exponential backoff honouring ``Retry-After``; other 4xx are not.
 """
 
@@ -32,7 +32,6 @@ from pydicom.errors import InvalidDicomError
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from agent.settings import HttpAuth, RetryPolicy, Settings
 from tools.dicomweb.models import (
     InstanceSummary,
     SeriesSummary,
@@ -41,7 +40,8 @@ from tools.dicomweb.models import (
     StudySummary,
     describe_store_status,
 )
-from tools.http_retry import RETRYABLE_STATUS, ServiceUnavailableError
+from tools.http.config import HttpAuth, RetryPolicy
+from tools.http.retry import RETRYABLE_STATUS, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class PacsError(RuntimeError):
 
 
 class _PolicyRetry(Retry):
-    """urllib3 `Retry` with `tools.http_retry`'s timing.
+    """urllib3 `Retry` with `tools.http.retry`'s timing.
 
     urllib3 waits nothing before the first retry and caps ``Retry-After`` at hours; the
     project waits ``backoff_s * 2**n`` from the first retry and caps every wait at
@@ -268,14 +268,6 @@ class DicomwebClient:
         self._dw = DICOMwebClient(self.url, session=self._session, timeout=retry.timeout_s)
         self._dw.set_http_retry_params(retry=False)
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DicomwebClient:
-        return cls(
-            settings.dicomweb_url,
-            auth=settings.dicomweb_http_auth(),
-            retry=settings.retry_policy(),
-            stow_batch_size=settings.dicomweb_stow_batch_size,
-        )
 
     @contextmanager
     def _errors(self, what: str, url: str) -> Iterator[None]:

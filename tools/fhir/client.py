@@ -6,7 +6,7 @@ Implements the interactions the agent needs from FHIR R4 RESTful API
 versioned update (If-Match, "Managing Resource Contention"), transaction and the
 capabilities interaction. Bodies are parsed into `fhir.resources.R4B` models.
 
-Every request goes through `tools.http_retry` with the configured `RetryPolicy`; an
+Every request goes through `tools.http.retry` with the configured `RetryPolicy`; an
 unreachable server raises `ServiceUnavailableError`, an error answer a `FhirError`.
 Logs carry method, resource type, id, status and elapsed time, never bodies or query
 strings (search values can be patient names).
@@ -30,9 +30,9 @@ from fhir.resources.R4B.domainresource import DomainResource
 from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
-from agent.settings import HttpAuth, RetryPolicy, Settings
 from tools.fhir.errors import FhirError, error_from_response, operation_outcome_issues
-from tools.http_retry import ServiceUnavailableError, asend_with_retry, send_with_retry
+from tools.http.config import HttpAuth, RetryPolicy
+from tools.http.retry import ServiceUnavailableError, asend_with_retry, send_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +189,6 @@ class _FhirCore:
         basic = auth.basic()
         self._auth = httpx.BasicAuth(*basic) if basic else None
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        return cls(
-            settings.fhir_url,
-            auth=settings.fhir_http_auth(),
-            retry=settings.retry_policy(),
-            page_size=settings.fhir_page_size,
-        )
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -349,7 +341,7 @@ class _FhirCore:
         if status < 400:
             return
         if status in _UNAVAILABLE_STATUS:
-            # tools.http_retry hands back the last retryable answer; it still means "down".
+            # tools.http.retry hands back the last retryable answer; it still means "down".
             issues = operation_outcome_issues(_json_or_none(response))
             detail = "; ".join([f"HTTP {status}", *issues])
             raise ServiceUnavailableError(SERVICE, self.base_url, detail, self.retry.attempts)

@@ -2,7 +2,7 @@
 
 Each error names the resource, says what the server answered (its OperationOutcome issues,
 FHIR R4 https://hl7.org/fhir/R4/operationoutcome.html) and what to do next. A server that
-cannot be reached at all surfaces as `tools.http_retry.ServiceUnavailableError` instead.
+cannot be reached at all surfaces as `tools.http.retry.ServiceUnavailableError` instead.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from scipy.sparse.csgraph import depth_first_order
 
 from tools.imaging.geometry import Geometry
 
+
 @dataclass(frozen=True)
 class SliceContour:
     """One closed planar contour on slice ``slice_index`` of a volume.

@@ -59,8 +59,9 @@ from nibabel.orientations import apply_orientation, io_orientation, ornt_transfo
 from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 
-from agent.settings import RetryPolicy, Settings
-from tools.http_retry import RETRYABLE_STATUS, ServiceUnavailableError, send_with_retry
+from agent.settings import Settings
+from tools.http.config import RetryPolicy
+from tools.http.retry import RETRYABLE_STATUS, ServiceUnavailableError, send_with_retry
 from tools.imaging.volume import Volume
 from tools.segmentation.base import (
     EngineError,

@@ -36,7 +36,6 @@ import numpy as np
 from pydantic import BaseModel
 from pydicom import Dataset
 
-from agent.settings import Settings
 from tools.dicomweb.client import DicomwebClient, PacsError
 from tools.fhir.builders import uid_search_token
 from tools.fhir.client import FhirClient
@@ -433,14 +432,3 @@ def gather_cases(
     log.info("training data: %d pairs, %d skipped, %d studies", len(gatherer.pairs), len(gatherer.skipped), len(studies))
     return GatherReport(pairs=gatherer.pairs, skipped=gatherer.skipped, studies_scanned=len(studies))
 
-
-def gather_from_settings(
-    settings: Settings,
-    cases_dir: Path,
-    *,
-    study_uids: Iterable[str] | None = None,
-    pixdim: Sequence[float] = DEFAULT_PIXDIM,
-    progress: Callable[[int, int], None] | None = None,
-) -> GatherReport:
-    with DicomwebClient.from_settings(settings) as pacs, FhirClient.from_settings(settings) as fhir:
-        return gather_cases(pacs, fhir, cases_dir, study_uids=study_uids, pixdim=pixdim, progress=progress)

@@ -16,10 +16,9 @@ from typing import Any
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel
 
+from agent.parts import fhir_client, pacs_client
 from agent.settings import Settings
-from graphs.runtime import AgentRuntime, PendingApproval, RunReport
-from graphs.study import StudyPipeline, StudyState
-from tools.agent_tools.models import (
+from graphs.planner_tools.models import (
     ApprovalItem,
     ApprovalList,
     BatchArgs,
@@ -43,11 +42,11 @@ from tools.agent_tools.models import (
     StudyListItem,
     StudyRef,
 )
-from tools.dicomweb.client import DicomwebClient
-from tools.fhir.client import FhirClient
+from graphs.runtime import AgentRuntime, PendingApproval, RunReport
+from graphs.study import StudyPipeline, StudyState
 from tools.fhir.worklist import WorklistItem, find_worklist, to_worklist_item
-from tools.segmentation.qa import measure, qa_flags
 from tools.imaging.volume_store import load_volume
+from tools.segmentation.qa import measure, qa_flags
 from tools.segmentation.result_store import load_result
 
 WRITE_TOOLS = frozenset({"run_study_pipeline", "run_batch", "store_results_to_pacs", "update_fhir"})
@@ -102,7 +101,7 @@ class ToolBox:
     def search_imaging_studies(self, status: str | None = "registered", modality: str | None = "CT",
                                patient_identifier: str | None = None) -> StudyList:
         query = {k: v for k, v in {"status": status, "modality": modality}.items() if v}
-        with FhirClient.from_settings(self.settings) as fhir:
+        with fhir_client(self.settings) as fhir:
             if patient_identifier:
                 patients = fhir.search("Patient", {"identifier": patient_identifier})
                 refs = {f"Patient/{p.id}" for p in patients}
@@ -112,7 +111,7 @@ class ToolBox:
         return StudyList(count=len(items), studies=[_item(i) for i in items])
 
     def search_patients(self, identifier: str) -> PatientList:
-        with FhirClient.from_settings(self.settings) as fhir:
+        with fhir_client(self.settings) as fhir:
             patients = fhir.search("Patient", {"identifier": identifier})
         return PatientList(
             count=len(patients),
@@ -128,11 +127,11 @@ class ToolBox:
         )
 
     def show_study(self, imaging_study_id: str) -> StudyDetail:
-        with FhirClient.from_settings(self.settings) as fhir:
+        with fhir_client(self.settings) as fhir:
             item = to_worklist_item(fhir.read("ImagingStudy", imaging_study_id))
         series: list[SeriesItem] = []
         if item.study_instance_uid:
-            with DicomwebClient.from_settings(self.settings) as pacs:
+            with pacs_client(self.settings) as pacs:
                 series = [
                     SeriesItem(
                         series_instance_uid=s.series_instance_uid,

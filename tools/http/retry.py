@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from agent.settings import RetryPolicy
+from tools.http.config import RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,9 @@ from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 from pynetdicom.status import QR_FIND_SERVICE_CLASS_STATUS
 
-from agent.settings import Settings
 from tools.dicomweb.client import PacsError
 from tools.dicomweb.models import StoreFailure, StoreResult, StudySummary, describe_store_status
-from tools.http_retry import ServiceUnavailableError
+from tools.http.retry import ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +94,6 @@ class DimseClient:
         self.calling_aet = calling_aet
         self.timeout_s = timeout_s
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DimseClient:
-        return cls(
-            settings.dimse_host,
-            settings.dimse_port,
-            settings.dimse_called_aet,
-            settings.dimse_calling_aet,
-            settings.http_timeout_s,
-        )
 
     @property
     def peer(self) -> str:

@@ -1,0 +1,41 @@
+"""Builds the parts of imaging-agent from the settings: the one place that turns configuration
+into clients. Everything below `agent/` takes these parts as parameters and never reads settings.
+"""
+
+from __future__ import annotations
+
+from agent.settings import Settings
+from tools.dicomweb.client import DicomwebClient
+from tools.dimse.client import DimseClient
+from tools.fhir.client import FhirClient
+
+
+def fhir_client(settings: Settings) -> FhirClient:
+    """The FHIR R4 client for `settings.fhir_url`, with its auth, retry policy and page size."""
+    return FhirClient(
+        settings.fhir_url,
+        auth=settings.fhir_http_auth(),
+        retry=settings.retry_policy(),
+        page_size=settings.fhir_page_size,
+    )
+
+
+def pacs_client(settings: Settings) -> DicomwebClient:
+    """The DICOMweb client for `settings.dicomweb_url`, with its auth, retry policy and STOW batch size."""
+    return DicomwebClient(
+        settings.dicomweb_url,
+        auth=settings.dicomweb_http_auth(),
+        retry=settings.retry_policy(),
+        stow_batch_size=settings.dicomweb_stow_batch_size,
+    )
+
+
+def dimse_client(settings: Settings) -> DimseClient:
+    """The DIMSE client for the configured PACS AE (C-ECHO, C-STORE, C-FIND)."""
+    return DimseClient(
+        settings.dimse_host,
+        settings.dimse_port,
+        settings.dimse_called_aet,
+        settings.dimse_calling_aet,
+        settings.http_timeout_s,
+    )

@@ -1,0 +1,1 @@
+"""DIMSE (DICOM upper layer) services: C-ECHO, C-STORE, C-FIND with pynetdicom."""
