@@ -36,9 +36,9 @@ from pydantic import BaseModel
 from agent.llm import planner_info
 from agent.parts import fhir_client, pacs_client
 from agent.settings import Settings, get_settings
-from graphs.approval import ApprovalDecision
 from graphs.chat import approval_card, approve, build_chat_graph, reject
 from graphs.runtime import AgentRuntime, Job, PendingApproval, RunReport
+from tools.workflow.approval import ApprovalDecision
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ _TOOL_ERROR = re.compile(r"^Error: \w+\((['\"])(.*)\1\)\s*(Please fix your mista
 """ToolNode's wrapping of a tool's exception: "Error: Type('message')\\n Please fix your mistakes."."""
 
 Card = Mapping[str, Any]
-"""An approval card: graphs.approval.ApprovalRequest fields + "approval_id" + "job"."""
+"""An approval card: tools.workflow.approval.ApprovalRequest fields + "approval_id" + "job"."""
 
 
 # -- pure rendering -------------------------------------------------------------------------

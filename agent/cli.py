@@ -288,7 +288,7 @@ ReviewerName = Annotated[str | None, typer.Option("--reviewer-name", help="Displ
 
 def _decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: tuple[str, str]) -> Any:
     from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, render_approval
-    from graphs.approval import ApprovalDecision
+    from tools.workflow.approval import ApprovalDecision
 
     while report.pending:
         pending = report.pending[0]
@@ -380,9 +380,9 @@ def ask(
 
     from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, default_reviewer, render_approval
     from agent.llm import planner_info
-    from graphs.approval import ApprovalDecision, ApprovalRequest
     from graphs.chat import build_chat_graph
     from graphs.runtime import AgentRuntime, PendingApproval
+    from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 
     settings = get_settings()
     reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
@@ -454,8 +454,8 @@ def approvals_show(approval_id: Annotated[str, typer.Argument(help="Approval id 
 
 def _decide(approval_id: str, action: str, reason: str | None, reviewer_id: str | None, reviewer_name: str | None) -> None:
     from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
-    from graphs.approval import ApprovalDecision
     from graphs.runtime import AgentRuntime
+    from tools.workflow.approval import ApprovalDecision
 
     settings = get_settings()
     rid, rname = default_reviewer(settings, reviewer_id, reviewer_name)

@@ -12,8 +12,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from agent.settings import Settings
-from graphs.approval import ApprovalDecision
 from graphs.runtime import PendingApproval, RunReport
+from tools.workflow.approval import ApprovalDecision
 
 
 def default_reviewer(settings: Settings, reviewer_id: str | None, reviewer_name: str | None) -> tuple[str, str]:

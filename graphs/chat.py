@@ -38,9 +38,9 @@ from langgraph.types import Command, interrupt
 
 from agent.llm import build_chat_model
 from agent.prompts import SYSTEM_PROMPT
-from graphs.approval import ApprovalDecision
 from graphs.planner_tools.catalog import WRITE_TOOLS, build_tools
 from graphs.runtime import AgentRuntime, PendingApproval
+from tools.workflow.approval import ApprovalDecision
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ the same pending approvals, and a process killed mid-batch resumes where it stop
 
     from agent.settings import Settings
     from graphs.runtime import AgentRuntime
-    from graphs.approval import ApprovalDecision
+    from tools.workflow.approval import ApprovalDecision
 
     with AgentRuntime(Settings()) as runtime:
         run = runtime.start_batch()                      # stops at the approvals
@@ -31,11 +31,11 @@ from langgraph.types import Command
 from pydantic import BaseModel
 
 from agent.settings import Settings
-from graphs.approval import ApprovalDecision, ApprovalRequest
 from graphs.batch import StudyOutcome, build_batch_graph, outcome_of
-from graphs.decisions import DecisionStore, checkpoint_path, payload_sha256
 from graphs.study import build_study_graph
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
+from tools.workflow.approval import ApprovalDecision, ApprovalRequest
+from tools.workflow.decisions import DecisionStore, checkpoint_path, payload_sha256
 
 log = logging.getLogger(__name__)
 

@@ -30,15 +30,6 @@ from pydicom import dcmread
 
 from agent.parts import fhir_client, pacs_client
 from agent.settings import Settings
-from graphs.approval import (
-    SOP_CLASS_NAMES,
-    ApprovalDecision,
-    ApprovalRequest,
-    PendingDicomWrite,
-    SeriesChoice,
-    StructureForReview,
-)
-from graphs.decisions import DecisionStore, payload_sha256
 from tools.fhir.errors import FhirConflictError
 from tools.fhir.task import approved_plan, ensure_task, set_status
 from tools.fhir.worklist import study_instance_uid as uid_of_study
@@ -53,6 +44,15 @@ from tools.segmentation import registry  # noqa: F401  (registers the built-in e
 from tools.segmentation.base import STRUCTURES, EngineError, get_engine
 from tools.segmentation.qa import qa_flags
 from tools.segmentation.result_store import load_result, save_result
+from tools.workflow.approval import (
+    SOP_CLASS_NAMES,
+    ApprovalDecision,
+    ApprovalRequest,
+    PendingDicomWrite,
+    SeriesChoice,
+    StructureForReview,
+)
+from tools.workflow.decisions import DecisionStore, payload_sha256
 
 log = logging.getLogger(__name__)
 

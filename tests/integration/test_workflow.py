@@ -9,12 +9,12 @@ import pytest
 from agent.parts import fhir_client
 from agent.seed import seed_datasets, seed_folder
 from agent.settings import Settings
-from graphs.approval import ApprovalDecision, PendingDicomWrite
 from graphs.runtime import AgentRuntime
 from tests.integration.listings import fhir_listing, pacs_listing, result_series
 from tools.fhir.task import task_token
 from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
+from tools.workflow.approval import ApprovalDecision, PendingDicomWrite
 
 pytestmark = pytest.mark.integration
 

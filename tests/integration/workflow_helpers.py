@@ -32,12 +32,12 @@ from pydantic import BaseModel, SecretStr
 from agent.parts import fhir_client, pacs_client
 from agent.seed import seed_datasets
 from agent.settings import PROJECT_ROOT, Settings
-from graphs.approval import ApprovalDecision
 from tools.fhir.builders import DICOM_UID_SYSTEM
 from tools.fhir.client import FhirClient
 from tools.fhir.task import task_token
 from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
+from tools.workflow.approval import ApprovalDecision
 
 ENGINE = "lung-threshold"
 RESULT_MODALITIES = ["RTSTRUCT", "SEG", "SR"]

@@ -13,12 +13,12 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 import app as ui
 from agent.settings import Settings
-from graphs.approval import ApprovalRequest, PendingDicomWrite, SeriesChoice, StructureForReview
 from graphs.runtime import AgentRuntime, Job, RunReport
 from tests.conftest import make_service_settings
 from tests.scripted_model import ScriptedModel, tool_call
 from tools.results.fhir_report import FhirChange
 from tools.segmentation.base import QAFlag
+from tools.workflow.approval import ApprovalRequest, PendingDicomWrite, SeriesChoice, StructureForReview
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from graphs.approval import ApprovalDecision
-from graphs.decisions import DecisionConflictError, DecisionStore, payload_sha256
+from tools.workflow.approval import ApprovalDecision
+from tools.workflow.decisions import DecisionConflictError, DecisionStore, payload_sha256
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,6 @@ from fhir.resources.R4B.imagingstudy import ImagingStudy, ImagingStudySeries
 from fhir.resources.R4B.reference import Reference
 from pydantic import ValidationError
 
-from graphs.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite, SeriesChoice, StructureForReview
 from tools.dicomweb.models import SeriesSummary
 from tools.fhir.builders import DICOM_CODE_SYSTEM, DICOM_UID_SYSTEM
 from tools.imaging.geometry import Geometry
@@ -41,6 +40,13 @@ from tools.results.fhir_report import (
 from tools.results.report import ReportInput, ReportStructure, conclusion, flags_of, render_report
 from tools.segmentation.base import STRUCTURES, QAFlag, SegmentationResult, StructureMask
 from tools.segmentation.result_store import load_result, save_result
+from tools.workflow.approval import (
+    ApprovalDecision,
+    ApprovalRequest,
+    PendingDicomWrite,
+    SeriesChoice,
+    StructureForReview,
+)
 
 pytestmark = pytest.mark.unit
 

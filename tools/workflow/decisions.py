@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.settings import Settings
-from graphs.approval import ApprovalDecision
+from tools.workflow.approval import ApprovalDecision
 
 
 def checkpoint_path(settings: Settings) -> Path:
