@@ -11,12 +11,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.settings import Settings
 from tools.imaging.preflight import preflight
 from tools.imaging.volume import SeriesRefusedError, assemble_volume, group_by_series, read_series_dir
 from tools.results.package import OutputFormat, ResultPackage, build_package
-from tools.segmentation import registry  # noqa: F401  (registers the built-in engines)
-from tools.segmentation.base import get_engine
+from tools.segmentation.catalog import EngineCatalog
+from tools.workflow.prepare import segment_with_fallback
 
 Progress = Callable[[str, float], None]
 
@@ -28,14 +27,19 @@ class ContourError(RuntimeError):
 def run_contour(
     dicom_dir: Path,
     out_dir: Path,
-    settings: Settings,
+    engines: EngineCatalog,
+    engine_chain: Sequence[str],
     *,
-    engine_name: str | None = None,
     formats: Sequence[OutputFormat],
     targets: Sequence[str] = ("lungs",),
     overwrite: bool = False,
     progress: Progress | None = None,
-) -> ResultPackage:
+) -> tuple[ResultPackage, list[str]]:
+    """Contour one local series with the first engine of `engine_chain` that works and passes QA.
+
+    Returns the package written into `out_dir` (atomically: all files or none) and, for each engine
+    tried before the one used, why its result was not used.
+    """
     report = progress or (lambda stage, fraction: None)
     _check_paths(dicom_dir, out_dir, overwrite)
     if "sr" in formats and "seg" not in formats:
@@ -61,8 +65,7 @@ def run_contour(
     read_s = time.perf_counter() - started
 
     report("segment", 0.1)
-    engine = get_engine(engine_name or settings.default_engine, settings)
-    result = engine.segment(volume, list(targets))
+    result, not_used = segment_with_fallback(engines, volume, engine_chain, targets)
 
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -92,7 +95,7 @@ def run_contour(
     if package.summary_path is not None:
         package.summary_path.write_text(package.model_dump_json(indent=2))
     report("done", 1.0)
-    return package
+    return package, not_used
 
 
 def _check_paths(dicom_dir: Path, out_dir: Path, overwrite: bool) -> None:

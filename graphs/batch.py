@@ -1,6 +1,6 @@
 """The batch: a FHIR work list fanned out to one study pipeline per study.
 
-    select (FHIR search) -> Send("study", ...) per study, at most `max_concurrency` at once
+    select (FHIR search) -> Send("study", ...) per study, at most `concurrency` at once
                          -> summarize
 
 Each study runs the study graph as a subgraph (its own checkpoints, its own approval
@@ -13,95 +13,43 @@ from __future__ import annotations
 import logging
 import operator
 import threading
-from typing import Annotated, Any, TypedDict
+from collections.abc import Mapping
+from typing import Annotated, Any, Protocol, TypedDict
 
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer, Send
 
-from agent.parts import fhir_client
-from agent.settings import Settings
-from graphs.study import StudyState, build_study_graph
-from tools.fhir.task import task_token
-from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY, find_worklist
+from graphs.study import DEFAULT_TARGETS, StudyState, StudySteps, build_study_graph, outcome_of
+from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY, WorklistItem
+from tools.workflow.records import StudyOutcome
 
 log = logging.getLogger(__name__)
 
 
-class StudyOutcome(TypedDict):
-    imaging_study_id: str
-    study_instance_uid: str | None
-    outcome: str
-    detail: str
-    seconds: float
+class BatchSteps(StudySteps, Protocol):
+    """The study steps plus the work-list selection."""
+
+    def select(self, query: Mapping[str, str], engine: str) -> tuple[list[WorklistItem], list[StudyOutcome]]: ...
 
 
 class BatchState(TypedDict, total=False):
     query: dict[str, str]
     engine: str
     targets: list[str]
-    studies: list[dict[str, Any]]
+    studies: list[WorklistItem]
     outcomes: Annotated[list[StudyOutcome], operator.add]
     summary: dict[str, int]
 
 
-def outcome_of(state: StudyState) -> StudyOutcome:
-    """One study's line in a batch summary, from its final state."""
-    outcome = state.get("outcome", "failed")
-    if outcome == "completed":
-        detail = f"stored {len(state.get('stored', []))} new DICOM object(s); report {state.get('report_reference', '-')}"
-    elif outcome == "rejected":
-        detail = f"rejected: {state.get('decision', {}).get('reason', '')}"
-    else:
-        detail = f"{state.get('failed_stage', '?')}: {state.get('error', 'unknown error')}"
-    return StudyOutcome(
-        imaging_study_id=state["imaging_study_id"],
-        study_instance_uid=state.get("study", {}).get("study_instance_uid"),
-        outcome=outcome,
-        detail=detail,
-        seconds=round(sum(state.get("seconds", {}).values()), 2),
-    )
-
-
-def build_batch_graph(settings: Settings, checkpointer: Checkpointer = None) -> Any:
+def build_batch_graph(steps: BatchSteps, concurrency: int, checkpointer: Checkpointer = None) -> Any:
     """Compile the batch graph; invoke with {"query": {...}} (default: registered CT studies)."""
-    study_graph = build_study_graph(settings)
+    study_graph = build_study_graph(steps)
 
     def select(state: BatchState) -> dict[str, Any]:
-        """The work list, less the studies whose result a reviewer already rejected.
-
-        A rejected study stays `registered`; rerunning the same engine would show the reviewer the
-        same result again, so the batch leaves it and says how to run it on purpose.
-        """
         query = state.get("query") or DEFAULT_WORKLIST_QUERY
-        engine = state.get("engine") or settings.default_engine
-        studies: list[dict[str, Any]] = []
-        skipped: list[StudyOutcome] = []
-        with fhir_client(settings) as fhir:
-            for item in find_worklist(fhir, query):
-                tasks = (
-                    fhir.search("Task", {"identifier": task_token(item.study_instance_uid, engine)})
-                    if item.study_instance_uid
-                    else []
-                )
-                if tasks and tasks[0].status == "rejected":
-                    reason = tasks[0].statusReason.text if tasks[0].statusReason else "no reason recorded"
-                    skipped.append(
-                        StudyOutcome(
-                            imaging_study_id=item.imaging_study_id,
-                            study_instance_uid=item.study_instance_uid,
-                            outcome="skipped",
-                            detail=(
-                                f"its {engine} result was rejected earlier ({reason}); run "
-                                f"`imaging-agent process --study {item.imaging_study_id}` to process it again"
-                            ),
-                            seconds=0.0,
-                        )
-                    )
-                else:
-                    studies.append(item.model_dump())
-        log.info("batch work list: %d studies for %s, %d skipped as rejected", len(studies), query, len(skipped))
-        return {"query": query, "studies": studies, "outcomes": skipped}
+        studies, skipped = steps.select(query, state.get("engine") or steps.default_engine)
+        return {"query": dict(query), "studies": studies, "outcomes": skipped}
 
     def fan_out(state: BatchState) -> list[Send] | str:
         studies = state.get("studies", [])
@@ -111,9 +59,9 @@ def build_batch_graph(settings: Settings, checkpointer: Checkpointer = None) -> 
             Send(
                 "study",
                 {
-                    "imaging_study_id": item["imaging_study_id"],
-                    "engine": state.get("engine") or settings.default_engine,
-                    "targets": state.get("targets") or ["lungs"],
+                    "imaging_study_id": item.imaging_study_id,
+                    "engine": state.get("engine") or steps.default_engine,
+                    "targets": state.get("targets") or DEFAULT_TARGETS,
                 },
             )
             for item in studies
@@ -121,7 +69,7 @@ def build_batch_graph(settings: Settings, checkpointer: Checkpointer = None) -> 
 
     # LangGraph's max_concurrency sizes a thread pool that its own stream waiter also uses, so it
     # cannot be the limit: with 1 the batch would wait forever. The limit is this semaphore.
-    running = threading.BoundedSemaphore(settings.batch_concurrency)
+    running = threading.BoundedSemaphore(concurrency)
 
     def study(state: StudyState) -> dict[str, Any]:
         try:

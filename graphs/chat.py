@@ -11,9 +11,9 @@ one `interrupt()` per pass (never inside the ToolNode), and hands the person's d
 workflow runtime. The model has no way to answer an approval: its tool calls cannot produce a
 resume value, and a resume value is only applied to the approval it names.
 
+    from agent.chat import build_chat_graph      # compile_chat_graph with the planner from the settings
+    from agent.runtime import AgentRuntime
     from agent.settings import Settings
-    from graphs.chat import build_chat_graph
-    from graphs.runtime import AgentRuntime
 
     with AgentRuntime(Settings()) as runtime:
         chat = build_chat_graph(runtime)
@@ -36,10 +36,9 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from langgraph.types import Command, interrupt
 
-from agent.llm import build_chat_model
-from agent.prompts import SYSTEM_PROMPT
 from graphs.planner_tools.catalog import WRITE_TOOLS, build_tools
-from graphs.runtime import AgentRuntime, PendingApproval
+from graphs.prompts import SYSTEM_PROMPT
+from graphs.runtime import PendingApproval, WorkflowRuntime
 from tools.workflow.approval import ApprovalDecision
 
 log = logging.getLogger(__name__)
@@ -76,17 +75,13 @@ def approval_card(pending: PendingApproval) -> dict[str, Any]:
     return {"approval_id": pending.interrupt_id, "job": pending.thread_id, **pending.request.model_dump(mode="json")}
 
 
-def build_chat_graph(
-    runtime: AgentRuntime, model: BaseChatModel | None = None, *, checkpointer: Any = None
-) -> Any:
-    """Compile the chat graph over `runtime` (its settings, workflows and durable store).
+def compile_chat_graph(runtime: WorkflowRuntime, model: BaseChatModel, *, checkpointer: Any = None) -> Any:
+    """Compile the chat graph: `model` plans over the tools of `runtime` (its workflows and durable store).
 
-    `model` defaults to the planner chosen by the settings (see agent/llm.py). Conversations are
-    checkpointed in the runtime's SQLite file unless another checkpointer is given.
+    Conversations are checkpointed in the runtime's SQLite file unless another checkpointer is given.
     """
-    settings = runtime.settings
-    tools = build_tools(settings, runtime)
-    planner_model = (model or build_chat_model(settings)).bind_tools(tools)
+    tools = build_tools(runtime)
+    planner_model = model.bind_tools(tools)
 
     def planner(state: ChatState) -> dict[str, Any]:
         reply = planner_model.invoke([SystemMessage(SYSTEM_PROMPT), *state["messages"]])

@@ -4,8 +4,8 @@ One durable store — the SQLite file in the run directory — holds LangGraph's
 a small `jobs` table naming each thread, so the CLI, the Gradio app and Python code all see
 the same pending approvals, and a process killed mid-batch resumes where it stopped.
 
+    from agent.runtime import AgentRuntime      # this runtime, built from the settings
     from agent.settings import Settings
-    from graphs.runtime import AgentRuntime
     from tools.workflow.approval import ApprovalDecision
 
     with AgentRuntime(Settings()) as runtime:
@@ -23,6 +23,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -30,12 +31,13 @@ from langgraph.config import get_stream_writer
 from langgraph.types import Command
 from pydantic import BaseModel
 
-from agent.settings import Settings
-from graphs.batch import StudyOutcome, build_batch_graph, outcome_of
-from graphs.study import build_study_graph
+from graphs.batch import build_batch_graph
+from graphs.study import build_study_graph, outcome_of
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
-from tools.workflow.decisions import DecisionStore, checkpoint_path, payload_sha256
+from tools.workflow.decisions import request_sha256
+from tools.workflow.pipeline import StudyWorkflow
+from tools.workflow.records import StudyOutcome
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,8 @@ class RunReport(BaseModel):
     kind: JobKind
     done: bool
     pending: list[PendingApproval]
-    outcomes: list[dict[str, Any]]
-    summary: dict[str, Any] | None = None
+    outcomes: list[StudyOutcome]
+    summary: dict[str, int] | None = None
 
 
 def _enclosing_stream_writer() -> ProgressHandler | None:
@@ -76,12 +78,18 @@ def _enclosing_stream_writer() -> ProgressHandler | None:
         return None
 
 
-class AgentRuntime:
-    """Owns the checkpointer and the compiled graphs for one settings object."""
+class WorkflowRuntime:
+    """Owns the checkpointer and the compiled graphs over one workflow (its services are injected).
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        path = checkpoint_path(settings)
+    `state_path` is the SQLite file for checkpoints and the jobs table; the workflow's decision
+    store lives in the same file, so one file holds everything a restart needs.
+    """
+
+    def __init__(self, workflow: StudyWorkflow, *, state_path: Path, batch_concurrency: int) -> None:
+        self.workflow = workflow
+        self.decisions = workflow.services.decisions
+        self.batch_concurrency = batch_concurrency
+        path = state_path
         path.parent.mkdir(parents=True, exist_ok=True)
         # LangGraph runs parallel branches and tools in threads; SqliteSaver serialises access to its
         # own connection. The jobs table has a connection and a lock of its own, so a job started
@@ -96,18 +104,16 @@ class AgentRuntime:
             )
             self._jobs_conn.commit()
         self.checkpointer = SqliteSaver(self._conn)
-        self.decisions = DecisionStore(path)
         self.graphs = {
-            "batch": build_batch_graph(settings, self.checkpointer),
-            "study": build_study_graph(settings, self.checkpointer),
+            "batch": build_batch_graph(workflow, batch_concurrency, self.checkpointer),
+            "study": build_study_graph(workflow, self.checkpointer),
         }
 
     def close(self) -> None:
-        self.decisions.close()
         self._jobs_conn.close()
         self._conn.close()
 
-    def __enter__(self) -> AgentRuntime:
+    def __enter__(self) -> WorkflowRuntime:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -148,7 +154,7 @@ class AgentRuntime:
         return {
             "configurable": {"thread_id": thread_id},
             # Threads for the batch's branches; how many studies run at once is the batch's own limit.
-            "max_concurrency": max(32, self.settings.batch_concurrency + 1),
+            "max_concurrency": max(32, self.batch_concurrency + 1),
             "recursion_limit": 200,
         }
 
@@ -183,7 +189,7 @@ class AgentRuntime:
     ) -> RunReport:
         """Run the batch over the FHIR work list until it finishes or waits for approvals."""
         thread_id = self._new_job("batch", self.batch_label(query))
-        initial: dict[str, Any] = {"engine": engine or self.settings.default_engine}
+        initial: dict[str, Any] = {"engine": engine or self.workflow.default_engine}
         if query:
             initial["query"] = dict(query)
         return self._run("batch", thread_id, initial, on_progress)
@@ -193,7 +199,7 @@ class AgentRuntime:
     ) -> RunReport:
         """Run the study pipeline for one ImagingStudy until it finishes or waits for approval."""
         thread_id = self._new_job("study", f"ImagingStudy/{imaging_study_id}")
-        initial = {"imaging_study_id": imaging_study_id, "engine": engine or self.settings.default_engine}
+        initial = {"imaging_study_id": imaging_study_id, "engine": engine or self.workflow.default_engine}
         return self._run("study", thread_id, initial, on_progress)
 
     def resume(self, thread_id: str, on_progress: ProgressHandler | None = None) -> RunReport:
@@ -218,8 +224,7 @@ class AgentRuntime:
             )
         for iid, decision in decisions.items():
             request = open_requests[iid]
-            payload = request.model_dump(mode="json")
-            self.decisions.record(thread_id, request.request_id, payload_sha256(payload), decision)
+            self.decisions.record(thread_id, request.request_id, request_sha256(request), decision)
         resume = {iid: d.model_dump(mode="json") for iid, d in decisions.items()}
         return self._run(job.kind, thread_id, Command(resume=resume), on_progress)
 
@@ -232,10 +237,11 @@ class AgentRuntime:
             for i in state.interrupts
         ]
         values = state.values or {}
+        outcomes: list[StudyOutcome]
         if job.kind == "batch":
-            outcomes: list[dict[str, Any]] = [dict(o) for o in values.get("outcomes", [])]
+            outcomes = list(values.get("outcomes", []))
         elif values.get("outcome"):
-            outcomes = [dict(outcome_of(values))]
+            outcomes = [outcome_of(values)]
         else:
             outcomes = []
         return RunReport(
@@ -271,4 +277,4 @@ class AgentRuntime:
         return matches[0]
 
 
-__all__ = ["AgentRuntime", "Job", "PendingApproval", "RunReport", "StudyOutcome", "checkpoint_path"]
+__all__ = ["Job", "PendingApproval", "RunReport", "StudyOutcome", "WorkflowRuntime"]

@@ -9,15 +9,13 @@ reaches the PACS or FHIR without a recorded human decision.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel
 
-from agent.parts import fhir_client, pacs_client
-from agent.settings import Settings
 from graphs.planner_tools.models import (
     ApprovalItem,
     ApprovalList,
@@ -42,12 +40,14 @@ from graphs.planner_tools.models import (
     StudyListItem,
     StudyRef,
 )
-from graphs.runtime import AgentRuntime, PendingApproval, RunReport
-from graphs.study import StudyPipeline, StudyState
+from graphs.runtime import PendingApproval, RunReport, WorkflowRuntime
+from graphs.study import DEFAULT_TARGETS
 from tools.fhir.worklist import WorklistItem, find_worklist, to_worklist_item
 from tools.imaging.volume_store import load_volume
-from tools.segmentation.qa import measure, qa_flags
+from tools.segmentation.qa import measure
 from tools.segmentation.result_store import load_result
+from tools.workflow import records
+from tools.workflow.records import FetchedSeries, StoredFile, StoredSegmentation
 
 WRITE_TOOLS = frozenset({"run_study_pipeline", "run_batch", "store_results_to_pacs", "update_fhir"})
 
@@ -89,30 +89,39 @@ def _job(report: RunReport) -> JobStarted:
     )
 
 
-class ToolBox:
-    """The tool implementations, bound to one settings object and one runtime."""
+@dataclass
+class _Draft:
+    """How far the look-only tools ran the study steps: nothing remote is written."""
 
-    def __init__(self, settings: Settings, runtime: AgentRuntime) -> None:
-        self.settings = settings
+    fetched: FetchedSeries
+    volume_file: StoredFile | None = None
+    segmentation: StoredSegmentation | None = None
+    built: records.BuiltResults | None = None
+
+
+class ToolBox:
+    """The tool implementations, bound to one runtime (its workflow's clients and steps, its jobs)."""
+
+    def __init__(self, runtime: WorkflowRuntime) -> None:
         self.runtime = runtime
-        self.pipeline = StudyPipeline(settings)
+        self.workflow = runtime.workflow
+        self.fhir = runtime.workflow.services.fhir
+        self.pacs = runtime.workflow.services.pacs
 
     # -- reads --------------------------------------------------------------------------
     def search_imaging_studies(self, status: str | None = "registered", modality: str | None = "CT",
                                patient_identifier: str | None = None) -> StudyList:
         query = {k: v for k, v in {"status": status, "modality": modality}.items() if v}
-        with fhir_client(self.settings) as fhir:
-            if patient_identifier:
-                patients = fhir.search("Patient", {"identifier": patient_identifier})
-                refs = {f"Patient/{p.id}" for p in patients}
-                items = [i for i in find_worklist(fhir, query) if i.patient_reference in refs]
-            else:
-                items = find_worklist(fhir, query)
+        if patient_identifier:
+            patients = self.fhir.search("Patient", {"identifier": patient_identifier})
+            refs = {f"Patient/{p.id}" for p in patients}
+            items = [i for i in find_worklist(self.fhir, query) if i.patient_reference in refs]
+        else:
+            items = find_worklist(self.fhir, query)
         return StudyList(count=len(items), studies=[_item(i) for i in items])
 
     def search_patients(self, identifier: str) -> PatientList:
-        with fhir_client(self.settings) as fhir:
-            patients = fhir.search("Patient", {"identifier": identifier})
+        patients = self.fhir.search("Patient", {"identifier": identifier})
         return PatientList(
             count=len(patients),
             patients=[
@@ -127,55 +136,54 @@ class ToolBox:
         )
 
     def show_study(self, imaging_study_id: str) -> StudyDetail:
-        with fhir_client(self.settings) as fhir:
-            item = to_worklist_item(fhir.read("ImagingStudy", imaging_study_id))
+        item = to_worklist_item(self.fhir.read("ImagingStudy", imaging_study_id))
         series: list[SeriesItem] = []
         if item.study_instance_uid:
-            with pacs_client(self.settings) as pacs:
-                series = [
-                    SeriesItem(
-                        series_instance_uid=s.series_instance_uid,
-                        modality=s.modality,
-                        images=s.number_of_instances,
-                        slice_thickness_mm=s.slice_thickness_mm,
-                        untrusted_text=s.series_description,
-                    )
-                    for s in pacs.search_series(item.study_instance_uid)
-                ]
+            series = [
+                SeriesItem(
+                    series_instance_uid=s.series_instance_uid,
+                    modality=s.modality,
+                    images=s.number_of_instances,
+                    slice_thickness_mm=s.slice_thickness_mm,
+                    untrusted_text=s.series_description,
+                )
+                for s in self.pacs.search_series(item.study_instance_uid)
+            ]
         return StudyDetail(study=_item(item), series_in_pacs=series)
 
-    def _draft(self, imaging_study_id: str, engine: str | None, targets: list[str] | None, until: str) -> StudyState:
-        """Run the study steps locally up to `until` (fetch, segment or build), writing nothing remote."""
-        state: StudyState = {"imaging_study_id": imaging_study_id, "variant": "draft"}
-        if engine:
-            state["engine"] = engine
-        if targets:
-            state["targets"] = targets
-        steps: list[Callable[[StudyState], dict[str, Any]]] = [self.pipeline.read_study, self.pipeline.fetch]
-        if until in ("segment", "build"):
-            steps += [self.pipeline.assemble, self.pipeline.preflight, self.pipeline.segment]
+    def _draft(
+        self, imaging_study_id: str, engine: str | None, targets: list[str] | None, until: Literal["fetch", "segment", "build"]
+    ) -> _Draft:
+        """Run the study steps locally up to `until`, as "draft" files beside any pending approval's."""
+        w = self.workflow
+        study = w.read_study(imaging_study_id)
+        draft = _Draft(fetched=w.fetch(study))
+        if until == "fetch":
+            return draft
+        draft.volume_file = w.assemble(draft.fetched)
+        w.preflight(draft.volume_file)
+        draft.segmentation = w.segment(
+            draft.volume_file, draft.fetched, engine or w.default_engine, targets or DEFAULT_TARGETS, "draft"
+        )
         if until == "build":
-            state["created_at"] = datetime.now(UTC).replace(microsecond=0).isoformat()
-            steps.append(self.pipeline.build)
-        for step in steps:
-            state.update(step(state))  # type: ignore[typeddict-item]
-        return state
+            created_at = datetime.now(UTC).replace(microsecond=0).isoformat()
+            draft.built = w.build(study, draft.fetched, draft.volume_file, draft.segmentation, created_at, "draft")
+        return draft
 
     def fetch_series(self, imaging_study_id: str) -> SeriesFetched:
-        state = self._draft(imaging_study_id, None, None, "fetch")
-        series = state["series"]
+        series = self._draft(imaging_study_id, None, None, "fetch").fetched.series
         return SeriesFetched(
             imaging_study_id=imaging_study_id,
-            series_instance_uid=series["series_instance_uid"],
-            images=series["images"],
-            reason=series["reason"],
+            series_instance_uid=series.series_instance_uid,
+            images=series.images,
+            reason=series.reason,
         )
 
     def segment(self, imaging_study_id: str, engine: str | None = None, targets: list[str] | None = None) -> SegmentationSummary:
-        state = self._draft(imaging_study_id, engine, targets, "segment")
-        volume = load_volume(Path(state["volume_file"]), state["volume_sha256"])
-        result = load_result(Path(state["segmentation_file"]), state["segmentation_sha256"])
-        flags = [*result.flags, *qa_flags(volume, result.structures)]
+        draft = self._draft(imaging_study_id, engine, targets, "segment")
+        assert draft.volume_file is not None and draft.segmentation is not None
+        volume = load_volume(draft.volume_file.path, draft.volume_file.sha256)
+        result = load_result(draft.segmentation.path, draft.segmentation.sha256)
         return SegmentationSummary(
             imaging_study_id=imaging_study_id,
             engine=result.engine,
@@ -189,27 +197,25 @@ class ToolBox:
                 )
                 for s in result.structures
             ],
-            qa_flags=[f.message for f in flags],
+            qa_flags=[f.message for f in result.flags],
         )
 
     def build_results(self, imaging_study_id: str, engine: str | None = None) -> BuiltResults:
-        state = self._draft(imaging_study_id, engine, None, "build")
-        writes = state["approval_request"]["dicom_writes"]
+        built = self._draft(imaging_study_id, engine, None, "build").built
+        assert built is not None
         return BuiltResults(
             imaging_study_id=imaging_study_id,
             objects=[
-                BuiltObject(kind=w["kind"], sop_instance_uid=w["sop_instance_uid"], sha256=w["sha256"], path=w["path"])
-                for w in writes
+                BuiltObject(kind=w.kind, sop_instance_uid=w.sop_instance_uid, sha256=w.sha256, path=w.path)
+                for w in built.request.dicom_writes
             ],
         )
 
     def generate_report(self, imaging_study_id: str, engine: str | None = None) -> ReportText:
-        state = self._draft(imaging_study_id, engine, None, "build")
-        request = state["approval_request"]
+        built = self._draft(imaging_study_id, engine, None, "build").built
+        assert built is not None
         return ReportText(
-            imaging_study_id=imaging_study_id,
-            report_text=request["report_text"],
-            conclusion=request["plan"]["conclusion"],
+            imaging_study_id=imaging_study_id, report_text=built.request.report_text, conclusion=built.plan.conclusion
         )
 
     def list_pending_approvals(self) -> ApprovalList:
@@ -231,8 +237,9 @@ def _tool(fn: Callable[..., BaseModel], name: str, schema: type[BaseModel], desc
     return StructuredTool.from_function(func=run, name=name, description=description, args_schema=schema)
 
 
-def build_tools(settings: Settings, runtime: AgentRuntime) -> list[BaseTool]:
-    box = ToolBox(settings, runtime)
+def build_tools(runtime: WorkflowRuntime) -> list[BaseTool]:
+    """The planner's tools over `runtime`: read tools, look-only study steps, and job starters."""
+    box = ToolBox(runtime)
     pipeline_note = (
         " Nothing is written when this tool returns: the results wait for a radiologist's approval, "
         "which the system asks for; you cannot approve."

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from agent.parts import fhir_client
+from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets, seed_folder
 from agent.settings import Settings
-from graphs.runtime import AgentRuntime
 from tests.integration.listings import fhir_listing, pacs_listing, result_series
 from tools.fhir.task import task_token
-from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
+from tools.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.workflow.approval import ApprovalDecision, PendingDicomWrite
 
 pytestmark = pytest.mark.integration
@@ -141,7 +141,7 @@ def test_same_study_twice_writes_nothing_twice(live_settings: Settings, runtime:
 
 def _approved_writes(runtime: AgentRuntime, thread_id: str) -> list[PendingDicomWrite]:
     state = runtime.graphs["study"].get_state({"configurable": {"thread_id": thread_id}}).values
-    return [PendingDicomWrite.model_validate(w) for w in state["approval_request"]["dicom_writes"]]
+    return state["built"].request.dicom_writes
 
 
 def test_fallback_engine_is_named_in_approval_and_provenance(live_settings: Settings, tmp_path: Path) -> None:

@@ -13,8 +13,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from tools.imaging.series_choice import ChosenSeries
 from tools.results.fhir_report import FhirChange, Reviewer
 from tools.segmentation.base import QAFlag
+
+SeriesChoice = ChosenSeries
+"""The series the pipeline chose and why (the approval card shows it)."""
 
 SOP_CLASS_NAMES = {
     "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
@@ -43,14 +47,6 @@ class StructureForReview(BaseModel):
     confidence: float
 
 
-class SeriesChoice(BaseModel):
-    series_instance_uid: str
-    description: str | None
-    images: int
-    slice_thickness_mm: float | None
-    reason: str
-
-
 class ApprovalRequest(BaseModel):
     """Everything a radiologist needs to decide on one study."""
 
@@ -62,7 +58,7 @@ class ApprovalRequest(BaseModel):
     patient_display_name: str | None
     study_date: str | None
     study_description: str | None
-    series: SeriesChoice
+    series: ChosenSeries
     engine: str
     engine_version: str
     engine_fallbacks: list[str] = Field(

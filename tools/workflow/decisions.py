@@ -19,18 +19,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agent.settings import Settings
-from tools.workflow.approval import ApprovalDecision
-
-
-def checkpoint_path(settings: Settings) -> Path:
-    """The one SQLite file of the workflow runtime: checkpoints, jobs and decisions."""
-    return settings.run_dir / "agent.sqlite"
+from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 
 
 def payload_sha256(payload: dict[str, Any]) -> str:
     """A stable hash of an approval request as shown to the reviewer."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def request_sha256(request: ApprovalRequest) -> str:
+    """The hash a decision is recorded under: the request exactly as the reviewer was shown it."""
+    return payload_sha256(request.model_dump(mode="json"))
 
 
 class DecisionConflictError(RuntimeError):
@@ -52,10 +51,6 @@ class DecisionStore:
                 " PRIMARY KEY (request_id, plan_sha256))"
             )
             self._conn.commit()
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> DecisionStore:
-        return cls(checkpoint_path(settings))
 
     def record(self, thread_id: str, request_id: str, payload_hash: str, decision: ApprovalDecision) -> None:
         """Keep the first answer to a request; refuse a different second one."""

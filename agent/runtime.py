@@ -1,0 +1,34 @@
+"""The workflow runtime built from the settings: what the CLI, the app and Python code open.
+
+    from agent.runtime import AgentRuntime
+    from agent.settings import Settings
+
+    with AgentRuntime(Settings()) as runtime:      # checkpoints in run/agent.sqlite
+        report = runtime.start_batch()              # stops at the approvals
+"""
+
+from __future__ import annotations
+
+from agent.parts import study_services
+from agent.settings import Settings
+from graphs.runtime import WorkflowRuntime
+from tools.workflow.pipeline import StudyWorkflow
+
+
+class AgentRuntime(WorkflowRuntime):
+    """`WorkflowRuntime` over the clients and engines the settings describe; closes them on close."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services = study_services(settings)
+        super().__init__(
+            StudyWorkflow(self.services),
+            state_path=settings.state_path,
+            batch_concurrency=settings.batch_concurrency,
+        )
+
+    def close(self) -> None:
+        super().close()
+        self.services.decisions.close()
+        self.services.fhir.close()
+        self.services.pacs.close()

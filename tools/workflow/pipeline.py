@@ -1,0 +1,111 @@
+"""The study steps bound to the services they use: what the study graph and the planner's tools call.
+
+`StudyServices` is built once at the top (agent/parts.py) from the settings and handed down; the
+graph never builds a client. `StudyWorkflow` binds the plain step functions of `prepare` and
+`write` to those services, so a graph node is one call, and a test can hand the graph a fake
+workflow to check its routing without any server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.dicomweb.client import DicomwebClient
+from tools.fhir.client import FhirClient
+from tools.fhir.worklist import WorklistItem
+from tools.segmentation.catalog import EngineCatalog
+from tools.workflow import prepare, write
+from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
+from tools.workflow.decisions import DecisionStore
+from tools.workflow.records import (
+    ApprovedPlan,
+    BuiltResults,
+    FetchedSeries,
+    StoredFile,
+    StoredSegmentation,
+    StudyOutcome,
+    StudyRecord,
+    TaskRecord,
+    Variant,
+)
+from tools.workflow.worklist import select_worklist
+
+
+@dataclass(frozen=True)
+class StudyServices:
+    """Everything a study job talks to. The clients are long-lived and safe to share between threads."""
+
+    fhir: FhirClient
+    pacs: DicomwebClient
+    engines: EngineCatalog
+    decisions: DecisionStore
+    work_root: Path
+    default_engine: str
+    fallback_engines: tuple[str, ...] = field(default=())
+
+
+class StudyWorkflow:
+    """The study steps over one set of services; each method is one step of docs/architecture.md's flow."""
+
+    def __init__(self, services: StudyServices) -> None:
+        self.services = services
+
+    @property
+    def default_engine(self) -> str:
+        return self.services.default_engine
+
+    def select(self, query: Mapping[str, str], engine: str) -> tuple[list[WorklistItem], list[StudyOutcome]]:
+        return select_worklist(self.services.fhir, query, engine)
+
+    def read_study(self, imaging_study_id: str) -> StudyRecord:
+        return prepare.read_study(self.services.fhir, imaging_study_id)
+
+    def open_task(self, study: StudyRecord, engine: str) -> TaskRecord:
+        s = self.services
+        return prepare.open_task(s.fhir, s.pacs, s.decisions, study, engine)
+
+    def fetch(self, study: StudyRecord) -> FetchedSeries:
+        return prepare.fetch_series(self.services.pacs, study.study_instance_uid, self.services.work_root)
+
+    def assemble(self, fetched: FetchedSeries) -> StoredFile:
+        return prepare.assemble_stored(fetched.work_dir)
+
+    def preflight(self, volume_file: StoredFile) -> None:
+        prepare.preflight_stored(volume_file)
+
+    def segment(
+        self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: Variant
+    ) -> StoredSegmentation:
+        chain = prepare.engine_chain(engine, self.services.fallback_engines)
+        return prepare.segment_stored(self.services.engines, volume_file, fetched.work_dir, chain, targets, variant)
+
+    def build(
+        self,
+        study: StudyRecord,
+        fetched: FetchedSeries,
+        volume_file: StoredFile,
+        segmentation: StoredSegmentation,
+        created_at: str,
+        variant: Variant,
+    ) -> BuiltResults:
+        return prepare.build_results(study, fetched, volume_file, segmentation, created_at, variant)
+
+    def recorded_decision(self, thread_id: str | None, request: ApprovalRequest) -> ApprovalDecision | None:
+        return write.recorded_decision(self.services.decisions, thread_id, request)
+
+    def record_approval(self, task_id: str, approved: ApprovedPlan) -> None:
+        write.record_approval(self.services.fhir, self.services.decisions, task_id, approved)
+
+    def store(self, study_instance_uid: str, writes: Sequence[PendingDicomWrite]) -> list[str]:
+        return write.store_approved(self.services.pacs, study_instance_uid, writes)
+
+    def report(self, task_id: str, approved: ApprovedPlan) -> str:
+        return write.report_to_fhir(self.services.fhir, task_id, approved)
+
+    def record_rejection(self, task_id: str, decision: ApprovalDecision) -> None:
+        write.record_rejection(self.services.fhir, task_id, decision)
+
+    def record_failure(self, task_id: str, reason: str) -> None:
+        write.record_failure(self.services.fhir, task_id, reason)

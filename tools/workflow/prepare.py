@@ -1,0 +1,287 @@
+"""The study steps before approval: read, fetch, assemble, check, segment, build. They write nothing
+clinical: only the job's FHIR Task (bookkeeping) and files in the work store.
+
+Each step is a plain function with its clients passed in; the study graph wraps each one in a thin
+node, the planner's look-only tools and `imaging-agent contour` call the same functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+
+from tools.dicomweb.client import DicomwebClient
+from tools.fhir.client import FhirClient
+from tools.fhir.task import approved_plan, ensure_task
+from tools.fhir.worklist import study_instance_uid as uid_of_study
+from tools.http import ServiceUnavailableError
+from tools.imaging.preflight import preflight
+from tools.imaging.series_choice import choose_ct_series
+from tools.imaging.volume import Volume, assemble_volume, read_series_dir
+from tools.imaging.volume_store import content_key, load_volume, save_volume
+from tools.results.fhir_report import StructureVolume, WritebackPlan, describe_changes
+from tools.results.package import ResultPackage, build_package
+from tools.segmentation.base import STRUCTURES, EngineError, SegmentationResult
+from tools.segmentation.catalog import EngineCatalog
+from tools.segmentation.qa import assess
+from tools.segmentation.result_store import load_result, save_result
+from tools.workflow.approval import SOP_CLASS_NAMES, ApprovalRequest, PendingDicomWrite, StructureForReview
+from tools.workflow.decisions import DecisionStore
+from tools.workflow.records import (
+    ApprovedPlan,
+    BuiltResults,
+    FetchedSeries,
+    StoredFile,
+    StoredSegmentation,
+    StudyFailure,
+    StudyRecord,
+    TaskRecord,
+    Variant,
+)
+
+log = logging.getLogger(__name__)
+
+
+def read_study(fhir: FhirClient, imaging_study_id: str) -> StudyRecord:
+    """The ImagingStudy and its patient from FHIR: identifiers, dates, version. Reads only."""
+    study = fhir.read("ImagingStudy", imaging_study_id)
+    study_uid = uid_of_study(study)
+    if study_uid is None:
+        raise StudyFailure(
+            f"ImagingStudy/{study.id} has no Study Instance UID identifier (system urn:dicom:uid), "
+            "so its images cannot be found in the PACS. Add the identifier and run again."
+        )
+    patient_ref = study.subject.reference if study.subject else None
+    patient_name, patient_id = None, None
+    if patient_ref and patient_ref.startswith("Patient/"):
+        patient = fhir.read("Patient", patient_ref.split("/", 1)[1])
+        patient_name = patient.name[0].text if patient.name else None
+        patient_id = patient.identifier[0].value if patient.identifier else None
+    return StudyRecord(
+        imaging_study_id=imaging_study_id,
+        study_instance_uid=study_uid,
+        status=str(study.status),
+        version=study.meta.versionId if study.meta else None,
+        patient_reference=patient_ref,
+        patient_display_name=patient_name,
+        patient_id=patient_id,
+        started=str(study.started) if study.started else None,
+        description=study.description,
+    )
+
+
+def open_task(
+    fhir: FhirClient, pacs: DicomwebClient, decisions: DecisionStore, study: StudyRecord, engine: str
+) -> TaskRecord:
+    """The job's Task (found or created, in-progress), with a plan approved earlier when it may be reused."""
+    task = ensure_task(fhir, study.imaging_study_id, study.study_instance_uid, study.patient_reference, engine)
+    authored = task.authoredOn if isinstance(task.authoredOn, datetime) else datetime.now(UTC)
+    recorded = approved_plan(task)
+    reusable = None
+    if recorded is not None and study.status == "registered":
+        reusable = reusable_plan(pacs, decisions, study, recorded)
+    return TaskRecord(
+        task_id=str(task.id), created_at=authored.replace(microsecond=0).isoformat(), reusable=reusable
+    )
+
+
+def reusable_plan(
+    pacs: DicomwebClient, decisions: DecisionStore, study: StudyRecord, recorded: dict[str, Any]
+) -> ApprovedPlan | None:
+    """A write plan read back from the Task, when it is provably ours and still valid.
+
+    The Task lives in the EHR, where others can write: the plan must name this very study and
+    patient, its approval must be in the local decisions table (byte for byte), and every approved
+    object must already be in the PACS. Otherwise the study simply runs again for a new approval.
+    """
+    try:
+        approved = ApprovedPlan.model_validate(recorded)
+    except ValueError:
+        log.warning("study %s: unreadable plan in its Task; running it again", study.imaging_study_id)
+        return None
+    plan = approved.plan
+    same_study = (
+        plan.imaging_study_id == study.imaging_study_id
+        and plan.study_instance_uid == study.study_instance_uid
+        and plan.patient_reference == (study.patient_reference or "")
+    )
+    approved_here = decisions.plan_approved(plan.result_uid, recorded)
+    if not (same_study and approved_here and approved.decision.action == "approve"):
+        log.warning("study %s: the Task's plan is not one approved here; running it again", study.imaging_study_id)
+        return None
+    stored = all(
+        pacs.instance_exists(plan.study_instance_uid, o.series_instance_uid, o.sop_instance_uid) for o in plan.objects
+    )
+    if not stored:
+        log.warning("study %s: approved objects missing from the PACS; running it again", study.imaging_study_id)
+        return None
+    return approved
+
+
+def fetch_series(pacs: DicomwebClient, study_instance_uid: str, work_root: Path) -> FetchedSeries:
+    """Choose the CT series by rules and download it, once, into a folder named by its content."""
+    chosen = choose_ct_series(study_instance_uid, pacs.search_series(study_instance_uid))
+    instances = pacs.search_instances(study_instance_uid, chosen.series_instance_uid)
+    work = work_root / content_key(chosen.series_instance_uid, [i.sop_instance_uid for i in instances])
+    source = work / "source"
+    have = {p.stem for p in source.glob("*.dcm")}
+    if have != {i.sop_instance_uid for i in instances}:
+        source.mkdir(parents=True, exist_ok=True)
+        for ds in pacs.retrieve_series(study_instance_uid, chosen.series_instance_uid):
+            ds.save_as(source / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    return FetchedSeries(series=chosen, work_dir=work)
+
+
+def assemble_stored(work_dir: Path) -> StoredFile:
+    """The downloaded series as one geometry-checked volume in the work store."""
+    volume = assemble_volume(read_series_dir(work_dir / "source"))
+    path = work_dir / "volume.npz"
+    return StoredFile(path=path, sha256=save_volume(volume, path))
+
+
+def preflight_stored(volume_file: StoredFile) -> None:
+    """Refuse a volume the engines cannot contour (modality, coverage, spacing), with the reason."""
+    preflight(load_volume(volume_file.path, volume_file.sha256))
+
+
+def engine_chain(requested: str, fallbacks: Sequence[str]) -> list[str]:
+    """The requested engine first, then each configured fallback once."""
+    return [requested, *[e for e in dict.fromkeys(fallbacks) if e != requested]]
+
+
+def segment_with_fallback(
+    engines: EngineCatalog, volume: Volume, chain: Sequence[str], targets: Sequence[str]
+) -> tuple[SegmentationResult, list[str]]:
+    """The first engine in `chain` whose result exists and passes QA (the last one's result stands
+    even with failed QA, so the reviewer sees it); returns the assessed result and why the engines
+    before it were not used.
+    """
+    not_used: list[str] = []
+    for name in chain:
+        try:
+            result = assess(volume, engines.get(name).segment(volume, list(targets)))
+        except (EngineError, ServiceUnavailableError, ValueError) as exc:
+            not_used.append(f"{name}: {exc}")
+            continue
+        failed = [f.message for f in result.flags if f.severity == "fail"]
+        if failed and name != chain[-1]:
+            not_used.append(f"{name}: QA failed ({'; '.join(failed)})")
+            continue
+        return result, not_used
+    raise StudyFailure(
+        f"no segmentation engine produced a result for series {volume.series_instance_uid}: "
+        + " | ".join(not_used)
+        + ". Check the engines' configuration (imaging-agent --help, .env.example)."
+    )
+
+
+def segment_stored(
+    engines: EngineCatalog,
+    volume_file: StoredFile,
+    work_dir: Path,
+    chain: Sequence[str],
+    targets: Sequence[str],
+    variant: Variant,
+) -> StoredSegmentation:
+    """`segment_with_fallback` on a stored volume; the result goes to the work store."""
+    volume = load_volume(volume_file.path, volume_file.sha256)
+    result, not_used = segment_with_fallback(engines, volume, chain, targets)
+    path = work_dir / f"{variant}-segmentation-{result.engine}.npz"
+    return StoredSegmentation(path=path, sha256=save_result(result, path), engine_fallbacks=not_used)
+
+
+def build_results(
+    study: StudyRecord,
+    fetched: FetchedSeries,
+    volume_file: StoredFile,
+    segmentation: StoredSegmentation,
+    created_at: str,
+    variant: Variant,
+) -> BuiltResults:
+    """RTSTRUCT, SEG, SR, previews and report on disk, hashed; the approval request and write plan."""
+    volume = load_volume(volume_file.path, volume_file.sha256)
+    result = load_result(segmentation.path, segmentation.sha256)
+    source = [dcmread(p, stop_before_pixels=True) for p in sorted((fetched.work_dir / "source").glob("*.dcm"))]
+    out_dir = fetched.work_dir / f"{variant}-results-{result.engine}"
+    package = build_package(source, volume, result, out_dir, created=datetime.fromisoformat(created_at))
+    plan = _writeback_plan(study, package, segmentation.engine_fallbacks)
+    request = _approval_request(study, fetched, package, plan)
+    (out_dir / "approval-request.json").write_text(request.model_dump_json(indent=2))
+    return BuiltResults(request=request, plan=plan)
+
+
+def _writeback_plan(study: StudyRecord, package: ResultPackage, fallbacks: list[str]) -> WritebackPlan:
+    return WritebackPlan(
+        result_uid=package.result_uid,
+        imaging_study_id=study.imaging_study_id,
+        imaging_study_version=study.version,
+        study_instance_uid=study.study_instance_uid,
+        patient_reference=study.patient_reference or "",
+        engine=package.engine,
+        engine_version=package.engine_version,
+        engine_fallbacks=fallbacks,
+        structures=[
+            StructureVolume(
+                key=s.key,
+                display=s.display,
+                snomed_code=STRUCTURES[s.key].snomed_code,
+                volume_ml=s.measurements.volume_ml,
+            )
+            for s in package.structures
+        ],
+        objects=package.objects,
+        conclusion=package.conclusion,
+        report_text=package.report_path.read_text(),
+    )
+
+
+def _approval_request(
+    study: StudyRecord, fetched: FetchedSeries, package: ResultPackage, plan: WritebackPlan
+) -> ApprovalRequest:
+    return ApprovalRequest(
+        request_id=package.result_uid,
+        imaging_study_id=study.imaging_study_id,
+        study_instance_uid=study.study_instance_uid,
+        patient_id=study.patient_id,
+        patient_display_name=study.patient_display_name,
+        study_date=study.started,
+        study_description=study.description,
+        series=fetched.series,
+        engine=package.engine,
+        engine_version=package.engine_version,
+        engine_fallbacks=plan.engine_fallbacks,
+        structures=[
+            StructureForReview(
+                key=s.key,
+                display=s.display,
+                volume_ml=round(s.measurements.volume_ml, 1),
+                mean_hu=round(s.measurements.mean_hu or 0.0, 1),
+                n_components=s.measurements.n_components,
+                confidence=s.confidence,
+            )
+            for s in package.structures
+        ],
+        flags=package.flags,
+        previews=[str(p) for p in package.previews],
+        report_text=plan.report_text,
+        dicom_writes=[
+            PendingDicomWrite(
+                kind=o.kind,
+                sop_class_uid=o.sop_class_uid,
+                sop_class_name=SOP_CLASS_NAMES.get(o.sop_class_uid, o.sop_class_uid),
+                sop_instance_uid=o.sop_instance_uid,
+                series_instance_uid=o.series_instance_uid,
+                sha256=o.sha256,
+                size_bytes=o.size_bytes,
+                path=str(o.path),
+            )
+            for o in package.objects
+        ],
+        fhir_changes=describe_changes(plan),
+    )
+
