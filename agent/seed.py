@@ -23,8 +23,8 @@ from tools.fhir.builders import imaging_study_from_dicom, patient_from_dicom, ui
 from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirError
 from tools.http.retry import ServiceUnavailableError
-from tools.imaging.phantom import PhantomSpec, make_phantom, save_masks, write_phantom
 from tools.imaging.volume import read_series_dir
+from tools.phantom import PhantomSpec, make_phantom, save_masks, write_phantom
 
 log = logging.getLogger(__name__)
 

@@ -301,7 +301,7 @@ def main() -> None:
 
     if not args.lidc.is_dir():
         raise SystemExit(f"LIDC series not found at {args.lidc}; pass its folder with --lidc DIR")
-    from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
+    from tools.phantom import PhantomSpec, make_phantom, write_phantom
 
     spec = PhantomSpec()
     with tempfile.TemporaryDirectory(prefix="bench-phantom-") as tmp:

@@ -13,8 +13,8 @@ from agent.seed import seed_datasets
 from agent.settings import PROJECT_ROOT, Settings
 from tests.conftest import make_service_settings
 from tests.integration.listings import result_series
-from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
+from tools.phantom import PhantomSpec, make_phantom, write_phantom
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from agent.seed import SeedError, seed_datasets, seed_folder
 from agent.settings import PROJECT_ROOT, Settings
 from tools.fhir.builders import uid_search_token
 from tools.fhir.worklist import find_worklist
-from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
+from tools.phantom import PhantomSpec, make_phantom, write_phantom
 
 pytestmark = pytest.mark.integration
 

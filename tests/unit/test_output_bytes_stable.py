@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import assemble_volume, read_series_dir
+from tools.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.results.package import build_package
 from tools.segmentation.lung_threshold import LungThresholdEngine
 

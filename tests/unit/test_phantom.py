@@ -12,7 +12,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from scipy import ndimage
 
 from tests.dicom_checks import dciodvfy_errors, dciodvfy_report
-from tools.imaging.phantom import (
+from tools.phantom import (
     MANUFACTURER,
     Phantom,
     PhantomSpec,

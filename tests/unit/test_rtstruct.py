@@ -22,8 +22,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 from tests.dicom_checks import dciodvfy_errors
-from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
+from tools.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.results.common import dataset_bytes, sha256_hex
 from tools.results.rtstruct import RTStructError, build_rtstruct, rtstruct_masks
 from tools.segmentation.base import STRUCTURES, SegmentationResult, StructureMask

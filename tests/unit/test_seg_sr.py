@@ -19,8 +19,8 @@ import pytest
 from pydicom import Dataset
 
 from tests.dicom_checks import dataset_errors, dciodvfy_errors
-from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
+from tools.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.results.common import MANUFACTURER, dataset_bytes, sha256_hex
 from tools.results.seg import ResultBuildError, build_seg
 from tools.results.sr import build_sr

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
+from tools.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.segmentation.monai_bundle import MonaiBundleEngine, read_bundle_config
 from tools.training.dataset import CaseInfo, case_arrays, list_cases, read_case, split_cases, write_case, write_skipped
 from tools.training.gather import SkippedCase, lung_key

@@ -1,82 +1,26 @@
-"""Synthetic chest CT phantom with exact lung masks, written as a DICOM CT series.
+"""The phantom's anatomy: tissue labels painted slice by slice, pulmonary vessels, HU values.
 
-The phantom exists so that the pipeline (fetch -> volume -> segment -> results) can be
-tested end to end without patient data, against ground truth that is exact: the lung
-masks are precisely the voxels painted as lung (vessels inside the lungs included; the
-trachea and main bronchi excluded), so a perfect segmenter reaches Dice 1.0.
-
-Geometry follows DICOM PS3.3 C.7.6.2 (Image Plane Module) in the patient-based LPS
-frame: +x is the patient's left, +y posterior, +z superior.
-
-- HFS: ImageOrientationPatient [1,0,0, 0,1,0]; columns run to the patient's left, rows
-  run posterior; the slice normal is +z.
-- FFS: ImageOrientationPatient [-1,0,0, 0,1,0]; columns run to the patient's right; the
-  slice normal is -z. This valid orientation is chosen on purpose: a loader that ignores
-  the orientation tags puts the lungs on the wrong side and fails the tests.
-
-Array order (``Phantom.hu``, ``left_lung``, ``right_lung``, ``labels``): index
-``[k, r, c]`` is row ``r``, column ``c`` of the k-th slice when the written slices are
-sorted by ImagePositionPatient projected on the slice normal (row direction x column
-direction), ascending, which is the order a geometry-based loader gives. So k = 0 is the
-most inferior slice for HFS and the most superior slice for FFS. Instance Number 1 is
-always the most superior slice (a cranio-caudal scan).
+The lung masks are exactly the voxels painted as lung (vessels inside the lungs included;
+the trachea and main bronchi excluded), so a perfect segmenter reaches Dice 1.0.
 
 Anatomy is laid out for a 400 mm x 400 mm x 300 mm field of view (the default spec) and
 scaled to the spec's field of view: a smaller grid at the default spacing gives a
 proportionally smaller patient; raise the spacings for an adult-size phantom at low
-resolution.
+resolution. Labels come in canonical order (inferior -> superior slices, posterior rows,
+patient-left columns); ``make_phantom`` turns them into array order.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from enum import IntEnum
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, generate_uid
 
-from tools.results.common import new_dataset
-
-logger = logging.getLogger(__name__)
-
-MANUFACTURER = "imaging-agent phantom"
-RESCALE_INTERCEPT = -1024
-_MIN_HU = RESCALE_INTERCEPT
-_MAX_HU = 4095 + RESCALE_INTERCEPT  # 12 bits stored, unsigned
-_UID_NAMESPACE = "imaging-agent phantom v1"
+from tools.phantom.spec import MAX_HU, MIN_HU, PhantomSpec, Tissue
 
 # The layout is designed in "reference mm" for this field of view; see the module docstring.
 _REF_FOV_XY_MM = 400.0
 _REF_EXTENT_Z_MM = 300.0
-# Patient z of the most superior slice: arbitrary, non-zero so that loaders must use IPP.
-_TOP_SLICE_Z_MM = -20.0
-
-
-class Tissue(IntEnum):
-    """Label of every voxel in ``Phantom.labels``."""
-
-    OUTSIDE_AIR = 0
-    TABLE_SHELL = 1
-    TABLE_CORE = 2
-    FAT = 3
-    SOFT_TISSUE = 4
-    BONE_CORTICAL = 5
-    BONE_MEDULLARY = 6
-    LUNG_LEFT = 7
-    LUNG_RIGHT = 8
-    VESSEL_LEFT = 9
-    VESSEL_RIGHT = 10
-    AIRWAY = 11
-    HEART = 12
-    AORTA = 13
-    LIVER = 14
-    BOWEL_GAS = 15
-
 
 # Mean HU per tissue (unenhanced CT); lung gets an extra anterior-posterior gradient.
 _HU = np.zeros(len(Tissue), dtype=np.float32)
@@ -119,210 +63,6 @@ _GAS_POCKETS = (
 _GAS_BELOW_DIAPHRAGM_MM = 12.0
 
 
-class PhantomSpec(BaseModel):
-    """What to generate. The same spec always gives the same pixels and UIDs."""
-
-    model_config = ConfigDict(frozen=True)
-
-    slices: int = Field(default=120, ge=8, le=2000)
-    rows: int = Field(default=512, ge=32, le=4096)
-    columns: int = Field(default=512, ge=32, le=4096)
-    pixel_spacing_mm: float = Field(default=0.78, gt=0)
-    slice_thickness_mm: float = Field(default=2.5, gt=0)
-    seed: int = 0
-    patient_position: Literal["HFS", "FFS"] = "HFS"
-    noise_hu: float = Field(default=12.0, ge=0)
-    patient_id: str = "PHANTOM-0001"
-    patient_name: str = "Phantom^Chest"
-    study_description: str = "CT CHEST (synthetic phantom)"
-    study_instance_uid: str | None = Field(
-        default=None, description="derived from the whole spec when None (idempotent seeding)"
-    )
-
-
-@dataclass
-class Phantom:
-    """A generated phantom; arrays are indexed [k, row, column] (see the module docstring)."""
-
-    hu: np.ndarray  # int16, Hounsfield units
-    left_lung: np.ndarray  # bool, exact mask of the left lung cavity (vessels included)
-    right_lung: np.ndarray  # bool, exact mask of the right lung cavity
-    spec: PhantomSpec
-    study_instance_uid: str
-    series_instance_uid: str
-    frame_of_reference_uid: str
-    sop_instance_uids: list[str]  # one per slice, in array order
-    labels: np.ndarray  # uint8 Tissue codes, same shape and order
-
-
-@dataclass(frozen=True)
-class PhantomGeometry:
-    """DICOM Image Plane attributes of the written series, in array order."""
-
-    image_orientation_patient: tuple[float, float, float, float, float, float]
-    image_positions_patient: list[tuple[float, float, float]]
-    pixel_spacing_mm: tuple[float, float]  # (row spacing, column spacing) as in PixelSpacing
-    instance_numbers: list[int]
-
-
-@dataclass(frozen=True)
-class PhantomMasks:
-    """Lung masks as saved next to a written phantom series."""
-
-    left_lung: np.ndarray
-    right_lung: np.ndarray
-    series_instance_uid: str
-
-
-def phantom_geometry(spec: PhantomSpec) -> PhantomGeometry:
-    """Orientation, per-slice positions (array order) and instance numbers for ``spec``."""
-    dx = spec.pixel_spacing_mm
-    half_x = (spec.columns - 1) / 2.0 * dx
-    y_first_row = -(spec.rows - 1) / 2.0 * dx
-    depth = np.arange(spec.slices) * spec.slice_thickness_mm
-    if spec.patient_position == "HFS":
-        iop = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-        x_first_column = -half_x
-        z = _TOP_SLICE_Z_MM - depth[::-1]  # ascending along the +z normal
-        instances = list(range(spec.slices, 0, -1))
-    else:
-        iop = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-        x_first_column = half_x
-        z = _TOP_SLICE_Z_MM - depth  # descending z is ascending along the -z normal
-        instances = list(range(1, spec.slices + 1))
-    positions = [(round(x_first_column, 4), round(y_first_row, 4), round(float(zk), 4)) for zk in z]
-    return PhantomGeometry(
-        image_orientation_patient=iop,
-        image_positions_patient=positions,
-        pixel_spacing_mm=(dx, dx),
-        instance_numbers=instances,
-    )
-
-
-def make_phantom(spec: PhantomSpec) -> Phantom:
-    """Generate the phantom in memory; pure and deterministic in ``spec``."""
-    labels = _canonical_labels(spec)
-    hu = _hounsfield(labels, spec)
-    if spec.patient_position == "FFS":
-        # Canonical order is (inferior->superior, posterior rows, patient-left columns);
-        # FFS array order runs superior->inferior with columns to the patient's right.
-        labels = np.ascontiguousarray(labels[::-1, :, ::-1])
-        hu = np.ascontiguousarray(hu[::-1, :, ::-1])
-    study_uid, series_uid, for_uid, sop_uids = _uids(spec)
-    return Phantom(
-        hu=hu,
-        left_lung=(labels == Tissue.LUNG_LEFT) | (labels == Tissue.VESSEL_LEFT),
-        right_lung=(labels == Tissue.LUNG_RIGHT) | (labels == Tissue.VESSEL_RIGHT),
-        spec=spec,
-        study_instance_uid=study_uid,
-        series_instance_uid=series_uid,
-        frame_of_reference_uid=for_uid,
-        sop_instance_uids=sop_uids,
-        labels=labels,
-    )
-
-
-def write_phantom(phantom: Phantom, out_dir: Path) -> list[Path]:
-    """Write one CT Image Storage file per slice (PS3.3 A.3, PS3.10 file format).
-
-    Files are Explicit VR Little Endian, named by Instance Number (``CT0001.dcm`` is the
-    most superior slice); rewriting the same phantom gives identical files. The returned
-    paths are in array order.
-    """
-    spec = phantom.spec
-    expected = (spec.slices, spec.rows, spec.columns)
-    if phantom.hu.shape != expected or len(phantom.sop_instance_uids) != spec.slices:
-        raise ValueError(
-            f"phantom series {phantom.series_instance_uid}: pixel array {phantom.hu.shape} and "
-            f"{len(phantom.sop_instance_uids)} SOP Instance UIDs do not match the spec {expected}; "
-            "regenerate it with make_phantom(spec)"
-        )
-    low, high = int(phantom.hu.min()), int(phantom.hu.max())
-    if low < _MIN_HU or high > _MAX_HU:
-        raise ValueError(
-            f"phantom series {phantom.series_instance_uid}: HU range [{low}, {high}] does not fit "
-            f"12-bit storage with intercept {RESCALE_INTERCEPT}; clip to [{_MIN_HU}, {_MAX_HU}]"
-        )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(
-            f"cannot write phantom series {phantom.series_instance_uid}: {out_dir} is a file; "
-            "pass a directory"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    geometry = phantom_geometry(spec)
-    stored = (phantom.hu.astype(np.int32) - RESCALE_INTERCEPT).astype(np.uint16)
-    paths: list[Path] = []
-    for k in range(spec.slices):
-        ds = _slice_dataset(phantom, geometry, k, stored[k])
-        path = out_dir / f"CT{geometry.instance_numbers[k]:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    logger.info(
-        "wrote phantom series %s (%d slices) to %s",
-        phantom.series_instance_uid,
-        len(paths),
-        out_dir,
-    )
-    return paths
-
-
-def save_masks(phantom: Phantom, path: Path) -> None:
-    """Save the exact lung masks (array order) and the series UID as a compressed .npz."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        path,
-        left=phantom.left_lung,
-        right=phantom.right_lung,
-        series_instance_uid=np.array(phantom.series_instance_uid),
-    )
-
-
-def load_masks(path: Path) -> PhantomMasks:
-    """Load masks written by ``save_masks``."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"phantom mask file {path} does not exist; write it with save_masks(phantom, path)"
-        )
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"left", "right", "series_instance_uid"} - set(data.files)
-        if missing:
-            raise ValueError(
-                f"phantom mask file {path} lacks {sorted(missing)}; it was not written by "
-                "save_masks: write it again with save_masks(phantom, path)"
-            )
-        left, right = data["left"], data["right"]
-        series_uid = str(data["series_instance_uid"])
-    if left.dtype != np.bool_ or right.dtype != np.bool_ or left.shape != right.shape:
-        raise ValueError(
-            f"phantom mask file {path} (series {series_uid}): masks must be boolean arrays of one "
-            f"shape, got {left.dtype}{left.shape} and {right.dtype}{right.shape}; write it again "
-            "with save_masks"
-        )
-    return PhantomMasks(left_lung=left, right_lung=right, series_instance_uid=series_uid)
-
-
-# --- UIDs ------------------------------------------------------------------------------
-
-
-def _uids(spec: PhantomSpec) -> tuple[str, str, str, list[str]]:
-    # Entropy is the whole spec, so the same spec re-seeds the same UIDs (idempotent
-    # writes) while any change to the pixels or the geometry gives new ones.
-    spec_key = spec.model_dump_json()
-    study = spec.study_instance_uid or generate_uid(
-        entropy_srcs=[_UID_NAMESPACE, "study", spec_key]
-    )
-    series = generate_uid(entropy_srcs=[_UID_NAMESPACE, "series", study, spec_key])
-    frame = generate_uid(entropy_srcs=[_UID_NAMESPACE, "frame-of-reference", series])
-    sops = [
-        generate_uid(entropy_srcs=[_UID_NAMESPACE, "sop", series, str(k)])
-        for k in range(spec.slices)
-    ]
-    return str(study), str(series), str(frame), [str(uid) for uid in sops]
-
-
-# --- anatomy ---------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class _Grid:
     """Reference-mm coordinates of the canonical grid axes."""
@@ -356,7 +96,7 @@ def _grid(spec: PhantomSpec) -> _Grid:
     )
 
 
-def _canonical_labels(spec: PhantomSpec) -> np.ndarray:
+def canonical_labels(spec: PhantomSpec) -> np.ndarray:
     grid = _grid(spec)
     labels = np.empty((spec.slices, spec.rows, spec.columns), dtype=np.uint8)
     # Airway walls must stay at least ~1.5 pixels thick or the lumen would touch the lung.
@@ -625,7 +365,7 @@ def _paint_vessels(labels: np.ndarray, grid: _Grid, rng: np.random.Generator) ->
         sub[tube & (sub == Tissue.LUNG_RIGHT)] = Tissue.VESSEL_RIGHT
 
 
-def _hounsfield(labels: np.ndarray, spec: PhantomSpec) -> np.ndarray:
+def hounsfield(labels: np.ndarray, spec: PhantomSpec) -> np.ndarray:
     grid = _grid(spec)
     hu = _HU[labels]
     gradient = (grid.y * _LUNG_GRADIENT_HU_PER_MM).astype(np.float32)[None, :, None]
@@ -637,93 +377,5 @@ def _hounsfield(labels: np.ndarray, spec: PhantomSpec) -> np.ndarray:
         noise *= np.float32(spec.noise_hu)
         hu += noise
     np.rint(hu, out=hu)
-    np.clip(hu, _MIN_HU, _MAX_HU, out=hu)
+    np.clip(hu, MIN_HU, MAX_HU, out=hu)
     return hu.astype(np.int16)
-
-
-# --- DICOM -----------------------------------------------------------------------------
-
-
-def _ds(value: float) -> str:
-    """A DS value of at most 16 characters (PS3.5 6.2)."""
-    text = f"{value:.6f}".rstrip("0").rstrip(".")
-    return text if text not in ("", "-0") else "0"
-
-
-def _slice_dataset(
-    phantom: Phantom, geometry: PhantomGeometry, k: int, pixels: np.ndarray
-) -> Dataset:
-    """One CT Image IOD instance (PS3.3 A.3) for slice ``k`` in array order."""
-    spec = phantom.spec
-    sop_uid = phantom.sop_instance_uids[k]
-    position = geometry.image_positions_patient[k]
-    date, time = "20240101", "120000"
-
-    ds = new_dataset(CTImageStorage, sop_uid, date, time)
-    # Patient (C.7.1.1)
-    ds.PatientName = spec.patient_name
-    ds.PatientID = spec.patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    # General Study (C.7.2.1)
-    ds.StudyInstanceUID = phantom.study_instance_uid
-    ds.StudyDate = date
-    ds.StudyTime = time
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = "1"
-    ds.AccessionNumber = ""
-    ds.StudyDescription = spec.study_description
-    # General Series (C.7.3.1)
-    ds.Modality = "CT"
-    ds.SeriesInstanceUID = phantom.series_instance_uid
-    ds.SeriesNumber = 1
-    ds.SeriesDate = date
-    ds.SeriesTime = time
-    ds.SeriesDescription = "Synthetic chest phantom"
-    ds.BodyPartExamined = "CHEST"
-    ds.PatientPosition = spec.patient_position
-    # Frame of Reference (C.7.4.1)
-    ds.FrameOfReferenceUID = phantom.frame_of_reference_uid
-    ds.PositionReferenceIndicator = ""
-    # General Equipment (C.7.5.1)
-    ds.Manufacturer = MANUFACTURER
-    ds.ManufacturerModelName = "synthetic chest CT"
-    ds.SoftwareVersions = "1"
-    # General Acquisition (C.7.10.1) and General Image (C.7.6.1)
-    ds.AcquisitionNumber = 1
-    ds.AcquisitionDate = date
-    ds.AcquisitionTime = time
-    ds.InstanceNumber = geometry.instance_numbers[k]
-    ds.ContentDate = date
-    ds.ContentTime = time
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.BurnedInAnnotation = "NO"
-    ds.LossyImageCompression = "00"
-    # Image Plane (C.7.6.2)
-    ds.PixelSpacing = [_ds(v) for v in geometry.pixel_spacing_mm]
-    ds.ImageOrientationPatient = [_ds(v) for v in geometry.image_orientation_patient]
-    ds.ImagePositionPatient = [_ds(v) for v in position]
-    ds.SliceThickness = _ds(spec.slice_thickness_mm)
-    ds.SliceLocation = _ds(position[2])
-    # Image Pixel (C.7.6.3) with the CT Image constraints (C.8.2.1)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = spec.rows
-    ds.Columns = spec.columns
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
-    # CT Image (C.8.2.1)
-    ds.RescaleIntercept = str(RESCALE_INTERCEPT)
-    ds.RescaleSlope = "1"
-    ds.KVP = "120"
-    ds.ConvolutionKernel = "STANDARD"
-    ds.ReconstructionDiameter = _ds(min(spec.rows, spec.columns) * spec.pixel_spacing_mm)
-    ds.GantryDetectorTilt = "0"
-    # VOI LUT (C.11.2): lung window first, mediastinal second.
-    ds.WindowCenter = ["-600", "40"]
-    ds.WindowWidth = ["1500", "400"]
-    ds.WindowCenterWidthExplanation = ["LUNG", "MEDIASTINUM"]
-    return ds
