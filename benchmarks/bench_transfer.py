@@ -19,7 +19,7 @@ from agent.parts import dimse_client, pacs_client
 from agent.services import process
 from agent.services.local import orthanc_spec
 from agent.settings import PROJECT_ROOT, Settings
-from tools.dicomweb.client import part10_bytes
+from tools.dicomweb.stow import part10_bytes
 from tools.imaging.volume import assemble_volume, read_series_dir
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"

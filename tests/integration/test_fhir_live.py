@@ -7,7 +7,6 @@ system, FHIR R4 search.html "token"), so tests never see each other's data.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -175,18 +174,3 @@ def test_read_of_a_missing_resource_raises_not_found(client: FhirClient) -> None
         client.read("Patient", missing)
     assert info.value.status == 404
     assert f"Patient/{missing}" in str(info.value)
-
-
-def test_async_client_round_trip(live_settings: Settings, system: str) -> None:
-    async def run() -> tuple[str, str, str, list[str]]:
-        async with Asyncfhir_client(live_settings) as client:
-            condition = f"identifier={system}|A1"
-            first = await client.create(new_patient(system, "A1"), if_none_exist=condition)
-            second = await client.create(new_patient(system, "A1"), if_none_exist=condition)
-            read = await client.read("Patient", first.id)
-            found = await client.search("Patient", {"identifier": f"{system}|"})
-            return first.id, second.id, read.id, [p.id for p in found]
-
-    first_id, second_id, read_id, found_ids = asyncio.run(run())
-    assert first_id == second_id == read_id
-    assert found_ids == [first_id]

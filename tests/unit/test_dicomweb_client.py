@@ -4,6 +4,7 @@ query strings and STOW-RS response parsing, with real sockets and no mocks."""
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import json
 import socket
 import threading
@@ -16,9 +17,10 @@ import pytest
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from urllib3.util.retry import RequestHistory
 
-from tools.dicomweb.client import DicomwebClient, PacsError, _PolicyRetry, qido_query
+from tools.dicomweb.client import DicomwebClient
+from tools.dicomweb.errors import PacsError
+from tools.dicomweb.qido import qido_query
 from tools.http import HttpAuth, RetryPolicy
 from tools.http.retry import ServiceUnavailableError
 
@@ -199,13 +201,30 @@ def test_retry_after_is_capped_by_max_backoff(server: ScriptedServer) -> None:
     assert time.monotonic() - started < 10, "a 30 s Retry-After was not capped at max_backoff_s"
 
 
-def test_backoff_doubles_from_the_first_retry_like_http_retry() -> None:
-    policy = RetryPolicy(backoff_s=0.5, max_backoff_s=3.0)
-    waits = []
-    for errors in range(1, 6):
-        history = tuple(RequestHistory("GET", "/", None, 503, None) for _ in range(errors))
-        retry = _PolicyRetry(total=9, backoff_factor=policy.backoff_s, backoff_max=policy.max_backoff_s, history=history)
-        waits.append(retry.get_backoff_time())
+def test_retry_after_as_an_http_date_is_honoured(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("tools.http.retry.time.sleep", waits.append)
+    when = email.utils.format_datetime(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3), usegmt=True)
+    server.script(Reply(503, headers={"Retry-After": when}), json_reply(200, []))
+    client = DicomwebClient(server.url, retry=RetryPolicy(attempts=2, backoff_s=0.01, max_backoff_s=5.0))
+
+    client.search_studies()
+
+    assert len(server.hits) == 2
+    assert len(waits) == 1 and 1.0 < waits[0] <= 3.0, waits
+
+
+def test_backoff_doubles_from_the_first_retry_like_http_retry(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DICOMweb session waits as tools.http.retry does: backoff_s, doubling, capped."""
+    waits: list[float] = []
+    monkeypatch.setattr("tools.http.retry.time.sleep", waits.append)
+    server.script(*[Reply(503)] * 5, json_reply(200, []))
+    client = DicomwebClient(server.url, retry=RetryPolicy(attempts=6, backoff_s=0.5, max_backoff_s=3.0))
+
+    assert client.search_studies() == []
+    assert len(server.hits) == 6
     assert waits == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 

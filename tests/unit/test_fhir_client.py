@@ -1,8 +1,7 @@
-"""FhirClient and AsyncFhirClient against httpx.MockTransport: headers, paging, errors, retries."""
+"""FhirClient against httpx.MockTransport: headers, paging, errors, retries."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from pydantic import SecretStr
 
 from agent.parts import fhir_client
 from agent.settings import Settings
-from tools.fhir.client import AsyncFhirClient, FhirClient
+from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirConflictError, FhirError, FhirNotFoundError, FhirValidationError
 from tools.http import HttpAuth, RetryPolicy
 from tools.http.retry import ServiceUnavailableError
@@ -74,7 +73,6 @@ def searchset(ids: list[str], next_url: str | None) -> dict[str, Any]:
 
 
 def call(
-    kind: str,
     server: Server,
     method: str,
     *args: Any,
@@ -83,28 +81,16 @@ def call(
     page_size: int = 3,
     **kwargs: Any,
 ) -> Any:
-    """Run one client method on the sync or the async client against `server`."""
+    """Run one client method against `server`."""
     transport = httpx.MockTransport(server)
-    options: dict[str, Any] = {"auth": auth or HttpAuth(), "retry": retry, "page_size": page_size}
-    if kind == "sync":
-        with FhirClient(BASE, transport=transport, **options) as client:
-            return getattr(client, method)(*args, **kwargs)
-
-    async def run() -> Any:
-        async with AsyncFhirClient(BASE, transport=transport, **options) as client:
-            return await getattr(client, method)(*args, **kwargs)
-
-    return asyncio.run(run())
-
-
-KINDS = pytest.mark.parametrize("kind", ["sync", "async"])
+    with FhirClient(BASE, transport=transport, auth=auth or HttpAuth(), retry=retry, page_size=page_size) as client:
+        return getattr(client, method)(*args, **kwargs)
 
 
 # --- search and paging ----------------------------------------------------------------------
 
 
-@KINDS
-def test_search_follows_next_links_across_three_pages(kind: str) -> None:
+def test_search_follows_next_links_across_three_pages() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         offset = request.url.params.get("_offset")
         if offset is None:
@@ -115,7 +101,7 @@ def test_search_follows_next_links_across_three_pages(kind: str) -> None:
         return fhir_json(200, searchset(["p7"], None))
 
     server = Server(handler)
-    found = call(kind, server, "search", "Patient", {"identifier": "urn:test|", "_tag": ["a", "b"]})
+    found = call(server, "search", "Patient", {"identifier": "urn:test|", "_tag": ["a", "b"]})
 
     assert [r.id for r in found] == [f"p{i}" for i in range(1, 8)]
     assert all(isinstance(r, Patient) for r in found)
@@ -129,39 +115,35 @@ def test_search_follows_next_links_across_three_pages(kind: str) -> None:
     assert str(server.requests[2].url) == f"{BASE}/Patient?_count=3&_offset=6"
 
 
-@KINDS
-def test_search_stops_at_max_results(kind: str) -> None:
+def test_search_stops_at_max_results() -> None:
     server = Server(lambda r: fhir_json(200, searchset(["a", "b", "c"], f"{BASE}/Patient?page=2")))
-    found = call(kind, server, "search", "Patient", max_results=2, page_size=10)
+    found = call(server, "search", "Patient", max_results=2, page_size=10)
     assert [r.id for r in found] == ["a", "b"]
     assert len(server.requests) == 1
     assert server.requests[0].url.params["_count"] == "2"
 
 
-@KINDS
-def test_search_skips_included_resources_and_outcomes(kind: str) -> None:
+def test_search_skips_included_resources_and_outcomes() -> None:
     body = searchset(["p1"], None)
     body["entry"] += [
         {"resource": {"resourceType": "Organization", "id": "o1"}, "search": {"mode": "include"}},
         {"resource": outcome("informational", "slow query"), "search": {"mode": "outcome"}},
     ]
-    found = call(kind, Server(lambda r: fhir_json(200, body)), "search", "Patient")
+    found = call(Server(lambda r: fhir_json(200, body)), "search", "Patient")
     assert [(type(r).__name__, r.id) for r in found] == [("Patient", "p1")]
 
 
-@KINDS
-def test_search_refuses_a_next_link_on_another_server(kind: str) -> None:
+def test_search_refuses_a_next_link_on_another_server() -> None:
     server = Server(lambda r: fhir_json(200, searchset(["p1"], "http://elsewhere.test/fhir/Patient?page=2")))
     with pytest.raises(FhirError, match="elsewhere.test") as info:
-        call(kind, server, "search", "Patient")
+        call(server, "search", "Patient")
     assert "Refusing" in str(info.value)
     assert len(server.requests) == 1
 
 
-@KINDS
-def test_search_bundle_returns_the_first_page(kind: str) -> None:
+def test_search_bundle_returns_the_first_page() -> None:
     server = Server(lambda r: fhir_json(200, searchset(["p1", "p2", "p3"], f"{BASE}/Patient?page=2")))
-    bundle = call(kind, server, "search_bundle", "Patient", {"name": "x"})
+    bundle = call(server, "search_bundle", "Patient", {"name": "x"})
     assert isinstance(bundle, Bundle)
     assert len(bundle.entry) == 3
     assert len(server.requests) == 1
@@ -170,13 +152,12 @@ def test_search_bundle_returns_the_first_page(kind: str) -> None:
 # --- create and update ----------------------------------------------------------------------
 
 
-@KINDS
-def test_conditional_create_sends_if_none_exist_and_returns_the_existing_match(kind: str) -> None:
+def test_conditional_create_sends_if_none_exist_and_returns_the_existing_match() -> None:
     server = Server(lambda r: fhir_json(200, patient("existing", "4")))
     condition = "identifier=urn:dicom:uid|urn:oid:1.2.3"
     new = Patient(identifier=[{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}])
 
-    created = call(kind, server, "create", new, if_none_exist=condition)
+    created = call(server, "create", new, if_none_exist=condition)
 
     assert isinstance(created, Patient)
     assert (created.id, created.meta.versionId) == ("existing", "4")
@@ -193,15 +174,14 @@ def test_conditional_create_sends_if_none_exist_and_returns_the_existing_match(k
     }
 
 
-@KINDS
-def test_create_with_empty_body_reads_the_location(kind: str) -> None:
+def test_create_with_empty_body_reads_the_location() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return fhir_json(201, None, {"Location": f"{BASE}/Patient/new1/_history/1"})
         return fhir_json(200, patient("new1"))
 
     server = Server(handler)
-    created = call(kind, server, "create", Patient(active=True))
+    created = call(server, "create", Patient(active=True))
     assert created.id == "new1"
     assert [(r.method, r.url.path) for r in server.requests] == [
         ("POST", "/fhir/Patient"),
@@ -209,15 +189,14 @@ def test_create_with_empty_body_reads_the_location(kind: str) -> None:
     ]
 
 
-@KINDS
-def test_update_with_empty_body_and_no_location_reads_the_resource(kind: str) -> None:
+def test_update_with_empty_body_and_no_location_reads_the_resource() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "PUT":
             return fhir_json(200, None)
         return fhir_json(200, patient("p1", "2"))
 
     server = Server(handler)
-    updated = call(kind, server, "update", Patient.model_validate(patient("p1")), if_match="1")
+    updated = call(server, "update", Patient.model_validate(patient("p1")), if_match="1")
     assert updated.meta.versionId == "2"
     assert [(r.method, r.url.path) for r in server.requests] == [
         ("PUT", "/fhir/Patient/p1"),
@@ -225,43 +204,39 @@ def test_update_with_empty_body_and_no_location_reads_the_resource(kind: str) ->
     ]
 
 
-@KINDS
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [({}, "neither a body nor a Location"), ({"Location": "http://evil.test/Patient/x"}, "evil.test")],
 )
 def test_create_with_empty_body_and_no_usable_location_is_an_error(
-    kind: str, headers: dict[str, str], expected: str
+    headers: dict[str, str], expected: str
 ) -> None:
     server = Server(lambda r: fhir_json(201, None, headers))
     with pytest.raises(FhirError, match=expected):
-        call(kind, server, "create", Patient(active=True))
+        call(server, "create", Patient(active=True))
     assert len(server.requests) == 1
 
 
-@KINDS
-def test_conditional_create_with_several_matches_says_so(kind: str) -> None:
+def test_conditional_create_with_several_matches_says_so() -> None:
     server = Server(lambda r: fhir_json(412, outcome("duplicate", "2 matches")))
     with pytest.raises(FhirConflictError, match="More than one Patient matches 'identifier=urn:x|1'"):
-        call(kind, server, "create", Patient(active=True), if_none_exist="identifier=urn:x|1")
+        call(server, "create", Patient(active=True), if_none_exist="identifier=urn:x|1")
 
 
-@KINDS
-def test_update_sends_weak_etag_in_if_match(kind: str) -> None:
+def test_update_sends_weak_etag_in_if_match() -> None:
     server = Server(lambda r: fhir_json(200, patient("p1", "4")))
-    updated = call(kind, server, "update", Patient.model_validate(patient("p1", "3")), if_match="3")
+    updated = call(server, "update", Patient.model_validate(patient("p1", "3")), if_match="3")
     assert updated.meta.versionId == "4"
     (request,) = server.requests
     assert (request.method, request.url.path) == ("PUT", "/fhir/Patient/p1")
     assert request.headers["If-Match"] == 'W/"3"'
 
 
-@KINDS
-def test_stale_if_match_raises_a_readable_conflict(kind: str) -> None:
+def test_stale_if_match_raises_a_readable_conflict() -> None:
     conflict = outcome("conflict", 'Version conflict: If-Match W/"3" but current is 5')
     server = Server(lambda r: fhir_json(412, conflict))
     with pytest.raises(FhirConflictError) as info:
-        call(kind, server, "update", Patient.model_validate(patient("p1", "3")), if_match="3")
+        call(server, "update", Patient.model_validate(patient("p1", "3")), if_match="3")
     error = info.value
     assert (error.status, error.resource_type, error.resource_id) == (412, "Patient", "p1")
     message = str(error)
@@ -271,19 +246,17 @@ def test_stale_if_match_raises_a_readable_conflict(kind: str) -> None:
     assert "read it again" in message
 
 
-@KINDS
-def test_update_without_id_is_refused_before_sending(kind: str) -> None:
+def test_update_without_id_is_refused_before_sending() -> None:
     server = Server(lambda r: fhir_json(200, patient("x")))
     with pytest.raises(FhirError, match="has no id"):
-        call(kind, server, "update", Patient(active=True))
+        call(server, "update", Patient(active=True))
     assert server.requests == []
 
 
 # --- errors -----------------------------------------------------------------------------------
 
 
-@KINDS
-def test_operation_outcome_issues_end_up_in_the_error(kind: str) -> None:
+def test_operation_outcome_issues_end_up_in_the_error() -> None:
     body = outcome(
         "invariant",
         "Observation.status is required",
@@ -292,7 +265,7 @@ def test_operation_outcome_issues_end_up_in_the_error(kind: str) -> None:
     )
     server = Server(lambda r: fhir_json(422, body))
     with pytest.raises(FhirValidationError) as info:
-        call(kind, server, "create", Patient(active=True))
+        call(server, "create", Patient(active=True))
     assert info.value.issues == [
         "error/invariant: Observation.status is required — missing status (at Observation.status)"
     ]
@@ -300,88 +273,73 @@ def test_operation_outcome_issues_end_up_in_the_error(kind: str) -> None:
     assert "FHIR create of Patient failed (HTTP 422)" in str(info.value)
 
 
-@KINDS
-def test_bad_request_is_not_retried(kind: str) -> None:
+def test_bad_request_is_not_retried() -> None:
     server = Server(lambda r: fhir_json(400, outcome("invalid", "unknown element 'foo'")))
     with pytest.raises(FhirValidationError, match="unknown element"):
-        call(kind, server, "create", Patient(active=True))
+        call(server, "create", Patient(active=True))
     assert len(server.requests) == 1
 
 
-@KINDS
 @pytest.mark.parametrize("status", [404, 410])
-def test_missing_resource_raises_not_found(kind: str, status: int) -> None:
+def test_missing_resource_raises_not_found(status: int) -> None:
     server = Server(lambda r: fhir_json(status, outcome("not-found", "Patient/gone not found")))
     with pytest.raises(FhirNotFoundError, match="Patient/gone") as info:
-        call(kind, server, "read", "Patient", "gone")
+        call(server, "read", "Patient", "gone")
     assert info.value.status == status
 
 
-@KINDS
-def test_unsafe_id_is_refused_before_sending(kind: str) -> None:
+def test_unsafe_id_is_refused_before_sending() -> None:
     server = Server(lambda r: fhir_json(200, patient("x")))
     with pytest.raises(FhirError, match="not a FHIR id"):
-        call(kind, server, "read", "Patient", "../metadata")
+        call(server, "read", "Patient", "../metadata")
     with pytest.raises(FhirError, match="not an R4 resource type"):
-        call(kind, server, "read", "Nonsense", "x")
+        call(server, "read", "Nonsense", "x")
     assert server.requests == []
 
 
-@KINDS
-def test_answer_of_the_wrong_type_is_an_error(kind: str) -> None:
+def test_answer_of_the_wrong_type_is_an_error() -> None:
     server = Server(lambda r: fhir_json(200, {"resourceType": "Organization", "id": "x"}))
     with pytest.raises(FhirError, match="expected a Patient but the server sent a Organization"):
-        call(kind, server, "read", "Patient", "x")
+        call(server, "read", "Patient", "x")
 
 
 # --- retries ----------------------------------------------------------------------------------
 
 
-@KINDS
-def test_service_unavailable_is_retried_then_succeeds(kind: str) -> None:
+def test_service_unavailable_is_retried_then_succeeds() -> None:
     answers = iter([fhir_json(503, None), fhir_json(200, patient("p1"))])
     server = Server(lambda r: next(answers))
-    assert call(kind, server, "read", "Patient", "p1").id == "p1"
+    assert call(server, "read", "Patient", "p1").id == "p1"
     assert len(server.requests) == 2
 
 
-@KINDS
-def test_persistent_503_raises_service_unavailable(kind: str) -> None:
+def test_persistent_503_raises_service_unavailable() -> None:
     server = Server(lambda r: fhir_json(503, outcome("transient", "database locked")))
     with pytest.raises(ServiceUnavailableError, match="database locked") as info:
-        call(kind, server, "read", "Patient", "p1")
+        call(server, "read", "Patient", "p1")
     assert info.value.service == "FHIR server"
     assert len(server.requests) == NO_WAIT.attempts
 
 
-@KINDS
-def test_too_many_requests_honours_retry_after(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_many_requests_honours_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    if kind == "sync":
-        monkeypatch.setattr("tools.http.retry.time.sleep", waits.append)
-    else:
-
-        async def record(seconds: float) -> None:
-            waits.append(seconds)
-
-        monkeypatch.setattr("tools.http.retry.asyncio.sleep", record)
+    monkeypatch.setattr("tools.http.retry.time.sleep", waits.append)
     answers = iter([fhir_json(429, None, {"Retry-After": "2"}), fhir_json(200, patient("p1"))])
     server = Server(lambda r: next(answers))
     policy = RetryPolicy(attempts=3, backoff_s=0.001, max_backoff_s=5, timeout_s=5)
 
-    assert call(kind, server, "read", "Patient", "p1", retry=policy).id == "p1"
+    assert call(server, "read", "Patient", "p1", retry=policy).id == "p1"
     assert waits == [2.0]
     assert len(server.requests) == 2
 
 
-@KINDS
-def test_connection_error_raises_service_unavailable_after_every_attempt(kind: str) -> None:
+def test_connection_error_raises_service_unavailable_after_every_attempt() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
     server = Server(refuse)
     with pytest.raises(ServiceUnavailableError) as info:
-        call(kind, server, "capabilities")
+        call(server, "capabilities")
     assert info.value.service == "FHIR server"
     assert info.value.attempts == 3
     assert "connection refused" in str(info.value)
@@ -391,8 +349,7 @@ def test_connection_error_raises_service_unavailable_after_every_attempt(kind: s
 # --- auth, transaction, settings ------------------------------------------------------------
 
 
-@KINDS
-def test_basic_auth_header(kind: str) -> None:
+def test_basic_auth_header() -> None:
     statement_json = {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -403,22 +360,20 @@ def test_basic_auth_header(kind: str) -> None:
     }
     server = Server(lambda r: fhir_json(200, statement_json))
     auth = HttpAuth(kind="basic", username="ris", password=SecretStr("s3cret"))
-    statement = call(kind, server, "capabilities", auth=auth)
+    statement = call(server, "capabilities", auth=auth)
     assert statement.fhirVersion == "4.0.1"
     expected = "Basic " + base64.b64encode(b"ris:s3cret").decode()
     assert server.requests[0].headers["Authorization"] == expected
     assert server.requests[0].url.path == "/fhir/metadata"
 
 
-@KINDS
-def test_bearer_auth_header(kind: str) -> None:
+def test_bearer_auth_header() -> None:
     server = Server(lambda r: fhir_json(200, patient("p1")))
-    call(kind, server, "read", "Patient", "p1", auth=HttpAuth(kind="bearer", token=SecretStr("tok-123")))
+    call(server, "read", "Patient", "p1", auth=HttpAuth(kind="bearer", token=SecretStr("tok-123")))
     assert server.requests[0].headers["Authorization"] == "Bearer tok-123"
 
 
-@KINDS
-def test_transaction_posts_the_bundle_to_the_base(kind: str) -> None:
+def test_transaction_posts_the_bundle_to_the_base() -> None:
     response = {
         "resourceType": "Bundle",
         "type": "transaction-response",
@@ -430,22 +385,22 @@ def test_transaction_posts_the_bundle_to_the_base(kind: str) -> None:
         "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:x|1"},
     }
     bundle = Bundle(type="transaction", entry=[entry])
-    result = call(kind, server, "transaction", bundle)
+    result = call(server, "transaction", bundle)
     assert result.type == "transaction-response"
     (request,) = server.requests
     assert (request.method, str(request.url)) == ("POST", BASE)
     assert json.loads(request.content)["entry"][0]["request"]["ifNoneExist"] == "identifier=urn:x|1"
 
 
-@KINDS
-def test_a_searchset_is_not_sent_as_a_transaction(kind: str) -> None:
+def test_a_searchset_is_not_sent_as_a_transaction() -> None:
     server = Server(lambda r: fhir_json(200, {}))
     with pytest.raises(FhirError, match="Bundle.type"):
-        call(kind, server, "transaction", Bundle(type="searchset"))
+        call(server, "transaction", Bundle(type="searchset"))
     assert server.requests == []
 
 
-def test_from_settings_uses_the_fhir_settings() -> None:
+def test_parts_build_the_fhir_client_from_the_fhir_settings() -> None:
+    """`agent.parts.fhir_client` is where settings become a client: URL, auth, paging, retry."""
     settings = Settings(
         fhir_url="http://ehr.test/r4/",
         fhir_auth="bearer",
@@ -458,3 +413,4 @@ def test_from_settings_uses_the_fhir_settings() -> None:
         assert client.base_url == "http://ehr.test/r4"
         assert client.page_size == 7
         assert (client.retry.attempts, client.retry.timeout_s) == (2, 3.0)
+        assert client._http.headers["Authorization"] == "Bearer t"

@@ -1,1 +1,1 @@
-"""DICOMweb (QIDO, WADO-RS, STOW-RS) and DIMSE clients."""
+"""DICOMweb client (QIDO-RS, WADO-RS, STOW-RS) and the PACS models it shares with `tools.dimse`."""

@@ -23,7 +23,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 from pynetdicom.status import QR_FIND_SERVICE_CLASS_STATUS
 
-from tools.dicomweb.client import PacsError
+from tools.dicomweb.errors import PacsError
 from tools.dicomweb.models import StoreFailure, StoreResult, StudySummary, describe_store_status
 from tools.http.retry import ServiceUnavailableError
 
@@ -93,7 +93,6 @@ class DimseClient:
         self.called_aet = called_aet
         self.calling_aet = calling_aet
         self.timeout_s = timeout_s
-
 
     @property
     def peer(self) -> str:
