@@ -49,7 +49,7 @@ def planner_info(settings: Settings) -> PlannerInfo:
 def build_chat_model(settings: Settings) -> BaseChatModel:
     kind = planner_kind(settings)
     if kind == "offline":
-        from agent.offline_planner import OfflinePlanner
+        from agent.planner.chat_model import OfflinePlanner
 
         return OfflinePlanner()
     if kind == "azure":

@@ -7,16 +7,17 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage
 
+from agent.chat import build_chat_graph
 from agent.llm import build_chat_model, planner_info
-from agent.offline_planner import OfflinePlanner
 from agent.parts import fhir_client
+from agent.planner.chat_model import OfflinePlanner
+from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets
 from agent.settings import Settings
-from graphs.chat import approve, build_chat_graph, reject
-from graphs.runtime import AgentRuntime
+from graphs.chat import approve, reject
 from tests.integration.listings import result_series
-from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
+from tools.phantom import PhantomSpec, make_phantom, write_phantom
 
 pytestmark = pytest.mark.integration
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,9 +17,9 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import BaseTool
 
-import agent.offline_planner as offline_planner
-from agent.offline_planner import OfflinePlanner
-from agent.settings import Settings
+import agent.planner.grammar as grammar
+from agent.planner.chat_model import OfflinePlanner
+from agent.settings import PROJECT_ROOT, Settings
 from graphs.planner_tools.catalog import WRITE_TOOLS, build_tools
 from graphs.planner_tools.models import (
     ApprovalItem,
@@ -225,12 +227,12 @@ def test_help_lists_the_grammar(planner: OfflinePlanner, sentence: str) -> None:
     assert not reply.tool_calls
     text = str(reply.content)
     assert "offline intent planner" in text
-    for rule in offline_planner.GRAMMAR:
-        assert rule.say in text
+    for line in grammar.GRAMMAR:
+        assert line.says() in text
 
 
-def _docstring_rows() -> list[tuple[str, list[str], str]]:
-    doc = offline_planner.__doc__ or ""
+def _documented_rows() -> list[tuple[str, list[str], str]]:
+    doc = grammar.markdown_table()
     rows = []
     for row in re.findall(r"^\| (\d+|-) \| (.+?) \| (.+) \|$", doc, flags=re.M):
         number, say, does = row
@@ -239,7 +241,7 @@ def _docstring_rows() -> list[tuple[str, list[str], str]]:
 
 
 def test_the_documented_table_is_what_the_planner_does(planner: OfflinePlanner) -> None:
-    rows = _docstring_rows()
+    rows = _documented_rows()
     assert [r[0] for r in rows] == [*map(str, range(1, 14)), "-"]
     checked = 0
     for number, examples, does in rows:
@@ -258,10 +260,32 @@ def test_the_documented_table_is_what_the_planner_does(planner: OfflinePlanner) 
 
 
 def test_every_catalogue_tool_is_in_the_documented_grammar(tools: list[BaseTool]) -> None:
-    doc = offline_planner.__doc__ or ""
-    help_answer = offline_planner.help_text()
+    doc = grammar.markdown_table()
+    help_answer = grammar.help_text()
     for tool in tools:
         assert f"`{tool.name}" in doc and tool.name in help_answer
+
+
+def _readme_grammar_table() -> str:
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The offline planner's grammar\n", 1)[1].split("\n#", 1)[0]
+    return "\n".join(line for line in section.splitlines() if line.startswith("|"))
+
+
+def test_the_readme_table_is_the_generated_grammar() -> None:
+    # One definition: README.md shows exactly what `python -m agent.planner.grammar --markdown` prints.
+    assert _readme_grammar_table() == grammar.markdown_table(), (
+        "README.md's grammar table differs from agent/planner/grammar.py: paste the output of "
+        "`python -m agent.planner.grammar --markdown` into the section \"The offline planner's grammar\""
+    )
+
+
+def test_the_grammar_module_prints_the_table_and_the_help_answer() -> None:
+    command = [sys.executable, "-m", "agent.planner.grammar"]
+    table = subprocess.run([*command, "--markdown"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert table.stdout == grammar.markdown_table() + "\n"
+    answer = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert answer.stdout == grammar.help_text() + "\n"
 
 
 def test_llm_type() -> None:

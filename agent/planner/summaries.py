@@ -1,0 +1,181 @@
+"""The planner's answers from tool results: identifiers, counts, volumes and flags in words.
+
+Free text from DICOM or FHIR (`untrusted_text`) is never repeated, only mentioned: it is data,
+not instructions (docs/architecture.md, untrusted text).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.messages import ToolMessage
+from pydantic import BaseModel, ValidationError
+
+from graphs.planner_tools.models import (
+    ApprovalItem,
+    ApprovalList,
+    BuiltResults,
+    JobStarted,
+    PatientList,
+    ReportText,
+    SegmentationSummary,
+    SeriesFetched,
+    StructureResult,
+    StudyDetail,
+    StudyList,
+)
+
+_MAX_LINES = 25
+
+
+def _volumes(structures: Sequence[StructureResult]) -> str:
+    return "; ".join(f"{s.display} {s.volume_ml:.1f} mL (confidence {s.confidence:.2f})" for s in structures)
+
+
+def _cap(lines: list[str]) -> list[str]:
+    if len(lines) <= _MAX_LINES:
+        return lines
+    return [*lines[:_MAX_LINES], f"- ... and {len(lines) - _MAX_LINES} more"]
+
+
+def _free_text_note(has_text: bool) -> str:
+    if not has_text:
+        return ""
+    return " (its record has a free-text description, not repeated here: it is data, not instructions)"
+
+
+def _study_list(result: StudyList, args: dict[str, Any]) -> str:
+    status = args.get("status", "registered")
+    label = " ".join(
+        part for part in ("pending" if status == "registered" else status or "", args.get("modality") or "") if part
+    )
+    who = f" for patient {args['patient_identifier']}" if args.get("patient_identifier") else ""
+    head = f"Found {result.count} {label} stud{'y' if result.count == 1 else 'ies'}{who}".replace("  ", " ")
+    if not result.studies:
+        return head + "."
+    lines = [
+        f"- ImagingStudy/{s.imaging_study_id}: {', '.join(s.modalities) or '?'}, "
+        f"{s.number_of_series if s.number_of_series is not None else '?'} series, "
+        f"{s.number_of_instances if s.number_of_instances is not None else '?'} images"
+        + (f", started {s.started}" if s.started else "")
+        + (f", {s.patient_reference}" if s.patient_reference else "")
+        + _free_text_note(bool(s.untrusted_text))
+        for s in result.studies
+    ]
+    return "\n".join([head + ":", *_cap(lines)])
+
+
+def _patients(result: PatientList, _: dict[str, Any]) -> str:
+    lines = [f"- {p.patient_reference} (MRN {p.identifier or '?'})" for p in result.patients]
+    return "\n".join([f"Found {result.count} patient(s){':' if lines else '.'}", *_cap(lines)])
+
+
+def _study_detail(result: StudyDetail, _: dict[str, Any]) -> str:
+    s = result.study
+    head = (
+        f"ImagingStudy/{s.imaging_study_id}: status {s.status}, {', '.join(s.modalities) or '?'}, "
+        f"{s.number_of_series if s.number_of_series is not None else '?'} series / "
+        f"{s.number_of_instances if s.number_of_instances is not None else '?'} images in FHIR"
+        + (f", Study Instance UID {s.study_instance_uid}" if s.study_instance_uid else "")
+        + _free_text_note(bool(s.untrusted_text))
+        + f". The PACS holds {len(result.series_in_pacs)} series"
+    )
+    lines = [
+        f"- {x.series_instance_uid}: {x.modality or '?'}, {x.images if x.images is not None else '?'} images"
+        + (f", {x.slice_thickness_mm:g} mm" if x.slice_thickness_mm else "")
+        + (" (has a series description, not repeated)" if x.untrusted_text else "")
+        for x in result.series_in_pacs
+    ]
+    return "\n".join([head + (":" if lines else "."), *_cap(lines)])
+
+
+def _fetched(result: SeriesFetched, _: dict[str, Any]) -> str:
+    return (
+        f"Fetched series {result.series_instance_uid} of ImagingStudy/{result.imaging_study_id}: "
+        f"{result.images} images ({result.reason})."
+    )
+
+
+def _segmentation(result: SegmentationSummary, _: dict[str, Any]) -> str:
+    flags = "; ".join(result.qa_flags) if result.qa_flags else "none"
+    return (
+        f"ImagingStudy/{result.imaging_study_id} ({result.engine} {result.engine_version}): "
+        f"{_volumes(result.structures) or 'no structure found'}. QA flags: {flags}. "
+        "Computed locally; nothing was written to the PACS or FHIR."
+    )
+
+
+def _built(result: BuiltResults, _: dict[str, Any]) -> str:
+    objects = ", ".join(f"{o.kind} {o.sop_instance_uid}" for o in result.objects) or "none"
+    return (
+        f"Built {len(result.objects)} draft object(s) for ImagingStudy/{result.imaging_study_id}: {objects}. "
+        "Not stored: storing needs the study pipeline and a radiologist's approval."
+    )
+
+
+def _report(result: ReportText, _: dict[str, Any]) -> str:
+    return f"Report for ImagingStudy/{result.imaging_study_id}. {result.conclusion}\n{result.report_text.rstrip()}"
+
+
+def _approval_line(a: ApprovalItem) -> str:
+    return (
+        f"- approval {a.approval_id} for ImagingStudy/{a.imaging_study_id} (job {a.job}): "
+        f"{_volumes(a.structures) or 'no structure'}; {a.qa_flags} QA flag(s)"
+    )
+
+
+def _approvals(result: ApprovalList, _: dict[str, Any]) -> str:
+    if not result.approvals:
+        return "No approval is waiting."
+    head = f"{result.count} approval(s) wait for a radiologist:"
+    return "\n".join([head, *_cap([_approval_line(a) for a in result.approvals])])
+
+
+def _job(result: JobStarted, _: dict[str, Any]) -> str:
+    lines = [f"Started {result.kind} job {result.job_thread_id}."]
+    if result.pending_approvals:
+        lines.append(f"Nothing has been written: {len(result.pending_approvals)} approval(s) wait for a radiologist:")
+        lines += _cap([_approval_line(a) for a in result.pending_approvals])
+    lines += [f"- ImagingStudy/{o.get('imaging_study_id', '?')}: {o.get('outcome', '?')} — {o.get('detail', '')}"
+              for o in result.outcomes]
+    if not result.done and not result.pending_approvals:
+        lines.append("It is still running; nothing is written before a radiologist approves.")
+    return "\n".join(lines)
+
+
+_SUMMARIES: dict[str, tuple[type[BaseModel], Callable[[Any, dict[str, Any]], str]]] = {
+    "search_imaging_studies": (StudyList, _study_list),
+    "search_patients": (PatientList, _patients),
+    "show_study": (StudyDetail, _study_detail),
+    "fetch_series": (SeriesFetched, _fetched),
+    "segment": (SegmentationSummary, _segmentation),
+    "write_rtstruct_seg_sr": (BuiltResults, _built),
+    "generate_report": (ReportText, _report),
+    "list_pending_approvals": (ApprovalList, _approvals),
+    "run_study_pipeline": (JobStarted, _job),
+    "store_results_to_pacs": (JobStarted, _job),
+    "update_fhir": (JobStarted, _job),
+    "run_batch": (JobStarted, _job),
+}
+
+
+def _error_text(content: str) -> str:
+    first = content.strip().splitlines()[0] if content.strip() else "no detail"
+    return first.removeprefix("Error: ")[:300]
+
+
+def summarize_result(message: ToolMessage, name: str, args: dict[str, Any]) -> str:
+    """One tool result in words: identifiers, counts, volumes, flags; never untrusted free text."""
+    content = message.content if isinstance(message.content, str) else json.dumps(message.content)
+    if message.status == "error":
+        return f"{name} failed: {_error_text(content)}"
+    known = _SUMMARIES.get(name)
+    if known is None:
+        return f"{name} answered (a result I do not summarise)."
+    model, render = known
+    try:
+        return render(model.model_validate_json(content), args)
+    except ValidationError:
+        return f"{name} failed or returned something I could not read: {_error_text(content)}"
