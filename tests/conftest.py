@@ -58,7 +58,7 @@ def shared_data() -> Path:
     """../shared/data. Required in CI; on a user's machine without it, those tests skip."""
     if (SHARED_DATA / "lidc-idri-0001" / "dicom").is_dir():
         return SHARED_DATA
-    message = f"real CT data not found at {SHARED_DATA} (see DESIGN.md, test tiers)"
+    message = f"real CT data not found at {SHARED_DATA} (see docs/architecture.md, Tests)"
     if os.environ.get("CI"):
         pytest.fail(message + "; CI requires it")
     pytest.skip(message)

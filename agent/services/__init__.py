@@ -19,6 +19,7 @@ def down(settings: Settings) -> list[tuple[str, bool]]:
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
+    """Whether each server runs, answers its health URL, and where its log is."""
     return [process.status(spec) for spec in local_services(settings)]
 
 

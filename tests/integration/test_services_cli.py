@@ -17,8 +17,10 @@ pytestmark = pytest.mark.integration
 CLI = str(PROJECT_ROOT / ".venv" / "bin" / "imaging-agent")
 
 
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], env={**env, "COLUMNS": "400"}, capture_output=True, text=True, timeout=180)
+def _run(args: list[str], env: dict[str, str], columns: int = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args], env={**env, "COLUMNS": str(columns)}, capture_output=True, text=True, timeout=180
+    )
 
 
 def _pids(run_dir: Path) -> dict[str, int]:
@@ -26,12 +28,13 @@ def _pids(run_dir: Path) -> dict[str, int]:
 
 
 def test_up_is_idempotent_status_reports_and_down_stops_exactly_ours(tmp_path: Path) -> None:
+    orthanc_port, fhir_port = free_port(), free_port()
     env = {
         **os.environ,
         "IMAGING_AGENT_RUN_DIR": str(tmp_path),
-        "IMAGING_AGENT_ORTHANC_HTTP_PORT": str(free_port()),
+        "IMAGING_AGENT_ORTHANC_HTTP_PORT": str(orthanc_port),
         "IMAGING_AGENT_ORTHANC_DICOM_PORT": str(free_port()),
-        "IMAGING_AGENT_FHIR_PORT": str(free_port()),
+        "IMAGING_AGENT_FHIR_PORT": str(fhir_port),
     }
     try:
         first = _run(["services", "up"], env)
@@ -45,10 +48,18 @@ def test_up_is_idempotent_status_reports_and_down_stops_exactly_ours(tmp_path: P
         assert second.returncode == 0, second.stdout + second.stderr
         assert _pids(tmp_path) == pids, "a second `up` must find the running servers, not start new ones"
 
-        status = _run(["services", "status"], env)
+        # An 80-column terminal still shows every URL and log path whole.
+        status = _run(["services", "status"], env, columns=80)
         assert status.returncode == 0
         assert "Orthanc" in status.stdout and "FHIR" in status.stdout
         assert str(pids["orthanc"]) in status.stdout
+        for whole in (
+            f"http://127.0.0.1:{orthanc_port}/system",
+            f"http://127.0.0.1:{fhir_port}/fhir/metadata",
+            str(tmp_path / "orthanc" / "orthanc.log"),
+            str(tmp_path / "fhir" / "fhir.log"),
+        ):
+            assert whole in status.stdout, status.stdout
     finally:
         down = _run(["services", "down"], env)
     assert down.returncode == 0

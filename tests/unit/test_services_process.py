@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from agent.services import process
 from agent.services.process import ServiceError, ServiceSpec
@@ -70,3 +72,37 @@ def test_stale_pid_file_of_another_program_is_not_signalled(tmp_path: Path) -> N
     spec.pid_file.write_text("1\n")
     assert process.tracked_pid(spec) is None
     assert process.stop(spec) is False
+
+
+def test_status_shows_whole_urls_and_log_paths_in_80_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import cli
+
+    log_file = tmp_path / "a-run-directory-deep-enough" / "to-need-more-than-eighty-columns" / "orthanc.log"
+    rows = [
+        process.ServiceStatus(
+            name="Orthanc (PACS)",
+            running=True,
+            pid=4242,
+            url="http://127.0.0.1:48042/system",
+            healthy=True,
+            log_file=log_file,
+            detail="running (pid 4242)",
+        ),
+        process.ServiceStatus(
+            name="FHIR R4 server (sekmet-fhir)",
+            running=False,
+            pid=None,
+            url="http://127.0.0.1:48080/fhir/metadata",
+            healthy=False,
+            log_file=tmp_path / "fhir.log",
+            detail="stopped",
+        ),
+    ]
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, width=80, color_system=None))
+    cli._print_status(rows)
+    printed = out.getvalue()
+    assert len(str(log_file)) > 80
+    for row in rows:
+        assert row.url in printed and str(row.log_file) in printed, printed
+    assert "4242" in printed and "stopped" in printed

@@ -1,7 +1,7 @@
 """The FHIR Task that tracks one study's job: requested -> in-progress -> completed/failed/rejected.
 
 Task is bookkeeping about the agent's own work, not a clinical result, so it is written as the
-job moves (DESIGN.md's approval rule covers the clinical writes). At approval the Task also
+job moves (docs/architecture.md's approval rule covers the clinical writes). At approval the Task also
 records the approved write plan: if the PACS write succeeds and the FHIR write fails, the next
 run reads the plan back from here and finishes the FHIR part without asking again.
 """

@@ -1,6 +1,6 @@
 """What every derived DICOM object shares: deterministic UIDs, bytes and hash, equipment.
 
-Derived UIDs are deterministic (DESIGN.md, idempotent writes): the same source series,
+Derived UIDs are deterministic (docs/architecture.md, idempotent writes): the same source series,
 engine, engine version and ROI set always give the same Series and SOP Instance UIDs, so a
 retry or a resumed run produces objects the PACS already has instead of duplicates.
 """

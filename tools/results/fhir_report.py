@@ -1,6 +1,6 @@
 """FHIR R4 resources that report an approved result, and the one transaction that writes them.
 
-The transaction is safe to send twice (DESIGN.md, idempotent writes):
+The transaction is safe to send twice (docs/architecture.md, idempotent writes):
 - DiagnosticReport, Observations, Device and Practitioner are conditional creates on their
   identifiers (``ifNoneExist``), so a second send finds them;
 - Provenance and AuditEvent have no identifier element in R4, so they get ids derived from the

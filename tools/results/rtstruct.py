@@ -3,7 +3,7 @@
 One ROI per segmented structure, CLOSED_PLANAR contours on the CT slices in patient
 coordinates (see :mod:`tools.results.contours` for the even-odd hole convention). The
 object joins the source study as a new series; its UIDs are derived deterministically
-(DESIGN.md, idempotent writes) and, given a fixed ``created`` time, so are its bytes.
+(docs/architecture.md, idempotent writes) and, given a fixed ``created`` time, so are its bytes.
 
 Modules written: Patient (C.7.1.1), General Study (C.7.2.1), Patient Study (C.7.2.2), RT
 Series (C.8.8.1), Frame of Reference (C.7.4.1), General Equipment (C.7.5.1), Structure Set

@@ -5,7 +5,7 @@ Segmented Property Category (SCT 91723000 "Anatomical structure") and Type (the
 structure's SNOMED CT concept, e.g. 44029006 Left lung), algorithm type AUTOMATIC with
 the engine named in the Segmentation Algorithm Identification Sequence, and the ROI colour
 as Recommended Display CIELab Value. The SEG shares the source Study Instance UID and
-Frame of Reference; its Series and SOP Instance UIDs are derived (DESIGN.md, idempotent
+Frame of Reference; its Series and SOP Instance UIDs are derived (docs/architecture.md, idempotent
 writes). With a fixed ``created`` time the file bytes are reproducible, because the
 approval records their sha256 and the writer refuses anything else.
 """
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 SEG_SERIES_NUMBER = 9101
 # Algorithm Family (CID 7162) per engine. The built-in engine is thresholding plus
-# morphology; every other engine in DESIGN.md (MONAI bundle, MedImageParse) is a learned model.
+# morphology; every other engine in docs/architecture.md (MONAI bundle, MedImageParse) is a learned model.
 _ALGORITHM_FAMILIES = {"lung-threshold": codes.cid7162.MorphologicalOperations}
 _DEFAULT_ALGORITHM_FAMILY = codes.cid7162.ArtificialIntelligence
 

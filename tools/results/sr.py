@@ -5,7 +5,7 @@ One Volumetric ROI Measurements group (TID 1411) per structure: its volume in mi
 Segment, DCM 121191), the segment's Tracking Identifier/UID (TID 4108, the same UID as the
 SEG's Tracking UID), the structure as finding and finding site (SNOMED CT) and the engine
 as algorithm (TID 4019). The observer is the engine as a device (TID 1004). UIDs are
-derived (DESIGN.md, idempotent writes); a fixed ``created`` time gives reproducible bytes.
+derived (docs/architecture.md, idempotent writes); a fixed ``created`` time gives reproducible bytes.
 """
 
 from __future__ import annotations

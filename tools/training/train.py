@@ -16,7 +16,7 @@ Each epoch draws its patches and batch order from (seed, epoch), so a run resume
 checkpoint continues exactly as the uninterrupted run would have.
 
 The bundle's version is the configured version plus the first hex digits of the weights'
-sha256: derived DICOM UIDs include the engine version (DESIGN.md, idempotent writes), so two
+sha256: derived DICOM UIDs include the engine version (docs/architecture.md, idempotent writes), so two
 different models must never share one.
 """
 

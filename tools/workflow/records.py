@@ -2,7 +2,7 @@
 
 Each record is what one step learned; the study graph keeps them in its state (checkpointed),
 so they hold only small, serialisable values. Arrays live in the work store, named by path and
-sha256 (see docs/architecture.md, "Durable").
+sha256 (see docs/architecture.md, "Durability").
 """
 
 from __future__ import annotations
