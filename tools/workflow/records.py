@@ -8,9 +8,10 @@ sha256 (see docs/architecture.md, "Durability").
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Literal
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
 
 from tools.imaging.series_choice import ChosenSeries
 from tools.results.fhir_report import WritebackPlan
