@@ -14,6 +14,7 @@ from rich.table import Table
 from agent import services
 from agent.parts import fhir_client
 from agent.settings import get_settings
+from tools.segmentation.catalog import engine_names
 
 console = Console()
 app = typer.Typer(
@@ -21,6 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+# The engine names come from the catalog, so --help lists exactly the engines that exist.
+ENGINE_HELP = f"Segmentation engine: {', '.join(engine_names())} (default from settings)."
 services_app = typer.Typer(help="Start, stop and inspect the local Orthanc (PACS) and FHIR server.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 
@@ -44,11 +47,13 @@ def _error(exc: object) -> None:
 
 
 def _print_status(rows: list[services.ServiceStatus]) -> None:
-    table = Table("service", "state", "pid", "health URL", "log")
+    # One block per service, not a table: a table cuts URLs and paths to fit 80 columns, and a
+    # newcomer needs them whole. soft_wrap leaves long lines to the terminal, so they copy whole.
     for row in rows:
-        state = "[green]up[/green]" if row.healthy else f"[red]{row.detail}[/red]"
-        table.add_row(row.name, state, str(row.pid or "-"), row.url, str(row.log_file))
-    console.print(table)
+        state = f"[green]up[/green] (pid {row.pid})" if row.healthy else f"[red]{escape(row.detail)}[/red]"
+        console.print(f"[bold]{escape(row.name)}[/bold]: {state}", soft_wrap=True)
+        console.print(f"  health URL: {escape(row.url)}", soft_wrap=True)
+        console.print(f"  log:        {escape(str(row.log_file))}", soft_wrap=True)
 
 
 @services_app.command("up")
@@ -152,7 +157,7 @@ def pending(
 def contour(
     dicom_dir: Annotated[Path, typer.Argument(help="Folder with one CT series.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (must be new or empty).")],
-    engine: Annotated[str | None, typer.Option(help="Segmentation engine (default from settings).")] = None,
+    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
     formats: Annotated[
         str, typer.Option(help="Comma-separated: rtstruct,seg,sr,png,json (report.txt is always written).")
     ] = "rtstruct,seg,sr,png,json",
@@ -162,8 +167,11 @@ def contour(
     from rich.progress import Progress
 
     from agent.contour import ContourError, run_contour
+    from agent.parts import engine_catalog
     from tools.results.package import ALL_FORMATS
     from tools.segmentation.base import EngineError
+    from tools.workflow.prepare import engine_chain
+    from tools.workflow.records import StudyFailure
 
     wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
     unknown = sorted(set(wanted) - set(ALL_FORMATS))
@@ -173,19 +181,20 @@ def contour(
     if "sr" in wanted and "seg" not in wanted:
         _error("the SR references the SEG: ask for 'seg' too, or leave 'sr' out of --formats.")
         raise typer.Exit(2)
+    settings = get_settings()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("contour", total=1.0)
         try:
-            package = run_contour(
+            package, not_used = run_contour(
                 dicom_dir,
                 out,
-                get_settings(),
-                engine_name=engine,
+                engine_catalog(settings),
+                engine_chain(engine or settings.default_engine, settings.fallback_engines),
                 formats=wanted,  # type: ignore[arg-type]
                 overwrite=overwrite,
                 progress=lambda stage, fraction: bar.update(task, completed=fraction, description=stage),
             )
-        except (ContourError, EngineError, ValueError) as exc:
+        except (ContourError, EngineError, StudyFailure, ValueError) as exc:
             _error(exc)
             raise typer.Exit(1) from exc
     table = Table("structure", "volume", "mean HU", "components", "confidence")
@@ -193,6 +202,8 @@ def contour(
         m = s.measurements
         table.add_row(s.display, f"{m.volume_ml:.1f} mL", f"{m.mean_hu or 0:.0f}", str(m.n_components), f"{s.confidence:.2f}")
     console.print(table)
+    for reason in not_used:
+        console.print(f"[yellow]engine not used[/yellow] {escape(reason)}")
     for flag in package.flags:
         console.print(f"[yellow]{flag.severity}[/yellow] {escape(flag.message)}")
     for obj in package.objects:
@@ -288,22 +299,20 @@ ReviewerName = Annotated[str | None, typer.Option("--reviewer-name", help="Displ
 
 def _decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: tuple[str, str]) -> Any:
     from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, render_approval
-    from tools.workflow.approval import ApprovalDecision
+    from agent.review import DecisionError, build_decision
 
     while report.pending:
         pending = report.pending[0]
         render_approval(console, pending)
-        if yes:
-            decision = ApprovalDecision(
-                action="approve", reviewer_id=reviewer[0], reviewer_name=reviewer[1], automatic=True
-            )
-            console.print(f"--yes: approved automatically for {reviewer[1]} ({reviewer[0]}); recorded as not reviewed")
-        else:
-            try:
+        try:
+            if yes:
+                decision = build_decision("approve", *reviewer, automatic=True)
+                console.print(f"--yes: approved automatically for {reviewer[1]} ({reviewer[0]}); recorded as not reviewed")
+            else:
                 decision = ask_decision(console, pending, reviewer)
-            except NoReviewerError as exc:
-                console.print(f"[yellow]{exc}[/yellow]")
-                return report
+        except (NoReviewerError, DecisionError) as exc:
+            console.print(f"[yellow]{escape(str(exc))}[/yellow]")
+            return report
         with ProgressDisplay(console) as on_progress:
             report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
     return report
@@ -316,7 +325,7 @@ def process(
     ] = False,
     study: Annotated[str | None, typer.Option("--study", help="Process one ImagingStudy by its FHIR id.")] = None,
     query: Annotated[str | None, typer.Option(help="Work list search instead of the default, e.g. 'status=registered&modality=CT'.")] = None,
-    engine: Annotated[str | None, typer.Option(help="Segmentation engine (default from settings).")] = None,
+    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (you are the reviewer).")] = False,
     reviewer_id: ReviewerId = None,
     reviewer_name: ReviewerName = None,
@@ -328,7 +337,7 @@ def process(
     from urllib.parse import parse_qsl
 
     from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
-    from graphs.runtime import AgentRuntime
+    from agent.runtime import AgentRuntime
 
     if not pending_studies and study is None:
         console.print("Say what to process: --pending (the work list) or --study IMAGING_STUDY_ID.")
@@ -378,11 +387,13 @@ def ask(
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
     from langgraph.types import Command
 
+    from agent.chat import build_chat_graph
     from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, default_reviewer, render_approval
     from agent.llm import planner_info
-    from graphs.chat import build_chat_graph
-    from graphs.runtime import AgentRuntime, PendingApproval
-    from tools.workflow.approval import ApprovalDecision, ApprovalRequest
+    from agent.review import DecisionError, build_decision
+    from agent.runtime import AgentRuntime
+    from graphs.runtime import PendingApproval
+    from tools.workflow.approval import ApprovalRequest
 
     settings = get_settings()
     reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
@@ -408,16 +419,14 @@ def ask(
                 thread_id=card.pop("job"), interrupt_id=card.pop("approval_id"), request=ApprovalRequest.model_validate(card)
             )
             render_approval(console, pending)
-            if yes:
-                decision = ApprovalDecision(
-                    action="approve", reviewer_id=reviewer[0], reviewer_name=reviewer[1], automatic=True
-                )
-            else:
-                try:
+            try:
+                if yes:
+                    decision = build_decision("approve", *reviewer, automatic=True)
+                else:
                     decision = ask_decision(console, pending, reviewer)
-                except NoReviewerError as exc:
-                    console.print(f"[yellow]{exc}[/yellow]")
-                    return
+            except (NoReviewerError, DecisionError) as exc:
+                console.print(f"[yellow]{escape(str(exc))}[/yellow]")
+                return
             value = Command(resume={"approval_id": pending.interrupt_id, "decision": decision.model_dump(mode="json")})
         last = state.values["messages"][-1]
         console.print(last.content if isinstance(last, AIMessage) else "")
@@ -426,7 +435,7 @@ def ask(
 @approvals_app.command("list")
 def approvals_list() -> None:
     """Every pending approval, in every job."""
-    from graphs.runtime import AgentRuntime
+    from agent.runtime import AgentRuntime
 
     with AgentRuntime(get_settings()) as runtime:
         pending = runtime.pending_approvals()
@@ -442,7 +451,7 @@ def approvals_list() -> None:
 def approvals_show(approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix), result UID or ImagingStudy id.")]) -> None:
     """Everything the reviewer needs to decide one approval."""
     from agent.cli_review import render_approval
-    from graphs.runtime import AgentRuntime
+    from agent.runtime import AgentRuntime
 
     with AgentRuntime(get_settings()) as runtime:
         try:
@@ -454,14 +463,13 @@ def approvals_show(approval_id: Annotated[str, typer.Argument(help="Approval id 
 
 def _decide(approval_id: str, action: str, reason: str | None, reviewer_id: str | None, reviewer_name: str | None) -> None:
     from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
-    from graphs.runtime import AgentRuntime
-    from tools.workflow.approval import ApprovalDecision
+    from agent.review import DecisionError, build_decision
+    from agent.runtime import AgentRuntime
 
     settings = get_settings()
-    rid, rname = default_reviewer(settings, reviewer_id, reviewer_name)
     try:
-        decision = ApprovalDecision(action=action, reviewer_id=rid, reviewer_name=rname, reason=reason)
-    except ValueError as exc:
+        decision = build_decision(action, *default_reviewer(settings, reviewer_id, reviewer_name), reason)
+    except DecisionError as exc:
         _error(exc)
         raise typer.Exit(2) from exc
     with AgentRuntime(settings) as runtime:

@@ -7,10 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agent.review import DecisionError, build_decision
 from agent.settings import Settings
 from graphs.runtime import PendingApproval, RunReport
 from tools.workflow.approval import ApprovalDecision
@@ -59,7 +61,9 @@ class NoReviewerError(RuntimeError):
 
 
 def ask_decision(console: Console, pending: PendingApproval, reviewer: tuple[str, str]) -> ApprovalDecision:
-    """y approves; n asks for a reason; any other text is the reason for a rejection."""
+    """y approves; n asks for a reason; any other text is the reason for a rejection.
+
+    Raises NoReviewerError when no answer can be read, DecisionError when the reviewer is missing."""
     try:
         return _ask(console, reviewer)
     except EOFError as exc:
@@ -70,15 +74,18 @@ def ask_decision(console: Console, pending: PendingApproval, reviewer: tuple[str
 
 
 def _ask(console: Console, reviewer: tuple[str, str]) -> ApprovalDecision:
+    """Asks again until the answer is a decision (a rejection needs a reason)."""
+    build_decision("approve", *reviewer)  # a missing reviewer raises DecisionError now, before any question
     while True:
         answer = console.input("[bold]Approve and write these results? \\[y / n / or type a rejection reason]: [/bold]").strip()
         if answer.lower() in ("y", "yes"):
-            return ApprovalDecision(action="approve", reviewer_id=reviewer[0], reviewer_name=reviewer[1])
+            return build_decision("approve", *reviewer)
         if answer.lower() in ("n", "no"):
             answer = console.input("Reason for rejecting (it is recorded in the FHIR Task): ").strip()
-        if answer:
-            return ApprovalDecision(action="reject", reviewer_id=reviewer[0], reviewer_name=reviewer[1], reason=answer)
-        console.print("[yellow]A rejection needs a reason.[/yellow]")
+        try:
+            return build_decision("reject", *reviewer, reason=answer)
+        except DecisionError as exc:
+            console.print(f"[yellow]{escape(str(exc))}[/yellow]")
 
 
 def render_outcomes(console: Console, report: RunReport) -> None:

@@ -1,7 +1,7 @@
 """Browser-tier fixtures: Debian's Chromium driven by Playwright, private services, a served app.
 
 Never a downloaded browser: /usr/bin/chromium with the flags it needs as root and offline
-(see DESIGN.md, Tests). Screenshots go to tests/browser/artifacts/ (git-ignored).
+(see docs/architecture.md, tests). Screenshots go to tests/browser/artifacts/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import pytest
 from langchain_core.language_models import BaseChatModel
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
-import app as ui
 from agent import services
+from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from graphs.runtime import AgentRuntime
+from agent.ui.layout import build_app
+from agent.ui.server import HOST, launch
 from tests.conftest import free_port, make_service_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -85,11 +86,11 @@ def artifacts() -> Path:
 def served_app(settings: Settings, model: BaseChatModel | None) -> Iterator[str]:
     """The app on a free 127.0.0.1 port in this process; yields its URL."""
     with AgentRuntime(settings) as runtime:
-        demo = ui.build_app(settings, runtime, model)
+        demo = build_app(settings, runtime, model)
         port = free_port()
-        ui.launch(demo, port, block=False)
+        launch(demo, port, block=False)
         try:
-            yield f"http://{ui.HOST}:{port}/"
+            yield f"http://{HOST}:{port}/"
         finally:
             demo.close()
 

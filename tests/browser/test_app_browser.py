@@ -17,8 +17,8 @@ from langchain_core.messages import AIMessage
 from playwright.sync_api import Locator, Page, expect
 
 from agent.parts import fhir_client
+from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from graphs.runtime import AgentRuntime
 from tests.browser.conftest import clean_run_dir, save_screenshot, served_app
 from tests.integration.workflow_helpers import (
     SeededStudy,

@@ -11,9 +11,23 @@ from fastapi.testclient import TestClient
 from gradio.routes import App
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-import app as ui
+from agent.review import DecisionError
+from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from graphs.runtime import AgentRuntime, Job, RunReport
+from agent.ui.cards import card_updates, form_decision
+from agent.ui.layout import build_app
+from agent.ui.markdown import (
+    card_findings_markdown,
+    card_summary_markdown,
+    card_writes_markdown,
+    jobs_markdown,
+    planner_markdown,
+    readable_error,
+)
+from agent.ui.services_check import check_services, services_markdown
+from agent.ui.session import LockedGraphs
+from agent.ui.transcript import Transcript
+from graphs.runtime import Job, RunReport
 from tests.conftest import make_service_settings
 from tests.scripted_model import ScriptedModel, tool_call
 from tools.results.fhir_report import FhirChange
@@ -83,7 +97,7 @@ def card(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_app_serves_config_with_chat_approvals_and_jobs(settings: Settings, runtime: AgentRuntime) -> None:
-    demo = ui.build_app(settings, runtime, ScriptedModel(script=[AIMessage("hello")]))
+    demo = build_app(settings, runtime, ScriptedModel(script=[AIMessage("hello")]))
     response = TestClient(App.create_app(demo)).get("/config")
     assert response.status_code == 200
     components = response.json()["components"]
@@ -104,22 +118,22 @@ def test_app_serves_config_with_chat_approvals_and_jobs(settings: Settings, runt
 
 
 def test_header_names_the_active_planner(settings: Settings) -> None:
-    assert "offline intent planner" in ui.planner_markdown(settings)
+    assert "offline intent planner" in planner_markdown(settings)
     openai = settings.model_copy(update={"llm_provider": "openai", "openai_base_url": "http://127.0.0.1:9/v1"})
-    assert ui.planner_markdown(openai).startswith("**Planner (openai)**")
-    assert "http://127.0.0.1:9/v1" in ui.planner_markdown(openai)
+    assert planner_markdown(openai).startswith("**Planner (openai)**")
+    assert "http://127.0.0.1:9/v1" in planner_markdown(openai)
 
 
 def test_services_down_are_reported_readably(settings: Settings) -> None:
-    checks = ui.check_services(settings)
+    checks = check_services(settings)
     assert [(c.name, c.ok) for c in checks] == [("PACS", False), ("FHIR", False)]
-    text = ui.services_markdown(checks)
+    text = services_markdown(checks)
     assert settings.dicomweb_url in text and settings.fhir_url in text
     assert "imaging-agent services up" in text and "Traceback" not in text
 
 
 def test_card_summary_names_patient_study_series_and_job(card: dict[str, Any]) -> None:
-    text = ui.card_summary_markdown(card)
+    text = card_summary_markdown(card)
     assert "ImagingStudy/study-42" in text
     assert "Doe^Jane" in text and "MRN-7" in text
     assert "CT CHEST \\| low dose" in text, "free text must not break the markdown"
@@ -128,17 +142,17 @@ def test_card_summary_names_patient_study_series_and_job(card: dict[str, Any]) -
 
 
 def test_card_findings_table_and_flags(card: dict[str, Any]) -> None:
-    text = ui.card_findings_markdown(card)
+    text = card_findings_markdown(card)
     assert "| Left lung | 1834.0 | -831 | 1 | 1.00 |" in text
     assert "| Right lung | 2122.8 | -832 | 2 | 0.90 |" in text
     assert "⚠ **warning**: Left lung reaches the inferior edge" in text
     assert "Conclusion: fine" in text
     card["flags"] = []
-    assert "#### QA flags\nNone." in ui.card_findings_markdown(card)
+    assert "#### QA flags\nNone." in card_findings_markdown(card)
 
 
 def test_card_writes_list_every_dicom_object_and_fhir_change(card: dict[str, Any]) -> None:
-    text = ui.card_writes_markdown(card)
+    text = card_writes_markdown(card)
     assert (
         f"| RTSTRUCT | RT Structure Set Storage (`{RTSTRUCT_CLASS}`) | `1.2.3.4.6.1` | `{'ab' * 8}…` |"
     ) in text
@@ -147,28 +161,29 @@ def test_card_writes_list_every_dicom_object_and_fhir_change(card: dict[str, Any
 
 
 def test_card_updates_show_previews_as_images(card: dict[str, Any]) -> None:
-    group, summary, previews, findings, writes = ui.card_updates(card)
+    group, summary, previews, findings, writes = card_updates(card)
     assert group["visible"] is True
     assert summary.startswith("### Approval needed")
     assert [image.size for image in previews] == [(32, 32)]
     assert "Pending writes" in writes and "Volumes" in findings
-    hidden = ui.card_updates(None)
+    hidden = card_updates(None)
     assert hidden[0]["visible"] is False and hidden[2] is None
 
 
 def test_decisions_need_a_reviewer_and_rejections_a_reason() -> None:
-    assert "name as reviewer" in str(ui._decision("approve", "  ", ""))
-    assert "A rejection needs a reason" in str(ui._decision("reject", "Dr. Lee", " "))
-    decision = ui._decision("approve", "Dr. Ana Lee", "")
-    assert not isinstance(decision, str)
+    with pytest.raises(DecisionError, match="name as reviewer"):
+        form_decision("approve", "  ", "")
+    with pytest.raises(DecisionError, match="A rejection needs a reason"):
+        form_decision("reject", "Dr. Lee", " ")
+    decision = form_decision("approve", "Dr. Ana Lee", "")
     assert (decision.action, decision.reviewer_id, decision.reviewer_name) == ("approve", "dr-ana-lee", "Dr. Ana Lee")
-    rejection = ui._decision("reject", "Dr. Lee", "misses the base")
-    assert not isinstance(rejection, str) and rejection.reason == "misses the base"
+    rejection = form_decision("reject", "Dr. Lee", "misses the base")
+    assert rejection.reason == "misses the base"
 
 
 def test_transcript_shows_tool_steps_progress_and_answer() -> None:
     call = tool_call("run_batch")
-    transcript = ui.Transcript([{"role": "user", "content": "go"}])
+    transcript = Transcript([{"role": "user", "content": "go"}])
     transcript.apply("updates", {"planner": {"messages": [AIMessage("", tool_calls=[call])]}})
     assert transcript.messages[-1]["metadata"] == {"title": "Tool: run_batch", "id": call["id"], "status": "pending"}
     transcript.apply("custom", {"imaging_study_id": "s1", "stage": "segment", "percent": 40})
@@ -190,9 +205,9 @@ def test_transcript_shows_tool_steps_progress_and_answer() -> None:
 
 def test_tool_errors_and_unreachable_services_read_as_messages(settings: Settings, runtime: AgentRuntime) -> None:
     model = ScriptedModel(script=[AIMessage("", tool_calls=[tool_call("search_imaging_studies")])])
-    agent = ui.Agent(runtime, model)
-    transcript = ui.Transcript([])
-    events = list(agent.stream_chat({"messages": [HumanMessage("list pending studies")]}, "unit-thread"))
+    graphs = LockedGraphs(runtime, model)
+    transcript = Transcript([])
+    events = list(graphs.stream_chat({"messages": [HumanMessage("list pending studies")]}, "unit-thread"))
     for event in events:
         assert event.kind in ("item", "card"), event
         if event.kind == "item":
@@ -209,14 +224,15 @@ def test_jobs_view_lists_outcomes_and_waiting_studies() -> None:
     reports = {
         "batch-1": RunReport(
             thread_id="batch-1", kind="batch", done=True, pending=[],
-            outcomes=[{"imaging_study_id": "s1", "outcome": "completed", "detail": "stored 3", "seconds": 4.5}],
+            outcomes=[{"imaging_study_id": "s1", "study_instance_uid": None, "outcome": "completed",
+                       "detail": "stored 3", "seconds": 4.5}],
         )
     }
-    text = ui.jobs_markdown(jobs, reports)
+    text = jobs_markdown(jobs, reports)
     assert "| `batch-1` | batch | status=registered&modality=CT | 2026-01-02 03:04:05 | done | 0 |" in text
     assert "| `batch-1` | s1 | **completed** | 4.5 | stored 3 |" in text
-    assert "No jobs yet" in ui.jobs_markdown([], {})
+    assert "No jobs yet" in jobs_markdown([], {})
 
 
 def test_readable_error_keeps_the_message() -> None:
-    assert ui.readable_error(KeyError("approval abc is no longer pending")).startswith("approval abc is no longer")
+    assert readable_error(KeyError("approval abc is no longer pending")).startswith("approval abc is no longer")

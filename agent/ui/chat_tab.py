@@ -1,0 +1,111 @@
+"""The chat tab: a goal in, the planner's steps streamed out, and the approval card it stops at."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gradio as gr
+from langchain_core.messages import HumanMessage
+
+from agent.review import DecisionError
+from agent.ui.cards import CardView, card_updates, card_view, form_decision
+from agent.ui.markdown import readable_error
+from agent.ui.session import LockedGraphs
+from agent.ui.transcript import Transcript
+from graphs.chat import approve, reject
+
+EXAMPLE_GOAL = "analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS"
+
+
+def _keep_card() -> list[Any]:
+    """Leave the card's five components (CardView.content) as they are."""
+    return [gr.update() for _ in range(5)]
+
+
+class ChatTab:
+    """The conversation's components and handlers; one LangGraph thread per browser session."""
+
+    def __init__(self, graphs: LockedGraphs, reviewer_name: str | None) -> None:
+        self.graphs = graphs
+        self.thread_id = gr.State(None)
+        self.card = gr.State(None)
+        self.chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot")
+        with gr.Row():
+            self.goal = gr.Textbox(show_label=False, placeholder=f"e.g. {EXAMPLE_GOAL}", scale=6, elem_id="goal")
+            self.send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        self.view: CardView = card_view("chat", reviewer_name)
+        self._wire()
+
+    def _wire(self) -> None:
+        # Every handler yields values for these, in this order.
+        outputs = [self.chatbot, self.goal, self.thread_id, self.card, *self.view.content, self.view.notice]
+        self.send.click(self.on_send, [self.goal, self.chatbot, self.thread_id], outputs)
+        self.goal.submit(self.on_send, [self.goal, self.chatbot, self.thread_id], outputs)
+        decision_inputs = [self.chatbot, self.thread_id, self.card, self.view.reviewer, self.view.reason]
+        self.view.approve.click(self.on_decision("approve"), decision_inputs, outputs)
+        self.view.reject.click(self.on_decision("reject"), decision_inputs, outputs)
+
+    def stream_into(self, transcript: Transcript, value: Any, thread: str) -> Iterator[list[Any]]:
+        """Run the chat graph on `value`, showing each step; then the card it stopped at, if any."""
+        card: dict[str, Any] | None = None
+        for event in self.graphs.stream_chat(value, thread):
+            if event.kind == "item":
+                transcript.apply(*event.payload)
+            elif event.kind == "card":
+                card = event.payload
+            elif event.kind == "error":
+                transcript.say("assistant", f"⚠ {event.payload}")
+            yield [transcript.messages, gr.update(), thread, gr.update(), *_keep_card(), gr.update()]
+        transcript.finish()
+        if card is not None:
+            study = card["imaging_study_id"]
+            transcript.say("assistant", f"Results for ImagingStudy/{study} wait for your approval: see below.")
+        yield [transcript.messages, gr.update(), thread, card, *card_updates(card), ""]
+
+    def on_send(self, message: str, history: list[Any], thread: str | None) -> Iterator[list[Any]]:
+        transcript = Transcript(history)
+        text = (message or "").strip()
+        if not text:
+            yield [history, gr.update(), thread, gr.update(), *_keep_card(), f"Type a goal first, e.g. “{EXAMPLE_GOAL}”."]
+            return
+        thread = thread or f"ui-{uuid.uuid4().hex[:12]}"
+        transcript.say("user", text)
+        yield [transcript.messages, "", thread, None, *card_updates(None), ""]
+        yield from self.stream_into(transcript, {"messages": [HumanMessage(text)]}, thread)
+
+    def on_decision(self, action: str) -> Callable[..., Iterator[list[Any]]]:
+        """The Approve or Reject handler: checks the form and the card, then resumes the conversation."""
+
+        def handler(
+            history: list[Any], thread: str | None, card: dict[str, Any] | None, reviewer: str, reason: str
+        ) -> Iterator[list[Any]]:
+            unchanged = [history, gr.update(), thread, gr.update(), *_keep_card()]
+            if not thread or not card:
+                yield [*unchanged, "This conversation has no approval waiting."]
+                return
+            try:
+                decision = form_decision(action, reviewer, reason)
+            except DecisionError as exc:
+                yield [*unchanged, f"⚠ {exc}"]
+                return
+            try:
+                current = self.graphs.chat_card(thread)
+            except Exception as exc:
+                yield [*unchanged, f"⚠ {readable_error(exc)}"]
+                return
+            if current is None or current["approval_id"] != card["approval_id"]:
+                # The card on screen is stale: show what the conversation waits for now, decide nothing.
+                yield [history, gr.update(), thread, current, *card_updates(current),
+                       "This card was answered already; the conversation's current approval is shown."]
+                return
+            transcript = Transcript(history)
+            verb = "Approved" if action == "approve" else f"Rejected ({decision.reason})"
+            transcript.say("user", f"{verb}: ImagingStudy/{card['imaging_study_id']}, reviewer {decision.reviewer_name}")
+            who = (card["approval_id"], decision.reviewer_id, decision.reviewer_name)
+            command = approve(*who) if action == "approve" else reject(*who, decision.reason or "")
+            yield [transcript.messages, gr.update(), thread, None, *card_updates(None), ""]
+            yield from self.stream_into(transcript, command, thread)
+
+        return handler

@@ -1,0 +1,91 @@
+"""The app's page: header, the Chat / Approvals / Jobs tabs, and the periodic refresh."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gradio as gr
+from langchain_core.language_models import BaseChatModel
+
+from agent.runtime import AgentRuntime
+from agent.settings import Settings
+from agent.ui.approvals_tab import ApprovalsTab
+from agent.ui.chat_tab import ChatTab
+from agent.ui.markdown import jobs_markdown, planner_markdown, readable_error
+from agent.ui.services_check import check_services, services_markdown
+from agent.ui.session import BUSY_WAIT_S, LockedGraphs
+
+log = logging.getLogger(__name__)
+
+REFRESH_EVERY_S = 10.0
+
+
+def build_app(settings: Settings, runtime: AgentRuntime, model: BaseChatModel | None = None) -> gr.Blocks:
+    """The app over `runtime`; `model` defaults to the planner the settings choose."""
+    graphs = LockedGraphs(runtime, model)
+    with gr.Blocks(title="imaging-agent", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# imaging-agent\nAI lung contours from the PACS to the EHR, written only after a radiologist approves."
+        )
+        _header(demo, settings)
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                ChatTab(graphs, settings.reviewer_name)
+            with gr.Tab("Approvals", id="approvals"):
+                approvals = ApprovalsTab(graphs, settings.reviewer_name)
+            with gr.Tab("Jobs", id="jobs"):
+                jobs = JobsTab(graphs)
+        timer = gr.Timer(REFRESH_EVERY_S)
+        jobs.load_on(demo)
+        approvals.load_on(demo)
+        _refresh_periodically(timer, approvals, jobs)
+    return demo
+
+
+def _header(demo: gr.Blocks, settings: Settings) -> None:
+    """The planner in use and whether PACS and FHIR answer (checked on load and on request)."""
+    with gr.Row(equal_height=True):
+        with gr.Column(scale=5):
+            gr.Markdown(planner_markdown(settings), elem_id="planner-status")
+            status = gr.Markdown("Checking PACS and FHIR…", elem_id="services-status")
+        refresh = gr.Button("Refresh status", scale=1, elem_id="status-refresh")
+
+    def refresh_status() -> str:
+        return services_markdown(check_services(settings))
+
+    demo.load(refresh_status, outputs=status, show_progress="hidden")
+    refresh.click(refresh_status, outputs=status)
+
+
+class JobsTab:
+    """Every job, newest first, with each study's outcome, read from the durable store."""
+
+    def __init__(self, graphs: LockedGraphs) -> None:
+        self.graphs = graphs
+        self.refresh_button = gr.Button("Refresh", elem_id="jobs-refresh")
+        self.view = gr.Markdown("Loading…", elem_id="jobs")
+        self.refresh_button.click(self.refresh, outputs=self.view)
+
+    def load_on(self, demo: gr.Blocks) -> None:
+        demo.load(self.refresh, outputs=self.view, show_progress="hidden")
+
+    def refresh(self, wait_s: float = BUSY_WAIT_S) -> Any:
+        try:
+            return jobs_markdown(*self.graphs.jobs(wait_s))
+        except TimeoutError:
+            return gr.skip()
+        except Exception as exc:
+            return f"⚠ Could not read the jobs: {readable_error(exc)}"
+
+
+def _refresh_periodically(timer: gr.Timer, approvals: ApprovalsTab, jobs: JobsTab) -> None:
+    def tick(selected: str | None) -> tuple[Any, Any]:
+        # A tick never waits for a running chat: it skips and the next one tries again.
+        try:
+            return approvals.choices(selected, wait_s=0), jobs.refresh(wait_s=0)
+        except Exception as exc:
+            log.warning("periodic refresh failed: %s", exc)
+            return gr.skip(), gr.skip()
+
+    timer.tick(tick, approvals.pending_list, [approvals.pending_list, jobs.view], show_progress="hidden")

@@ -1,0 +1,155 @@
+"""Pure rendering for the app: approval cards, jobs, progress and errors as Markdown text.
+
+No Gradio here: every function takes plain data and returns text, so it is tested without a page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agent.llm import planner_info
+from agent.settings import Settings
+from graphs.runtime import Job, PendingApproval, RunReport
+
+STAGE_LABELS = {"approval": "waiting for approval", "write_pacs": "storing in PACS", "write_fhir": "updating FHIR"}
+
+Card = Mapping[str, Any]
+"""An approval card: tools.workflow.approval.ApprovalRequest fields + "approval_id" + "job"."""
+
+
+def cell(value: object) -> str:
+    """Table-safe text: DICOM/FHIR free text may hold pipes or line breaks."""
+    return str(value if value is not None else "-").replace("|", "\\|").replace("\n", " ").strip() or "-"
+
+
+def planner_markdown(settings: Settings) -> str:
+    info = planner_info(settings)
+    return f"**Planner ({info.kind})**: {info.description}"
+
+
+def card_summary_markdown(card: Card) -> str:
+    """Who and what the decision is about."""
+    series = card["series"]
+    thickness = f"{series['slice_thickness_mm']} mm" if series.get("slice_thickness_mm") is not None else "? mm"
+    return "\n\n".join(
+        [
+            f"### Approval needed: ImagingStudy/{card['imaging_study_id']}",
+            f"**Patient** {cell(card.get('patient_display_name') or '(no name)')} (ID {cell(card.get('patient_id'))})"
+            f" · **Study** {cell(card.get('study_date'))} {cell(card.get('study_description') or '')}",
+            f"**Study Instance UID** `{card['study_instance_uid']}`",
+            f"**Series** `{series['series_instance_uid']}`: {series['images']} images, {thickness}, "
+            f"{cell(series.get('description') or '')}  \n_{cell(series.get('reason'))}_",
+            f"**Engine** {card['engine']} {card['engine_version']} · approval `{card['approval_id'][:8]}` "
+            f"in job `{card['job']}`",
+            "Nothing is written to the PACS or the EHR before you decide.",
+        ]
+    )
+
+
+def card_findings_markdown(card: Card) -> str:
+    """Volumes per structure, the QA flags, and the report text that would be stored."""
+    rows = ["| Structure | Volume (mL) | Mean HU | Components | Confidence |", "|---|---:|---:|---:|---:|"]
+    for s in card["structures"]:
+        rows.append(
+            f"| {cell(s['display'])} | {s['volume_ml']:.1f} | {s['mean_hu']:.0f} | {s['n_components']} | "
+            f"{s['confidence']:.2f} |"
+        )
+    icons = {"fail": "✗", "warning": "⚠", "info": "•"}
+    flags = [f"- {icons.get(f['severity'], '')} **{f['severity']}**: {cell(f['message'])}" for f in card["flags"]]
+    return "\n".join(
+        [
+            "#### Volumes",
+            *rows,
+            "",
+            "#### QA flags",
+            *(flags or ["None."]),
+            "",
+            "#### Report text",
+            "```text",
+            str(card.get("report_text", "")).strip(),
+            "```",
+        ]
+    )
+
+
+def card_writes_markdown(card: Card) -> str:
+    """Every write the approval allows: what is approved is exactly what is written."""
+    dicom = ["| Object | SOP Class | SOP Instance UID | sha256 |", "|---|---|---|---|"]
+    for w in card["dicom_writes"]:
+        dicom.append(
+            f"| {w['kind']} | {w['sop_class_name']} (`{w['sop_class_uid']}`) | `{w['sop_instance_uid']}` | "
+            f"`{w['sha256'][:16]}…` |"
+        )
+    fhir = ["| Method | Resource | Target | Change |", "|---|---|---|---|"]
+    for c in card["fhir_changes"]:
+        fhir.append(f"| {c['method']} | {c['resource_type']} | {cell(c['target'])} | {cell(c['summary'])} |")
+    return "\n".join(
+        ["#### Pending writes: PACS (STOW-RS)", *dicom, "", "#### Pending writes: FHIR", *fhir]
+    )
+
+
+def approval_choice(pending: PendingApproval) -> tuple[str, str]:
+    """(label, value) for the approvals list; the label names the study and job, not the patient."""
+    r = pending.request
+    label = f"ImagingStudy/{r.imaging_study_id} · patient ID {r.patient_id or '-'} · job {pending.thread_id}"
+    return label, pending.interrupt_id
+
+
+def progress_log(event: Mapping[str, Any]) -> str:
+    stage = str(event.get("stage", "?"))
+    percent = float(event.get("percent", 0))
+    bar = "█" * int(percent // 10) + "░" * (10 - int(percent // 10))
+    text = f"{STAGE_LABELS.get(stage, stage)} · {percent:.0f}% `{bar}`"
+    if event.get("error"):
+        text += f"\n\n✗ {event['error']}"
+    return text
+
+
+def outcomes_markdown(report: RunReport) -> str:
+    """What a decision led to: each study's outcome, or how many approvals still wait."""
+    return "\n".join(
+        f"ImagingStudy/{o['imaging_study_id']}: **{o['outcome']}** — {o['detail']}" for o in report.outcomes
+    ) or f"Job {report.thread_id}: {len(report.pending)} approval(s) still pending."
+
+
+def jobs_markdown(jobs: Sequence[Job], reports: Mapping[str, RunReport]) -> str:
+    """Jobs, newest first, and each study's outcome."""
+    if not jobs:
+        return "No jobs yet. Ask in the chat, or run `imaging-agent process --pending` in a terminal."
+    lines = [
+        "| Job | Kind | Work list / study | Started (UTC) | Status | Waiting approvals |",
+        "|---|---|---|---|---|---:|",
+    ]
+    for job in jobs:
+        report = reports.get(job.thread_id)
+        lines.append(
+            f"| `{job.thread_id}` | {job.kind} | {cell(job.label)} | {job.created_at[:19].replace('T', ' ')} | "
+            f"{job.status} | {len(report.pending) if report else '-'} |"
+        )
+    lines += ["", "#### Studies", "| Job | ImagingStudy | Outcome | Seconds | Detail |", "|---|---|---|---:|---|"]
+    count = 0
+    for job in jobs:
+        report = reports.get(job.thread_id)
+        for outcome in report.outcomes if report else []:
+            count += 1
+            lines.append(
+                f"| `{job.thread_id}` | {outcome['imaging_study_id']} | **{outcome['outcome']}** | "
+                f"{float(outcome.get('seconds', 0)):.1f} | {cell(outcome.get('detail'))} |"
+            )
+        for pending in report.pending if report else []:
+            count += 1
+            lines.append(
+                f"| `{job.thread_id}` | {pending.request.imaging_study_id} | **waiting for approval** | | "
+                "see the Approvals tab |"
+            )
+    if not count:
+        lines.append("| | | no study outcome yet | | |")
+    return "\n".join(lines)
+
+
+def readable_error(exc: BaseException) -> str:
+    """The project's errors already name the resource and what to do; keep their text."""
+    # KeyError's str() is the repr of its argument; the message is the argument itself.
+    text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).strip() or type(exc).__name__
+    return f"{text} (see the status line above and the server log for details)"
