@@ -8,6 +8,9 @@ from agent.settings import Settings
 from tools.dicomweb.client import DicomwebClient
 from tools.dimse.client import DimseClient
 from tools.fhir.client import FhirClient
+from tools.segmentation.catalog import EngineCatalog
+from tools.workflow.decisions import DecisionStore
+from tools.workflow.pipeline import StudyServices
 
 
 def fhir_client(settings: Settings) -> FhirClient:
@@ -38,4 +41,25 @@ def dimse_client(settings: Settings) -> DimseClient:
         settings.dimse_called_aet,
         settings.dimse_calling_aet,
         settings.http_timeout_s,
+    )
+
+
+def engine_catalog(settings: Settings) -> EngineCatalog:
+    """The segmentation engines, built by name from the settings' engine options."""
+    return EngineCatalog(settings.engine_options())
+
+
+def study_services(settings: Settings) -> StudyServices:
+    """Everything a study job talks to: FHIR, the PACS, the engines, the decision store and the work store.
+
+    The caller owns the clients and closes them (AgentRuntime does, on close).
+    """
+    return StudyServices(
+        fhir=fhir_client(settings),
+        pacs=pacs_client(settings),
+        engines=engine_catalog(settings),
+        decisions=DecisionStore(settings.state_path),
+        work_root=settings.run_dir / "work",
+        default_engine=settings.default_engine,
+        fallback_engines=tuple(settings.fallback_engines),
     )

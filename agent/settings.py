@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tools.http.config import AuthKind, HttpAuth, RetryPolicy
+from tools.segmentation.catalog import EngineOptions, MedImageParseOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,6 +116,11 @@ class Settings(BaseSettings):
             self.dimse_port = self.orthanc_dicom_port
         return self
 
+    @property
+    def state_path(self) -> Path:
+        """The one SQLite file of the workflow runtime: checkpoints, jobs and decisions."""
+        return self.run_dir / "agent.sqlite"
+
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
             attempts=self.http_retry_attempts,
@@ -136,6 +142,21 @@ class Settings(BaseSettings):
             username=self.fhir_username,
             password=self.fhir_password,
             token=self.fhir_token,
+        )
+
+    def engine_options(self) -> EngineOptions:
+        """What the segmentation engines are built from (tools/segmentation/catalog.py)."""
+        return EngineOptions(
+            monai_bundle_dir=self.monai_bundle_dir,
+            torch_device=self.torch_device,
+            medimageparse=MedImageParseOptions(
+                url=self.medimageparse_url,
+                key=self.medimageparse_key,
+                batch_size=self.medimageparse_batch_size,
+                timeout_s=self.medimageparse_timeout_s,
+                mode=self.medimageparse_mode,
+                retry=self.retry_policy(),
+            ),
         )
 
 

@@ -105,18 +105,16 @@ def worker(dicom_dir: Path, work_dir: Path) -> dict[str, Any]:
     with stages.stage("import modules"):
         import numpy as np
 
-        from agent.settings import Settings
         from tools.imaging.preflight import preflight
-        from tools.imaging.preview import render_previews
         from tools.imaging.volume import assemble_volume, group_by_series, read_series_dir
         from tools.results.common import dataset_bytes
         from tools.results.contours import mask_to_contours
+        from tools.results.previews import render_previews
         from tools.results.rtstruct import build_rtstruct
         from tools.results.seg import build_seg
         from tools.results.sr import build_sr
-        from tools.segmentation import registry  # noqa: F401  (registers the built-in engines)
-        from tools.segmentation.base import get_engine
-        from tools.segmentation.qa import measure, qa_flags
+        from tools.segmentation.catalog import EngineCatalog
+        from tools.segmentation.qa import assess
 
     def save(ds: Any, name: str) -> None:
         (work_dir / name).write_bytes(dataset_bytes(ds))
@@ -128,12 +126,12 @@ def worker(dicom_dir: Path, work_dir: Path) -> dict[str, Any]:
         source = next(iter(series.values()))
         volume = assemble_volume(source)
         preflight(volume)
-    engine = get_engine(ENGINE, Settings(_env_file=None))
+    engine = EngineCatalog().get(ENGINE)
     with stages.stage("segment"):
         result = engine.segment(volume, ["lungs"])
     with stages.stage("measure + QA"):
-        volumes_ml = {s.structure.key: measure(volume, s.mask).volume_ml for s in result.structures}
-        qa_flags(volume, result.structures)
+        result = assess(volume, result)
+        volumes_ml = {s.structure.key: s.measurements.volume_ml for s in result.structures if s.measurements}
     with stages.stage("contour extraction"):
         contour_count = sum(len(mask_to_contours(s.mask, volume.geometry)) for s in result.structures)
     with stages.stage("RTSTRUCT"):

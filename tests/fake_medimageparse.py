@@ -1,7 +1,7 @@
 """A MedImageParse scoring endpoint for tests: the documented contract, masks computed from the pixels.
 
 It implements what Azure AI Foundry documents for MedImageParse (2D) and MedImageParse 3D
-(see tools/segmentation/medimageparse.py) on 127.0.0.1 and a free port. Requests are
+(see tools/segmentation/medimageparse/) on 127.0.0.1 and a free port. Requests are
 validated as the real endpoint would need them (shape of the JSON, PNG of 1024x1024 RGB,
 ``&``-separated prompts; a gzipped NIfTI for 3D); anything off is answered 400 and kept in
 ``problems`` so a test can assert there were none.

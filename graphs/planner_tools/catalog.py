@@ -43,8 +43,6 @@ from graphs.planner_tools.models import (
 from graphs.runtime import PendingApproval, RunReport, WorkflowRuntime
 from graphs.study import DEFAULT_TARGETS
 from tools.fhir.worklist import WorklistItem, find_worklist, to_worklist_item
-from tools.imaging.volume_store import load_volume
-from tools.segmentation.qa import measure
 from tools.segmentation.result_store import load_result
 from tools.workflow import records
 from tools.workflow.records import FetchedSeries, StoredFile, StoredSegmentation
@@ -181,8 +179,8 @@ class ToolBox:
 
     def segment(self, imaging_study_id: str, engine: str | None = None, targets: list[str] | None = None) -> SegmentationSummary:
         draft = self._draft(imaging_study_id, engine, targets, "segment")
-        assert draft.volume_file is not None and draft.segmentation is not None
-        volume = load_volume(draft.volume_file.path, draft.volume_file.sha256)
+        assert draft.segmentation is not None
+        # The segment step stores the assessed result: volumes and QA flags are read, not recomputed.
         result = load_result(draft.segmentation.path, draft.segmentation.sha256)
         return SegmentationSummary(
             imaging_study_id=imaging_study_id,
@@ -192,12 +190,12 @@ class ToolBox:
                 StructureResult(
                     key=s.structure.key,
                     display=s.structure.display,
-                    volume_ml=round(measure(volume, s.mask).volume_ml, 1),
+                    volume_ml=round(s.measurements.volume_ml, 1) if s.measurements else 0.0,
                     confidence=s.confidence,
                 )
                 for s in result.structures
             ],
-            qa_flags=[f.message for f in result.flags],
+            qa_flags=[f.message for f in result.all_flags()],
         )
 
     def build_results(self, imaging_study_id: str, engine: str | None = None) -> BuiltResults:

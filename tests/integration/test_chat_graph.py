@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
+from agent.chat import build_chat_graph
 from agent.parts import fhir_client
+from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets
 from agent.settings import Settings
-from graphs.chat import approve, build_chat_graph, reject
-from graphs.runtime import AgentRuntime
+from graphs.chat import approve, reject
 from tests.integration.listings import fhir_listing, pacs_listing, result_series
 from tests.scripted_model import ScriptedModel, tool_call
-from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
+from tools.phantom import PhantomSpec, make_phantom, write_phantom
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from agent.parts import fhir_client
+from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from graphs.runtime import AgentRuntime
 from tests.integration.workflow_helpers import (
     SeededStudy,
     assert_nothing_written,

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
+from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from graphs.runtime import AgentRuntime, RunReport
+from graphs.runtime import RunReport
 from tests.integration.workflow_helpers import (
     Driver,
     SeededStudy,

@@ -17,14 +17,15 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
+from agent.chat import build_chat_graph
 from agent.llm import build_chat_model, planner_info
+from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets
 from agent.settings import Settings
-from graphs.chat import approve, build_chat_graph
-from graphs.runtime import AgentRuntime
+from graphs.chat import approve
 from tests.integration.listings import result_series
-from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
+from tools.phantom import PhantomSpec, make_phantom, write_phantom
 
 pytestmark = pytest.mark.integration
 

@@ -30,8 +30,8 @@ from pydicom.uid import generate_uid
 from agent.parts import fhir_client, pacs_client
 from agent.seed import SeedResult, seed_datasets
 from agent.settings import Settings
-from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
+from tools.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.results.common import DerivedObject
 from tools.results.fhir_report import updated_imaging_study
 from tools.results.rtstruct import build_rtstruct

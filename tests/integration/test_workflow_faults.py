@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from agent.parts import fhir_client
+from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from graphs.runtime import AgentRuntime
 from tests.conftest import free_port
 from tests.integration.workflow_helpers import (
     Fault,

@@ -35,8 +35,8 @@ from agent.settings import PROJECT_ROOT, Settings
 from tools.fhir.builders import DICOM_UID_SYSTEM
 from tools.fhir.client import FhirClient
 from tools.fhir.task import task_token
-from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import read_series_dir
+from tools.phantom import PhantomSpec, make_phantom, write_phantom
 from tools.workflow.approval import ApprovalDecision
 
 ENGINE = "lung-threshold"
@@ -377,7 +377,7 @@ def _progress_handler(stop_at: str | None, nth: int) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from graphs.runtime import AgentRuntime
+    from agent.runtime import AgentRuntime
 
     parser = argparse.ArgumentParser(prog="workflow_helpers")
     parser.add_argument("settings")

@@ -19,7 +19,7 @@ from tools.imaging.geometry import Geometry
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.segmentation.base import SegmentationResult
 from tools.segmentation.lung_threshold import LungThresholdEngine
-from tools.segmentation.qa import measure
+from tools.segmentation.qa import assess, measure
 
 pytestmark = pytest.mark.realdata
 
@@ -74,7 +74,7 @@ def nifti_volume(path: Path) -> tuple[Volume, np.ndarray]:
 @pytest.fixture(scope="module")
 def lidc(shared_data: Path) -> tuple[Volume, SegmentationResult]:
     volume = assemble_volume(read_series_dir(shared_data / "lidc-idri-0001" / "dicom"))
-    return volume, LungThresholdEngine().segment(volume, ["lungs"])
+    return volume, assess(volume, LungThresholdEngine().segment(volume, ["lungs"]))
 
 
 def test_lidc_lung_volumes_sides_and_confidence(lidc: tuple[Volume, SegmentationResult]) -> None:
@@ -117,7 +117,7 @@ def test_totalsegmentator_lung_bases_dice(shared_data: Path) -> None:
     folder = shared_data / "totalsegmentator-example"
     volume, _ = nifti_volume(folder / "example_ct_sm.nii.gz")
     reference = np.asarray(nib.load(folder / "example_seg.nii.gz").dataobj).transpose(2, 1, 0)
-    result = LungThresholdEngine().segment(volume, ["lungs"])
+    result = assess(volume, LungThresholdEngine().segment(volume, ["lungs"]))
     found = {s.structure.key: s for s in result.structures}
     left = dice(found["left-lung"].mask, np.isin(reference, (10, 11)))
     right = dice(found["right-lung"].mask, np.isin(reference, (12, 13, 14)))

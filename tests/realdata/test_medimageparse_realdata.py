@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.settings import Settings
 from tests.fake_medimageparse import FakeMedImageParse
 from tools.http import RetryPolicy
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.segmentation.lung_threshold import LungThresholdEngine
-from tools.segmentation.medimageparse import MedImageParseEngine
+from tools.segmentation.medimageparse.engine import MedImageParseEngine
 
 pytestmark = pytest.mark.realdata
 
@@ -52,7 +51,7 @@ def lidc(shared_data: Path) -> tuple[Volume, set[str]]:
 @pytest.fixture(scope="module")
 def reference(lidc: tuple[Volume, set[str]]) -> dict[str, np.ndarray]:
     volume, _ = lidc
-    result = LungThresholdEngine(Settings(_env_file=None)).segment(volume, ["lungs"])
+    result = LungThresholdEngine().segment(volume, ["lungs"])
     return {s.structure.key: s.mask for s in result.structures}
 
 

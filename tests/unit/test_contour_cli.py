@@ -25,7 +25,7 @@ import tools.results.package as package_module
 from agent.cli import app
 from agent.settings import get_settings
 from tests.dicom_checks import dciodvfy_errors
-from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
+from tools.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.results.seg import ResultBuildError
 
 pytestmark = pytest.mark.unit

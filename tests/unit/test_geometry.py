@@ -22,7 +22,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from tools.imaging import volume as volume_module
+from tools.imaging import pixels as pixels_module
 from tools.imaging.geometry import Geometry
 from tools.imaging.volume import (
     SeriesRefusedError,
@@ -437,7 +437,7 @@ def test_missing_codec_names_package_to_install(monkeypatch: pytest.MonkeyPatch)
     series = make_series(3)
     for ds in series:
         ds.compress(JPEG2000Lossless)
-    monkeypatch.setattr(volume_module, "get_decoder", lambda uid: Unavailable())
+    monkeypatch.setattr(pixels_module, "get_decoder", lambda uid: Unavailable())
     error = refused(series)
     assert error.reason == "undecodable-pixels"
     assert "JPEG 2000 Image Compression (Lossless Only)" in str(error)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.settings import Settings
 from tools.imaging.geometry import Geometry
-from tools.imaging.phantom import Phantom, PhantomSpec, Tissue, make_phantom, phantom_geometry
 from tools.imaging.volume import Volume
-from tools.segmentation.base import EngineError, SegmentationResult, UnknownTargetError, get_engine
+from tools.phantom import Phantom, PhantomSpec, Tissue, make_phantom, phantom_geometry
+from tools.segmentation.base import EngineError, SegmentationResult, UnknownTargetError
+from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.lung_threshold import ENGINE_NAME, ENGINE_VERSION, LungThresholdEngine
+from tools.segmentation.qa import assess
 
 pytestmark = pytest.mark.unit
 
@@ -114,7 +115,7 @@ def small_hfs() -> Phantom:
 def test_small_phantom_lungs_match_exact_masks_on_the_right_sides(engine: LungThresholdEngine, position: str) -> None:
     phantom = make_phantom(PhantomSpec(**SMALL, patient_position=position))
     volume = phantom_volume(phantom)
-    result = engine.segment(volume, ["lungs"])
+    result = assess(volume, engine.segment(volume, ["lungs"]))
     found = masks(result)
     assert result.engine == ENGINE_NAME and result.engine_version == ENGINE_VERSION
     assert [s.structure.key for s in result.structures] == ["left-lung", "right-lung"]
@@ -246,8 +247,6 @@ def test_volume_without_lungs_is_refused_naming_the_series(engine: LungThreshold
 
 
 def test_registry_provides_the_engine_by_name() -> None:
-    import tools.segmentation.registry  # noqa: F401  (registers the built-in engines)
-
-    engine = get_engine("lung-threshold", Settings(_env_file=None))
+    engine = EngineCatalog().get("lung-threshold")
     assert isinstance(engine, LungThresholdEngine)
     assert (engine.name, engine.version) == ("lung-threshold", "1.0.0")

@@ -26,20 +26,17 @@ from agent.settings import Settings
 from tests.fake_medimageparse import FakeMedImageParse
 from tools.http import RetryPolicy
 from tools.imaging.geometry import Geometry
-from tools.imaging.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
+from tools.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.segmentation.base import EngineError, UnknownTargetError
-from tools.segmentation.medimageparse import (
+from tools.segmentation.catalog import EngineCatalog
+from tools.segmentation.medimageparse.engine import MedImageParseEngine
+from tools.segmentation.medimageparse.view import Placement, axial_view, from_model_mask, to_model_image
+from tools.segmentation.medimageparse.wire import (
     MODEL_SIZE,
-    AxialView,
-    MedImageParseEngine,
-    Placement,
     ScoringError,
-    build_medimageparse_engine,
     build_scoring_request,
-    from_model_mask,
     parse_scoring_response,
-    to_model_image,
 )
 from tools.segmentation.prompts import WINDOWS, _parse_table, build_prompts
 
@@ -292,7 +289,7 @@ def test_non_square_matrices_and_pixels_come_back_on_their_grid(rows, row_step, 
     small, left, right = resampled(phantom, volume, rows, row_step)
     with FakeMedImageParse() as server:
         result = engine(server).segment(small, ["lungs"])
-    assert Placement.fit(small.array.shape[1:], AxialView.from_volume(small).pixel_mm) == placement
+    assert Placement.fit(small.array.shape[1:], axial_view(small).spacing[1:]) == placement
     content = np.zeros((MODEL_SIZE, MODEL_SIZE), dtype=bool)
     content[placement.top : placement.top + placement.height, placement.left : placement.left + placement.width] = True
     for image in server.images:
@@ -452,12 +449,13 @@ def test_settings_build_the_engine(tmp_path: Path) -> None:
         medimageparse_batch_size=4, medimageparse_timeout_s=12.5, medimageparse_mode="3d",
         http_retry_attempts=2, _env_file=None,
     )
-    built = build_medimageparse_engine(settings)
+    built = EngineCatalog(settings.engine_options()).get("medimageparse")
     assert (built.endpoint, built.batch_size, built.timeout_s, built.mode) == (
         "https://mip.eastus2.inference.ml.azure.com/score", 4, 12.5, "3d",
     )
     assert built.retry.attempts == 2
     with pytest.raises(EngineError, match="IMAGING_AGENT_MEDIMAGEPARSE_URL"):
-        build_medimageparse_engine(Settings(_env_file=None))
+        EngineCatalog(Settings(_env_file=None).engine_options()).get("medimageparse")
     with pytest.raises(EngineError, match="plain http to another machine"):
-        build_medimageparse_engine(Settings(medimageparse_url="http://mip.example.org/score", _env_file=None))
+        settings = Settings(medimageparse_url="http://mip.example.org/score", _env_file=None)
+        EngineCatalog(settings.engine_options()).get("medimageparse")

@@ -12,7 +12,7 @@ import torch
 from tools.imaging.geometry import Geometry
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError
-from tools.segmentation.monai_bundle import MonaiBundleEngine, _to_ras, read_bundle_config
+from tools.segmentation.monai_bundle import MonaiBundleEngine, read_bundle_config, to_ras
 
 pytestmark = pytest.mark.unit
 
@@ -118,7 +118,7 @@ def test_network_input_is_in_ras_order(orientation: str) -> None:
     lps = volume.geometry.index_to_patient(np.stack([i, j, k], axis=-1).reshape(-1, 3)).reshape(*volume.array.shape, 3)
     for axis, sign in ((0, -1), (1, -1), (2, 1)):
         volume.array = (sign * lps[..., axis] * 10).round().astype(np.int16)
-        ras, spacing, _ = _to_ras(volume)
+        ras, spacing, _ = to_ras(volume)
         steps = np.diff(ras.astype(np.int32), axis=axis)
         assert (steps > 0).all(), f"RAS axis {axis} does not increase along the array for {orientation}"
     assert sorted(spacing.tolist()) == sorted(volume.geometry.spacing)

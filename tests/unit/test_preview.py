@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from tools.imaging.geometry import Geometry
-from tools.imaging.phantom import PhantomSpec, make_phantom, write_phantom
-from tools.imaging.preview import LEGEND_HEIGHT_PX, render_previews
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
+from tools.phantom import PhantomSpec, make_phantom, write_phantom
+from tools.results.previews import LEGEND_HEIGHT_PX, render_previews
 from tools.segmentation.base import STRUCTURES, SegmentationResult, StructureMask
 
 pytestmark = pytest.mark.unit

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tools.imaging.geometry import Geometry
 from tools.imaging.volume import Volume
-from tools.segmentation.base import STRUCTURES, StructureMask
-from tools.segmentation.qa import measure, qa_flags
+from tools.results.package import build_package
+from tools.segmentation.base import STRUCTURES, QAFlag, SegmentationResult, StructureMask
+from tools.segmentation.qa import assess, measure, qa_flags
+from tools.segmentation.result_store import load_result, save_result
 
 pytestmark = pytest.mark.unit
 
@@ -177,3 +181,60 @@ def test_empty_mask_fails() -> None:
     flags = qa_flags(volume, [lung("left-lung", left), lung("right-lung", np.zeros_like(left))])
     assert codes(flags) == {("empty-mask", "right-lung")}
     assert flags[0].severity == "fail" and SERIES in flags[0].message
+
+
+# --- assess: measurements and QA flags, once ------------------------------------------------
+
+
+def test_assess_measures_every_structure_and_adds_each_flag_once(tmp_path: Path) -> None:
+    volume = make_volume()
+    left, right = plausible_pair()
+    engine_flag = QAFlag(code="laterality-corrected", severity="warning", structure=None, message="engine's own")
+    # Swapped sides and an empty right lung: one flag about the whole result, one about a structure.
+    result = SegmentationResult(
+        "lung-threshold", "1.0.0", [lung("left-lung", right), lung("right-lung", left)], flags=[engine_flag]
+    )
+    assessed = assess(volume, result)
+    assert not result.assessed and result.flags == [engine_flag]  # the input is left as it was
+    assert assessed.assessed
+    assert [f.code for f in assessed.flags] == ["laterality-corrected", "left-right-swapped"]
+    for item in assessed.structures:
+        assert item.measurements == measure(volume, item.mask)
+        assert item.flags == []
+    assert assess(volume, assessed) is assessed
+    assert [f.code for f in assessed.all_flags()] == ["laterality-corrected", "left-right-swapped"]
+    # The store keeps the assessed state and the measurements.
+    path = tmp_path / "segmentation.npz"
+    loaded = load_result(path, save_result(assessed, path))
+    assert loaded.assessed and loaded.flags == assessed.flags
+    assert [s.measurements for s in loaded.structures] == [s.measurements for s in assessed.structures]
+    assert assess(volume, loaded) is loaded
+
+
+def test_structure_flags_go_to_their_structure() -> None:
+    volume = make_volume()
+    left, _ = plausible_pair()
+    assessed = assess(volume, SegmentationResult("e", "1", [lung("left-lung", left), lung("right-lung", np.zeros_like(left))]))
+    assert assessed.flags == []
+    assert [f.code for f in assessed.structures[1].flags] == ["empty-mask"]
+    assert assessed.structures[1].measurements is not None and assessed.structures[1].measurements.voxel_count == 0
+    assert [f.code for f in assessed.all_flags()] == ["empty-mask"]
+
+
+def test_the_package_uses_the_assessed_result_without_measuring_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.segmentation import qa
+
+    volume = make_volume(hu=np.full((20, 30, 30), -850, dtype=np.int16))
+    left, right = plausible_pair()
+    assessed = assess(volume, SegmentationResult("e", "1", [lung("left-lung", left), lung("right-lung", right)]))
+
+    def measured_again(*args: object) -> None:
+        raise AssertionError("an assessed result was measured or flagged again")
+
+    monkeypatch.setattr(qa, "measure", measured_again)
+    monkeypatch.setattr(qa, "qa_flags", measured_again)
+    package = build_package([], volume, assessed, tmp_path, formats=("json",))
+    assert [s.measurements for s in package.structures] == [s.measurements for s in assessed.structures]
+    assert package.flags == assessed.all_flags()

@@ -19,10 +19,11 @@ from pydantic import ValidationError
 from tools.dicomweb.models import SeriesSummary
 from tools.fhir.builders import DICOM_CODE_SYSTEM, DICOM_UID_SYSTEM
 from tools.imaging.geometry import Geometry
+from tools.imaging.npz_store import file_sha256
 from tools.imaging.preflight import PreflightError, PreflightLimits, preflight
 from tools.imaging.series_choice import NoSuitableSeriesError, choose_ct_series
 from tools.imaging.volume import Volume
-from tools.imaging.volume_store import content_key, file_sha256, load_volume, save_volume
+from tools.imaging.volume_store import content_key, load_volume, save_volume
 from tools.results.common import DerivedObject
 from tools.results.fhir_report import (
     OBSERVATION_ID_SYSTEM,

@@ -1,7 +1,8 @@
-"""One step: a segmentation result -> every output file, measured, hashed and summarised.
+"""One step: a segmentation result -> every output file, hashed and summarised.
 
-Used by the offline `contour` command and by the study graph's build node, so both write
-exactly the same RTSTRUCT, SEG, SR, previews, report and summary.json.
+Used by the offline `contour` command and by the study workflow's build step, so both write
+exactly the same RTSTRUCT, SEG, SR, previews, report and summary.json. Measurements and QA
+flags are those `qa.assess` added to the result (once; an assessed result is not measured again).
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from typing import Literal
 from pydantic import BaseModel
 from pydicom import Dataset
 
-from tools.imaging.preview import render_previews
 from tools.imaging.volume import Volume
 from tools.results.common import DerivedObject, dataset_bytes, derived_uid, describe
+from tools.results.previews import render_previews
 from tools.results.report import ReportInput, ReportStructure, conclusion, render_report
 from tools.results.rtstruct import build_rtstruct
 from tools.results.seg import build_seg
 from tools.results.sr import build_sr
-from tools.segmentation.base import QAFlag, SegmentationResult
-from tools.segmentation.qa import StructureMeasurements, measure, qa_flags
+from tools.segmentation.base import QAFlag, SegmentationResult, StructureMeasurements
+from tools.segmentation.qa import assess
 
 OutputFormat = Literal["rtstruct", "seg", "sr", "png", "json"]
 ALL_FORMATS: tuple[OutputFormat, ...] = ("rtstruct", "seg", "sr", "png", "json")
@@ -65,6 +66,15 @@ def result_uid(volume: Volume, result: SegmentationResult) -> str:
     return derived_uid(volume.series_instance_uid, result.engine, result.engine_version, keys, "SR", "result-set")
 
 
+def _measured(measurements: StructureMeasurements | None, series: str, key: str) -> StructureMeasurements:
+    if measurements is None:  # assess measures every structure; only a hand-made "assessed" result lacks them
+        raise ValueError(
+            f"the segmentation of series {series} is marked assessed but has no measurements for {key}; "
+            "segment the series again so that it is measured and QA-checked."
+        )
+    return measurements
+
+
 def _write(ds: Dataset, kind: Literal["RTSTRUCT", "SEG", "SR"], path: Path) -> DerivedObject:
     data = dataset_bytes(ds)
     path.write_bytes(data)
@@ -81,8 +91,9 @@ def build_package(
     created: datetime | None = None,
     progress: Progress | None = None,
 ) -> ResultPackage:
-    """Measure, QA-check and write every requested output into `out_dir`.
+    """Write every requested output of the assessed `result` into `out_dir`.
 
+    A result that was not assessed yet (tools/segmentation/qa.py) is assessed here first.
     `created` fixes every timestamp in the DICOM objects, so rebuilding the same result gives
     byte-identical files (and the same hashes the approver saw).
     """
@@ -96,8 +107,11 @@ def build_package(
         return lambda: seconds.__setitem__(stage, round(time.perf_counter() - started, 3))
 
     done = timed("measure", 0.0)
-    measurements = {s.structure.key: measure(volume, s.mask) for s in result.structures}
-    flags = [*result.flags, *qa_flags(volume, result.structures)]
+    result = assess(volume, result)
+    measurements = {
+        s.structure.key: _measured(s.measurements, volume.series_instance_uid, s.structure.key) for s in result.structures
+    }
+    flags = result.all_flags()
     done()
     if "sr" in formats and "seg" not in formats:
         raise ValueError("the SR references the SEG: ask for 'seg' too, or leave 'sr' out")

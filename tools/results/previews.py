@@ -8,14 +8,14 @@ Orientation comes from the volume's geometry (DICOM PS3.3 C.7.6.2.1.1, LPS patie
 coordinates), never from assumptions about the scan: every view is shown in radiological
 convention, the patient's right on the image left, anterior at the top of axial images and
 superior at the top of the coronal image, whether the series is head- or feet-first and
-whichever way its rows and columns run. An oblique series is shown along the array axes
-nearest to the patient axes. Pixels are resampled to square display pixels using the
-voxel spacing, so a coronal view of 2.5 mm slices has the true aspect ratio.
+whichever way its rows and columns run. The views come from tools/imaging/orientation.py,
+like every other view of a volume: an oblique series is shown along the array axes nearest
+to the patient axes. Pixels are resampled to square display pixels using the voxel spacing,
+so a coronal view of 2.5 mm slices has the true aspect ratio.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage.measure import find_contours
 
+from tools.imaging.orientation import Reorientation, nearest_directions, reorient
 from tools.imaging.volume import Volume
 from tools.segmentation.base import SegmentationResult
 
@@ -41,70 +42,28 @@ _TEXT = (235, 235, 235)
 
 
 @dataclass(frozen=True)
-class _View:
-    """How to cut one plane out of the (slices, rows, columns) array and orient it.
+class _Cut:
+    """One plane of the display view: cut through view ``axis`` (0 axial, 1 coronal) at ``source_index``.
 
-    ``axis`` is the array axis cut through; the plane's display rows run along array axis
-    ``vertical`` and its display columns along ``horizontal``, reversed where flagged.
+    ``source_index`` counts along the volume's own array axis, as titles do ("slice 12/40").
     """
 
     axis: int
-    vertical: int
-    horizontal: int
-    flip_vertical: bool
-    flip_horizontal: bool
+    source_index: int
     labels: tuple[str, str, str, str]
     """Patient directions at the image's top, bottom, left and right edges."""
 
 
-def _axis_directions(volume: Volume) -> np.ndarray:
-    """Row a: the patient-space (LPS) unit vector along which array axis a's index grows."""
-    column_dir, row_dir, slice_dir = (np.asarray(v, dtype=float) for v in volume.geometry.direction)
-    return np.stack([slice_dir, row_dir, column_dir])
+# The display view: axis 0 runs towards inferior (superior on top of coronal images), axis 1
+# towards posterior (anterior on top of axial images), axis 2 towards the patient's left
+# (the patient's right on the image's left).
+_DISPLAY = "IPL"
+_AXIAL_LABELS = ("A", "P", "R", "L")
+_CORONAL_LABELS = ("S", "I", "R", "L")
 
 
-def _axis_spacing(volume: Volume) -> tuple[float, float, float]:
-    column_mm, row_mm, slice_mm = volume.geometry.spacing
-    return (slice_mm, row_mm, column_mm)
-
-
-def _patient_axis_owners(directions: np.ndarray) -> tuple[int, int, int]:
-    """For patient x, y, z: the array axis most nearly along it (a one-to-one assignment)."""
-    best = max(
-        itertools.permutations(range(3)),
-        key=lambda owners: sum(abs(directions[owners[p], p]) for p in range(3)),
-    )
-    return (best[0], best[1], best[2])
-
-
-def _views(volume: Volume) -> tuple[_View, _View]:
-    """The axial and the coronal view of ``volume`` in radiological convention."""
-    directions = _axis_directions(volume)
-    ax_x, ax_y, ax_z = _patient_axis_owners(directions)
-    # Image right is the patient's left (+x); anterior (-y) up; superior (+z) up.
-    flip_x = directions[ax_x, 0] < 0
-    axial = _View(
-        axis=ax_z, vertical=ax_y, horizontal=ax_x,
-        flip_vertical=bool(directions[ax_y, 1] < 0), flip_horizontal=bool(flip_x),
-        labels=("A", "P", "R", "L"),
-    )
-    coronal = _View(
-        axis=ax_y, vertical=ax_z, horizontal=ax_x,
-        flip_vertical=bool(directions[ax_z, 2] > 0), flip_horizontal=bool(flip_x),
-        labels=("S", "I", "R", "L"),
-    )
-    return axial, coronal
-
-
-def _plane(array: np.ndarray, view: _View, index: int) -> np.ndarray:
-    plane = np.take(array, index, axis=view.axis)
-    if view.vertical > view.horizontal:
-        plane = plane.T
-    if view.flip_vertical:
-        plane = plane[::-1, :]
-    if view.flip_horizontal:
-        plane = plane[:, ::-1]
-    return plane
+def _plane(array: np.ndarray, view: Reorientation, cut: _Cut) -> np.ndarray:
+    return np.take(view.forward(array), view.view_index(cut.axis, cut.source_index), axis=cut.axis)
 
 
 def _window(hu: np.ndarray) -> np.ndarray:
@@ -126,17 +85,11 @@ def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=_FONT_PX)
 
 
-def _render(
-    volume: Volume,
-    result: SegmentationResult,
-    view: _View,
-    index: int,
-    title: str,
-) -> Image.Image:
-    spacing = _axis_spacing(volume)
-    grey = _plane(volume.array, view, index)
+def _render(volume: Volume, result: SegmentationResult, view: Reorientation, cut: _Cut, title: str) -> Image.Image:
+    grey = _plane(volume.array, view, cut)
     rows, columns = grey.shape
-    width, height = _display_size((rows, columns), (spacing[view.vertical], spacing[view.horizontal]))
+    vertical, horizontal = (a for a in range(3) if a != cut.axis)
+    width, height = _display_size((rows, columns), (view.spacing[vertical], view.spacing[horizontal]))
     scale_x, scale_y = width / columns, height / rows
 
     canvas = Image.new("RGB", (width, height + LEGEND_HEIGHT_PX), (0, 0, 0))
@@ -145,7 +98,7 @@ def _render(
     draw = ImageDraw.Draw(canvas)
 
     for item in result.structures:
-        mask = _plane(item.mask, view, index)
+        mask = _plane(item.mask, view, cut)
         if not mask.any():
             continue
         # Pad so outlines touching the image border still close.
@@ -155,7 +108,7 @@ def _render(
             draw.line(points, fill=item.structure.color_rgb, width=_LINE_PX, joint="curve")
 
     font = _font()
-    top, bottom, left, right = view.labels
+    top, bottom, left, right = cut.labels
     style = {"font": font, "fill": _TEXT, "stroke_width": 2, "stroke_fill": (0, 0, 0)}
     draw.text((width / 2, 4), top, anchor="mt", **style)
     draw.text((width / 2, height - 4), bottom, anchor="mb", **style)
@@ -182,23 +135,23 @@ def _union(result: SegmentationResult, shape: tuple[int, ...]) -> np.ndarray:
     return union
 
 
-def _axial_indices(volume: Volume, union: np.ndarray, view: _View) -> list[int]:
-    """Slice indices at AXIAL_FRACTIONS of the structures' extent, counted from the top."""
-    others = tuple(a for a in range(3) if a != view.axis)
+def _axial_indices(volume: Volume, union: np.ndarray, axis: int) -> list[int]:
+    """Indices along array ``axis`` (the axial one) at AXIAL_FRACTIONS of the structures' extent, from the top."""
+    others = tuple(a for a in range(3) if a != axis)
     present = np.flatnonzero(union.any(axis=others))
-    low, high = (int(present[0]), int(present[-1])) if present.size else (0, volume.array.shape[view.axis] - 1)
-    superior_is_high = _axis_directions(volume)[view.axis, 2] > 0
+    low, high = (int(present[0]), int(present[-1])) if present.size else (0, volume.array.shape[axis] - 1)
+    superior_is_high = nearest_directions(volume.geometry)[axis] == "S"
     return [
         round(high - f * (high - low)) if superior_is_high else round(low + f * (high - low))
         for f in AXIAL_FRACTIONS
     ]
 
 
-def _centroid_index(volume: Volume, union: np.ndarray, view: _View) -> int:
-    others = tuple(a for a in range(3) if a != view.axis)
+def _centroid_index(volume: Volume, union: np.ndarray, axis: int) -> int:
+    others = tuple(a for a in range(3) if a != axis)
     profile = union.sum(axis=others, dtype=np.int64)
     if profile.sum() == 0:
-        return volume.array.shape[view.axis] // 2
+        return volume.array.shape[axis] // 2
     return round(float((profile * np.arange(profile.size)).sum() / profile.sum()))
 
 
@@ -222,18 +175,19 @@ def render_previews(volume: Volume, result: SegmentationResult, out_dir: Path) -
                 f"the volume {volume.array.shape}; previews need masks on the volume's own grid."
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    axial, coronal = _views(volume)
+    view = reorient(volume.geometry, _DISPLAY)
+    axial_axis, coronal_axis = view.perm[0], view.perm[1]
     union = _union(result, volume.array.shape)
-    count = volume.array.shape[axial.axis]
+    count = volume.array.shape[axial_axis]
     images: list[tuple[str, Image.Image]] = []
-    for n, index in enumerate(_axial_indices(volume, union, axial), start=1):
-        z = _position_mm(volume, axial.axis, index, 2)
+    for n, index in enumerate(_axial_indices(volume, union, axial_axis), start=1):
+        z = _position_mm(volume, axial_axis, index, 2)
         title = f"Axial {n}/{len(AXIAL_FRACTIONS)}  z {z:.1f} mm  (slice {index + 1}/{count})"
-        images.append((f"axial_{n}.png", _render(volume, result, axial, index, title)))
-    index = _centroid_index(volume, union, coronal)
-    y = _position_mm(volume, coronal.axis, index, 1)
-    title = f"Coronal  y {y:.1f} mm  (plane {index + 1}/{volume.array.shape[coronal.axis]})"
-    images.append(("coronal.png", _render(volume, result, coronal, index, title)))
+        images.append((f"axial_{n}.png", _render(volume, result, view, _Cut(0, index, _AXIAL_LABELS), title)))
+    index = _centroid_index(volume, union, coronal_axis)
+    y = _position_mm(volume, coronal_axis, index, 1)
+    title = f"Coronal  y {y:.1f} mm  (plane {index + 1}/{volume.array.shape[coronal_axis]})"
+    images.append(("coronal.png", _render(volume, result, view, _Cut(1, index, _CORONAL_LABELS), title)))
 
     paths: list[Path] = []
     for name, image in images:

@@ -1,21 +1,23 @@
 """The one interface every segmentation engine implements, and the structures it knows.
 
 `segment(volume, targets)` returns boolean masks on the volume's own voxel grid (same shape,
-same geometry), one per requested structure, each with a confidence and QA flags. Engines
-never resample their output into another grid: writers rely on the source geometry.
+same geometry), one per requested structure, each with a confidence. Engines never resample
+their output into another grid: writers rely on the source geometry. Engines add only the
+flags that they alone can raise (a model's own doubts); measurements and the QA flags are
+added once, afterwards, by `tools.segmentation.qa.assess`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from agent.settings import Settings
-from tools.imaging.volume import Volume
+if TYPE_CHECKING:  # only for the engine protocol: naming the engines must not load the DICOM stack
+    from tools.imaging.volume import Volume
 
 
 class StructureSpec(BaseModel):
@@ -90,6 +92,23 @@ class QAFlag(BaseModel):
     message: str
 
 
+class StructureMeasurements(BaseModel):
+    """Size, density and extent of one mask. HU statistics are None for an empty mask."""
+
+    volume_ml: float
+    voxel_count: int
+    mean_hu: float | None
+    p5_hu: float | None
+    p50_hu: float | None
+    p95_hu: float | None
+    bbox_index: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None
+    """(min, max) inclusive per array axis: (slice, row, column)"""
+    bbox_mm: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None
+    """(min, max) per patient axis (x, y, z) in LPS mm, over the centres of the boxed voxels"""
+    n_components: int
+    """3D connected components, 26-connectivity"""
+
+
 @dataclass
 class StructureMask:
     structure: StructureSpec
@@ -97,6 +116,8 @@ class StructureMask:
     """bool, shape == volume.array.shape"""
     confidence: float
     flags: list[QAFlag] = field(default_factory=list)
+    measurements: StructureMeasurements | None = None
+    """set by `qa.assess`; None on a result that was not assessed yet"""
 
 
 @dataclass
@@ -107,6 +128,12 @@ class SegmentationResult:
     flags: list[QAFlag] = field(default_factory=list)
     """Flags about the whole result (not tied to one structure)."""
     seconds: float = 0.0
+    assessed: bool = False
+    """True once `qa.assess` measured every structure and added the QA flags (it does so once)."""
+
+    def all_flags(self) -> list[QAFlag]:
+        """Every flag: those about the whole result, then each structure's, in structure order."""
+        return [*self.flags, *(f for s in self.structures for f in s.flags)]
 
 
 class SegmentationEngine(Protocol):
@@ -118,21 +145,3 @@ class SegmentationEngine(Protocol):
 
 class EngineError(RuntimeError):
     """An engine could not produce a result; the message names the engine and the series."""
-
-
-EngineFactory = Callable[[Settings], SegmentationEngine]
-_REGISTRY: dict[str, EngineFactory] = {}
-
-
-def register_engine(name: str, factory: EngineFactory) -> None:
-    _REGISTRY[name] = factory
-
-
-def engine_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_engine(name: str, settings: Settings) -> SegmentationEngine:
-    if name not in _REGISTRY:
-        raise EngineError(f"unknown segmentation engine '{name}'. Available engines: {', '.join(engine_names())}.")
-    return _REGISTRY[name](settings)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from agent.settings import Settings
+from tools.imaging.orientation import Reorientation, reorient
 from tools.imaging.volume import Volume
 from tools.segmentation.base import (
     STRUCTURES,
@@ -153,40 +153,16 @@ def load_network(root: Path, device: torch.device) -> torch.nn.Module:
     return net.to(device).eval()
 
 
-def _to_ras(volume: Volume) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-    """The HU array indexed (x, y, z) with each axis flipped to point R, A, S; and its spacing.
+def to_ras(volume: Volume) -> tuple[np.ndarray, np.ndarray, Reorientation]:
+    """The HU array indexed (x, y, z) with its axes towards R, A, S; its (x, y, z) spacing; the view.
 
-    Returns the array, the (x, y, z) spacing and which axes were flipped, so the inverse is exact.
-    Works for any orientation whose axes are close to the patient axes (all CT in practice).
+    MONAI's usual frame, made by tools/imaging/orientation.py (axis swaps and flips only), so
+    ``view.backward`` puts a label map made on it back onto the volume's grid voxel for voxel.
+    Training uses this same function (tools/training/dataset.py): a bundle sees at inference
+    the orientation it was trained on.
     """
-    direction = np.asarray(volume.geometry.direction)  # rows: column dir, row dir, slice dir (LPS)
-    array = volume.array.transpose(2, 1, 0)  # (column, row, slice) index order
-    order = [int(np.argmax(np.abs(direction[axis]))) for axis in range(3)]
-    if sorted(order) != [0, 1, 2]:
-        raise EngineError(
-            f"series {volume.series_instance_uid}: its image axes are too oblique to map onto the "
-            "patient axes for the MONAI bundle; use the lung-threshold engine for this series."
-        )
-    permutation = [order.index(axis) for axis in range(3)]
-    array = array.transpose(permutation)
-    spacing = np.asarray(volume.geometry.spacing)[permutation]
-    # LPS -> RAS: x and y axes point the other way.
-    ras_sign = np.array([-1.0, -1.0, 1.0])
-    flips = [bool(direction[permutation[axis]][axis] * ras_sign[axis] < 0) for axis in range(3)]
-    for axis, flip in enumerate(flips):
-        if flip:
-            array = np.flip(array, axis=axis)
-    return np.ascontiguousarray(array), spacing, [*permutation, *map(int, flips)]
-
-
-def _from_ras(labels: np.ndarray, volume: Volume, permutation_and_flips: list[int]) -> np.ndarray:
-    permutation, flips = permutation_and_flips[:3], permutation_and_flips[3:]
-    for axis, flip in enumerate(flips):
-        if flip:
-            labels = np.flip(labels, axis=axis)
-    inverse = np.argsort(permutation)
-    labels = labels.transpose(inverse)  # back to (column, row, slice)
-    return np.ascontiguousarray(labels.transpose(2, 1, 0))
+    view = reorient(volume.geometry, "RAS")
+    return np.ascontiguousarray(view.forward(volume.array)), np.asarray(view.spacing), view
 
 
 class MonaiBundleEngine:
@@ -229,7 +205,7 @@ class MonaiBundleEngine:
                 f"MONAI bundle {self.config.name} cannot segment {', '.join(missing)}; "
                 f"it knows {', '.join(sorted(self.config.labels.values()))}."
             )
-        ras, spacing, transform = _to_ras(volume)
+        ras, spacing, view = to_ras(volume)
         tensor = self._preprocess(ras, spacing).to(self.device)
         with torch.inference_mode():
             logits = sliding_window_inference(
@@ -244,8 +220,8 @@ class MonaiBundleEngine:
             logits = torch.nn.functional.interpolate(logits, size=list(ras.shape), mode="trilinear", align_corners=False)
             probabilities = torch.softmax(logits, dim=1)[0]
             confidence_ras, label_ras = probabilities.max(dim=0)
-        labels = _from_ras(label_ras.cpu().numpy().astype(np.uint8), volume, transform)
-        confidence = _from_ras(confidence_ras.cpu().numpy(), volume, transform)
+        labels = view.backward(label_ras.cpu().numpy().astype(np.uint8))
+        confidence = view.backward(confidence_ras.cpu().numpy())
         key_to_index = {key: index for index, key in self.config.labels.items()}
         structures = []
         for spec in wanted:
@@ -255,7 +231,3 @@ class MonaiBundleEngine:
         seconds = time.perf_counter() - started
         log.info("monai-bundle %s on series %s: %.1f s", self.config.name, volume.series_instance_uid, seconds)
         return SegmentationResult(engine=self.name, engine_version=self.version, structures=structures, seconds=seconds)
-
-
-def build_monai_bundle_engine(settings: Settings) -> MonaiBundleEngine:
-    return MonaiBundleEngine(settings.monai_bundle_dir, settings.torch_device)

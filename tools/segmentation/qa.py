@@ -1,4 +1,9 @@
-"""Measurements of a structure mask and plausibility flags for the approver.
+"""Measurements of a structure mask and plausibility flags for the approver, added once.
+
+`assess` runs after segmentation, whichever engine produced the result, and before anything
+is stored or built (docs/architecture.md, study flow): it measures every structure and
+appends the QA flags exactly once, so the stored result, the approval request and the
+output files all carry the same measurements and flags.
 
 Volumes come from the voxel count times the voxel volume of the DICOM geometry (PS3.3
 C.7.6.2: Pixel Spacing and the slice step); positions are in the patient coordinate system
@@ -7,16 +12,16 @@ C.7.6.2: Pixel Spacing and the slice step); positions are in the patient coordin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
 from scipy import ndimage
 
 from tools.imaging.geometry import Geometry
+from tools.imaging.orientation import OPPOSITE, SIDE_NAMES, nearest_directions
 from tools.imaging.volume import Volume
-from tools.segmentation.base import QAFlag, StructureMask
+from tools.segmentation.base import QAFlag, SegmentationResult, StructureMask, StructureMeasurements
 
 # Adult lungs hold roughly 1-4 L each at CT; outside this band the mask (or the scan) is wrong.
 LUNG_MIN_ML = 300.0
@@ -26,27 +31,6 @@ LARGE_COMPONENT_FRACTION = 0.01
 LARGE_COMPONENT_ML = 5.0
 MAX_LARGE_COMPONENTS = 2
 _LUNG_KEYS = ("left-lung", "right-lung")
-
-Side = Literal["left", "right", "anterior", "posterior", "inferior", "superior"]
-# Index of the LPS component and the patient side at its positive / negative end.
-_SIDES: dict[int, tuple[Side, Side]] = {0: ("left", "right"), 1: ("posterior", "anterior"), 2: ("superior", "inferior")}
-
-
-class StructureMeasurements(BaseModel):
-    """Size, density and extent of one mask. HU statistics are None for an empty mask."""
-
-    volume_ml: float
-    voxel_count: int
-    mean_hu: float | None
-    p5_hu: float | None
-    p50_hu: float | None
-    p95_hu: float | None
-    bbox_index: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None
-    """(min, max) inclusive per array axis: (slice, row, column)"""
-    bbox_mm: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None
-    """(min, max) per patient axis (x, y, z) in LPS mm, over the centres of the boxed voxels"""
-    n_components: int
-    """3D connected components, 26-connectivity"""
 
 
 def voxel_volume_ml(geometry: Geometry) -> float:
@@ -58,8 +42,9 @@ def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice]:
     return ndimage.find_objects(mask.view(np.uint8))[0]  # type: ignore[return-value]
 
 
-def _centroid_x(mask: np.ndarray, box: tuple[slice, slice, slice], geometry: Geometry) -> float:
-    """Patient x (LPS mm) of the centroid of a non-empty mask."""
+def centroid_x(mask: np.ndarray, geometry: Geometry, box: tuple[slice, slice, slice] | None = None) -> float:
+    """Patient x (LPS mm) of the centroid of a non-empty mask (``box``: its bounding box, when known)."""
+    box = box or _bbox(mask)
     sub = mask[box]
     total = float(np.count_nonzero(sub))
     index = []
@@ -128,7 +113,7 @@ def qa_flags(volume: Volume, structure_masks: Sequence[StructureMask]) -> list[Q
             flags.extend(_volume_flags(key, name, series, volume_ml))
         flags.extend(_component_flags(key, name, series, mask[box], volume_ml))
         flags.extend(_border_flags(key, name, series, box, mask.shape, volume.geometry))
-        centroids[key] = _centroid_x(mask, box, volume.geometry)
+        centroids[key] = centroid_x(mask, volume.geometry, box)
     if "left-lung" in centroids and "right-lung" in centroids and centroids["left-lung"] < centroids["right-lung"]:
         flags.append(QAFlag(
             code="left-right-swapped", severity="fail", structure=None,
@@ -138,6 +123,27 @@ def qa_flags(volume: Volume, structure_masks: Sequence[StructureMask]) -> list[Q
             "Image Orientation/Position (Patient) and the labels before approving.",
         ))
     return flags
+
+
+def assess(volume: Volume, result: SegmentationResult) -> SegmentationResult:
+    """``result`` with every structure measured and the QA flags added, once.
+
+    Flags about one structure go to that structure, the others to the result. A result that
+    was assessed already comes back as it is, so calling this again never adds a flag twice.
+    """
+    if result.assessed:
+        return result
+    flags = qa_flags(volume, result.structures)
+    structures = [
+        dataclasses.replace(
+            item,
+            flags=[*item.flags, *(f for f in flags if f.structure == item.structure.key)],
+            measurements=measure(volume, item.mask),
+        )
+        for item in result.structures
+    ]
+    whole = [f for f in flags if f.structure is None]
+    return dataclasses.replace(result, structures=structures, flags=[*result.flags, *whole], assessed=True)
 
 
 def _volume_flags(key: str, name: str, series: str, volume_ml: float) -> list[QAFlag]:
@@ -178,18 +184,15 @@ def _border_flags(
     key: str, name: str, series: str, box: tuple[slice, slice, slice], shape: tuple[int, ...], geometry: Geometry
 ) -> list[QAFlag]:
     """One flag per volume face the mask (with bounding box ``box``) touches, named by the patient side of that face."""
-    axis_dirs = (geometry.direction[2], geometry.direction[1], geometry.direction[0])
+    towards = nearest_directions(geometry)
     flags: list[QAFlag] = []
     for axis in range(3):
-        direction = np.asarray(axis_dirs[axis], dtype=float)
-        component = int(np.argmax(np.abs(direction)))
-        positive_side, negative_side = _SIDES[component]
         for end in (0, shape[axis] - 1):
             if end not in (box[axis].start, box[axis].stop - 1):
                 continue
-            # The face at index 0 lies towards -direction, the last one towards +direction.
-            towards_positive = (end != 0) == (direction[component] > 0)
-            side = positive_side if towards_positive else negative_side
+            # The last index lies towards the axis' direction, index 0 towards the opposite side.
+            letter = towards[axis] if end != 0 else OPPOSITE[towards[axis]]
+            side = SIDE_NAMES[letter]
             if side in ("superior", "inferior"):
                 flags.append(QAFlag(
                     code=f"touches-{side}-edge", severity="warning", structure=key,

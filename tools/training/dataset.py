@@ -3,7 +3,7 @@
 A case is one CT series with its lung label map, saved as ``<case id>.npz``:
 
     image   int16 Hounsfield units, indexed (x, y, z) with the axes pointing R, A, S
-            (`tools.segmentation.monai_bundle._to_ras`, the engine's own transform), resampled
+            (`tools.segmentation.monai_bundle.to_ras`, the engine's own transform), resampled
             to ``pixdim`` mm the way the engine resamples (trilinear, same output size rule)
     label   uint8 on the same grid: 0 background, 1 left lung, 2 right lung (nearest neighbour)
     info    JSON of :class:`CaseInfo` (identifiers only: no patient name, no free text)
@@ -32,7 +32,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from tools.imaging.volume import Volume
-from tools.segmentation.monai_bundle import _to_ras
+from tools.segmentation.monai_bundle import to_ras
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ def case_arrays(
             f"series {volume.series_instance_uid}: the masks are {labels.shape}, the CT {volume.array.shape}; "
             "masks must lie on the CT's own grid."
         )
-    image_ras, spacing, _ = _to_ras(volume)
-    label_ras, _, _ = _to_ras(dataclasses.replace(volume, array=labels))
+    image_ras, spacing, _ = to_ras(volume)
+    label_ras, _, _ = to_ras(dataclasses.replace(volume, array=labels))
     return resample(image_ras, spacing, pixdim, labels=False), resample(label_ras, spacing, pixdim, labels=True)
 
 

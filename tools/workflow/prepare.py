@@ -168,7 +168,7 @@ def segment_with_fallback(
         except (EngineError, ServiceUnavailableError, ValueError) as exc:
             not_used.append(f"{name}: {exc}")
             continue
-        failed = [f.message for f in result.flags if f.severity == "fail"]
+        failed = [f.message for f in result.all_flags() if f.severity == "fail"]
         if failed and name != chain[-1]:
             not_used.append(f"{name}: QA failed ({'; '.join(failed)})")
             continue

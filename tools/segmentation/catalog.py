@@ -1,0 +1,111 @@
+"""The segmentation engines this project ships, by name, and the options that build them.
+
+Engines take these explicit options, never the settings: `agent/parts.py` turns the settings
+into `EngineOptions` once, at the top (docs/architecture.md, layers). Every engine module is
+imported on first use only, so naming the engines (for `--help`) or choosing `lung-threshold`
+never pays for importing torch and MONAI (monai-bundle) or the HTTP and NIfTI stack
+(medimageparse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from tools.http.config import RetryPolicy
+from tools.segmentation.base import EngineError, SegmentationEngine
+
+LUNG_THRESHOLD = "lung-threshold"
+MONAI_BUNDLE = "monai-bundle"
+MEDIMAGEPARSE = "medimageparse"
+
+
+class MedImageParseOptions(BaseModel):
+    """The MedImageParse endpoint: its scoring URL and key, batching, timeout, retries and 2D/3D mode."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str | None = None
+    key: SecretStr | None = None
+    batch_size: int = Field(default=8, ge=1, description="slices per scoring request")
+    timeout_s: float = Field(default=60.0, gt=0, description="per scoring request")
+    mode: Literal["2d", "3d"] = "2d"
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
+class EngineOptions(BaseModel):
+    """What the engines need to be built: the MONAI bundle and torch device, the MedImageParse endpoint."""
+
+    model_config = ConfigDict(frozen=True)
+
+    monai_bundle_dir: Path | None = None
+    torch_device: str | None = Field(default=None, description="cpu, cuda, cuda:1; None: cuda when present")
+    medimageparse: MedImageParseOptions = Field(default_factory=MedImageParseOptions)
+
+
+def _lung_threshold(options: EngineOptions) -> SegmentationEngine:
+    from tools.segmentation.lung_threshold import LungThresholdEngine
+
+    return LungThresholdEngine()
+
+
+def _monai_bundle(options: EngineOptions) -> SegmentationEngine:
+    from tools.segmentation.monai_bundle import MonaiBundleEngine
+
+    return MonaiBundleEngine(options.monai_bundle_dir, options.torch_device)
+
+
+def _medimageparse(options: EngineOptions) -> SegmentationEngine:
+    from tools.segmentation.medimageparse.engine import MedImageParseEngine
+
+    endpoint = options.medimageparse
+    if not endpoint.url:
+        raise EngineError(
+            "the medimageparse engine needs the endpoint's scoring URL: set IMAGING_AGENT_MEDIMAGEPARSE_URL "
+            "and IMAGING_AGENT_MEDIMAGEPARSE_KEY (see .env.example)."
+        )
+    return MedImageParseEngine(
+        endpoint.url,
+        endpoint.key.get_secret_value() if endpoint.key else None,
+        batch_size=endpoint.batch_size,
+        timeout_s=endpoint.timeout_s,
+        retry=endpoint.retry,
+        mode=endpoint.mode,
+    )
+
+
+_BUILDERS: dict[str, Callable[[EngineOptions], SegmentationEngine]] = {
+    LUNG_THRESHOLD: _lung_threshold,
+    MONAI_BUNDLE: _monai_bundle,
+    MEDIMAGEPARSE: _medimageparse,
+}
+
+
+def engine_names() -> list[str]:
+    """The names of the engines that ship with the project, sorted."""
+    return sorted(_BUILDERS)
+
+
+class EngineCatalog:
+    """Builds engines by name from one set of options; each `get` builds a fresh engine."""
+
+    def __init__(self, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
+
+    def names(self) -> list[str]:
+        return engine_names()
+
+    def get(self, name: str) -> SegmentationEngine:
+        """The engine called `name`.
+
+        Raises:
+            EngineError: no engine has that name (the message lists the known ones), or the
+                engine's options are incomplete (the message says which setting to set).
+        """
+        builder = _BUILDERS.get(name)
+        if builder is None:
+            raise EngineError(f"unknown segmentation engine '{name}'. Available engines: {', '.join(engine_names())}.")
+        return builder(self.options)

@@ -1,0 +1,85 @@
+"""The working grid of the lung engine and the morphology it runs on, in millimetre terms.
+
+Arrays here are in the canonical view (superior, posterior, patient-left axes; see
+tools/imaging/orientation.py), so axis 0 is the slice axis and sizes convert per axis.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy import ndimage
+
+Spacing = tuple[float, float, float]
+Box = tuple[slice, slice, slice]
+
+# Topology is worked out on a grid of about this spacing (block means); only the final
+# threshold, closing and hole filling run at full resolution.
+WORKING_SPACING_MM = 1.4
+
+# In-plane connectivity on a 3D array: 8-connected (SLICE_2D) and 4-connected (SLICE_2D_4).
+SLICE_2D = np.zeros((3, 3, 3), dtype=bool)
+SLICE_2D[1] = ndimage.generate_binary_structure(2, 2)
+SLICE_2D_4 = np.zeros((3, 3, 3), dtype=bool)
+SLICE_2D_4[1] = ndimage.generate_binary_structure(2, 1)
+
+
+def working_factors(spacing: Spacing) -> tuple[int, int, int]:
+    """Integer block sizes that bring each axis to about ``WORKING_SPACING_MM``."""
+    return tuple(max(1, int(round(WORKING_SPACING_MM / s))) for s in spacing)  # type: ignore[return-value]
+
+
+def block_mean(hu: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
+    """Average HU over blocks of ``factors`` voxels (edges padded by repetition)."""
+    pad = [(0, (-n) % f) for n, f in zip(hu.shape, factors, strict=True)]
+    data = np.pad(hu, pad, mode="edge") if any(p[1] for p in pad) else hu
+    fz, fy, fx = factors
+    out = np.zeros(tuple(n // f for n, f in zip(data.shape, factors, strict=True)), dtype=np.float32)
+    for dz, dy, dx in itertools.product(range(fz), range(fy), range(fx)):
+        out += data[dz::fz, dy::fy, dx::fx]
+    out /= float(fz * fy * fx)
+    return out
+
+
+def upsample(labels: np.ndarray, factors: tuple[int, int, int], box: Box) -> np.ndarray:
+    """Nearest-neighbour labels of the full-resolution voxels in ``box`` from the working grid."""
+    index = np.ix_(*(np.arange(s.start, s.stop) // f for s, f in zip(box, factors, strict=True)))
+    return labels[index]
+
+
+def fill_holes_axial(mask: np.ndarray, max_area_px: int | None = None) -> np.ndarray:
+    """Fill holes in every axial slice: background not 4-connected to the slice border.
+
+    With ``max_area_px``, only holes up to that many pixels are filled.
+    """
+    labels, _ = ndimage.label(~mask, structure=SLICE_2D_4)
+    fill = np.ones(int(labels.max()) + 1, dtype=bool)
+    for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
+        fill[edge] = False
+    if max_area_px is not None:
+        fill &= np.bincount(labels.ravel(), minlength=fill.size) <= max_area_px
+    fill[0] = False
+    return mask | fill[labels]
+
+
+def fill_holes_3d(mask: np.ndarray) -> np.ndarray:
+    """Fill background regions enclosed in 3D (a nodule or mass surrounded by lung)."""
+    labels, _ = ndimage.label(~mask)
+    fill = np.ones(int(labels.max()) + 1, dtype=bool)
+    for axis in range(3):
+        for end in (0, -1):
+            fill[np.take(labels, end, axis=axis)] = False
+    fill[0] = False
+    return mask | fill[labels]
+
+
+def filter_size(radius_mm: float, spacing: Spacing) -> tuple[int, int, int]:
+    """Filter size covering +-radius_mm along each axis (at least the voxel itself)."""
+    return tuple(2 * int(round(radius_mm / s)) + 1 for s in spacing)  # type: ignore[return-value]
+
+
+def padded_box(mask: np.ndarray, pad: int) -> Box:
+    """The bounding box of a non-empty mask, grown by ``pad`` voxels on every side (clipped)."""
+    box = ndimage.find_objects(mask.view(np.uint8))[0]
+    return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(box, mask.shape, strict=True))  # type: ignore[return-value]
