@@ -37,9 +37,11 @@ from tools.results.fhir_report import updated_imaging_study
 from tools.results.rtstruct import build_rtstruct
 from tools.results.seg import build_seg
 from tools.segmentation.base import STRUCTURES, SegmentationResult, StructureMask
+from tools.training.config import TooFewCasesError, TrainConfig
 from tools.training.dataset import case_arrays, read_case
-from tools.training.gather import GatherReport, TrainingPair, gather_cases, label_studies
-from tools.training.train import TooFewCasesError, TrainConfig, train
+from tools.training.gather import GatherReport, gather_cases, label_studies
+from tools.training.pairing import TrainingPair
+from tools.training.train import train
 
 pytestmark = pytest.mark.integration
 

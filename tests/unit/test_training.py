@@ -23,9 +23,11 @@ import torch
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
 from tools.segmentation.monai_bundle import MonaiBundleEngine, read_bundle_config
+from tools.training.config import TooFewCasesError, TrainConfig, TrainingError
 from tools.training.dataset import CaseInfo, case_arrays, list_cases, read_case, split_cases, write_case, write_skipped
-from tools.training.gather import SkippedCase, lung_key
-from tools.training.train import TooFewCasesError, TrainConfig, TrainingError, TrainResult, train
+from tools.training.gather import SkippedCase
+from tools.training.labels import lung_key
+from tools.training.train import TrainResult, train
 
 pytestmark = pytest.mark.unit
 
