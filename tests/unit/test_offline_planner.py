@@ -10,7 +10,7 @@ import asyncio
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from langchain_core.tools import BaseTool
 
 import agent.planner.grammar as grammar
 from agent.planner.chat_model import OfflinePlanner
+from agent.runtime import AgentRuntime
 from agent.settings import PROJECT_ROOT, Settings
 from graphs.planner_tools.catalog import WRITE_TOOLS, build_tools
 from graphs.planner_tools.models import (
@@ -46,10 +47,11 @@ PENDING_CT = {"status": "registered", "modality": "CT"}
 
 
 @pytest.fixture(scope="module")
-def tools(tmp_path_factory: pytest.TempPathFactory) -> list[BaseTool]:
-    # The catalogue's own tools, for their names and argument models; the runtime is never reached.
+def tools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BaseTool]]:
+    # The catalogue's own tools, for their names and argument models; no server is ever reached.
     settings = Settings(run_dir=tmp_path_factory.mktemp("run"), _env_file=None)
-    return build_tools(settings, None)  # type: ignore[arg-type]
+    with AgentRuntime(settings) as runtime:
+        yield build_tools(runtime)
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,8 @@ def test_stale_pid_file_of_another_program_is_not_signalled(tmp_path: Path) -> N
 
 
 def test_status_shows_whole_urls_and_log_paths_in_80_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent import cli
+    from agent.commands import output
+    from agent.commands.services import print_status
 
     log_file = tmp_path / "a-run-directory-deep-enough" / "to-need-more-than-eighty-columns" / "orthanc.log"
     rows = [
@@ -99,8 +100,8 @@ def test_status_shows_whole_urls_and_log_paths_in_80_columns(tmp_path: Path, mon
         ),
     ]
     out = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=out, width=80, color_system=None))
-    cli._print_status(rows)
+    monkeypatch.setattr(output, "console", Console(file=out, width=80, color_system=None))
+    print_status(rows)
     printed = out.getvalue()
     assert len(str(log_file)) > 80
     for row in rows:

@@ -1,0 +1,1 @@
+"""The `imaging-agent` subcommands, one module per area; agent/cli.py assembles them."""

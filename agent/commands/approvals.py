@@ -1,0 +1,85 @@
+"""`imaging-agent approvals list|show|approve|reject`: pending approvals from any terminal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agent.commands import output
+from agent.settings import get_settings
+
+approvals_app = typer.Typer(help="Pending radiologist approvals, shared by the CLI, the app and the API.", no_args_is_help=True)
+
+
+@approvals_app.command("list")
+def approvals_list() -> None:
+    """Every pending approval, in every job."""
+    from agent.runtime import AgentRuntime
+
+    with AgentRuntime(get_settings()) as runtime:
+        pending = runtime.pending_approvals()
+    table = Table("id", "job", "ImagingStudy", "patient", "structures", "QA flags")
+    for p in pending:
+        volumes = ", ".join(f"{s.display} {s.volume_ml:.0f} mL" for s in p.request.structures)
+        table.add_row(p.interrupt_id[:8], p.thread_id, p.request.imaging_study_id, p.request.patient_id or "-", volumes, str(len(p.request.flags)))
+    output.console.print(table)
+    output.console.print(f"{len(pending)} pending")
+
+
+@approvals_app.command("show")
+def approvals_show(approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix), result UID or ImagingStudy id.")]) -> None:
+    """Everything the reviewer needs to decide one approval."""
+    from agent.cli_review import render_approval
+    from agent.runtime import AgentRuntime
+
+    with AgentRuntime(get_settings()) as runtime:
+        try:
+            render_approval(output.console, runtime.find_pending(approval_id))
+        except KeyError as exc:
+            output.error(exc.args[0])
+            raise typer.Exit(1) from exc
+
+
+def _decide(approval_id: str, action: str, reason: str | None, reviewer_id: str | None, reviewer_name: str | None) -> None:
+    from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
+    from agent.review import DecisionError, build_decision
+    from agent.runtime import AgentRuntime
+
+    settings = get_settings()
+    try:
+        decision = build_decision(action, *default_reviewer(settings, reviewer_id, reviewer_name), reason)
+    except DecisionError as exc:
+        output.error(exc)
+        raise typer.Exit(2) from exc
+    with AgentRuntime(settings) as runtime:
+        try:
+            pending = runtime.find_pending(approval_id)
+        except KeyError as exc:
+            output.error(exc.args[0])
+            raise typer.Exit(1) from exc
+        with ProgressDisplay(output.console) as on_progress:
+            report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
+    render_outcomes(output.console, report)
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix), result UID or ImagingStudy id.")],
+    reviewer_id: output.ReviewerId = None,
+    reviewer_name: output.ReviewerName = None,
+) -> None:
+    """Approve: the results are stored in the PACS and reported in FHIR."""
+    _decide(approval_id, "approve", None, reviewer_id, reviewer_name)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix), result UID or ImagingStudy id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the FHIR Task).")],
+    reviewer_id: output.ReviewerId = None,
+    reviewer_name: output.ReviewerName = None,
+) -> None:
+    """Reject with a reason: nothing is written to the PACS; the Task records the decision."""
+    _decide(approval_id, "reject", reason, reviewer_id, reviewer_name)

@@ -1,0 +1,144 @@
+"""`imaging-agent process` and `ask`: jobs over the work list, or a goal in plain words, with approvals asked here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from agent.commands import output
+from agent.settings import get_settings
+
+
+def decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: tuple[str, str]) -> Any:
+    from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, render_approval
+    from agent.review import DecisionError, build_decision
+
+    while report.pending:
+        pending = report.pending[0]
+        render_approval(output.console, pending)
+        try:
+            if yes:
+                decision = build_decision("approve", *reviewer, automatic=True)
+                output.console.print(f"--yes: approved automatically for {reviewer[1]} ({reviewer[0]}); recorded as not reviewed")
+            else:
+                decision = ask_decision(output.console, pending, reviewer)
+        except (NoReviewerError, DecisionError) as exc:
+            output.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
+            return report
+        with ProgressDisplay(output.console) as on_progress:
+            report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
+    return report
+
+
+def process(
+    pending_studies: Annotated[
+        bool, typer.Option("--pending", help="Process the FHIR work list (ImagingStudy status registered, CT).")
+    ] = False,
+    study: Annotated[str | None, typer.Option("--study", help="Process one ImagingStudy by its FHIR id.")] = None,
+    query: Annotated[str | None, typer.Option(help="Work list search instead of the default, e.g. 'status=registered&modality=CT'.")] = None,
+    engine: Annotated[str | None, typer.Option(help=output.ENGINE_HELP)] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (you are the reviewer).")] = False,
+    reviewer_id: output.ReviewerId = None,
+    reviewer_name: output.ReviewerName = None,
+) -> None:
+    """Segment, review and write back: the batch over pending studies, with an approval prompt per study.
+
+    A job interrupted earlier (a killed process, unanswered approvals) is resumed first.
+    """
+    from urllib.parse import parse_qsl
+
+    from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
+    from agent.runtime import AgentRuntime
+
+    if not pending_studies and study is None:
+        output.console.print("Say what to process: --pending (the work list) or --study IMAGING_STUDY_ID.")
+        raise typer.Exit(2)
+    settings = get_settings()
+    reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
+    with AgentRuntime(settings) as runtime:
+        batch_query = dict(parse_qsl(query)) if query else None
+        wanted_label = f"ImagingStudy/{study}" if study is not None else runtime.batch_label(batch_query)
+        reports = []
+        resumed_labels = set()
+        for job in runtime.jobs(unfinished_only=True):
+            output.console.print(f"Resuming job {job.thread_id} ({job.label}), left {job.status}.")
+            report = runtime.report(job.thread_id)
+            if not report.pending and not report.done:
+                with ProgressDisplay(output.console) as on_progress:
+                    report = runtime.resume(job.thread_id, on_progress=on_progress)
+            # --yes covers only the job this command was asked to run: another person's waiting
+            # results (the app, another terminal) are asked about, never approved automatically.
+            reports.append(decide_interactively(runtime, report, yes and job.label == wanted_label, reviewer))
+            resumed_labels.add(job.label)
+        if wanted_label not in resumed_labels:
+            with ProgressDisplay(output.console) as on_progress:
+                if study is not None:
+                    report = runtime.start_study(study, engine=engine, on_progress=on_progress)
+                else:
+                    report = runtime.start_batch(batch_query, engine=engine, on_progress=on_progress)
+            reports.append(decide_interactively(runtime, report, yes, reviewer))
+        for report in reports:
+            render_outcomes(output.console, report)
+            if report.kind == "batch" and not report.outcomes:
+                output.console.print("No study waiting: the work list is empty.")
+    if any(o["outcome"] == "failed" for r in reports for o in r.outcomes):
+        raise typer.Exit(1)
+
+
+def ask(
+    goal: Annotated[str, typer.Argument(help="What you want, in plain words, e.g. 'analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS'.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (recorded as not reviewed).")] = False,
+    reviewer_id: output.ReviewerId = None,
+    reviewer_name: output.ReviewerName = None,
+) -> None:
+    """Give the planner a goal; it runs the tools, and asks you here before anything is written."""
+    from datetime import UTC, datetime
+
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langgraph.types import Command
+
+    from agent.chat import build_chat_graph
+    from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, default_reviewer, render_approval
+    from agent.llm import planner_info
+    from agent.review import DecisionError, build_decision
+    from agent.runtime import AgentRuntime
+    from graphs.runtime import PendingApproval
+    from tools.workflow.approval import ApprovalRequest
+
+    settings = get_settings()
+    reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
+    output.console.print(f"[dim]planner: {planner_info(settings).description}[/dim]")
+    with AgentRuntime(settings) as runtime:
+        chat = build_chat_graph(runtime)
+        config = {"configurable": {"thread_id": f"cli-chat-{datetime.now(UTC):%Y%m%d-%H%M%S}"}}
+        value: object = {"messages": [HumanMessage(goal)]}
+        while True:
+            with ProgressDisplay(output.console) as on_progress:
+                for _ns, mode, chunk in chat.stream(value, config, stream_mode=["updates", "custom"], subgraphs=True):
+                    if mode == "custom":
+                        on_progress(chunk)
+                    elif mode == "updates" and "tools" in chunk:
+                        for message in (chunk["tools"] or {}).get("messages", []):
+                            if isinstance(message, ToolMessage):
+                                output.console.print(f"[dim]tool {message.name}: {str(message.content)[:160]}[/dim]")
+            state = chat.get_state(config)
+            if not state.interrupts:
+                break
+            card = dict(state.interrupts[0].value)
+            pending = PendingApproval(
+                thread_id=card.pop("job"), interrupt_id=card.pop("approval_id"), request=ApprovalRequest.model_validate(card)
+            )
+            render_approval(output.console, pending)
+            try:
+                if yes:
+                    decision = build_decision("approve", *reviewer, automatic=True)
+                else:
+                    decision = ask_decision(output.console, pending, reviewer)
+            except (NoReviewerError, DecisionError) as exc:
+                output.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
+                return
+            value = Command(resume={"approval_id": pending.interrupt_id, "decision": decision.model_dump(mode="json")})
+        last = state.values["messages"][-1]
+        output.console.print(last.content if isinstance(last, AIMessage) else "")

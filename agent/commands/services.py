@@ -1,0 +1,51 @@
+"""`imaging-agent services up|down|status`: the local Orthanc and FHIR server."""
+
+from __future__ import annotations
+
+import typer
+from rich.markup import escape
+
+from agent import services
+from agent.commands import output
+from agent.settings import get_settings
+
+services_app = typer.Typer(help="Start, stop and inspect the local Orthanc (PACS) and FHIR server.", no_args_is_help=True)
+
+
+def print_status(rows: list[services.ServiceStatus]) -> None:
+    # One block per service, not a table: a table cuts URLs and paths to fit 80 columns, and a
+    # newcomer needs them whole. soft_wrap leaves long lines to the terminal, so they copy whole.
+    for row in rows:
+        state = f"[green]up[/green] (pid {row.pid})" if row.healthy else f"[red]{escape(row.detail)}[/red]"
+        output.console.print(f"[bold]{escape(row.name)}[/bold]: {state}", soft_wrap=True)
+        output.console.print(f"  health URL: {escape(row.url)}", soft_wrap=True)
+        output.console.print(f"  log:        {escape(str(row.log_file))}", soft_wrap=True)
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Start Orthanc and the FHIR server (or find them running) and wait until both answer."""
+    settings = get_settings()
+    try:
+        rows = services.up(settings)
+    except services.ServiceError as exc:
+        output.error(exc)
+        raise typer.Exit(1) from exc
+    print_status(rows)
+    output.console.print(f"DICOMweb: {settings.dicomweb_url}   FHIR: {settings.fhir_url}")
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the servers started by `services up` (by their PID files, nothing else)."""
+    for name, was_running in services.down(get_settings()):
+        output.console.print(f"{name}: {'stopped' if was_running else 'was not running'}")
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Show what runs where."""
+    rows = services.status(get_settings())
+    print_status(rows)
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(1)
