@@ -334,3 +334,16 @@ def test_brackets_in_paths_are_printed_as_written(tmp_path: Path) -> None:
     missing = tmp_path / "[scan]"
     result = invoke(missing, "-o", tmp_path / "out")
     assert "[scan]" in flat(result.output)
+
+
+def test_fallback_engines_apply_to_contour(written: Written, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # medimageparse without an endpoint cannot run; the configured fallback contours instead, and says why.
+    monkeypatch.setenv("IMAGING_AGENT_FALLBACK_ENGINES", '["lung-threshold"]')
+    monkeypatch.delenv("IMAGING_AGENT_MEDIMAGEPARSE_URL", raising=False)
+    get_settings.cache_clear()
+    out = tmp_path / "out"
+    result = invoke(written.directory, "-o", out, "--engine", "medimageparse", "--formats", "rtstruct")
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert "engine not used" in text and "medimageparse" in text
+    assert (out / "rtstruct.dcm").is_file()
