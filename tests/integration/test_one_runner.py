@@ -9,6 +9,7 @@ write happens once. A runner that was killed leaves a lease that the next `proce
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import sqlite3
@@ -18,16 +19,19 @@ from pathlib import Path
 
 import pytest
 
+from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from tests.integration.test_cli_workflow import CLI, _cli, _ok
 from tests.integration.workflow_helpers import (
     Driver,
     SeededStudy,
+    approve,
     assert_nothing_written,
     assert_written_once,
     phantom_spec,
     seed_phantom,
     work_files,
+    worklist_of,
 )
 
 pytestmark = pytest.mark.integration
@@ -35,9 +39,11 @@ pytestmark = pytest.mark.integration
 _seeds = itertools.count(4701)
 
 
-def _new_study(live_settings: Settings, tmp_path: Path, patient_id: str, studies: list[SeededStudy]) -> SeededStudy:
+def _new_study(
+    live_settings: Settings, tmp_path: Path, patient_id: str, studies: list[SeededStudy], **update: int | float
+) -> SeededStudy:
     seed = next(_seeds)
-    study = seed_phantom(live_settings, tmp_path / f"phantom-{seed}", phantom_spec(seed, patient_id))
+    study = seed_phantom(live_settings, tmp_path / f"phantom-{seed}", phantom_spec(seed, patient_id, **update))
     studies.append(study)
     return study
 
@@ -132,3 +138,41 @@ def test_the_job_of_a_killed_process_is_taken_over_by_the_next_process(
     assert "completed" in out
     assert len(_jobs(settings)) == 1
     assert_written_once(settings, study)
+
+
+def test_an_approval_from_another_terminal_is_left_to_the_running_process(
+    settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    """A batch runs in one process; its small study waits for approval while the big one is still
+    processed. `approvals approve` in a second terminal records the decision, runs nothing, and the
+    batch's process writes the approved study when it gets there."""
+    small = _new_study(live_settings, tmp_path, "ONE-RUNNER-DECIDE", seeded)
+    big = _new_study(live_settings, tmp_path, "ONE-RUNNER-DECIDE", seeded, rows=512, columns=512, pixel_spacing_mm=0.75)
+    driver = Driver.start(settings, ["batch", json.dumps(worklist_of(small.patient_reference))], tmp_path / "logs")
+    try:
+        with AgentRuntime(settings) as runtime:
+            deadline = time.monotonic() + 180
+            while not (pending := runtime.pending_approvals()):
+                assert driver.process.poll() is None, "the batch ended before one study waited"
+                assert time.monotonic() < deadline, "no study reached its approval"
+                time.sleep(0.05)
+            driver.process.send_signal(signal.SIGSTOP)  # alive, the other study still running
+            [waiting] = pending
+            assert waiting.request.imaging_study_id == small.imaging_study_id, "the big study was first"
+
+            answered = _ok(_cli(settings, "approvals", "approve", small.imaging_study_id))
+            assert "the decision is recorded" in answered, answered
+            assert f"is being run by pid {driver.process.pid} on host " in answered
+            assert_nothing_written(settings, small)
+            assert runtime.pending_approvals() == []  # answered: not offered again meanwhile
+    finally:
+        driver.process.send_signal(signal.SIGCONT)
+    returned = driver.finish(timeout_s=300)["returned"]
+    # The batch's own process applied the recorded decision: the small study is written, once.
+    assert [p["request"]["imaging_study_id"] for p in returned["pending"]] == [big.imaging_study_id]
+    assert_written_once(settings, small)
+    assert_nothing_written(settings, big)
+    with AgentRuntime(settings) as runtime:
+        final = runtime.decide(returned["thread_id"], {returned["pending"][0]["interrupt_id"]: approve()})
+    assert final.done and sorted(o["outcome"] for o in final.outcomes) == ["completed", "completed"]
+    assert_written_once(settings, big)
