@@ -15,7 +15,7 @@ from rich.table import Table
 from agent.review import DecisionError, build_decision
 from agent.settings import Settings
 from graphs.runtime import PendingApproval, RunReport
-from tools.workflow.approval import ApprovalDecision
+from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 
 
 def default_reviewer(settings: Settings, reviewer_id: str | None, reviewer_name: str | None) -> tuple[str, str]:
@@ -23,11 +23,21 @@ def default_reviewer(settings: Settings, reviewer_id: str | None, reviewer_name:
     return rid, reviewer_name or settings.reviewer_name or rid
 
 
+def _patient_identities(r: ApprovalRequest) -> str:
+    """FHIR's patient beside the one the DICOM headers name (checked equal at fetch), both escaped:
+    names and ids are record text, never rich markup."""
+    fhir = f"FHIR {r.patient_reference or '-'}: {r.patient_display_name or '(no name)'}, ID {r.patient_id or '-'}"
+    issuer = f" (issuer {r.dicom_issuer_of_patient_id})" if r.dicom_issuer_of_patient_id else ""
+    dicom = f"DICOM: {r.dicom_patient_name or '(no name)'}, PatientID {r.dicom_patient_id or '-'}{issuer}"
+    return f"[dim]{escape(fhir)}   {escape(dicom)}[/dim]"
+
+
 def render_approval(console: Console, pending: PendingApproval) -> None:
     r = pending.request
     header = (
         f"[bold]{r.patient_display_name or '(no name)'}[/bold]  ID {r.patient_id or '-'}   "
         f"study {r.study_date or '-'} {r.study_description or ''}\n"
+        f"{_patient_identities(r)}\n"
         f"ImagingStudy/{r.imaging_study_id}   Study UID {r.study_instance_uid}\n"
         f"series {r.series.series_instance_uid}: {r.series.images} images, "
         f"{r.series.slice_thickness_mm or '?'} mm\n[dim]{r.series.reason}[/dim]\n"

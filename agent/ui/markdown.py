@@ -5,6 +5,7 @@ No Gradio here: every function takes plain data and returns text, so it is teste
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ def card_summary_markdown(card: Card) -> str:
             f"### Approval needed: ImagingStudy/{card['imaging_study_id']}",
             f"**Patient** {cell(card.get('patient_display_name') or '(no name)')} (ID {cell(card.get('patient_id'))})"
             f" · **Study** {cell(card.get('study_date'))} {cell(card.get('study_description') or '')}",
+            _patient_identities_markdown(card),
             f"**Study Instance UID** `{card['study_instance_uid']}`",
             f"**Series** `{series['series_instance_uid']}`: {series['images']} images, {thickness}, "
             f"{cell(series.get('description') or '')}  \n_{cell(series.get('reason'))}_",
@@ -44,6 +46,25 @@ def card_summary_markdown(card: Card) -> str:
             f"in job `{card['job']}`",
             "Nothing is written to the PACS or the EHR before you decide.",
         ]
+    )
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>&])")
+
+
+def _literal(value: object) -> str:
+    """Record text shown literally in Markdown: every special character backslash-escaped, one line."""
+    text = " ".join(str(value if value is not None else "-").split()) or "-"
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", text)
+
+
+def _patient_identities_markdown(card: Card) -> str:
+    """FHIR's patient beside the one the DICOM headers name (checked equal at fetch), as literal text."""
+    issuer = card.get("dicom_issuer_of_patient_id")
+    return (
+        f"**FHIR** {_literal(card.get('patient_reference'))}: {_literal(card.get('patient_display_name') or '(no name)')}, "
+        f"ID {_literal(card.get('patient_id'))} · **DICOM** {_literal(card.get('dicom_patient_name') or '(no name)')}, "
+        f"PatientID {_literal(card.get('dicom_patient_id'))}{f' (issuer {_literal(issuer)})' if issuer else ''}"
     )
 
 
