@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from agent.api.auth import TOKEN_URL, current_principal, requires, unauthorized
-from agent.api.jobs import JobBusyError, JobRunner
+from agent.api.jobs import JobRunner
 from agent.api.models import AccessToken, ApprovalView, Credentials, DecisionBody, Health, JobBody, JobView
 from agent.identity import account_store, token_signer
 from agent.review import DecisionError, build_decision
@@ -108,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
             return request.app.state.jobs.decide(pending.thread_id, pending.interrupt_id, decision)
         except DecisionError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
-        except (JobBusyError, DecisionConflictError) as exc:
+        except DecisionConflictError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
         except KeyError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=exc.args[0]) from exc
