@@ -64,7 +64,11 @@ def principal_from_service(login: KeptLogin, timeout_s: float = 10.0) -> Princip
         ) from exc
     if response.status_code == 401:
         raise SignInError(f"your login at {login.url} is no longer valid: sign in again (`imaging-agent login`)")
-    response.raise_for_status()
+    if response.status_code != 200:
+        raise SignInError(
+            f"the service at {login.url} could not say whose login this is (HTTP {response.status_code}); "
+            "sign in again (`imaging-agent login`)"
+        )
     return Principal.model_validate(response.json())
 
 

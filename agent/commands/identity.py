@@ -102,7 +102,11 @@ def login(
         output.error(f"the service at {url} does not answer ({exc}); start it with `imaging-agent serve`")
         raise typer.Exit(1) from exc
     if response.status_code != 200:
-        output.error(f"{url} refused the sign-in: {response.json().get('detail', response.text)}")
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        output.error(f"{url} refused the sign-in (HTTP {response.status_code}): {detail}")
         raise typer.Exit(1)
     keep_login(settings.cli_token_path, KeptLogin(url=url, access_token=response.json()["access_token"]))
     output.console.print(f"signed in to {escape(url)} as {escape(username)}; decisions here are yours for the signing window")
