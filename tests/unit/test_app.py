@@ -141,7 +141,7 @@ def test_card_summary_names_patient_study_series_and_job(card: dict[str, Any]) -
     assert "Doe^Jane" in text and "MRN-7" in text
     assert "CT CHEST \\| low dose" in text, "free text must not break the markdown"
     assert "`1.2.3.4.5`: 60 images, 5.0 mm" in text
-    assert "lung-threshold 1.0.0" in text and "`01234567`" in text and "`batch-1`" in text
+    assert "lung-threshold 1.0.0" in text and "`0123456789abcdef`" in text and "`batch-1`" in text
 
 
 def test_card_findings_table_and_flags(card: dict[str, Any]) -> None:
