@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from agent.commands import jobs, offline, worklist
+from agent.commands import identity, jobs, offline, worklist
 from agent.commands.approvals import approvals_app
+from agent.commands.identity import users_app
 from agent.commands.services import services_app
 from agent.settings import get_settings
 
@@ -21,6 +22,9 @@ app.add_typer(services_app, name="services")
 for command in (worklist.seed, worklist.pending, offline.contour, offline.train, jobs.process, jobs.ask):
     app.command()(command)
 app.add_typer(approvals_app, name="approvals")
+app.add_typer(users_app, name="users")
+for command in (identity.login, identity.logout, identity.serve):
+    app.command()(command)
 
 
 @app.callback()

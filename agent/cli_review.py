@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable
 from typing import Any
 
@@ -13,14 +12,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from agent.review import DecisionError, build_decision
-from agent.settings import Settings
 from graphs.runtime import PendingApproval, RunReport
+from tools.identity.principal import Principal
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
-
-
-def default_reviewer(settings: Settings, reviewer_id: str | None, reviewer_name: str | None) -> tuple[str, str]:
-    rid = reviewer_id or settings.reviewer_id or getpass.getuser()
-    return rid, reviewer_name or settings.reviewer_name or rid
 
 
 def _patient_identities(r: ApprovalRequest) -> str:
@@ -56,7 +50,7 @@ def render_approval(console: Console, pending: PendingApproval) -> None:
         writes.add_row("PACS STOW", f"{w.kind} ({w.sop_class_name})", w.sop_instance_uid, w.sha256[:16] + "…")
     for c in r.fhir_changes:
         writes.add_row(f"FHIR {c.method}", c.resource_type, c.target, c.summary)
-    console.print(Panel(header, title=f"Approval {pending.interrupt_id[:8]}  (job {pending.thread_id})"))
+    console.print(Panel(header, title=f"Approval {pending.interrupt_id}  (job {pending.thread_id})"))
     console.print(structures)
     if r.flags:
         console.print(flags)
@@ -70,30 +64,34 @@ class NoReviewerError(RuntimeError):
     """Nobody can answer: standard input is not a terminal (or was closed)."""
 
 
-def ask_decision(console: Console, pending: PendingApproval, reviewer: tuple[str, str]) -> ApprovalDecision:
+def ask_decision(
+    console: Console, pending: PendingApproval, reviewer: Principal, signing_window_s: float
+) -> ApprovalDecision:
     """y approves; n asks for a reason; any other text is the reason for a rejection.
 
-    Raises NoReviewerError when no answer can be read, DecisionError when the reviewer is missing."""
+    Raises NoReviewerError when no answer can be read, DecisionError when the principal may not decide."""
     try:
-        return _ask(console, reviewer)
+        return _ask(console, reviewer, signing_window_s)
     except EOFError as exc:
         raise NoReviewerError(
             "no answer could be read (standard input is closed); the approval stays pending. Answer it with "
-            f"`imaging-agent approvals approve {pending.interrupt_id[:8]}` or `... reject {pending.interrupt_id[:8]} --reason ...`."
+            f"`imaging-agent approvals approve {pending.interrupt_id}` or `... reject {pending.interrupt_id} --reason ...`."
         ) from exc
 
 
-def _ask(console: Console, reviewer: tuple[str, str]) -> ApprovalDecision:
+def _ask(console: Console, reviewer: Principal, signing_window_s: float) -> ApprovalDecision:
     """Asks again until the answer is a decision (a rejection needs a reason)."""
-    build_decision("approve", *reviewer)  # a missing reviewer raises DecisionError now, before any question
+    # A principal who may not decide is told now, before any question.
+    build_decision("approve", reviewer, signing_window_s=signing_window_s)
+    console.print(f"Deciding as {escape(reviewer.display_name)} ({escape(reviewer.id)}, {escape(reviewer.issuer)})")
     while True:
         answer = console.input("[bold]Approve and write these results? \\[y / n / or type a rejection reason]: [/bold]").strip()
         if answer.lower() in ("y", "yes"):
-            return build_decision("approve", *reviewer)
+            return build_decision("approve", reviewer, signing_window_s=signing_window_s)
         if answer.lower() in ("n", "no"):
             answer = console.input("Reason for rejecting (it is recorded in the FHIR Task): ").strip()
         try:
-            return build_decision("reject", *reviewer, reason=answer)
+            return build_decision("reject", reviewer, reason=answer, signing_window_s=signing_window_s)
         except DecisionError as exc:
             console.print(f"[yellow]{escape(str(exc))}[/yellow]")
 

@@ -1,22 +1,19 @@
 """A reviewer's answer as an `ApprovalDecision`, with one readable message when it cannot be one.
 
-The CLI (prompt, `approvals approve/reject`, `--yes`) and the app's approval cards all build
-their decisions here. The rule itself (a reviewer id and name, a reason for every rejection)
-stays in `ApprovalDecision`'s own validator (see docs/architecture.md, approval); this module
-only turns pydantic's error list into a sentence a radiologist can act on.
+The CLI (prompt, `approvals approve/reject`, `--yes`), the API service and the app's approval
+cards all build their decisions here, from an authenticated `Principal` only (never a typed
+name). Deciding needs the radiologist role and, unless automatic, a recent sign-in. The rule
+for the answer itself (a reason for every rejection) stays in `ApprovalDecision`'s own validator
+(see docs/architecture.md, approval); this module turns pydantic's error list into a sentence a
+radiologist can act on.
 """
 
 from __future__ import annotations
 
 from pydantic import ValidationError
 
+from tools.identity.principal import NotAllowedError, Principal, StaleAuthenticationError, require_fresh, require_role
 from tools.workflow.approval import ApprovalDecision
-
-_REVIEWER_FIELDS = ("reviewer_id", "reviewer_name")
-_NO_REVIEWER = (
-    "a decision needs the reviewer's name and id: enter your name as reviewer "
-    "(both are recorded in the FHIR Provenance and Task)"
-)
 
 
 class DecisionError(ValueError):
@@ -25,24 +22,24 @@ class DecisionError(ValueError):
 
 def build_decision(
     action: str,
-    reviewer_id: str,
-    reviewer_name: str,
+    principal: Principal,
     reason: str | None = None,
     *,
+    signing_window_s: float,
     automatic: bool = False,
 ) -> ApprovalDecision:
-    """The decision, checked by `ApprovalDecision`; raises `DecisionError` naming what is missing.
+    """The principal's decision; raises `DecisionError` naming what is missing or not allowed.
 
-    Text is trimmed first, as a person types it: a blank name or reason counts as none.
-    """
+    A reason is trimmed first, as a person types it: a blank reason counts as none. An automatic
+    approval (`--yes`) names its principal but signs nothing, so no fresh sign-in is asked."""
     try:
-        return ApprovalDecision(
-            action=action,  # type: ignore[arg-type]  # the validator names a wrong action
-            reviewer_id=reviewer_id.strip(),
-            reviewer_name=reviewer_name.strip(),
-            reason=(reason or "").strip() or None,
-            automatic=automatic,
-        )
+        require_role(principal, "radiologist", "decide approvals")
+        if not automatic:
+            require_fresh(principal, signing_window_s)
+    except (NotAllowedError, StaleAuthenticationError) as exc:
+        raise DecisionError(f"{str(exc).rstrip('.')}. Nothing was decided.") from exc
+    try:
+        return ApprovalDecision.by(principal, action, (reason or "").strip() or None, automatic=automatic)
     except ValidationError as exc:
         raise DecisionError(readable_decision_error(exc)) from exc
 
@@ -52,9 +49,7 @@ def readable_decision_error(exc: ValidationError) -> str:
     sentences: list[str] = []
     for error in exc.errors(include_url=False):
         field = str(error["loc"][0]) if error["loc"] else ""
-        if field in _REVIEWER_FIELDS:
-            sentence = _NO_REVIEWER
-        elif error["type"] == "value_error":
+        if error["type"] == "value_error":
             # The model validator's own words (pydantic prefixes them with "Value error, ").
             sentence = str(error.get("ctx", {}).get("error", error["msg"]))
         else:

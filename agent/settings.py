@@ -81,8 +81,6 @@ class Settings(BaseSettings):
 
     # Workflow.
     batch_concurrency: int = Field(default=2, ge=1, description="studies processed at the same time")
-    reviewer_id: str | None = Field(default=None, description="default reviewer id for CLI approvals; default: OS user")
-    reviewer_name: str | None = Field(default=None, description="default reviewer display name")
 
     # Planner (LLM). "auto": OpenAI-compatible when a key or base URL is set, else the offline planner.
     llm_provider: Literal["auto", "offline", "openai", "azure"] = "auto"
@@ -115,6 +113,20 @@ class Settings(BaseSettings):
             )
         return self
 
+    # Identity and the API service (issue 10): who may decide, and how they prove it.
+    api_host: str = Field(default="127.0.0.1", description="address of `imaging-agent serve`")
+    api_port: int = Field(default=8000, description="port of `imaging-agent serve`")
+    signing_window_s: float = Field(
+        default=600.0, gt=0, description="an approval needs a sign-in at most this many seconds old"
+    )
+    access_token_ttl_s: float = Field(default=1800.0, gt=0, description="lifetime of an API access token")
+    login_max_failures: int = Field(default=5, ge=1, description="wrong passwords in a row before a lockout")
+    login_lockout_s: float = Field(default=900.0, ge=0, description="how long a locked account stays locked")
+    local_radiologists: list[str] = Field(
+        default_factory=list,
+        description='OS accounts that may decide at a terminal without a service, e.g. ["alice"]',
+    )
+
     @model_validator(mode="after")
     def _follow_local_ports(self) -> Settings:
         # Relative paths in .env mean "inside the project", wherever the command runs from.
@@ -130,6 +142,20 @@ class Settings(BaseSettings):
         if "dimse_port" not in self.model_fields_set:
             self.dimse_port = self.orthanc_dicom_port
         return self
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def token_secret_path(self) -> Path:
+        """The API's token signing secret (0600)."""
+        return self.run_dir / "api-token-secret"
+
+    @property
+    def cli_token_path(self) -> Path:
+        """The token `imaging-agent login` keeps for the CLI (0600)."""
+        return self.run_dir / "cli-login.json"
 
     @property
     def state_path(self) -> Path:

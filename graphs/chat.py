@@ -20,7 +20,7 @@ resume value, and a resume value is only applied to the approval it names.
         config = {"configurable": {"thread_id": "conversation-1"}}
         chat.invoke({"messages": [("user", "analyze all pending CT scans and store RTSTRUCT in PACS")]}, config)
         request = chat.get_state(config).interrupts[0].value       # the approval card
-        chat.invoke(approve(request["approval_id"], "dr-lee", "Dr. Lee"), config)
+        chat.invoke(answer(request["approval_id"], ApprovalDecision.by(principal, "approve")), config)
 """
 
 from __future__ import annotations
@@ -58,15 +58,8 @@ class ChatState(TypedDict, total=False):
     """Jobs started by the latest tool step."""
 
 
-def approve(approval_id: str, reviewer_id: str, reviewer_name: str) -> Command:
-    """The resume command for an approval card: approve."""
-    decision = ApprovalDecision(action="approve", reviewer_id=reviewer_id, reviewer_name=reviewer_name)
-    return Command(resume={"approval_id": approval_id, "decision": decision.model_dump(mode="json")})
-
-
-def reject(approval_id: str, reviewer_id: str, reviewer_name: str, reason: str) -> Command:
-    """The resume command for an approval card: reject with a reason."""
-    decision = ApprovalDecision(action="reject", reviewer_id=reviewer_id, reviewer_name=reviewer_name, reason=reason)
+def answer(approval_id: str, decision: ApprovalDecision) -> Command:
+    """The resume command for an approval card: the decision of an authenticated principal."""
     return Command(resume={"approval_id": approval_id, "decision": decision.model_dump(mode="json")})
 
 

@@ -11,8 +11,7 @@ the same pending approvals, and a process killed mid-batch resumes where it stop
     with AgentRuntime(Settings()) as runtime:
         run = runtime.start_batch()                      # stops at the approvals
         for pending in run.pending:
-            runtime.decide(pending.thread_id, {pending.interrupt_id: ApprovalDecision(
-                action="approve", reviewer_id="dr-lee", reviewer_name="Dr. Lee")})
+            runtime.decide(pending.thread_id, {pending.interrupt_id: ApprovalDecision.by(principal, "approve")})
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +59,15 @@ class Job(BaseModel):
     label: str
     created_at: str
     status: str
+
+
+@dataclass(frozen=True)
+class OpenedJob:
+    """A job created with its lease held, not yet run (`WorkflowRuntime.open_job`)."""
+
+    thread_id: str
+    kind: JobKind
+    lease: Lease
 
 
 class RunReport(BaseModel):
@@ -265,21 +274,31 @@ class WorkflowRuntime:
         *,
         engine: str | None = None,
         on_progress: ProgressHandler | None = None,
+        opened: OpenedJob | None = None,
     ) -> RunReport:
-        """Run the batch over the FHIR work list until it finishes or waits for approvals."""
+        """Run the batch over the FHIR work list until it finishes or waits for approvals.
+
+        `opened`: the job made by `open_job` beforehand (its id already given out); by default a new one."""
         initial: dict[str, Any] = {"engine": engine or self.workflow.default_engine}
         if query:
             initial["query"] = dict(query)
-        return self._start("batch", self.batch_label(query), initial, on_progress)
+        return self._start("batch", self.batch_label(query), initial, on_progress, opened)
 
     def start_study(
-        self, imaging_study_id: str, *, engine: str | None = None, on_progress: ProgressHandler | None = None
+        self,
+        imaging_study_id: str,
+        *,
+        engine: str | None = None,
+        on_progress: ProgressHandler | None = None,
+        opened: OpenedJob | None = None,
     ) -> RunReport:
         """Run the study pipeline for one ImagingStudy until it finishes or waits for approval."""
         initial = {"imaging_study_id": imaging_study_id, "engine": engine or self.workflow.default_engine}
-        return self._start("study", f"ImagingStudy/{imaging_study_id}", initial, on_progress)
+        return self._start("study", f"ImagingStudy/{imaging_study_id}", initial, on_progress, opened)
 
-    def _start(self, kind: JobKind, label: str, initial: dict[str, Any], on_progress: ProgressHandler | None) -> RunReport:
+    def open_job(self, kind: JobKind, label: str) -> OpenedJob:
+        """A new job with its lease held by this process: its id can be given out before it runs
+        (the API answers with it and runs the job on a thread of its own)."""
         thread_id = f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         # The lease first, then the row: a job another process can see is never without its runner.
         lease = self.leases.acquire(thread_id)
@@ -288,7 +307,18 @@ class WorkflowRuntime:
         except BaseException:
             self.leases.release(lease)
             raise
-        return self._run(kind, thread_id, initial, on_progress, lease)
+        return OpenedJob(thread_id=thread_id, kind=kind, lease=lease)
+
+    def _start(
+        self,
+        kind: JobKind,
+        label: str,
+        initial: dict[str, Any],
+        on_progress: ProgressHandler | None,
+        opened: OpenedJob | None = None,
+    ) -> RunReport:
+        job = opened or self.open_job(kind, label)
+        return self._run(kind, job.thread_id, initial, on_progress, job.lease)
 
     def resume(self, thread_id: str, on_progress: ProgressHandler | None = None) -> RunReport:
         """Continue a job that stopped without finishing (for example, its process was killed).
@@ -354,19 +384,19 @@ class WorkflowRuntime:
             pending.extend(self.report(job.thread_id).pending)
         return pending
 
-    def find_pending(self, id_prefix: str) -> PendingApproval:
-        """A pending approval by interrupt id, result UID or ImagingStudy id (a unique prefix is enough)."""
+    def find_pending(self, approval_id: str) -> PendingApproval:
+        """A pending approval by its whole interrupt id, result UID or ImagingStudy id.
+
+        Never a prefix: a short guess must not pick someone else's approval."""
         matches = [
             p
             for p in self.pending_approvals()
-            if p.interrupt_id.startswith(id_prefix)
-            or p.request.imaging_study_id == id_prefix
-            or p.request.request_id == id_prefix
+            if approval_id in (p.interrupt_id, p.request.imaging_study_id, p.request.request_id)
         ]
         if len(matches) != 1:
             raise KeyError(
-                f"{'no' if not matches else len(matches)} pending approval(s) match '{id_prefix}'; "
-                "`imaging-agent approvals list` shows the ids."
+                f"{'no' if not matches else len(matches)} pending approval(s) match '{approval_id}' (ids are "
+                "matched whole); `imaging-agent approvals list` shows the ids."
             )
         return matches[0]
 

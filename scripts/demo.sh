@@ -8,7 +8,17 @@ cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
 .venv/bin/imaging-agent services up
 .venv/bin/imaging-agent seed
+# The demo's reviewer is the OS account running it (its real uid, never $USER): listed as a
+# radiologist for this run only, unless .env or the environment lists radiologists already.
+if [ -z "${IMAGING_AGENT_LOCAL_RADIOLOGISTS:-}" ] && ! grep -qs '^IMAGING_AGENT_LOCAL_RADIOLOGISTS=\[ *"' .env; then
+    IMAGING_AGENT_LOCAL_RADIOLOGISTS="[\"$(id -un)\"]"
+    export IMAGING_AGENT_LOCAL_RADIOLOGISTS
+    echo "Reviewer for this demo: the OS account $(id -un) (IMAGING_AGENT_LOCAL_RADIOLOGISTS=$IMAGING_AGENT_LOCAL_RADIOLOGISTS)"
+fi
 .venv/bin/imaging-agent ask "analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS" "$@"
 echo
 echo "Results: PACS http://127.0.0.1:8042/app/explorer.html   FHIR http://127.0.0.1:8090/fhir"
 echo "The web app: .venv/bin/imaging-agent ui   Stop the services: .venv/bin/imaging-agent services down"
+echo "Approve as a signed-in radiologist instead: .venv/bin/imaging-agent users add NAME --role radiologist,"
+echo "  .venv/bin/imaging-agent serve (API, OpenAPI at http://127.0.0.1:8000/docs), then"
+echo "  .venv/bin/imaging-agent login -u NAME; approvals, process and ask decide as NAME."

@@ -23,13 +23,13 @@ def approvals_list() -> None:
     table = Table("id", "job", "ImagingStudy", "patient", "structures", "QA flags")
     for p in pending:
         volumes = ", ".join(f"{s.display} {s.volume_ml:.0f} mL" for s in p.request.structures)
-        table.add_row(p.interrupt_id[:8], p.thread_id, p.request.imaging_study_id, p.request.patient_id or "-", volumes, str(len(p.request.flags)))
+        table.add_row(p.interrupt_id, p.thread_id, p.request.imaging_study_id, p.request.patient_id or "-", volumes, str(len(p.request.flags)))
     output.console.print(table)
     output.console.print(f"{len(pending)} pending")
 
 
 @approvals_app.command("show")
-def approvals_show(approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix), result UID or ImagingStudy id.")]) -> None:
+def approvals_show(approval_id: output.ApprovalId) -> None:
     """Everything the reviewer needs to decide one approval."""
     from agent.cli_review import render_approval
     from agent.runtime import AgentRuntime
@@ -42,15 +42,16 @@ def approvals_show(approval_id: Annotated[str, typer.Argument(help="Approval id 
             raise typer.Exit(1) from exc
 
 
-def _decide(approval_id: str, action: str, reason: str | None, reviewer_id: str | None, reviewer_name: str | None) -> None:
-    from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
+def _decide(approval_id: str, action: str, reason: str | None) -> None:
+    from agent.cli_review import ProgressDisplay, render_outcomes
+    from agent.identity import SignInError, cli_principal
     from agent.review import DecisionError, build_decision
     from agent.runtime import AgentRuntime
 
     settings = get_settings()
     try:
-        decision = build_decision(action, *default_reviewer(settings, reviewer_id, reviewer_name), reason)
-    except DecisionError as exc:
+        decision = build_decision(action, cli_principal(settings), reason, signing_window_s=settings.signing_window_s)
+    except (SignInError, DecisionError) as exc:
         output.error(exc)
         raise typer.Exit(2) from exc
     with AgentRuntime(settings) as runtime:
@@ -65,21 +66,15 @@ def _decide(approval_id: str, action: str, reason: str | None, reviewer_id: str 
 
 
 @approvals_app.command("approve")
-def approvals_approve(
-    approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix), result UID or ImagingStudy id.")],
-    reviewer_id: output.ReviewerId = None,
-    reviewer_name: output.ReviewerName = None,
-) -> None:
-    """Approve: the results are stored in the PACS and reported in FHIR."""
-    _decide(approval_id, "approve", None, reviewer_id, reviewer_name)
+def approvals_approve(approval_id: output.ApprovalId) -> None:
+    """Approve as the signed-in principal: the results are stored in the PACS and reported in FHIR."""
+    _decide(approval_id, "approve", None)
 
 
 @approvals_app.command("reject")
 def approvals_reject(
-    approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix), result UID or ImagingStudy id.")],
+    approval_id: output.ApprovalId,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the FHIR Task).")],
-    reviewer_id: output.ReviewerId = None,
-    reviewer_name: output.ReviewerName = None,
 ) -> None:
     """Reject with a reason: nothing is written to the PACS; the Task records the decision."""
-    _decide(approval_id, "reject", reason, reviewer_id, reviewer_name)
+    _decide(approval_id, "reject", reason)

@@ -11,8 +11,20 @@ from agent.commands import output
 from agent.settings import get_settings
 
 
-def decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: tuple[str, str]) -> Any:
+def reviewer_here(settings: Any) -> Any:
+    """The principal deciding at this terminal, or the SignInError saying how to become one."""
+    from agent.identity import SignInError, cli_principal
+
+    try:
+        return cli_principal(settings)
+    except SignInError as exc:
+        return exc
+
+
+def decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: Any, signing_window_s: float) -> Any:
+    """Ask here for each pending approval; `reviewer` is a Principal, or the SignInError why there is none."""
     from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, render_approval
+    from agent.identity import SignInError
     from agent.review import DecisionError, build_decision
     from tools.workflow.decisions import DecisionConflictError
 
@@ -20,12 +32,17 @@ def decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: tuple[s
         pending = report.pending[0]
         render_approval(output.console, pending)
         try:
+            if isinstance(reviewer, SignInError):
+                raise reviewer
             if yes:
-                decision = build_decision("approve", *reviewer, automatic=True)
-                output.console.print(f"--yes: approved automatically for {reviewer[1]} ({reviewer[0]}); recorded as not reviewed")
+                decision = build_decision("approve", reviewer, automatic=True, signing_window_s=signing_window_s)
+                output.console.print(
+                    f"--yes: approved automatically for {escape(reviewer.display_name)} ({escape(reviewer.id)}); "
+                    "recorded as not reviewed"
+                )
             else:
-                decision = ask_decision(output.console, pending, reviewer)
-        except (NoReviewerError, DecisionError) as exc:
+                decision = ask_decision(output.console, pending, reviewer, signing_window_s)
+        except (NoReviewerError, DecisionError, SignInError) as exc:
             output.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
             return report
         try:
@@ -48,8 +65,6 @@ def process(
     query: Annotated[str | None, typer.Option(help="Work list search instead of the default, e.g. 'status=registered&modality=CT'.")] = None,
     engine: Annotated[str | None, typer.Option(help=output.ENGINE_HELP)] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (you are the reviewer).")] = False,
-    reviewer_id: output.ReviewerId = None,
-    reviewer_name: output.ReviewerName = None,
 ) -> None:
     """Segment, review and write back: the batch over pending studies, with an approval prompt per study.
 
@@ -57,7 +72,7 @@ def process(
     """
     from urllib.parse import parse_qsl
 
-    from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
+    from agent.cli_review import ProgressDisplay, render_outcomes
     from agent.runtime import AgentRuntime
     from tools.workflow.leases import JobBusyError
 
@@ -65,7 +80,8 @@ def process(
         output.console.print("Say what to process: --pending (the work list) or --study IMAGING_STUDY_ID.")
         raise typer.Exit(2)
     settings = get_settings()
-    reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
+    reviewer = reviewer_here(settings)
+    window = settings.signing_window_s
     with AgentRuntime(settings) as runtime:
         batch_query = dict(parse_qsl(query)) if query else None
         wanted_label = f"ImagingStudy/{study}" if study is not None else runtime.batch_label(batch_query)
@@ -94,14 +110,14 @@ def process(
                     continue
             # --yes covers only the job this command was asked to run: another person's waiting
             # results (the app, another terminal) are asked about, never approved automatically.
-            reports.append(decide_interactively(runtime, report, yes and job.label == wanted_label, reviewer))
+            reports.append(decide_interactively(runtime, report, yes and job.label == wanted_label, reviewer, window))
         if wanted_label not in resumed_labels:
             with ProgressDisplay(output.console) as on_progress:
                 if study is not None:
                     report = runtime.start_study(study, engine=engine, on_progress=on_progress)
                 else:
                     report = runtime.start_batch(batch_query, engine=engine, on_progress=on_progress)
-            reports.append(decide_interactively(runtime, report, yes, reviewer))
+            reports.append(decide_interactively(runtime, report, yes, reviewer, window))
         for report in reports:
             render_outcomes(output.console, report)
             if report.kind == "batch" and not report.outcomes:
@@ -113,8 +129,6 @@ def process(
 def ask(
     goal: Annotated[str, typer.Argument(help="What you want, in plain words, e.g. 'analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS'.")],
     yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (recorded as not reviewed).")] = False,
-    reviewer_id: output.ReviewerId = None,
-    reviewer_name: output.ReviewerName = None,
 ) -> None:
     """Give the planner a goal; it runs the tools, and asks you here before anything is written."""
     from datetime import UTC, datetime
@@ -123,7 +137,8 @@ def ask(
     from langgraph.types import Command
 
     from agent.chat import build_chat_graph
-    from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, default_reviewer, render_approval
+    from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, render_approval
+    from agent.identity import SignInError
     from agent.llm import planner_info
     from agent.review import DecisionError, build_decision
     from agent.runtime import AgentRuntime
@@ -131,7 +146,8 @@ def ask(
     from tools.workflow.approval import ApprovalRequest
 
     settings = get_settings()
-    reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
+    reviewer = reviewer_here(settings)
+    window = settings.signing_window_s
     output.console.print(f"[dim]planner: {planner_info(settings).description}[/dim]")
     with AgentRuntime(settings) as runtime:
         chat = build_chat_graph(runtime)
@@ -155,11 +171,13 @@ def ask(
             )
             render_approval(output.console, pending)
             try:
+                if isinstance(reviewer, SignInError):
+                    raise reviewer
                 if yes:
-                    decision = build_decision("approve", *reviewer, automatic=True)
+                    decision = build_decision("approve", reviewer, automatic=True, signing_window_s=window)
                 else:
-                    decision = ask_decision(output.console, pending, reviewer)
-            except (NoReviewerError, DecisionError) as exc:
+                    decision = ask_decision(output.console, pending, reviewer, window)
+            except (NoReviewerError, DecisionError, SignInError) as exc:
                 output.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
                 return
             value = Command(resume={"approval_id": pending.interrupt_id, "decision": decision.model_dump(mode="json")})

@@ -15,8 +15,7 @@ console = Console()
 # The engine names come from the catalog, so --help lists exactly the engines that exist.
 ENGINE_HELP = f"Segmentation engine: {', '.join(engine_names())} (default from settings)."
 
-ReviewerId = Annotated[str | None, typer.Option("--reviewer-id", help="Who decides (default: settings, then OS user).")]
-ReviewerName = Annotated[str | None, typer.Option("--reviewer-name", help="Display name of the reviewer.")]
+ApprovalId = Annotated[str, typer.Argument(help="Approval id, result UID or ImagingStudy id, given whole.")]
 
 
 def error(exc: object) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from agent.review import DecisionError
-from agent.ui.cards import CardView, card_updates, card_view, form_decision
+from agent.ui.cards import CardView, card_updates, card_view, form_decision, session_principal
 from agent.ui.markdown import approval_choice, outcomes_markdown, progress_log, readable_error
 from agent.ui.session import BUSY_WAIT_S, LockedGraphs
 from graphs.chat import approval_card
@@ -22,15 +22,16 @@ from graphs.runtime import RunReport
 class ApprovalsTab:
     """The list of pending approvals, the card of the one chosen, and its Approve / Reject."""
 
-    def __init__(self, graphs: LockedGraphs, reviewer_name: str | None) -> None:
+    def __init__(self, graphs: LockedGraphs, signing_window_s: float) -> None:
         self.graphs = graphs
+        self.signing_window_s = signing_window_s
         with gr.Row():
             self.pending_list = gr.Dropdown(
                 label="Pending approvals (all jobs: chat, CLI and Python)", choices=[], value=None,
                 scale=6, elem_id="pending-list",
             )
             self.refresh = gr.Button("Refresh", scale=1, elem_id="approvals-refresh")
-        self.view: CardView = card_view("panel", reviewer_name)
+        self.view: CardView = card_view("panel")
         self._wire()
 
     def _wire(self) -> None:
@@ -38,7 +39,7 @@ class ApprovalsTab:
         self.pending_list.change(
             self.show_pending, self.pending_list, [*self.view.content, self.view.notice], show_progress="hidden"
         )
-        inputs = [self.pending_list, self.view.reviewer, self.view.reason]
+        inputs = [self.pending_list, self.view.reason]
         outputs = [self.pending_list, *self.view.content, self.view.notice]
         self.view.approve.click(self.on_decision("approve"), inputs, outputs)
         self.view.reject.click(self.on_decision("reject"), inputs, outputs)
@@ -80,13 +81,15 @@ class ApprovalsTab:
     def on_decision(self, action: str) -> Callable[..., Iterator[list[Any]]]:
         """The Approve or Reject handler: progress lines while the job writes, then its outcome."""
 
-        def handler(interrupt_id: str | None, reviewer: str, reason: str) -> Iterator[list[Any]]:
+        def handler(interrupt_id: str | None, reason: str, request: gr.Request) -> Iterator[list[Any]]:
             unchanged = [gr.update() for _ in range(6)]  # the list and the card's five components
             if not interrupt_id:
                 yield [*unchanged, "Choose an approval from the list first."]
                 return
             try:
-                decision = form_decision(action, reviewer, reason)
+                decision = form_decision(
+                    action, session_principal(request), reason, signing_window_s=self.signing_window_s
+                )
             except DecisionError as exc:
                 yield [*unchanged, f"⚠ {exc}"]
                 return

@@ -1,13 +1,14 @@
 """The approval card: its components, the values that show or hide it, and the reviewer's form.
 
 The chat and the approvals tab each have one card; both turn the form into a decision through
-`agent.review` (the same check as the CLI's).
+`agent.review` (the same check as the CLI's and the API's). The reviewer is the browser
+session's authenticated principal, never a name typed into the page: until the app is served
+behind a sign-in, there is none, and the cards decide nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +16,9 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from agent.review import build_decision
+from agent.review import DecisionError, build_decision
 from agent.ui.markdown import Card, card_findings_markdown, card_summary_markdown, card_writes_markdown
+from tools.identity.principal import Principal
 from tools.workflow.approval import ApprovalDecision
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ class CardView:
     previews: gr.Gallery
     findings: gr.Markdown
     writes: gr.Markdown
-    reviewer: gr.Textbox
+    signed_in: gr.Markdown
     reason: gr.Textbox
     approve: gr.Button
     reject: gr.Button
@@ -43,7 +45,13 @@ class CardView:
         return [self.group, self.summary, self.previews, self.findings, self.writes]
 
 
-def card_view(prefix: str, reviewer_name: str | None) -> CardView:
+NOT_SIGNED_IN = (
+    "not signed in: approve or reject through `imaging-agent serve` (the API or `imaging-agent approvals` "
+    "after `imaging-agent login`); this page cannot tell who you are"
+)
+
+
+def card_view(prefix: str) -> CardView:
     """A hidden card with element ids `{prefix}-card`, `{prefix}-approve`, ... and its notice line."""
     with gr.Column(visible=False, elem_id=f"{prefix}-card") as group:
         summary = gr.Markdown(elem_id=f"{prefix}-card-summary")
@@ -54,13 +62,13 @@ def card_view(prefix: str, reviewer_name: str | None) -> CardView:
         findings = gr.Markdown(elem_id=f"{prefix}-card-findings")
         writes = gr.Markdown(elem_id=f"{prefix}-card-writes")
         with gr.Row():
-            reviewer = gr.Textbox(label="Reviewer name", value=reviewer_name or "", elem_id=f"{prefix}-reviewer")
+            signed_in = gr.Markdown(f"Reviewer: {NOT_SIGNED_IN}", elem_id=f"{prefix}-signed-in")
             reason = gr.Textbox(label="Reason (required to reject)", elem_id=f"{prefix}-reason")
         with gr.Row():
             approve_button = gr.Button("Approve and write", variant="primary", elem_id=f"{prefix}-approve")
             reject_button = gr.Button("Reject", variant="stop", elem_id=f"{prefix}-reject")
     notice = gr.Markdown(elem_id=f"{prefix}-notice")
-    return CardView(group, summary, previews, findings, writes, reviewer, reason, approve_button, reject_button, notice)
+    return CardView(group, summary, previews, findings, writes, signed_in, reason, approve_button, reject_button, notice)
 
 
 def load_previews(paths: Sequence[str]) -> list[Image.Image]:
@@ -88,12 +96,18 @@ def card_updates(card: Card | None) -> list[Any]:
     ]
 
 
-def reviewer_id_for(name: str) -> str:
-    """A stable id from the name typed in the UI ("Dr. Ana Lee" -> "dr-ana-lee")."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "reviewer"
+def session_principal(request: gr.Request | None) -> Principal | None:
+    """The authenticated principal of this browser session.
+
+    None while the app has no sign-in of its own (`imaging-agent ui`): nothing a page sends can
+    name the reviewer, so decisions are refused rather than trusted."""
+    return None
 
 
-def form_decision(action: str, reviewer: str | None, reason: str | None) -> ApprovalDecision:
-    """The card's form as a decision; raises `agent.review.DecisionError` saying what is missing."""
-    name = (reviewer or "").strip()
-    return build_decision(action, reviewer_id_for(name), name, reason)
+def form_decision(
+    action: str, principal: Principal | None, reason: str | None, *, signing_window_s: float
+) -> ApprovalDecision:
+    """The card's form as the principal's decision; raises `agent.review.DecisionError` saying what is wrong."""
+    if principal is None:
+        raise DecisionError(f"Nothing was decided: {NOT_SIGNED_IN}.")
+    return build_decision(action, principal, reason, signing_window_s=signing_window_s)

@@ -10,11 +10,11 @@ import gradio as gr
 from langchain_core.messages import HumanMessage
 
 from agent.review import DecisionError
-from agent.ui.cards import CardView, card_updates, card_view, form_decision
+from agent.ui.cards import CardView, card_updates, card_view, form_decision, session_principal
 from agent.ui.markdown import readable_error
 from agent.ui.session import LockedGraphs
 from agent.ui.transcript import Transcript
-from graphs.chat import approve, reject
+from graphs.chat import answer
 
 EXAMPLE_GOAL = "analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS"
 
@@ -27,15 +27,16 @@ def _keep_card() -> list[Any]:
 class ChatTab:
     """The conversation's components and handlers; one LangGraph thread per browser session."""
 
-    def __init__(self, graphs: LockedGraphs, reviewer_name: str | None) -> None:
+    def __init__(self, graphs: LockedGraphs, signing_window_s: float) -> None:
         self.graphs = graphs
+        self.signing_window_s = signing_window_s
         self.thread_id = gr.State(None)
         self.card = gr.State(None)
         self.chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot")
         with gr.Row():
             self.goal = gr.Textbox(show_label=False, placeholder=f"e.g. {EXAMPLE_GOAL}", scale=6, elem_id="goal")
             self.send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-        self.view: CardView = card_view("chat", reviewer_name)
+        self.view: CardView = card_view("chat")
         self._wire()
 
     def _wire(self) -> None:
@@ -43,7 +44,7 @@ class ChatTab:
         outputs = [self.chatbot, self.goal, self.thread_id, self.card, *self.view.content, self.view.notice]
         self.send.click(self.on_send, [self.goal, self.chatbot, self.thread_id], outputs)
         self.goal.submit(self.on_send, [self.goal, self.chatbot, self.thread_id], outputs)
-        decision_inputs = [self.chatbot, self.thread_id, self.card, self.view.reviewer, self.view.reason]
+        decision_inputs = [self.chatbot, self.thread_id, self.card, self.view.reason]
         self.view.approve.click(self.on_decision("approve"), decision_inputs, outputs)
         self.view.reject.click(self.on_decision("reject"), decision_inputs, outputs)
 
@@ -79,14 +80,16 @@ class ChatTab:
         """The Approve or Reject handler: checks the form and the card, then resumes the conversation."""
 
         def handler(
-            history: list[Any], thread: str | None, card: dict[str, Any] | None, reviewer: str, reason: str
+            history: list[Any], thread: str | None, card: dict[str, Any] | None, reason: str, request: gr.Request
         ) -> Iterator[list[Any]]:
             unchanged = [history, gr.update(), thread, gr.update(), *_keep_card()]
             if not thread or not card:
                 yield [*unchanged, "This conversation has no approval waiting."]
                 return
             try:
-                decision = form_decision(action, reviewer, reason)
+                decision = form_decision(
+                    action, session_principal(request), reason, signing_window_s=self.signing_window_s
+                )
             except DecisionError as exc:
                 yield [*unchanged, f"⚠ {exc}"]
                 return
@@ -103,8 +106,7 @@ class ChatTab:
             transcript = Transcript(history)
             verb = "Approved" if action == "approve" else f"Rejected ({decision.reason})"
             transcript.say("user", f"{verb}: ImagingStudy/{card['imaging_study_id']}, reviewer {decision.reviewer_name}")
-            who = (card["approval_id"], decision.reviewer_id, decision.reviewer_name)
-            command = approve(*who) if action == "approve" else reject(*who, decision.reason or "")
+            command = answer(card["approval_id"], decision)
             yield [transcript.messages, gr.update(), thread, None, *card_updates(None), ""]
             yield from self.stream_into(transcript, command, thread)
 

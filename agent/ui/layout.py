@@ -31,9 +31,9 @@ def build_app(settings: Settings, runtime: AgentRuntime, model: BaseChatModel | 
         _header(demo, settings)
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                ChatTab(graphs, settings.reviewer_name)
+                ChatTab(graphs, settings.signing_window_s)
             with gr.Tab("Approvals", id="approvals"):
-                approvals = ApprovalsTab(graphs, settings.reviewer_name)
+                approvals = ApprovalsTab(graphs, settings.signing_window_s)
             with gr.Tab("Jobs", id="jobs"):
                 jobs = JobsTab(graphs)
         timer = gr.Timer(REFRESH_EVERY_S)

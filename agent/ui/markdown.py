@@ -42,7 +42,7 @@ def card_summary_markdown(card: Card) -> str:
             f"**Study Instance UID** `{card['study_instance_uid']}`",
             f"**Series** `{series['series_instance_uid']}`: {series['images']} images, {thickness}, "
             f"{cell(series.get('description') or '')}  \n_{cell(series.get('reason'))}_",
-            f"**Engine** {card['engine']} {card['engine_version']} · approval `{card['approval_id'][:8]}` "
+            f"**Engine** {card['engine']} {card['engine_version']} · approval `{card['approval_id']}` "
             f"in job `{card['job']}`",
             "Nothing is written to the PACS or the EHR before you decide.",
         ]

@@ -120,7 +120,7 @@ class LockedGraphs:
             matches = [p for p in self.runtime.pending_approvals() if p.interrupt_id == interrupt_id]
             if not matches:
                 raise KeyError(
-                    f"approval {interrupt_id[:8]} is no longer pending: someone answered it (here, in a chat or "
+                    f"approval {interrupt_id} is no longer pending: someone answered it (here, in a chat or "
                     "in the CLI). Refresh the list."
                 )
             [pending] = matches

@@ -13,7 +13,8 @@ from agent.parts import fhir_client
 from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets
 from agent.settings import Settings
-from graphs.chat import approve, reject
+from graphs.chat import answer
+from tests.identities import signed_decision
 from tests.integration.listings import fhir_listing, pacs_listing, result_series
 from tests.scripted_model import ScriptedModel, tool_call
 from tools.imaging.volume import read_series_dir
@@ -70,7 +71,7 @@ def test_example_goal_reaches_approval_and_approve_writes_once(
     assert all(Path(p).exists() for p in card["previews"])
     assert result_series(live_settings, study_uid) == []
 
-    final = chat.invoke(approve(card["approval_id"], "dr-chat", "Dr. Chat"), config)
+    final = chat.invoke(answer(card["approval_id"], signed_decision("approve", "dr-chat", "Dr. Chat")), config)
     assert "completed" in final["messages"][-1].content
     assert sorted(result_series(live_settings, study_uid)) == ["RTSTRUCT", "SEG", "SR"]
     with fhir_client(live_settings) as fhir:
@@ -78,7 +79,7 @@ def test_example_goal_reaches_approval_and_approve_writes_once(
 
     # Replaying the same approval changes nothing: the job is finished and writes nothing twice.
     before = pacs_listing(live_settings), fhir_listing(live_settings)
-    chat.invoke(approve(card["approval_id"], "dr-chat", "Dr. Chat"), config)
+    chat.invoke(answer(card["approval_id"], signed_decision("approve", "dr-chat", "Dr. Chat")), config)
     assert (pacs_listing(live_settings), fhir_listing(live_settings)) == before
 
 
@@ -91,7 +92,7 @@ def test_reject_writes_nothing(live_settings: Settings, runtime: AgentRuntime, t
     [card] = [i.value for i in chat.get_state(config).interrupts]
     pacs_before, fhir_before = pacs_listing(live_settings), fhir_listing(live_settings, exclude=("Task",))
 
-    final = chat.invoke(reject(card["approval_id"], "dr-chat", "Dr. Chat", "right lung misses the base"), config)
+    final = chat.invoke(answer(card["approval_id"], signed_decision("reject", "dr-chat", "Dr. Chat", "right lung misses the base")), config)
     assert "rejected" in final["messages"][-1].content
     assert pacs_listing(live_settings) == pacs_before
     assert fhir_listing(live_settings, exclude=("Task",)) == fhir_before
@@ -131,7 +132,7 @@ def test_several_write_calls_and_injected_text_never_write_without_approval(
 
     # A resume value that names another approval is not applied to the one on the card.
     card = state.interrupts[0].value
-    chat.invoke(approve("not-" + card["approval_id"], "dr-chat", "Dr. Chat"), config)
+    chat.invoke(answer("not-" + card["approval_id"], signed_decision("approve", "dr-chat", "Dr. Chat")), config)
     assert pacs_listing(live_settings) == pacs_before
     pending = chat.get_state(config).interrupts
     assert pending and pending[0].value["approval_id"] == card["approval_id"]
@@ -140,7 +141,7 @@ def test_several_write_calls_and_injected_text_never_write_without_approval(
         interrupts = chat.get_state(config).interrupts
         if not interrupts:
             break
-        chat.invoke(reject(interrupts[0].value["approval_id"], "dr-chat", "Dr. Chat", "test"), config)
+        chat.invoke(answer(interrupts[0].value["approval_id"], signed_decision("reject", "dr-chat", "Dr. Chat", "test")), config)
     assert not chat.get_state(config).interrupts
     assert result_series(live_settings, first_uid) == [] and result_series(live_settings, second_uid) == []
     assert pacs_listing(live_settings) == pacs_before

@@ -7,7 +7,9 @@ Orthanc and FHIR server, with a fresh run directory; answers are typed on standa
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +28,13 @@ from tests.integration.workflow_helpers import (
     seed_phantom,
     task_of,
 )
+from tools.identity.os_account import os_account_issuer
 
 pytestmark = pytest.mark.integration
 
 CLI = Path(sys.executable).parent / "imaging-agent"
-REVIEWER = "dr-cli"
+# The reviewer at a terminal is the OS account of the process's real uid (listed as a radiologist).
+REVIEWER = pwd.getpwuid(os.getuid()).pw_name
 _seeds = itertools.count(4501)
 
 
@@ -41,15 +45,20 @@ def _new_study(live_settings: Settings, tmp_path: Path, patient_id: str, studies
     return study
 
 
-def _cli(settings: Settings, *args: str, answers: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the command; `answers` is typed on stdin (None: stdin closed, nobody to answer)."""
+def _cli(
+    settings: Settings, *args: str, answers: str | None = None, radiologists: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the command; `answers` is typed on stdin (None: stdin closed, nobody to answer).
+
+    $USER names someone else throughout: who decides must not follow it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGING_AGENT_")}
     env.update(
         IMAGING_AGENT_RUN_DIR=str(settings.run_dir),
         IMAGING_AGENT_DICOMWEB_URL=settings.dicomweb_url,
         IMAGING_AGENT_FHIR_URL=settings.fhir_url,
-        IMAGING_AGENT_REVIEWER_ID=REVIEWER,
-        IMAGING_AGENT_REVIEWER_NAME="Dr. Terminal",
+        IMAGING_AGENT_LOCAL_RADIOLOGISTS=json.dumps([REVIEWER] if radiologists is None else radiologists),
+        USER="dr-fake",
+        LOGNAME="dr-fake",
         COLUMNS="200",
     )
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +101,10 @@ def test_process_study_approved_at_the_prompt(
     assert kind == "verifier" and not written.provenance.reason
     assert written.report.resultsInterpreter[0].reference == person.who.reference
     with fhir_client(settings) as fhir:
-        assert fhir.read("Practitioner", person.who.reference.split("/")[1]).identifier[0].value == REVIEWER
+        [identifier] = fhir.read("Practitioner", person.who.reference.split("/")[1]).identifier
+    # The OS account of the real uid, vouched for by this host, whatever $USER says (it says dr-fake).
+    assert identifier.value == REVIEWER != "dr-fake"
+    assert identifier.system == os_account_issuer()
 
 
 def test_process_study_rejected_with_a_reason(
@@ -123,18 +135,28 @@ def test_unanswered_approvals_are_answered_from_another_terminal(
     listing = _ok(_cli(settings, "approvals", "list"))
     assert "2 pending" in listing
     for study in (to_reject, to_approve):
-        assert pending[study.imaging_study_id].interrupt_id[:8] in listing
+        assert pending[study.imaging_study_id].interrupt_id in listing
         assert study.imaging_study_id in listing
     assert "CLI-LATER" in listing
 
-    prefix = pending[to_reject.imaging_study_id].interrupt_id[:8]
-    shown = _ok(_cli(settings, "approvals", "show", prefix))
+    approval_id = pending[to_reject.imaging_study_id].interrupt_id
+    # Ids are matched whole: a short prefix that only this approval has no longer picks it (issue 10).
+    other = pending[to_approve.imaging_study_id].interrupt_id
+    unique_prefix = next(approval_id[:n] for n in range(1, len(approval_id)) if not other.startswith(approval_id[:n]))
+    guessed = _cli(settings, "approvals", "approve", unique_prefix)
+    assert guessed.returncode == 1 and "matched whole" in guessed.stdout
+    # An OS account not listed as a radiologist decides nothing.
+    unlisted = _cli(settings, "approvals", "approve", approval_id, radiologists=["dr-fake"])
+    assert unlisted.returncode == 2 and "not listed as a radiologist" in unlisted.stdout
+    assert_nothing_written(settings, to_reject)
+
+    shown = _ok(_cli(settings, "approvals", "show", approval_id))
     assert "CLI-LATER" in shown and "Right lung" in shown and "mL" in shown
     assert all(kind in shown for kind in ("RTSTRUCT", "SEG", "SR", "DiagnosticReport", "ImagingStudy"))
     unknown = _cli(settings, "approvals", "show", "zzzz")
     assert unknown.returncode == 1 and "zzzz" in unknown.stdout
 
-    _ok(_cli(settings, "approvals", "reject", prefix, "--reason", "contour misses the left base"))
+    _ok(_cli(settings, "approvals", "reject", approval_id, "--reason", "contour misses the left base"))
     task = task_of(settings, to_reject)
     assert task.status == "rejected" and task.statusReason.text == "contour misses the left base"
     assert_nothing_written(settings, to_reject)

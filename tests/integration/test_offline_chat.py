@@ -14,7 +14,8 @@ from agent.planner.chat_model import OfflinePlanner
 from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets
 from agent.settings import Settings
-from graphs.chat import approve, reject
+from graphs.chat import answer
+from tests.identities import signed_decision
 from tests.integration.listings import result_series
 from tools.imaging.volume import read_series_dir
 from tools.phantom import PhantomSpec, make_phantom, write_phantom
@@ -47,9 +48,9 @@ def test_example_goal_with_the_offline_planner(live_settings: Settings, tmp_path
             card = interrupts[0].value
             seen.add(card["imaging_study_id"])
             if card["imaging_study_id"] == seeded.imaging_study_id:
-                chat.invoke(approve(card["approval_id"], "dr-offline", "Dr. Offline"), config)
+                chat.invoke(answer(card["approval_id"], signed_decision("approve", "dr-offline", "Dr. Offline")), config)
             else:
-                chat.invoke(reject(card["approval_id"], "dr-offline", "Dr. Offline", "not this test's study"), config)
+                chat.invoke(answer(card["approval_id"], signed_decision("reject", "dr-offline", "Dr. Offline", "not this test's study")), config)
         final = chat.get_state(config).values["messages"][-1].content
 
     assert seeded.imaging_study_id in seen

@@ -21,7 +21,7 @@ import pytest
 
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from tests.integration.test_cli_workflow import CLI, _cli, _ok
+from tests.integration.test_cli_workflow import CLI, REVIEWER, _cli, _ok
 from tests.integration.workflow_helpers import (
     Driver,
     SeededStudy,
@@ -65,8 +65,7 @@ def _start_process(settings: Settings, study: SeededStudy, log_dir: Path) -> sub
         IMAGING_AGENT_RUN_DIR=str(settings.run_dir),
         IMAGING_AGENT_DICOMWEB_URL=settings.dicomweb_url,
         IMAGING_AGENT_FHIR_URL=settings.fhir_url,
-        IMAGING_AGENT_REVIEWER_ID="dr-first",
-        IMAGING_AGENT_REVIEWER_NAME="Dr. First",
+        IMAGING_AGENT_LOCAL_RADIOLOGISTS=json.dumps([REVIEWER]),
         COLUMNS="200",
     )
     settings.run_dir.mkdir(parents=True, exist_ok=True)

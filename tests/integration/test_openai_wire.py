@@ -22,7 +22,8 @@ from agent.llm import build_chat_model, planner_info
 from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets
 from agent.settings import Settings
-from graphs.chat import approve
+from graphs.chat import answer
+from tests.identities import signed_decision
 from tests.integration.listings import result_series
 from tools.imaging.volume import read_series_dir
 from tools.phantom import PhantomSpec, make_phantom, write_phantom
@@ -107,7 +108,7 @@ def test_chat_openai_tool_calls_over_the_wire(live_settings: Settings, tmp_path:
         chat.invoke({"messages": [HumanMessage("analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS")]}, config)
         [card] = [i.value for i in chat.get_state(config).interrupts]
         assert card["imaging_study_id"] == seeded.imaging_study_id
-        chat.invoke(approve(card["approval_id"], "dr-wire", "Dr. Wire"), config)
+        chat.invoke(answer(card["approval_id"], signed_decision("approve", "dr-wire", "Dr. Wire")), config)
 
     assert sorted(result_series(live_settings, seeded.study_instance_uid)) == ["RTSTRUCT", "SEG", "SR"]
     first = FakeOpenAI.requests[0]

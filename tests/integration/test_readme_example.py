@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pwd
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +39,8 @@ def test_readme_python_example(private_services: Settings, tmp_path: Path, monke
         "IMAGING_AGENT_DICOMWEB_URL": private_services.dicomweb_url,
         "IMAGING_AGENT_FHIR_URL": private_services.fhir_url,
         "IMAGING_AGENT_LLM_PROVIDER": "offline",
+        # The example decides as the OS account running it, which must be listed as a radiologist.
+        "IMAGING_AGENT_LOCAL_RADIOLOGISTS": json.dumps([pwd.getpwuid(os.getuid()).pw_name]),
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)  # no .env of the developer's

@@ -10,6 +10,7 @@ from agent.parts import fhir_client
 from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets, seed_folder
 from agent.settings import Settings
+from tests.identities import signed_decision
 from tests.integration.listings import fhir_listing, pacs_listing, result_series
 from tools.fhir.task import task_token
 from tools.imaging.volume import read_series_dir
@@ -30,7 +31,7 @@ def _seed_phantom(settings: Settings, tmp_path: Path, spec: PhantomSpec) -> str:
 
 
 def _approve(reviewer: str = "dr-approver") -> ApprovalDecision:
-    return ApprovalDecision(action="approve", reviewer_id=reviewer, reviewer_name="Dr. Approver")
+    return signed_decision(action="approve", reviewer_id=reviewer, reviewer_name="Dr. Approver")
 
 
 @pytest.fixture()
@@ -58,12 +59,12 @@ def test_batch_approve_one_reject_other(
     assert request.patient_id == "WF-0007" and request.previews
 
     decisions = {by_study[phantom_id].interrupt_id: _approve()}
-    decisions[by_study[lidc.imaging_study_id].interrupt_id] = ApprovalDecision(
+    decisions[by_study[lidc.imaging_study_id].interrupt_id] = signed_decision(
         action="reject", reviewer_id="dr-approver", reviewer_name="Dr. Approver", reason="contour leaks into the hilum"
     )
     for pending in report.pending:
         if pending.request.imaging_study_id not in (phantom_id, lidc.imaging_study_id):
-            decisions[pending.interrupt_id] = ApprovalDecision(
+            decisions[pending.interrupt_id] = signed_decision(
                 action="reject", reviewer_id="dr-approver", reviewer_name="Dr. Approver", reason="not part of this test"
             )
     final = runtime.decide(report.thread_id, decisions)
@@ -177,7 +178,7 @@ def test_a_rejected_study_is_left_out_of_the_next_batch(live_settings: Settings,
     query = {"status": "registered", "modality": "CT", "patient": patient}
     first = runtime.start_batch(query)
     [pending] = [p for p in first.pending if p.request.imaging_study_id == study_id]
-    decision = ApprovalDecision(action="reject", reviewer_id="dr-a", reviewer_name="Dr. A", reason="base cut off")
+    decision = signed_decision(action="reject", reviewer_id="dr-a", reviewer_name="Dr. A", reason="base cut off")
     runtime.decide(first.thread_id, {pending.interrupt_id: decision})
 
     second = runtime.start_batch(query)

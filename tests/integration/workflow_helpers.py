@@ -32,6 +32,7 @@ from pydantic import BaseModel, SecretStr
 from agent.parts import fhir_client, pacs_client
 from agent.seed import seed_datasets
 from agent.settings import PROJECT_ROOT, Settings
+from tests.identities import signed_decision
 from tools.fhir.builders import DICOM_UID_SYSTEM
 from tools.fhir.client import FhirClient
 from tools.fhir.task import task_token
@@ -76,7 +77,7 @@ def worklist_of(patient_reference: str) -> dict[str, str]:
 
 
 def approve(reviewer: str = "dr-durable", automatic: bool = False) -> ApprovalDecision:
-    return ApprovalDecision(action="approve", reviewer_id=reviewer, reviewer_name="Dr. Durable", automatic=automatic)
+    return signed_decision(action="approve", reviewer_id=reviewer, reviewer_name="Dr. Durable", automatic=automatic)
 
 
 def retire(settings: Settings, studies: Sequence[SeededStudy]) -> None:

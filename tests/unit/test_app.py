@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from agent.review import DecisionError
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from agent.ui.cards import card_updates, form_decision
+from agent.ui.cards import card_updates, form_decision, session_principal
 from agent.ui.layout import build_app
 from agent.ui.markdown import (
     card_findings_markdown,
@@ -29,6 +29,7 @@ from agent.ui.session import LockedGraphs
 from agent.ui.transcript import Transcript
 from graphs.runtime import Job, RunReport
 from tests.conftest import make_service_settings
+from tests.identities import principal
 from tests.scripted_model import ScriptedModel, tool_call
 from tools.results.fhir_report import FhirChange
 from tools.segmentation.base import QAFlag
@@ -108,7 +109,9 @@ def test_app_serves_config_with_chat_approvals_and_jobs(settings: Settings, runt
         assert by_id[f"{prefix}-approve"]["props"]["value"] == "Approve and write"
         assert by_id[f"{prefix}-reject"]["props"]["value"] == "Reject"
         assert by_id[f"{prefix}-card-previews"]["type"] == "gallery"
-        assert by_id[f"{prefix}-reviewer"]["type"] == "textbox" and by_id[f"{prefix}-reason"]["type"] == "textbox"
+        # No reviewer textbox: the reviewer is the signed-in principal, never a typed name (issue 10).
+        assert f"{prefix}-reviewer" not in by_id and by_id[f"{prefix}-reason"]["type"] == "textbox"
+        assert "not signed in" in by_id[f"{prefix}-signed-in"]["props"]["value"]
     assert by_id["pending-list"]["type"] == "dropdown"
     tabs = [c["props"]["label"] for c in components if c["type"] == "tabitem"]
     assert tabs == ["Chat", "Approvals", "Jobs"]
@@ -138,7 +141,7 @@ def test_card_summary_names_patient_study_series_and_job(card: dict[str, Any]) -
     assert "Doe^Jane" in text and "MRN-7" in text
     assert "CT CHEST \\| low dose" in text, "free text must not break the markdown"
     assert "`1.2.3.4.5`: 60 images, 5.0 mm" in text
-    assert "lung-threshold 1.0.0" in text and "`01234567`" in text and "`batch-1`" in text
+    assert "lung-threshold 1.0.0" in text and "`0123456789abcdef`" in text and "`batch-1`" in text
 
 
 def test_card_findings_table_and_flags(card: dict[str, Any]) -> None:
@@ -170,14 +173,16 @@ def test_card_updates_show_previews_as_images(card: dict[str, Any]) -> None:
     assert hidden[0]["visible"] is False and hidden[2] is None
 
 
-def test_decisions_need_a_reviewer_and_rejections_a_reason() -> None:
-    with pytest.raises(DecisionError, match="name as reviewer"):
-        form_decision("approve", "  ", "")
+def test_decisions_need_a_signed_in_principal_and_rejections_a_reason() -> None:
+    # The app has no sign-in of its own: its cards refuse rather than trust a name from the page.
+    assert session_principal(None) is None
+    with pytest.raises(DecisionError, match="sign in through `imaging-agent serve`|imaging-agent serve"):
+        form_decision("approve", None, "", signing_window_s=600)
     with pytest.raises(DecisionError, match="A rejection needs a reason"):
-        form_decision("reject", "Dr. Lee", " ")
-    decision = form_decision("approve", "Dr. Ana Lee", "")
+        form_decision("reject", principal(), " ", signing_window_s=600)
+    decision = form_decision("approve", principal("dr-ana-lee", "Dr. Ana Lee"), "", signing_window_s=600)
     assert (decision.action, decision.reviewer_id, decision.reviewer_name) == ("approve", "dr-ana-lee", "Dr. Ana Lee")
-    rejection = form_decision("reject", "Dr. Lee", "misses the base")
+    rejection = form_decision("reject", principal(), "misses the base", signing_window_s=600)
     assert rejection.reason == "misses the base"
 
 

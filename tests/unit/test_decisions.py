@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.identities import signed_decision
 from tools.workflow.approval import ApprovalDecision
 from tools.workflow.decisions import DecisionConflictError, DecisionStore, payload_sha256
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 
 def _decision(action: str = "approve", reviewer: str = "dr-a") -> ApprovalDecision:
-    return ApprovalDecision(action=action, reviewer_id=reviewer, reviewer_name=reviewer, reason="x" if action == "reject" else None)
+    return signed_decision(action=action, reviewer_id=reviewer, reviewer_name=reviewer, reason="x" if action == "reject" else None)
 
 
 def test_first_answer_stands_and_a_different_second_is_refused(tmp_path: Path) -> None:

@@ -1,35 +1,47 @@
-"""One decision check for the CLI and the app: ApprovalDecision's rule, said in one readable message."""
+"""One decision check for the CLI, the API and the app: the principal may decide, and the answer is one."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from agent.review import DecisionError, build_decision
+from tests.identities import TEST_ISSUER, principal
 
 pytestmark = pytest.mark.unit
 
+WINDOW = 600.0
 
-def test_a_valid_answer_becomes_the_decision() -> None:
-    decision = build_decision("reject", " dr-lee ", "Dr. Lee", "  misses the base ")
+
+def test_a_valid_answer_becomes_the_principals_decision() -> None:
+    decision = build_decision("reject", principal("dr-lee", "Dr. Lee"), "  misses the base ", signing_window_s=WINDOW)
     assert (decision.action, decision.reviewer_id, decision.reason) == ("reject", "dr-lee", "misses the base")
+    assert (decision.reviewer_name, decision.issuer, decision.auth_method) == ("Dr. Lee", TEST_ISSUER, "password")
     assert not decision.automatic
-    assert build_decision("approve", "ops", "Ops", automatic=True).reviewer().reviewed is False
+    auto = build_decision("approve", principal("ops", "Ops"), automatic=True, signing_window_s=WINDOW)
+    assert auto.reviewer().reviewed is False and auto.auth_method == "automatic"
 
 
 def test_a_rejection_without_reason_says_so_once() -> None:
     with pytest.raises(DecisionError) as info:
-        build_decision("reject", "dr-lee", "Dr. Lee", "   ")
+        build_decision("reject", principal(), "   ", signing_window_s=WINDOW)
     assert str(info.value) == "A rejection needs a reason: say what is wrong with the contours. Nothing was decided."
 
 
-def test_a_blank_reviewer_is_one_sentence_not_a_pydantic_dump() -> None:
-    with pytest.raises(DecisionError) as info:
-        build_decision("approve", " ", "")
-    message = str(info.value)
-    assert message.count("name as reviewer") == 1 and message.endswith("Nothing was decided.")
-    assert "String should have" not in message and "validation error" not in message
+def test_only_a_radiologist_decides() -> None:
+    with pytest.raises(DecisionError, match="needs the radiologist role") as info:
+        build_decision("approve", principal("op", "Operator", roles=("operator",)), signing_window_s=WINDOW)
+    assert str(info.value).endswith("Nothing was decided.")
+
+
+def test_a_stale_sign_in_signs_nothing_but_an_automatic_approval_needs_none() -> None:
+    old = principal(auth_time=datetime.now(UTC) - timedelta(seconds=WINDOW + 60))
+    with pytest.raises(DecisionError, match="sign in again"):
+        build_decision("approve", old, signing_window_s=WINDOW)
+    assert build_decision("approve", old, automatic=True, signing_window_s=WINDOW).automatic
 
 
 def test_an_unknown_action_names_the_field() -> None:
     with pytest.raises(DecisionError, match="Action: Input should be 'approve' or 'reject'"):
-        build_decision("maybe", "dr-lee", "Dr. Lee")
+        build_decision("maybe", principal(), signing_window_s=WINDOW)

@@ -18,6 +18,7 @@ from langgraph.types import Command
 
 from graphs.batch import build_batch_graph
 from graphs.study import build_study_graph, outcome_of
+from tests.identities import signed_decision
 from tools.fhir.worklist import WorklistItem
 from tools.imaging.series_choice import ChosenSeries
 from tools.results.fhir_report import WritebackPlan
@@ -77,7 +78,7 @@ def _request(plan: WritebackPlan) -> ApprovalRequest:
 
 
 def _decision(action: str = "approve") -> ApprovalDecision:
-    return ApprovalDecision(
+    return signed_decision(
         action=action, reviewer_id="dr-lee", reviewer_name="Dr. Lee", reason="wrong side" if action == "reject" else None
     )
 

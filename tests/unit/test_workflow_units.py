@@ -16,6 +16,7 @@ from fhir.resources.R4B.imagingstudy import ImagingStudy, ImagingStudySeries
 from fhir.resources.R4B.reference import Reference
 from pydantic import ValidationError
 
+from tests.identities import TEST_ISSUER, signed_decision
 from tools.dicomweb.models import SeriesSummary
 from tools.fhir.builders import DICOM_CODE_SYSTEM, DICOM_UID_SYSTEM
 from tools.imaging.geometry import Geometry
@@ -386,7 +387,7 @@ def _entries(bundle: object) -> dict[str, list[object]]:
 
 
 def test_transaction_is_conditional_and_safe_to_send_twice() -> None:
-    reviewer = Reviewer(id="dr-lee", name="Dr. Lee")
+    reviewer = Reviewer(id="dr-lee", name="Dr. Lee", system=TEST_ISSUER)
     bundle = build_writeback_transaction(_plan(), _study(), reviewer, WHEN)
     assert bundle.type == "transaction"
     entries = _entries(bundle)
@@ -424,7 +425,7 @@ def test_transaction_is_conditional_and_safe_to_send_twice() -> None:
 
 
 def test_transaction_of_an_automatic_approval_names_no_interpreter() -> None:
-    bundle = build_writeback_transaction(_plan(), _study(), Reviewer(id="ops", name="Night batch", reviewed=False), WHEN)
+    bundle = build_writeback_transaction(_plan(), _study(), Reviewer(id="ops", name="Night batch", system=TEST_ISSUER, reviewed=False), WHEN)
     entries = _entries(bundle)
     [report] = entries["DiagnosticReport"]
     [prov] = entries["Provenance"]
@@ -435,14 +436,14 @@ def test_transaction_of_an_automatic_approval_names_no_interpreter() -> None:
 
 def test_report_text_of_an_automatic_approval_does_not_claim_a_radiologist_review() -> None:
     """The presentedForm is what a clinician reads: after `--yes` it must not say someone reviewed it."""
-    bundle = build_writeback_transaction(_plan(), _study(), Reviewer(id="ops", name="Night batch", reviewed=False), WHEN)
+    bundle = build_writeback_transaction(_plan(), _study(), Reviewer(id="ops", name="Night batch", system=TEST_ISSUER, reviewed=False), WHEN)
     [report] = _entries(bundle)["DiagnosticReport"]
     text = _attached_text(report.resource)
     assert "reviewed by a radiologist" not in text, text
 
 
 def test_transaction_without_a_known_version_sends_no_if_match() -> None:
-    bundle = build_writeback_transaction(_plan(imaging_study_version=None), _study(), Reviewer(id="a", name="A"), WHEN)
+    bundle = build_writeback_transaction(_plan(imaging_study_version=None), _study(), Reviewer(id="a", name="A", system=TEST_ISSUER), WHEN)
     [study] = _entries(bundle)["ImagingStudy"]
     assert study.request.ifMatch is None
 
@@ -450,7 +451,7 @@ def test_transaction_without_a_known_version_sends_no_if_match() -> None:
 def test_described_changes_list_every_resource_the_transaction_writes() -> None:
     changes = describe_changes(_plan())
     kinds = [c.resource_type for c in changes]
-    assert set(kinds) == set(_entries(build_writeback_transaction(_plan(), _study(), Reviewer(id="a", name="A"), WHEN)))
+    assert set(kinds) == set(_entries(build_writeback_transaction(_plan(), _study(), Reviewer(id="a", name="A", system=TEST_ISSUER), WHEN)))
     assert kinds.count("Observation") == 2
     [study] = [c for c in changes if c.resource_type == "ImagingStudy"]
     assert "registered -> available" in study.summary and "3 result series" in study.summary and "version 3" in study.summary
@@ -463,19 +464,19 @@ def test_described_changes_list_every_resource_the_transaction_writes() -> None:
 def test_a_rejection_needs_a_reason() -> None:
     for reason in (None, "", "   "):
         with pytest.raises(ValidationError, match="rejection needs a reason"):
-            ApprovalDecision(action="reject", reviewer_id="dr-lee", reviewer_name="Dr. Lee", reason=reason)
-    decision = ApprovalDecision(action="reject", reviewer_id="dr-lee", reviewer_name="Dr. Lee", reason="wrong side")
+            signed_decision(action="reject", reviewer_id="dr-lee", reviewer_name="Dr. Lee", reason=reason)
+    decision = signed_decision(action="reject", reviewer_id="dr-lee", reviewer_name="Dr. Lee", reason="wrong side")
     assert decision.reason == "wrong side"
 
 
 def test_a_decision_names_who_and_when() -> None:
     with pytest.raises(ValidationError):
-        ApprovalDecision(action="approve", reviewer_id="", reviewer_name="Dr. Lee")
+        signed_decision(action="approve", reviewer_id="", reviewer_name="Dr. Lee")
     with pytest.raises(ValidationError):
-        ApprovalDecision(action="approve", reviewer_id="dr-lee", reviewer_name="")
+        signed_decision(action="approve", reviewer_id="dr-lee", reviewer_name="")
     with pytest.raises(ValidationError):
         ApprovalDecision.model_validate({"action": "maybe", "reviewer_id": "dr-lee", "reviewer_name": "Dr. Lee"})
-    decision = ApprovalDecision(action="approve", reviewer_id="dr-lee", reviewer_name="Dr. Lee")
+    decision = signed_decision(action="approve", reviewer_id="dr-lee", reviewer_name="Dr. Lee")
     assert decision.decided_at.tzinfo is not None and not decision.automatic
     # The resume value travels as JSON through the checkpoint and comes back the same.
     assert ApprovalDecision.model_validate(decision.model_dump(mode="json")) == decision
@@ -483,12 +484,12 @@ def test_a_decision_names_who_and_when() -> None:
 
 def test_a_blank_reviewer_is_not_an_identity() -> None:
     with pytest.raises(ValidationError):
-        ApprovalDecision(action="approve", reviewer_id="   ", reviewer_name="Dr. Lee")
+        signed_decision(action="approve", reviewer_id="   ", reviewer_name="Dr. Lee")
 
 
 def test_reviewer_of_a_decision_says_whether_a_human_reviewed() -> None:
-    human = ApprovalDecision(action="approve", reviewer_id="dr-lee", reviewer_name="Dr. Lee").reviewer()
-    auto = ApprovalDecision(action="approve", reviewer_id="ops", reviewer_name="Ops", automatic=True).reviewer()
+    human = signed_decision(action="approve", reviewer_id="dr-lee", reviewer_name="Dr. Lee").reviewer()
+    auto = signed_decision(action="approve", reviewer_id="ops", reviewer_name="Ops", automatic=True).reviewer()
     assert (human.id, human.name, human.reviewed) == ("dr-lee", "Dr. Lee", True)
     assert auto.reviewed is False
 

@@ -30,7 +30,7 @@ from fhir.resources.R4B.provenance import Provenance, ProvenanceAgent, Provenanc
 from fhir.resources.R4B.quantity import Quantity
 from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.resource import Resource
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tools.fhir.builders import DICOM_CODE_SYSTEM, DICOM_UID_SYSTEM, URI_SYSTEM, uid_identifier
 from tools.results.common import DerivedObject
@@ -40,7 +40,6 @@ LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 OBSERVATION_ID_SYSTEM = "urn:imaging-agent:observation"
 DEVICE_ID_SYSTEM = "urn:imaging-agent:device"
-REVIEWER_ID_SYSTEM = "urn:imaging-agent:reviewer"
 PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 
 _MODALITY_OF_KIND = {"RTSTRUCT": "RTSTRUCT", "SEG": "SEG", "SR": "SR"}
@@ -64,6 +63,7 @@ class Reviewer(BaseModel):
 
     id: str
     name: str
+    system: str = Field(description="the issuer that authenticated the reviewer: their identifier system")
     reviewed: bool = True
 
 
@@ -117,7 +117,7 @@ def build_device(engine: str, engine_version: str) -> Device:
 
 def build_practitioner(reviewer: Reviewer) -> Practitioner:
     return Practitioner(
-        identifier=[Identifier(system=REVIEWER_ID_SYSTEM, value=reviewer.id)],
+        identifier=[Identifier(system=reviewer.system, value=reviewer.id)],
         name=[{"text": reviewer.name}],
     )
 
@@ -222,9 +222,13 @@ def build_provenance(
     recorded: datetime,
     *,
     reviewed: bool = True,
+    reviewer: Reviewer | None = None,
 ) -> Provenance:
     """The software is the assembler; the person is the verifier, or, for an automatic
-    approval, only the enterer who started the job, with a reason saying nobody reviewed it."""
+    approval, only the enterer who started the job, with a reason saying nobody reviewed it.
+
+    With `reviewer`, the agent also names the authenticated principal itself (identifier with
+    the issuer as system, and display name), so the record stands without resolving the reference."""
     return Provenance(
         id=_stable_id("provenance", plan.result_uid),
         target=[Reference(reference=ref) for ref in target_refs],
@@ -241,7 +245,11 @@ def build_provenance(
                 type=CodeableConcept(
                     coding=[Coding(system=PROVENANCE_PARTICIPANT, code="verifier" if reviewed else "enterer")]
                 ),
-                who=Reference(reference=reviewer_ref),
+                who=Reference(
+                    reference=reviewer_ref,
+                    identifier=Identifier(system=reviewer.system, value=reviewer.id) if reviewer else None,
+                    display=reviewer.name if reviewer else None,
+                ),
             ),
         ],
         reason=[
@@ -307,7 +315,7 @@ def build_writeback_transaction(
             reviewer_urn,
             "POST",
             "Practitioner",
-            ifNoneExist=f"identifier={REVIEWER_ID_SYSTEM}|{reviewer.id}",
+            ifNoneExist=f"identifier={reviewer.system}|{reviewer.id}",
         ),
     ]
     observation_urns = []
@@ -351,7 +359,9 @@ def build_writeback_transaction(
         )
     )
     targets = [report_urn, *observation_urns, f"ImagingStudy/{plan.imaging_study_id}"]
-    provenance = build_provenance(plan, targets, device_urn, reviewer_urn, when, reviewed=reviewer.reviewed)
+    provenance = build_provenance(
+        plan, targets, device_urn, reviewer_urn, when, reviewed=reviewer.reviewed, reviewer=reviewer
+    )
     audit = build_audit_event(plan, targets, device_urn, reviewer_urn, when)
     entries.append(_entry(provenance, f"Provenance/{provenance.id}", "PUT", f"Provenance/{provenance.id}"))
     entries.append(_entry(audit, f"AuditEvent/{audit.id}", "PUT", f"AuditEvent/{audit.id}"))

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from tools.identity.principal import Principal
 from tools.imaging.series_choice import ChosenSeries
 from tools.results.fhir_report import FhirChange, Reviewer
 from tools.segmentation.base import QAFlag
@@ -85,16 +86,39 @@ class ApprovalRequest(BaseModel):
 
 
 class ApprovalDecision(BaseModel):
-    """The resume value of the approval interrupt."""
+    """The resume value of the approval interrupt, signed by an authenticated principal.
+
+    Build it with `ApprovalDecision.by(principal, ...)`: the reviewer fields are the principal's
+    (id, display name, issuer, when and how they signed in), never text someone typed.
+    """
 
     action: Literal["approve", "reject"]
-    reviewer_id: str = Field(min_length=1)
-    reviewer_name: str = Field(min_length=1)
+    reviewer_id: str = Field(min_length=1, description="the principal's id at its issuer")
+    reviewer_name: str = Field(min_length=1, description="the principal's display name")
+    issuer: str = Field(min_length=1, description="who vouches for reviewer_id: the FHIR identifier system")
+    auth_time: datetime = Field(description="when the principal last signed in")
+    auth_method: str = Field(min_length=1, description="password, os-account, oidc, or automatic (`--yes`)")
     reason: str | None = None
     automatic: bool = Field(
         default=False, description="approved by `--yes`: no human reviewed the results (Provenance says so)"
     )
     decided_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def by(
+        cls, principal: Principal, action: str, reason: str | None = None, *, automatic: bool = False
+    ) -> ApprovalDecision:
+        """The decision of this principal; `automatic` (`--yes`) is recorded as auth method "automatic"."""
+        return cls(
+            action=action,  # type: ignore[arg-type]  # the validator names a wrong action
+            reviewer_id=principal.id,
+            reviewer_name=principal.display_name,
+            issuer=principal.issuer,
+            auth_time=principal.auth_time,
+            auth_method="automatic" if automatic else principal.auth_method,
+            reason=reason,
+            automatic=automatic,
+        )
 
     @model_validator(mode="after")
     def _reject_needs_reason(self) -> ApprovalDecision:
@@ -105,4 +129,4 @@ class ApprovalDecision(BaseModel):
         return self
 
     def reviewer(self) -> Reviewer:
-        return Reviewer(id=self.reviewer_id, name=self.reviewer_name, reviewed=not self.automatic)
+        return Reviewer(id=self.reviewer_id, name=self.reviewer_name, system=self.issuer, reviewed=not self.automatic)

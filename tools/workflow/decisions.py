@@ -62,7 +62,10 @@ class DecisionStore:
             self._conn.commit()
         if cursor.rowcount == 0:
             existing = self.get(thread_id, request_id, payload_hash)
-            if existing is None or existing.action != decision.action or existing.reviewer_id != decision.reviewer_id:
+            same = existing is not None and (existing.action, existing.reviewer_id, existing.issuer) == (
+                decision.action, decision.reviewer_id, decision.issuer
+            )
+            if not same:
                 raise DecisionConflictError(
                     f"result {request_id} of job {thread_id} was already answered; the first answer stands."
                 )

@@ -1,0 +1,147 @@
+"""The FastAPI application: endpoints of `imaging-agent serve` (OpenAPI at /docs).
+
+Every endpoint but health needs a bearer token (401). Reading approvals and running jobs needs
+the radiologist or operator role; a decision needs the radiologist role (403) and a sign-in
+within the signing window (401, "sign in again"). The decision's reviewer is the token's
+principal: nothing in the body names a person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+from urllib.parse import parse_qsl
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from agent.api.auth import TOKEN_URL, current_principal, requires, unauthorized
+from agent.api.jobs import JobRunner
+from agent.api.models import AccessToken, ApprovalView, Credentials, DecisionBody, Health, JobBody, JobView
+from agent.identity import account_store, token_signer
+from agent.review import DecisionError, build_decision
+from agent.settings import Settings
+from graphs.runtime import PendingApproval, RunReport
+from tools.identity.accounts import AuthenticationError
+from tools.identity.principal import Principal, StaleAuthenticationError, require_fresh
+from tools.workflow.decisions import DecisionConflictError
+
+Reader = Annotated[Principal, Depends(requires("radiologist", "operator"))]
+Radiologist = Annotated[Principal, Depends(requires("radiologist"))]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from agent.runtime import AgentRuntime
+
+        runtime = AgentRuntime(settings)
+        app.state.accounts = account_store(settings)
+        app.state.signer = token_signer(settings)
+        app.state.jobs = JobRunner(runtime)
+        try:
+            yield
+        finally:
+            app.state.jobs.wait(timeout_s=30)
+            app.state.accounts.close()
+            runtime.close()
+
+    app = FastAPI(
+        title="imaging-agent",
+        summary="AI results between PACS and EHR, with radiologist approval before every write.",
+        lifespan=lifespan,
+    )
+
+    @app.get("/api/v1/health", tags=["service"])
+    def health() -> Health:
+        return Health()
+
+    @app.post(TOKEN_URL, tags=["auth"], openapi_extra={"requestBody": {"content": {
+        "application/x-www-form-urlencoded": {"schema": Credentials.model_json_schema()},
+        "application/json": {"schema": Credentials.model_json_schema()},
+    }}})
+    async def token(request: Request) -> AccessToken:
+        """Sign in with a local account (form or JSON: username, password)."""
+        try:
+            if request.headers.get("content-type", "").startswith("application/json"):
+                credentials = Credentials.model_validate(await request.json())
+            else:
+                credentials = Credentials.model_validate(dict(await request.form()))
+        except (ValidationError, ValueError) as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="send username and password") from exc
+        try:
+            principal = await run_in_threadpool(
+                request.app.state.accounts.authenticate, credentials.username, credentials.password
+            )
+        except AuthenticationError as exc:
+            raise unauthorized(str(exc)) from exc
+        signer = request.app.state.signer
+        return AccessToken(access_token=signer.issue(principal), expires_in=int(signer.ttl_s))
+
+    @app.get("/api/v1/auth/me", tags=["auth"])
+    def me(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        """Who the token belongs to (the CLI asks this after `imaging-agent login`)."""
+        return principal
+
+    @app.get("/api/v1/approvals", tags=["approvals"])
+    def approvals(request: Request, _: Reader) -> list[ApprovalView]:
+        return [ApprovalView.of(p) for p in request.app.state.jobs.runtime.pending_approvals()]
+
+    @app.get("/api/v1/approvals/{approval_id}", tags=["approvals"])
+    def approval(request: Request, approval_id: str, _: Reader) -> ApprovalView:
+        return ApprovalView.of(_pending(request, approval_id))
+
+    @app.post("/api/v1/approvals/{approval_id}/decision", tags=["approvals"])
+    def decide(request: Request, approval_id: str, body: DecisionBody, principal: Radiologist) -> RunReport:
+        """Approve or reject as the signed-in radiologist; runs the writes before answering."""
+        try:
+            require_fresh(principal, settings.signing_window_s)
+        except StaleAuthenticationError as exc:
+            raise unauthorized(str(exc)) from exc
+        pending = _pending(request, approval_id)
+        try:
+            decision = build_decision(
+                body.decision, principal, body.reason, signing_window_s=settings.signing_window_s
+            )
+            return request.app.state.jobs.decide(pending.thread_id, pending.interrupt_id, decision)
+        except DecisionError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+        except DecisionConflictError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+        except KeyError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=exc.args[0]) from exc
+
+    @app.post("/api/v1/jobs", tags=["jobs"], status_code=status.HTTP_202_ACCEPTED)
+    def start_job(request: Request, body: JobBody, _: Reader) -> JobView:
+        """Start a batch over the work list or one study; it runs until it waits for approvals."""
+        runner: JobRunner = request.app.state.jobs
+        if body.kind == "batch":
+            job_id = runner.start_batch(dict(parse_qsl(body.query)) if body.query else None, body.engine)
+        else:
+            job_id = runner.start_study(body.imaging_study_id, body.engine)
+        return JobView.of(runner.runtime.job(job_id))
+
+    @app.get("/api/v1/jobs", tags=["jobs"])
+    def jobs(request: Request, _: Reader) -> list[JobView]:
+        runner: JobRunner = request.app.state.jobs
+        return [JobView.of(j, runner.errors.get(j.thread_id)) for j in runner.runtime.jobs()]
+
+    @app.get("/api/v1/jobs/{job_id}", tags=["jobs"])
+    def job(request: Request, job_id: str, _: Reader) -> JobView:
+        runner: JobRunner = request.app.state.jobs
+        try:
+            found = runner.runtime.job(job_id)
+        except KeyError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=exc.args[0]) from exc
+        return JobView.of(found, runner.errors.get(job_id), runner.runtime.report(job_id))
+
+    return app
+
+
+def _pending(request: Request, approval_id: str) -> PendingApproval:
+    try:
+        return request.app.state.jobs.runtime.find_pending(approval_id)
+    except KeyError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=exc.args[0]) from exc
