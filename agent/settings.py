@@ -127,6 +127,18 @@ class Settings(BaseSettings):
         description='OS accounts that may decide at a terminal without a service, e.g. ["alice"]',
     )
 
+    # OpenID Connect (issue 10): a hospital's identity provider for the browser login (code + PKCE)
+    # and for API clients' bearer JWTs. Unset issuer: OpenID Connect is off.
+    oidc_issuer: str | None = Field(default=None, description="the provider's issuer, exactly as its discovery says")
+    oidc_client_id: str | None = Field(default=None, description="this service's client id at the provider")
+    oidc_client_secret: SecretStr | None = Field(default=None, description="unset: a public client (PKCE only)")
+    oidc_audience: str | None = Field(default=None, description="`aud` of API access tokens; default: the client id")
+    oidc_roles_claim: str = Field(default="roles", description='claim with the roles; dotted: "realm_access.roles"')
+    oidc_scopes: str = Field(default="openid profile", description="scopes the browser login asks for")
+    oidc_redirect_url: str | None = Field(
+        default=None, description="this service's /auth/callback URL, as registered at the provider"
+    )
+
     @model_validator(mode="after")
     def _follow_local_ports(self) -> Settings:
         # Relative paths in .env mean "inside the project", wherever the command runs from.

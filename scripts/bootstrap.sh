@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything imaging-agent needs on a fresh Debian machine, once:
 # Debian packages (Orthanc + DICOMweb plugin, dicom3tools, dcmtk, chromium),
-# the project's virtual environment (.venv) and the FHIR server's own (.venv-fhir).
+# the project's virtual environment (.venv), the FHIR server's own (.venv-fhir) and the
+# test suite's OpenID provider (tests/oidc/node_modules, pinned by its package-lock.json).
 # A second run finds each step done (stamp files keyed by the inputs) and returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,4 +57,14 @@ if [ ! -f "$fhir_stamp" ]; then
     quiet_pip .venv-fhir/bin/pip install -q "$FHIR_SERVER_REQUIREMENT"
     rm -f .venv-fhir/.bootstrap-*
     touch "$fhir_stamp"
+fi
+
+# The tests' OpenID provider (npm's oidc-provider, tests/oidc/) runs on the machine's Node.js 20 and
+# npm (oidc-provider 9 is made for Node.js 20 and later). `npm ci` installs exactly the lock file, into
+# that folder only; node_modules/.package-lock.json is npm's own record of it.
+if [ ! tests/oidc/node_modules/.package-lock.json -nt tests/oidc/package-lock.json ]; then
+    command -v node >/dev/null && command -v npm >/dev/null \
+        || { log "Node.js 20 with npm is needed for the tests' OpenID provider (tests/oidc)"; exit 1; }
+    log "installing the tests' OpenID provider (npm ci in tests/oidc)"
+    (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

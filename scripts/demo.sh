@@ -20,5 +20,6 @@ echo
 echo "Results: PACS http://127.0.0.1:8042/app/explorer.html   FHIR http://127.0.0.1:8090/fhir"
 echo "The web app: .venv/bin/imaging-agent ui   Stop the services: .venv/bin/imaging-agent services down"
 echo "Approve as a signed-in radiologist instead: .venv/bin/imaging-agent users add NAME --role radiologist,"
-echo "  .venv/bin/imaging-agent serve (API, OpenAPI at http://127.0.0.1:8000/docs), then"
-echo "  .venv/bin/imaging-agent login -u NAME; approvals, process and ask decide as NAME."
+echo "  .venv/bin/imaging-agent serve (API, OpenAPI at http://127.0.0.1:8000/docs; the web app behind a"
+echo "  sign-in at http://127.0.0.1:8000/ui), then .venv/bin/imaging-agent login -u NAME; approvals,"
+echo "  process and ask decide as NAME."

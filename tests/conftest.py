@@ -16,6 +16,7 @@ import pytest
 
 from agent import services
 from agent.settings import PROJECT_ROOT, Settings
+from tests.oidc_provider import Provider, running_provider
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
@@ -51,6 +52,23 @@ def live_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
         pytest.fail(f"could not start the test services: {exc}")
     yield settings
     services.down(settings)
+
+
+@pytest.fixture(scope="session")
+def oidc_app_port() -> int:
+    """The port the OIDC browser test serves the app on: the provider's client redirects there."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory, oidc_app_port: int) -> Iterator[Provider]:
+    """A real OpenID provider (npm's oidc-provider, tests/oidc/) on 127.0.0.1, stopped by its pid afterwards."""
+    redirect_uri = f"http://127.0.0.1:{oidc_app_port}/auth/callback"
+    try:
+        with running_provider(tmp_path_factory.mktemp("oidc"), free_port(), redirect_uri) as provider:
+            yield provider
+    except (RuntimeError, OSError) as exc:
+        pytest.fail(f"could not start the OpenID provider: {exc}")
 
 
 @pytest.fixture(scope="session")

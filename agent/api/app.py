@@ -1,6 +1,8 @@
-"""The FastAPI application: endpoints of `imaging-agent serve` (OpenAPI at /docs).
+"""The FastAPI application: endpoints of `imaging-agent serve` (OpenAPI at /docs), and the Gradio
+app at /ui behind a browser sign-in (`agent/api/browser.py`; OpenID Connect when configured).
 
-Every endpoint but health needs a bearer token (401). Reading approvals and running jobs needs
+Every endpoint but health needs a bearer token (401): one of this service's (local accounts) or
+the OpenID provider's access token when IMAGING_AGENT_OIDC_ISSUER is set. Reading approvals and running jobs needs
 the radiologist or operator role; a decision needs the radiologist role (403) and a sign-in
 within the signing window (401, "sign in again"). The decision's reviewer is the token's
 principal: nothing in the body names a person.
@@ -8,6 +10,7 @@ principal: nothing in the body names a person.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -16,13 +19,18 @@ from urllib.parse import parse_qsl
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
+from starlette.middleware.sessions import SessionMiddleware
 
 from agent.api.auth import TOKEN_URL, current_principal, requires, unauthorized
+from agent.api.browser import LoginSessions, https_only, local_login_router, mount_ui, new_sessions
 from agent.api.jobs import JobRunner
 from agent.api.models import AccessToken, ApprovalView, Credentials, DecisionBody, Health, JobBody, JobView
+from agent.api.oidc_routes import bearer_verifier, oidc_router
 from agent.identity import account_store, token_signer
 from agent.review import DecisionError, build_decision
+from agent.runtime import AgentRuntime
 from agent.settings import Settings
+from agent.ui.layout import build_app
 from graphs.runtime import PendingApproval, RunReport
 from tools.identity.accounts import AuthenticationError
 from tools.identity.principal import Principal, StaleAuthenticationError, require_fresh
@@ -33,13 +41,16 @@ Radiologist = Annotated[Principal, Depends(requires("radiologist"))]
 
 
 def create_app(settings: Settings) -> FastAPI:
+    # The Gradio app, mounted before serving, gets a runtime of its own now: another connection to
+    # the same durable store (as the CLI has), so its lock and the API's job runner never share one.
+    ui_runtime = AgentRuntime(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from agent.runtime import AgentRuntime
-
         runtime = AgentRuntime(settings)
         app.state.accounts = account_store(settings)
         app.state.signer = token_signer(settings)
+        app.state.oidc = bearer_verifier(settings) if settings.oidc_issuer else None
         app.state.jobs = JobRunner(runtime)
         try:
             yield
@@ -47,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.jobs.wait(timeout_s=30)
             app.state.accounts.close()
             runtime.close()
+            ui_runtime.close()
 
     app = FastAPI(
         title="imaging-agent",
@@ -137,7 +149,19 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=exc.args[0]) from exc
         return JobView.of(found, runner.errors.get(job_id), runner.runtime.report(job_id))
 
+    _browser(app, settings, ui_runtime, new_sessions(settings))
     return app
+
+
+def _browser(app: FastAPI, settings: Settings, runtime: AgentRuntime, sessions: LoginSessions) -> None:
+    """/login and /logout (the OpenID provider's when configured, else local accounts) and the app at /ui."""
+    # Authlib keeps a login's state, nonce and PKCE verifier in this cookie until the callback.
+    app.add_middleware(
+        SessionMiddleware, secret_key=secrets.token_urlsafe(32), session_cookie="imaging_agent_login",
+        max_age=600, same_site="lax", https_only=https_only(settings),
+    )
+    app.include_router(oidc_router(settings, sessions) if settings.oidc_issuer else local_login_router(sessions))
+    mount_ui(app, build_app(settings, runtime, identify=sessions.identify), sessions)
 
 
 def _pending(request: Request, approval_id: str) -> PendingApproval:

@@ -1,4 +1,7 @@
-"""Bearer token -> `Principal`, and the role checks of each endpoint (401 unknown, 403 not allowed)."""
+"""Bearer token -> `Principal`, and the role checks of each endpoint (401 unknown, 403 not allowed).
+
+A token is this service's own (local accounts) or, when OpenID Connect is configured and the
+token names the provider as its issuer, the provider's access token, checked against its keys."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
 from tools.identity.accounts import AccountStore
+from tools.identity.oidc import OidcError, OidcVerifier, unverified_issuer
 from tools.identity.principal import LOCAL_ISSUER, Principal, Role
 from tools.identity.tokens import InvalidTokenError, TokenSigner
 
@@ -23,6 +27,12 @@ def unauthorized(detail: str) -> HTTPException:
 def current_principal(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> Principal:
     if not token:
         raise unauthorized("sign in first: POST /api/v1/auth/token, then send 'Authorization: Bearer TOKEN'")
+    oidc: OidcVerifier | None = request.app.state.oidc
+    if oidc is not None and unverified_issuer(token) == oidc.config.issuer:
+        try:
+            return oidc.principal(token)
+        except OidcError as exc:
+            raise unauthorized(str(exc)) from exc
     signer: TokenSigner = request.app.state.signer
     accounts: AccountStore = request.app.state.accounts
     try:

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from agent.review import DecisionError
-from agent.ui.cards import CardView, card_updates, card_view, form_decision, session_principal
+from agent.ui.cards import CardView, Identify, card_updates, card_view, form_decision, nobody
 from agent.ui.markdown import approval_choice, outcomes_markdown, progress_log, readable_error
 from agent.ui.session import BUSY_WAIT_S, LockedGraphs
 from graphs.chat import approval_card
@@ -22,9 +22,10 @@ from graphs.runtime import RunReport
 class ApprovalsTab:
     """The list of pending approvals, the card of the one chosen, and its Approve / Reject."""
 
-    def __init__(self, graphs: LockedGraphs, signing_window_s: float) -> None:
+    def __init__(self, graphs: LockedGraphs, signing_window_s: float, identify: Identify = nobody) -> None:
         self.graphs = graphs
         self.signing_window_s = signing_window_s
+        self.identify = identify
         with gr.Row():
             self.pending_list = gr.Dropdown(
                 label="Pending approvals (all jobs: chat, CLI and Python)", choices=[], value=None,
@@ -88,7 +89,7 @@ class ApprovalsTab:
                 return
             try:
                 decision = form_decision(
-                    action, session_principal(request), reason, signing_window_s=self.signing_window_s
+                    action, self.identify(request), reason, signing_window_s=self.signing_window_s
                 )
             except DecisionError as exc:
                 yield [*unchanged, f"⚠ {exc}"]

@@ -9,7 +9,7 @@ behind a sign-in, there is none, and the cards decide nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,11 +96,14 @@ def card_updates(card: Card | None) -> list[Any]:
     ]
 
 
-def session_principal(request: gr.Request | None) -> Principal | None:
-    """The authenticated principal of this browser session.
+Identify = Callable[[gr.Request], Principal | None]
+"""The authenticated principal behind a browser event, or None."""
 
-    None while the app has no sign-in of its own (`imaging-agent ui`): nothing a page sends can
-    name the reviewer, so decisions are refused rather than trusted."""
+
+def nobody(request: gr.Request | None) -> Principal | None:
+    """`imaging-agent ui` has no sign-in of its own: nothing a page sends can name the reviewer, so
+    decisions are refused rather than trusted. Behind `imaging-agent serve` the service's sign-in
+    identifies each event instead (`agent/api/oidc_routes.py`, `LoginSessions.identify`)."""
     return None
 
 

@@ -10,7 +10,7 @@ import gradio as gr
 from langchain_core.messages import HumanMessage
 
 from agent.review import DecisionError
-from agent.ui.cards import CardView, card_updates, card_view, form_decision, session_principal
+from agent.ui.cards import CardView, Identify, card_updates, card_view, form_decision, nobody
 from agent.ui.markdown import readable_error
 from agent.ui.session import LockedGraphs
 from agent.ui.transcript import Transcript
@@ -27,9 +27,10 @@ def _keep_card() -> list[Any]:
 class ChatTab:
     """The conversation's components and handlers; one LangGraph thread per browser session."""
 
-    def __init__(self, graphs: LockedGraphs, signing_window_s: float) -> None:
+    def __init__(self, graphs: LockedGraphs, signing_window_s: float, identify: Identify = nobody) -> None:
         self.graphs = graphs
         self.signing_window_s = signing_window_s
+        self.identify = identify
         self.thread_id = gr.State(None)
         self.card = gr.State(None)
         self.chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot")
@@ -88,7 +89,7 @@ class ChatTab:
                 return
             try:
                 decision = form_decision(
-                    action, session_principal(request), reason, signing_window_s=self.signing_window_s
+                    action, self.identify(request), reason, signing_window_s=self.signing_window_s
                 )
             except DecisionError as exc:
                 yield [*unchanged, f"⚠ {exc}"]

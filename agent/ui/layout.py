@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import gradio as gr
@@ -11,6 +12,7 @@ from langchain_core.language_models import BaseChatModel
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from agent.ui.approvals_tab import ApprovalsTab
+from agent.ui.cards import NOT_SIGNED_IN, Identify, nobody
 from agent.ui.chat_tab import ChatTab
 from agent.ui.markdown import jobs_markdown, planner_markdown, readable_error
 from agent.ui.services_check import check_services, services_markdown
@@ -21,26 +23,52 @@ log = logging.getLogger(__name__)
 REFRESH_EVERY_S = 10.0
 
 
-def build_app(settings: Settings, runtime: AgentRuntime, model: BaseChatModel | None = None) -> gr.Blocks:
-    """The app over `runtime`; `model` defaults to the planner the settings choose."""
+def build_app(
+    settings: Settings, runtime: AgentRuntime, model: BaseChatModel | None = None, identify: Identify = nobody
+) -> gr.Blocks:
+    """The app over `runtime`; `model` defaults to the planner the settings choose.
+
+    `identify` names the signed-in principal behind each event (the service's sign-in, see
+    `agent/api/oidc_routes.py`); the default, `nobody`, lets the app show but decide nothing."""
     graphs = LockedGraphs(runtime, model)
     with gr.Blocks(title="imaging-agent", analytics_enabled=False) as demo:
         gr.Markdown(
             "# imaging-agent\nAI lung contours from the PACS to the EHR, written only after a radiologist approves."
         )
+        signed_in = gr.Markdown(elem_id="signed-in")
         _header(demo, settings)
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                ChatTab(graphs, settings.signing_window_s)
+                chat = ChatTab(graphs, settings.signing_window_s, identify)
             with gr.Tab("Approvals", id="approvals"):
-                approvals = ApprovalsTab(graphs, settings.signing_window_s)
+                approvals = ApprovalsTab(graphs, settings.signing_window_s, identify)
             with gr.Tab("Jobs", id="jobs"):
                 jobs = JobsTab(graphs)
+        _show_signer(demo, identify, [signed_in, chat.view.signed_in, approvals.view.signed_in])
         timer = gr.Timer(REFRESH_EVERY_S)
         jobs.load_on(demo)
         approvals.load_on(demo)
         _refresh_periodically(timer, approvals, jobs)
     return demo
+
+
+def _show_signer(demo: gr.Blocks, identify: Identify, lines: list[gr.Markdown]) -> None:
+    """Who signs this page's decisions: at the top (with a way out) and on each card."""
+
+    def show(request: gr.Request) -> list[str]:
+        principal = identify(request)
+        if principal is None:
+            return ["", *[f"Reviewer: {NOT_SIGNED_IN}" for _ in lines[1:]]]
+        # The name comes from the identity provider: shown as text, never as Markdown.
+        name = re.sub(r"([\\`*_{}\[\]()<>#+!|~-])", r"\\\1", principal.display_name)
+        roles = ", ".join(sorted(principal.roles))
+        top = (
+            f"Signed in as **{name}** ({roles}). [Sign in again](/login?fresh=1) to sign approvals after a "
+            "while; [sign out](/logout)."
+        )
+        return [top, *[f"Reviewer: **{name}** ({principal.id}, {principal.issuer})" for _ in lines[1:]]]
+
+    demo.load(show, outputs=lines, show_progress="hidden")
 
 
 def _header(demo: gr.Blocks, settings: Settings) -> None:

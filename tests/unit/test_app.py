@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from agent.review import DecisionError
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from agent.ui.cards import card_updates, form_decision, session_principal
+from agent.ui.cards import card_updates, form_decision, nobody
 from agent.ui.layout import build_app
 from agent.ui.markdown import (
     card_findings_markdown,
@@ -175,7 +175,7 @@ def test_card_updates_show_previews_as_images(card: dict[str, Any]) -> None:
 
 def test_decisions_need_a_signed_in_principal_and_rejections_a_reason() -> None:
     # The app has no sign-in of its own: its cards refuse rather than trust a name from the page.
-    assert session_principal(None) is None
+    assert nobody(None) is None
     with pytest.raises(DecisionError, match="sign in through `imaging-agent serve`|imaging-agent serve"):
         form_decision("approve", None, "", signing_window_s=600)
     with pytest.raises(DecisionError, match="A rejection needs a reason"):
