@@ -85,6 +85,23 @@ def _mtimes(run_dir: Path) -> dict[Path, int]:
     return dict(work_files(run_dir)) if (run_dir / "work").exists() else {}
 
 
+def _settled_mtimes(pid: int, run_dir: Path) -> dict[Path, int]:
+    """The work files once the stopped process has really stopped: SIGSTOP is delivered
+    asynchronously, and writes already under way in the kernel still land for a moment."""
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, f"pid {pid} did not stop"
+        time.sleep(0.05)
+    previous = _mtimes(run_dir)
+    while True:
+        time.sleep(0.5)
+        current = _mtimes(run_dir)
+        if current == previous:
+            return current
+        assert time.monotonic() < deadline, "the stopped process's work files kept changing"
+        previous = current
+
+
 def test_a_second_process_leaves_a_live_job_to_its_runner(
     settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
 ) -> None:
@@ -99,7 +116,7 @@ def test_a_second_process_leaves_a_live_job_to_its_runner(
             time.sleep(0.05)
         first.send_signal(signal.SIGSTOP)  # alive and mid-run, holding the job
         [(thread_id, _label)] = _jobs(settings)
-        before = _mtimes(settings.run_dir)
+        before = _settled_mtimes(first.pid, settings.run_dir)
 
         second = _cli(settings, "process", "--study", study.imaging_study_id)
         out = _ok(second)
