@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from graphs.batch import build_batch_graph
 from graphs.study import build_study_graph, outcome_of
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
+from tools.segmentation.catalog import check_engine_name
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.decisions import request_sha256
 from tools.workflow.pipeline import StudyWorkflow
@@ -187,9 +188,11 @@ class WorkflowRuntime:
         engine: str | None = None,
         on_progress: ProgressHandler | None = None,
     ) -> RunReport:
-        """Run the batch over the FHIR work list until it finishes or waits for approvals."""
+        """Run the batch over the FHIR work list until it finishes or waits for approvals.
+
+        Raises UnknownEngineError (a ValueError) before any job exists when the engine is not in the catalog."""
+        initial: dict[str, Any] = {"engine": check_engine_name(engine or self.workflow.default_engine)}
         thread_id = self._new_job("batch", self.batch_label(query))
-        initial: dict[str, Any] = {"engine": engine or self.workflow.default_engine}
         if query:
             initial["query"] = dict(query)
         return self._run("batch", thread_id, initial, on_progress)
@@ -197,9 +200,11 @@ class WorkflowRuntime:
     def start_study(
         self, imaging_study_id: str, *, engine: str | None = None, on_progress: ProgressHandler | None = None
     ) -> RunReport:
-        """Run the study pipeline for one ImagingStudy until it finishes or waits for approval."""
+        """Run the study pipeline for one ImagingStudy until it finishes or waits for approval.
+
+        Raises UnknownEngineError (a ValueError) before any job exists when the engine is not in the catalog."""
+        initial = {"imaging_study_id": imaging_study_id, "engine": check_engine_name(engine or self.workflow.default_engine)}
         thread_id = self._new_job("study", f"ImagingStudy/{imaging_study_id}")
-        initial = {"imaging_study_id": imaging_study_id, "engine": engine or self.workflow.default_engine}
         return self._run("study", thread_id, initial, on_progress)
 
     def resume(self, thread_id: str, on_progress: ProgressHandler | None = None) -> RunReport:

@@ -6,30 +6,45 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from agent.commands import output
 from agent.settings import get_settings
 
 
-def decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: tuple[str, str]) -> Any:
-    from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, render_approval
-    from agent.review import DecisionError, build_decision
+def decide_interactively(runtime: Any, report: Any, scope: Any, reviewer: tuple[str, str]) -> Any:
+    """Ask for each pending approval of `report`'s job; `scope` (AutoApprovalScope) says what --yes covers."""
+    from agent.cli_review import NoReviewerError, ProgressDisplay, render_approval
+    from agent.review import DecisionError
 
     while report.pending:
         pending = report.pending[0]
         render_approval(output.console, pending)
         try:
-            if yes:
-                decision = build_decision("approve", *reviewer, automatic=True)
-                output.console.print(f"--yes: approved automatically for {reviewer[1]} ({reviewer[0]}); recorded as not reviewed")
-            else:
-                decision = ask_decision(output.console, pending, reviewer)
+            decision = _auto_or_asked(runtime, pending, scope, reviewer)
         except (NoReviewerError, DecisionError) as exc:
             output.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
             return report
         with ProgressDisplay(output.console) as on_progress:
             report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
     return report
+
+
+def _auto_or_asked(runtime: Any, pending: Any, scope: Any, reviewer: tuple[str, str]) -> Any:
+    """Approve automatically when --yes covers this approval; otherwise ask (and say why when --yes was given)."""
+    from agent.cli_review import ask_decision
+    from agent.review import build_decision
+
+    refusal = scope.refusal(pending, runtime.pending_approvals())
+    if refusal is None:
+        decision = build_decision("approve", *reviewer, automatic=True)
+        output.console.print(
+            f"--yes: approved automatically for {escape(reviewer[1])} ({escape(reviewer[0])}); recorded as not reviewed"
+        )
+        return decision
+    if scope.enabled:
+        output.console.print(f"[yellow]--yes does not cover this approval: {escape(refusal)}. Asking instead.[/yellow]")
+    return ask_decision(output.console, pending, reviewer)
 
 
 def process(
@@ -39,23 +54,36 @@ def process(
     study: Annotated[str | None, typer.Option("--study", help="Process one ImagingStudy by its FHIR id.")] = None,
     query: Annotated[str | None, typer.Option(help="Work list search instead of the default, e.g. 'status=registered&modality=CT'.")] = None,
     engine: Annotated[str | None, typer.Option(help=output.ENGINE_HELP)] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (you are the reviewer).")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="Approve without asking the results of the job this command starts (you are the reviewer)."),
+    ] = False,
     reviewer_id: output.ReviewerId = None,
     reviewer_name: output.ReviewerName = None,
 ) -> None:
     """Segment, review and write back: the batch over pending studies, with an approval prompt per study.
 
-    A job interrupted earlier (a killed process, unanswered approvals) is resumed first.
+    A job interrupted earlier (a killed process, unanswered approvals) is resumed first; its
+    approvals are asked here, never covered by --yes.
     """
     from urllib.parse import parse_qsl
 
+    from agent.auto_approval import AutoApprovalScope
     from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
     from agent.runtime import AgentRuntime
+    from tools.segmentation.catalog import UnknownEngineError, check_engine_name
 
     if not pending_studies and study is None:
         output.console.print("Say what to process: --pending (the work list) or --study IMAGING_STUDY_ID.")
         raise typer.Exit(2)
+    try:
+        if engine is not None:
+            check_engine_name(engine)  # before any job is resumed or started
+    except UnknownEngineError as exc:
+        output.error(exc)
+        raise typer.Exit(2) from exc
     settings = get_settings()
+    scope = AutoApprovalScope(enabled=yes)
     reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
     with AgentRuntime(settings) as runtime:
         batch_query = dict(parse_qsl(query)) if query else None
@@ -63,14 +91,14 @@ def process(
         reports = []
         resumed_labels = set()
         for job in runtime.jobs(unfinished_only=True):
-            output.console.print(f"Resuming job {job.thread_id} ({job.label}), left {job.status}.")
+            output.console.print(f"Resuming job {job.thread_id} ({escape(job.label)}), left {job.status}.")
             report = runtime.report(job.thread_id)
             if not report.pending and not report.done:
                 with ProgressDisplay(output.console) as on_progress:
                     report = runtime.resume(job.thread_id, on_progress=on_progress)
-            # --yes covers only the job this command was asked to run: another person's waiting
-            # results (the app, another terminal) are asked about, never approved automatically.
-            reports.append(decide_interactively(runtime, report, yes and job.label == wanted_label, reviewer))
+            # A resumed job was started elsewhere (another terminal, the app, an earlier run), even
+            # when its label matches: its results wait for a person, so --yes never covers them.
+            reports.append(decide_interactively(runtime, report, scope, reviewer))
             resumed_labels.add(job.label)
         if wanted_label not in resumed_labels:
             with ProgressDisplay(output.console) as on_progress:
@@ -78,7 +106,8 @@ def process(
                     report = runtime.start_study(study, engine=engine, on_progress=on_progress)
                 else:
                     report = runtime.start_batch(batch_query, engine=engine, on_progress=on_progress)
-            reports.append(decide_interactively(runtime, report, yes, reviewer))
+            scope.own_jobs.add(report.thread_id)
+            reports.append(decide_interactively(runtime, report, scope, reviewer))
         for report in reports:
             render_outcomes(output.console, report)
             if report.kind == "batch" and not report.outcomes:
@@ -89,30 +118,42 @@ def process(
 
 def ask(
     goal: Annotated[str, typer.Argument(help="What you want, in plain words, e.g. 'analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS'.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (recorded as not reviewed).")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help="Approve without asking the results of studies the goal names by id (recorded as not reviewed); "
+            "everything else is asked.",
+        ),
+    ] = False,
     reviewer_id: output.ReviewerId = None,
     reviewer_name: output.ReviewerName = None,
 ) -> None:
     """Give the planner a goal; it runs the tools, and asks you here before anything is written."""
+    import uuid
     from datetime import UTC, datetime
 
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
     from langgraph.types import Command
 
+    from agent.auto_approval import AutoApprovalScope, ids_named_in
     from agent.chat import build_chat_graph
-    from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, default_reviewer, render_approval
+    from agent.cli_review import NoReviewerError, ProgressDisplay, default_reviewer, render_approval
     from agent.llm import planner_info
-    from agent.review import DecisionError, build_decision
+    from agent.review import DecisionError
     from agent.runtime import AgentRuntime
     from graphs.runtime import PendingApproval
     from tools.workflow.approval import ApprovalRequest
 
     settings = get_settings()
     reviewer = default_reviewer(settings, reviewer_id, reviewer_name)
-    output.console.print(f"[dim]planner: {planner_info(settings).description}[/dim]")
+    # The conversation is new, so every job it relays was started by this command.
+    scope = AutoApprovalScope(enabled=yes, named_studies=ids_named_in(goal))
+    output.console.print(f"[dim]planner: {escape(planner_info(settings).description)}[/dim]")
     with AgentRuntime(settings) as runtime:
         chat = build_chat_graph(runtime)
-        config = {"configurable": {"thread_id": f"cli-chat-{datetime.now(UTC):%Y%m%d-%H%M%S}"}}
+        # A conversation of its own (two commands in one second never share one): its jobs are this command's.
+        config = {"configurable": {"thread_id": f"cli-chat-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"}}
         value: object = {"messages": [HumanMessage(goal)]}
         while True:
             with ProgressDisplay(output.console) as on_progress:
@@ -122,7 +163,7 @@ def ask(
                     elif mode == "updates" and "tools" in chunk:
                         for message in (chunk["tools"] or {}).get("messages", []):
                             if isinstance(message, ToolMessage):
-                                output.console.print(f"[dim]tool {message.name}: {str(message.content)[:160]}[/dim]")
+                                output.console.print(f"[dim]tool {escape(message.name or '')}: {escape(str(message.content)[:160])}[/dim]")
             state = chat.get_state(config)
             if not state.interrupts:
                 break
@@ -131,14 +172,12 @@ def ask(
                 thread_id=card.pop("job"), interrupt_id=card.pop("approval_id"), request=ApprovalRequest.model_validate(card)
             )
             render_approval(output.console, pending)
+            scope.own_jobs = set(state.values.get("jobs", []))
             try:
-                if yes:
-                    decision = build_decision("approve", *reviewer, automatic=True)
-                else:
-                    decision = ask_decision(output.console, pending, reviewer)
+                decision = _auto_or_asked(runtime, pending, scope, reviewer)
             except (NoReviewerError, DecisionError) as exc:
                 output.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
                 return
             value = Command(resume={"approval_id": pending.interrupt_id, "decision": decision.model_dump(mode="json")})
         last = state.values["messages"][-1]
-        output.console.print(last.content if isinstance(last, AIMessage) else "")
+        output.console.print(Text(str(last.content)) if isinstance(last, AIMessage) else "")
