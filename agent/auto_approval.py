@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from graphs.runtime import PendingApproval
 
 # FHIR ids and DICOM UIDs as they can appear in a goal ("study ct-001", "ImagingStudy/ct-001").
-_ID_IN_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]*")
+# A sentence's final dot or dash is not part of the id.
+_ID_IN_TEXT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?")
 
 
 def ids_named_in(goal: str) -> frozenset[str]:
