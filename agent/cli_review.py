@@ -99,6 +99,8 @@ def render_outcomes(console: Console, report: RunReport) -> None:
     console.print(table)
     if report.pending:
         console.print(f"{len(report.pending)} approval(s) still pending: `imaging-agent approvals list`.")
+    if report.running_elsewhere:
+        console.print(f"[yellow]{escape(report.running_elsewhere)}[/yellow]")
 
 
 class ProgressDisplay:

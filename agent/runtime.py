@@ -25,6 +25,8 @@ class AgentRuntime(WorkflowRuntime):
             StudyWorkflow(self.services),
             state_path=settings.state_path,
             batch_concurrency=settings.batch_concurrency,
+            job_lease_s=settings.job_lease_s,
+            job_lease_heartbeat_s=settings.job_lease_heartbeat_s,
         )
 
     def close(self) -> None:

@@ -100,6 +100,21 @@ class Settings(BaseSettings):
     http_retry_attempts: int = Field(default=4, ge=1)
     http_retry_backoff_s: float = Field(default=0.5, ge=0)
 
+    # One runner per job: a lease per job in the runtime's SQLite file. On this host a
+    # runner counts as gone when its process has exited; a runner on another host (a shared run dir)
+    # when its heartbeat is older than job_lease_s. A running job renews it every job_lease_heartbeat_s.
+    job_lease_s: float = Field(default=60.0, gt=0, description="heartbeat age after which another host's runner counts as gone")
+    job_lease_heartbeat_s: float = Field(default=10.0, gt=0, description="how often a running job renews its lease")
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> Settings:
+        if self.job_lease_heartbeat_s >= self.job_lease_s:
+            raise ValueError(
+                f"IMAGING_AGENT_JOB_LEASE_HEARTBEAT_S ({self.job_lease_heartbeat_s}) must be below "
+                f"IMAGING_AGENT_JOB_LEASE_S ({self.job_lease_s}), or a running job would count as gone"
+            )
+        return self
+
     @model_validator(mode="after")
     def _follow_local_ports(self) -> Settings:
         # Relative paths in .env mean "inside the project", wherever the command runs from.

@@ -21,14 +21,15 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.config import get_stream_writer
-from langgraph.types import Command
+from langgraph.types import Command, Interrupt
 from pydantic import BaseModel
 
 from graphs.batch import build_batch_graph
@@ -37,6 +38,7 @@ from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
 from tools.segmentation.catalog import check_engine_name
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.decisions import request_sha256
+from tools.workflow.leases import JobBusyError, Lease, LeaseHolder, LeaseStore
 from tools.workflow.pipeline import StudyWorkflow
 from tools.workflow.records import StudyOutcome
 
@@ -69,6 +71,9 @@ class RunReport(BaseModel):
     pending: list[PendingApproval]
     outcomes: list[StudyOutcome]
     summary: dict[str, int] | None = None
+    # Set when another live runner holds the job: the decisions given here are recorded, and
+    # that runner applies them (docs/architecture.md, "Durability").
+    running_elsewhere: str | None = None
 
 
 def _enclosing_stream_writer() -> ProgressHandler | None:
@@ -82,11 +87,22 @@ def _enclosing_stream_writer() -> ProgressHandler | None:
 class WorkflowRuntime:
     """Owns the checkpointer and the compiled graphs over one workflow (its services are injected).
 
-    `state_path` is the SQLite file for checkpoints and the jobs table; the workflow's decision
-    store lives in the same file, so one file holds everything a restart needs.
+    `state_path` is the SQLite file for checkpoints, the jobs table and the job leases; the
+    workflow's decision store lives in the same file, so one file holds everything a restart needs.
+    A job runs only while this runtime holds its lease (`tools/workflow/leases.py`): `job_lease_s`
+    is how old a heartbeat may get before a runner on another host counts as gone,
+    `job_lease_heartbeat_s` how often a running job renews it.
     """
 
-    def __init__(self, workflow: StudyWorkflow, *, state_path: Path, batch_concurrency: int) -> None:
+    def __init__(
+        self,
+        workflow: StudyWorkflow,
+        *,
+        state_path: Path,
+        batch_concurrency: int,
+        job_lease_s: float = 60.0,
+        job_lease_heartbeat_s: float = 10.0,
+    ) -> None:
         self.workflow = workflow
         self.decisions = workflow.services.decisions
         self.batch_concurrency = batch_concurrency
@@ -104,6 +120,7 @@ class WorkflowRuntime:
                 " created_at TEXT NOT NULL, status TEXT NOT NULL)"
             )
             self._jobs_conn.commit()
+        self.leases = LeaseStore(path, expiry_s=job_lease_s, heartbeat_s=job_lease_heartbeat_s)
         self.checkpointer = SqliteSaver(self._conn)
         self.graphs = {
             "batch": build_batch_graph(workflow, batch_concurrency, self.checkpointer),
@@ -111,6 +128,7 @@ class WorkflowRuntime:
         }
 
     def close(self) -> None:
+        self.leases.close()
         self._jobs_conn.close()
         self._conn.close()
 
@@ -121,15 +139,13 @@ class WorkflowRuntime:
         self.close()
 
     # -- jobs -------------------------------------------------------------------------
-    def _new_job(self, kind: JobKind, label: str) -> str:
-        thread_id = f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    def _new_job(self, thread_id: str, kind: JobKind, label: str) -> None:
         with self._jobs_lock:
             self._jobs_conn.execute(
                 "INSERT INTO jobs VALUES (?, ?, ?, ?, ?)",
                 (thread_id, kind, label, datetime.now(UTC).isoformat(), "running"),
             )
             self._jobs_conn.commit()
-        return thread_id
 
     def _set_status(self, thread_id: str, status: str) -> None:
         with self._jobs_lock:
@@ -150,6 +166,14 @@ class WorkflowRuntime:
                 return job
         raise KeyError(f"no job with thread id {thread_id}; `imaging-agent approvals list` shows the open ones")
 
+    def runner(self, thread_id: str) -> LeaseHolder | None:
+        """The live runner (this process or another) running the job now, if any."""
+        return self.leases.holder(thread_id)
+
+    def last_runner(self, thread_id: str) -> LeaseHolder | None:
+        """The job's lease as left behind, live or not: a killed runner's is what a resume takes over."""
+        return self.leases.last_holder(thread_id)
+
     # -- running ----------------------------------------------------------------------
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {
@@ -159,22 +183,77 @@ class WorkflowRuntime:
             "recursion_limit": 200,
         }
 
-    def _run(self, kind: JobKind, thread_id: str, value: Any, on_progress: ProgressHandler | None) -> RunReport:
+    def _split_interrupts(
+        self, thread_id: str, interrupts: Sequence[Interrupt]
+    ) -> tuple[list[PendingApproval], dict[str, Any]]:
+        """The job's interrupts: those still open, and those whose decision is recorded already (given
+        in another terminal while a runner held the job) as a resume value, interrupt id -> decision."""
+        pending: list[PendingApproval] = []
+        answered: dict[str, Any] = {}
+        for item in interrupts:
+            request = ApprovalRequest.model_validate(item.value)
+            decision = self.decisions.get(thread_id, request.request_id, request_sha256(request))
+            if decision is None:
+                pending.append(PendingApproval(thread_id=thread_id, interrupt_id=item.id, request=request))
+            else:
+                answered[item.id] = decision.model_dump(mode="json")
+        return pending, answered
+
+    def _recorded_answers(self, kind: JobKind, thread_id: str) -> dict[str, Any]:
+        """Recorded decisions the graph has not taken yet (interrupt id -> decision)."""
+        return self._split_interrupts(thread_id, self.graphs[kind].get_state(self._config(thread_id)).interrupts)[1]
+
+    def _stream(
+        self, lease: Lease, kind: JobKind, thread_id: str, value: Any, on_progress: ProgressHandler | None
+    ) -> dict[str, Any]:
+        """Run the graph under the held lease until it ends or waits for a decision nobody gave yet.
+
+        Returns the recorded answers the graph did not take (none, unless something is broken)."""
         graph = self.graphs[kind]
-        # Marked before running: a process killed mid-run leaves "running", which `resume` picks up.
-        self._set_status(thread_id, "running")
+        while True:
+            # "sync": each step's checkpoint is on disk before the next step runs, so a process killed
+            # while writing never forgets an approval it was given (the default writes in the background).
+            stream = graph.stream(
+                value, self._config(thread_id), stream_mode=["custom"], subgraphs=True, durability="sync"
+            )
+            with closing(stream):
+                for _namespace, mode, chunk in stream:
+                    lease.check()
+                    if mode == "custom" and on_progress is not None:
+                        on_progress(chunk)
+            lease.check()
+            answers = self._recorded_answers(kind, thread_id)
+            if not answers or value == Command(resume=answers):
+                return answers
+            value = Command(resume=answers)
+
+    def _run(
+        self,
+        kind: JobKind,
+        thread_id: str,
+        value: Any,
+        on_progress: ProgressHandler | None,
+        lease: Lease | None = None,
+    ) -> RunReport:
+        """Run the job under its lease (taken here unless given); JobBusyError when a live runner has it."""
         if on_progress is None:
             on_progress = _enclosing_stream_writer()
-        # "sync": each step's checkpoint is on disk before the next step runs, so a process killed
-        # while writing never forgets an approval it was given (the default writes in the background).
-        for _namespace, mode, chunk in graph.stream(
-            value, self._config(thread_id), stream_mode=["custom"], subgraphs=True, durability="sync"
-        ):
-            if mode == "custom" and on_progress is not None:
-                on_progress(chunk)
-        report = self.report(thread_id)
-        self._set_status(thread_id, "done" if report.done else "waiting-approval" if report.pending else "running")
-        return report
+        with lease or self.leases.acquire(thread_id) as held:
+            # Marked before running: a process killed mid-run leaves "running", which `resume` picks up.
+            self._set_status(thread_id, "running")
+            untaken = self._stream(held, kind, thread_id, value, on_progress)
+            report = self.report(thread_id)
+            self._set_status(thread_id, "done" if report.done else "waiting-approval" if report.pending else "running")
+        # Released. A decision recorded elsewhere between the last look and the release was left to
+        # this runner (its terminal saw it alive), so look once more; a resume with None reruns the
+        # approval node, which finds the recorded decision.
+        answers = self._recorded_answers(kind, thread_id)
+        if not answers or answers == untaken:
+            return report
+        try:
+            return self._run(kind, thread_id, None, on_progress)
+        except JobBusyError as exc:  # another runner took the job meanwhile: it applies the decision
+            return self.report(thread_id).model_copy(update={"running_elsewhere": str(exc)})
 
     @staticmethod
     def batch_label(query: Mapping[str, str] | None) -> str:
@@ -192,10 +271,9 @@ class WorkflowRuntime:
 
         Raises UnknownEngineError (a ValueError) before any job exists when the engine is not in the catalog."""
         initial: dict[str, Any] = {"engine": check_engine_name(engine or self.workflow.default_engine)}
-        thread_id = self._new_job("batch", self.batch_label(query))
         if query:
             initial["query"] = dict(query)
-        return self._run("batch", thread_id, initial, on_progress)
+        return self._start("batch", self.batch_label(query), initial, on_progress)
 
     def start_study(
         self, imaging_study_id: str, *, engine: str | None = None, on_progress: ProgressHandler | None = None
@@ -204,11 +282,23 @@ class WorkflowRuntime:
 
         Raises UnknownEngineError (a ValueError) before any job exists when the engine is not in the catalog."""
         initial = {"imaging_study_id": imaging_study_id, "engine": check_engine_name(engine or self.workflow.default_engine)}
-        thread_id = self._new_job("study", f"ImagingStudy/{imaging_study_id}")
-        return self._run("study", thread_id, initial, on_progress)
+        return self._start("study", f"ImagingStudy/{imaging_study_id}", initial, on_progress)
+
+    def _start(self, kind: JobKind, label: str, initial: dict[str, Any], on_progress: ProgressHandler | None) -> RunReport:
+        thread_id = f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        # The lease first, then the row: a job another process can see is never without its runner.
+        lease = self.leases.acquire(thread_id)
+        try:
+            self._new_job(thread_id, kind, label)
+        except BaseException:
+            self.leases.release(lease)
+            raise
+        return self._run(kind, thread_id, initial, on_progress, lease)
 
     def resume(self, thread_id: str, on_progress: ProgressHandler | None = None) -> RunReport:
-        """Continue a job that stopped without finishing (for example, its process was killed)."""
+        """Continue a job that stopped without finishing (for example, its process was killed).
+
+        Raises JobBusyError when a live runner (another process, or another thread here) runs it."""
         job = self.job(thread_id)
         return self._run(job.kind, thread_id, None, on_progress)
 
@@ -218,7 +308,10 @@ class WorkflowRuntime:
         decisions: Mapping[str, ApprovalDecision],
         on_progress: ProgressHandler | None = None,
     ) -> RunReport:
-        """Answer one or more pending approvals of a job (interrupt id -> decision) and go on."""
+        """Answer one or more pending approvals of a job (interrupt id -> decision) and go on.
+
+        The decisions are recorded first. When a live runner holds the job, the graph is not run
+        here: that runner applies them, and the report says so in `running_elsewhere`."""
         job = self.job(thread_id)
         open_requests = {p.interrupt_id: p.request for p in self.report(thread_id).pending}
         unknown = set(decisions) - set(open_requests)
@@ -231,16 +324,17 @@ class WorkflowRuntime:
             request = open_requests[iid]
             self.decisions.record(thread_id, request.request_id, request_sha256(request), decision)
         resume = {iid: d.model_dump(mode="json") for iid, d in decisions.items()}
-        return self._run(job.kind, thread_id, Command(resume=resume), on_progress)
+        try:
+            return self._run(job.kind, thread_id, Command(resume=resume), on_progress)
+        except JobBusyError as exc:
+            message = f"the decision is recorded; {exc.holder.describe()}, which applies it when its current run pauses"
+            return self.report(thread_id).model_copy(update={"running_elsewhere": message})
 
     # -- reading ----------------------------------------------------------------------
     def report(self, thread_id: str) -> RunReport:
         job = self.job(thread_id)
         state = self.graphs[job.kind].get_state(self._config(thread_id))
-        pending = [
-            PendingApproval(thread_id=thread_id, interrupt_id=i.id, request=ApprovalRequest.model_validate(i.value))
-            for i in state.interrupts
-        ]
+        pending, _answered = self._split_interrupts(thread_id, state.interrupts)
         values = state.values or {}
         outcomes: list[StudyOutcome]
         if job.kind == "batch":

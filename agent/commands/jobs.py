@@ -16,6 +16,7 @@ def decide_interactively(runtime: Any, report: Any, scope: Any, reviewer: tuple[
     """Ask for each pending approval of `report`'s job; `scope` (AutoApprovalScope) says what --yes covers."""
     from agent.cli_review import NoReviewerError, ProgressDisplay, render_approval
     from agent.review import DecisionError
+    from tools.workflow.decisions import DecisionConflictError
 
     while report.pending:
         pending = report.pending[0]
@@ -25,8 +26,15 @@ def decide_interactively(runtime: Any, report: Any, scope: Any, reviewer: tuple[
         except (NoReviewerError, DecisionError) as exc:
             output.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
             return report
-        with ProgressDisplay(output.console) as on_progress:
-            report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
+        try:
+            with ProgressDisplay(output.console) as on_progress:
+                report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
+        except (KeyError, DecisionConflictError) as exc:
+            # Answered meanwhile in another terminal or the app: the first answer stands.
+            output.console.print(f"[yellow]{escape(str(exc.args[0]))}[/yellow]")
+            report = runtime.report(pending.thread_id)
+        if report.running_elsewhere:
+            return report
     return report
 
 
@@ -72,6 +80,7 @@ def process(
     from agent.cli_review import ProgressDisplay, default_reviewer, render_outcomes
     from agent.runtime import AgentRuntime
     from tools.segmentation.catalog import UnknownEngineError, check_engine_name
+    from tools.workflow.leases import JobBusyError
 
     if not pending_studies and study is None:
         output.console.print("Say what to process: --pending (the work list) or --study IMAGING_STUDY_ID.")
@@ -91,15 +100,29 @@ def process(
         reports = []
         resumed_labels = set()
         for job in runtime.jobs(unfinished_only=True):
-            output.console.print(f"Resuming job {job.thread_id} ({escape(job.label)}), left {job.status}.")
+            # A job a live process runs is that process's: never run twice at once (its lease).
+            # Its label counts as handled, so no second job for the same studies starts either.
+            resumed_labels.add(job.label)
+            runner = runtime.runner(job.thread_id)
+            if runner is not None:
+                output.console.print(f"[yellow]Skipping: {escape(runner.describe())}; wait for it or stop that process.[/yellow]")
+                continue
+            gone = runtime.last_runner(job.thread_id)
+            output.console.print(
+                f"Resuming job {escape(job.thread_id)} ({escape(job.label)}), left {job.status}"
+                + (f"; its runner, pid {gone.pid} on {escape(gone.host)}, is gone." if gone else ".")
+            )
             report = runtime.report(job.thread_id)
             if not report.pending and not report.done:
-                with ProgressDisplay(output.console) as on_progress:
-                    report = runtime.resume(job.thread_id, on_progress=on_progress)
+                try:
+                    with ProgressDisplay(output.console) as on_progress:
+                        report = runtime.resume(job.thread_id, on_progress=on_progress)
+                except JobBusyError as exc:  # another process took it between the look and the resume
+                    output.console.print(f"[yellow]Skipping: {escape(str(exc))}[/yellow]")
+                    continue
             # A resumed job was started elsewhere (another terminal, the app, an earlier run), even
             # when its label matches: its results wait for a person, so --yes never covers them.
             reports.append(decide_interactively(runtime, report, scope, reviewer))
-            resumed_labels.add(job.label)
         if wanted_label not in resumed_labels:
             with ProgressDisplay(output.console) as on_progress:
                 if study is not None:

@@ -101,6 +101,8 @@ class ApprovalsTab:
                 elif event.kind == "card":
                     report: RunReport = event.payload
                     outcome = outcomes_markdown(report)
+                    if report.running_elsewhere:  # recorded; the process that runs the job applies it
+                        outcome = f"⚠ {report.running_elsewhere}\n\n{outcome}"
                 elif event.kind == "error":
                     outcome = f"⚠ {event.payload}"
             yield [self.choices(None), *card_updates(None), outcome]
