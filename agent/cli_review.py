@@ -17,12 +17,21 @@ from agent.settings import Settings
 from agent.untrusted import markup_literal as lit
 from agent.untrusted import terminal_text as cell
 from graphs.runtime import PendingApproval, RunReport
-from tools.workflow.approval import ApprovalDecision
+from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 
 
 def default_reviewer(settings: Settings, reviewer_id: str | None, reviewer_name: str | None) -> tuple[str, str]:
     rid = reviewer_id or settings.reviewer_id or getpass.getuser()
     return rid, reviewer_name or settings.reviewer_name or rid
+
+
+def _patient_identities(r: ApprovalRequest) -> str:
+    """FHIR's patient beside the one the DICOM headers name (checked equal at fetch), both escaped:
+    names and ids are record text, never rich markup."""
+    fhir = f"FHIR {r.patient_reference or '-'}: {r.patient_display_name or '(no name)'}, ID {r.patient_id or '-'}"
+    issuer = f" (issuer {r.dicom_issuer_of_patient_id})" if r.dicom_issuer_of_patient_id else ""
+    dicom = f"DICOM: {r.dicom_patient_name or '(no name)'}, PatientID {r.dicom_patient_id or '-'}{issuer}"
+    return f"[dim]{lit(fhir)}   {lit(dicom)}[/dim]"
 
 
 def render_approval(console: Console, pending: PendingApproval) -> None:
@@ -31,6 +40,7 @@ def render_approval(console: Console, pending: PendingApproval) -> None:
     header = (
         f"[bold]{lit(r.patient_display_name or '(no name)')}[/bold]  ID {lit(r.patient_id or '-')}   "
         f"study {lit(r.study_date or '-')} {lit(r.study_description or '')}\n"
+        f"{_patient_identities(r)}\n"
         f"ImagingStudy/{lit(r.imaging_study_id)}   Study UID {lit(r.study_instance_uid)}\n"
         f"series {lit(r.series.series_instance_uid)}: {r.series.images} images, "
         f"{r.series.slice_thickness_mm or '?'} mm\n[dim]{lit(r.series.reason)}[/dim]\n"

@@ -61,5 +61,6 @@ def study_services(settings: Settings) -> StudyServices:
         decisions=DecisionStore(settings.state_path),
         work_root=settings.run_dir / "work",
         default_engine=settings.default_engine,
+        patient_identifier_system=settings.patient_identifier_system,
         fallback_engines=tuple(settings.fallback_engines),
     )

@@ -15,11 +15,12 @@ from rich.markup import escape
 from rich.text import Text
 
 # Characters that start Markdown or HTML anywhere in a line: emphasis, code, links and images,
-# raw HTML and autolinks, table cells, strikethrough, Gradio's LaTeX, and the escape itself.
-_INLINE = re.compile(r"([\\`*_\[\]<|~$])")
-# Only meaningful at the start of a line (where a value may land): headings, quotes, list items,
-# thematic breaks and setext underlines; group 1 is the character to escape.
-_LINE_START = re.compile(r"^\s*(?:(#)#{0,5}(?=\s|$)|(>)|([+-])(?=\s|$)|\d{1,9}([.)])(?=\s|$)|([=-])[=-]*\s*$)")
+# raw HTML and autolinks (both angle brackets, so no tag survives even as a substring), table
+# cells, strikethrough, Gradio's LaTeX, and the escape itself.
+_INLINE = re.compile(r"([\\`*_\[\]<>|~$])")
+# Only meaningful at the start of a line (where a value may land): headings, list items, thematic
+# breaks and setext underlines; the one group that matched is the character to escape.
+_LINE_START = re.compile(r"^\s*(?:(#)#{0,5}(?=\s|$)|([+-])(?=\s|$)|\d{1,9}([.)])(?=\s|$)|([=-])[=-]*\s*$)")
 # GFM turns bare URLs, www. names and e-mail addresses into links; an entity like &lt; into "<".
 _AUTOLINK = re.compile(r"(?i)(?<=[a-z])(:)(?=//)|(?<=www)(\.)|(@)|(&)(?=#?[a-z0-9]+;)")
 
@@ -41,7 +42,7 @@ def markdown_literal(value: object, default: str = "-") -> str:
     text = _AUTOLINK.sub(lambda m: "\\" + next(g for g in m.groups() if g), text)
     match = _LINE_START.match(text)
     if match:
-        group = next(i for i in range(1, 6) if match.group(i) is not None)
+        group = next(i for i in range(1, 5) if match.group(i) is not None)
         text = text[: match.start(group)] + "\\" + text[match.start(group) :]
     return text
 

@@ -38,6 +38,7 @@ def card_summary_markdown(card: Card) -> str:
             f"### Approval needed: ImagingStudy/{cell(card['imaging_study_id'])}",
             f"**Patient** {cell(card.get('patient_display_name') or '(no name)')} (ID {cell(card.get('patient_id'))})"
             f" · **Study** {cell(card.get('study_date'))} {cell(card.get('study_description') or '')}",
+            _patient_identities_markdown(card),
             f"**Study Instance UID** {markdown_code(card['study_instance_uid'])}",
             f"**Series** {markdown_code(series['series_instance_uid'])}: {series['images']} images, {thickness}, "
             f"{cell(series.get('description') or '')}  \n_{cell(series.get('reason'))}_",
@@ -45,6 +46,16 @@ def card_summary_markdown(card: Card) -> str:
             f"{markdown_code(card['approval_id'][:8])} in job {markdown_code(card['job'])}",
             "Nothing is written to the PACS or the EHR before you decide.",
         ]
+    )
+
+
+def _patient_identities_markdown(card: Card) -> str:
+    """FHIR's patient beside the one the DICOM headers name (checked equal at fetch), as literal text."""
+    issuer = card.get("dicom_issuer_of_patient_id")
+    return (
+        f"**FHIR** {cell(card.get('patient_reference'))}: {cell(card.get('patient_display_name') or '(no name)')}, "
+        f"ID {cell(card.get('patient_id'))} · **DICOM** {cell(card.get('dicom_patient_name') or '(no name)')}, "
+        f"PatientID {cell(card.get('dicom_patient_id'))}{f' (issuer {cell(issuer)})' if issuer else ''}"
     )
 
 

@@ -191,6 +191,8 @@ class Fault:
     status: int | None
     times: int | None = None
     hits: int = 0
+    body: bytes | None = None
+    """The answer's body as given (sent as application/dicom+json) instead of an OperationOutcome."""
 
 
 def is_transaction(method: str, path: str) -> bool:
@@ -224,6 +226,10 @@ class FaultProxy:
                 fault = proxy._fault_for(self.command, self.path)
                 if fault is not None and fault.status is None:
                     self.close_connection = True
+                    return
+                if fault is not None and fault.body is not None:
+                    assert fault.status is not None
+                    self._answer(fault.status, {"Content-Type": "application/dicom+json"}, fault.body)
                     return
                 if fault is not None:
                     assert fault.status is not None

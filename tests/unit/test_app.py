@@ -157,7 +157,9 @@ def test_card_writes_list_every_dicom_object_and_fhir_change(card: dict[str, Any
     assert (
         f"| RTSTRUCT | RT Structure Set Storage (`{RTSTRUCT_CLASS}`) | `1.2.3.4.6.1` | `{'ab' * 8}…` |"
     ) in text
-    assert "| PUT | ImagingStudy | ImagingStudy/study-42 | status registered -> available |" in text
+    # The change text is shown literally, its ">" escaped: compare what the reader sees.
+    assert "| PUT | ImagingStudy | ImagingStudy/study-42 | status registered -\\> available |" in text
+    assert "status registered -> available" in rendered_text(text)
     assert text.index("PACS (STOW-RS)") < text.index("Pending writes: FHIR")
 
 

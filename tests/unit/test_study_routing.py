@@ -25,6 +25,7 @@ from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.records import (
     ApprovedPlan,
     BuiltResults,
+    DicomPatient,
     FetchedSeries,
     StoredFile,
     StoredSegmentation,
@@ -133,7 +134,8 @@ class FakeWorkflow:
     def fetch(self, study: StudyRecord) -> FetchedSeries:
         self._call("fetch", study.imaging_study_id)
         series = ChosenSeries(series_instance_uid="1.2.3", description=None, images=60, slice_thickness_mm=2.5, reason="r")
-        return FetchedSeries(series=series, work_dir=Path(f"/nonexistent/{study.imaging_study_id}"))
+        patient = DicomPatient(patient_id="P-1")
+        return FetchedSeries(series=series, work_dir=Path(f"/nonexistent/{study.imaging_study_id}"), patient=patient)
 
     def assemble(self, fetched: FetchedSeries) -> StoredFile:
         self._call("assemble", fetched.work_dir.name)

@@ -25,11 +25,13 @@ from tools.dicomweb.session import SERVICE, build_session
 from tools.dicomweb.stow import encode_for_stow, stow_outcome, stow_request, stow_response_body
 from tools.http.config import HttpAuth, RetryPolicy
 from tools.http.retry import RETRYABLE_STATUS, ServiceUnavailableError, without_query
+from tools.ids import check_dicom_uid
 
 log = logging.getLogger(__name__)
 
 # Ask for the stored transfer syntax: no server-side transcoding (PS3.18 8.7.3.5.2).
 _AS_STORED = (("application/dicom", "*"),)
+_AS_STORED_PART10 = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 _STUDY_FIELDS = ("StudyDescription",)
 _SERIES_FIELDS = ("SliceThickness", "BodyPartExamined", "Modality")
@@ -115,6 +117,7 @@ class DicomwebClient:
         self, study_uid: str, filters: Mapping[str, str] | None = None
     ) -> list[SeriesSummary]:
         """Series of one study, with slice thickness and body part (not QIDO defaults)."""
+        check_dicom_uid(study_uid, "the Study Instance UID of a series search")
         found = self._qido(
             f"/studies/{study_uid}/series",
             f"QIDO-RS series search in study {study_uid}",
@@ -127,6 +130,9 @@ class DicomwebClient:
         self, study_uid: str, series_uid: str | None = None, filters: Mapping[str, str] | None = None
     ) -> list[InstanceSummary]:
         """Instances of a study, or of one series of it."""
+        check_dicom_uid(study_uid, "the Study Instance UID of an instance search")
+        if series_uid is not None:
+            check_dicom_uid(series_uid, f"the Series Instance UID of an instance search in study {study_uid}")
         path = f"/studies/{study_uid}"
         what = f"QIDO-RS instance search in study {study_uid}"
         if series_uid is not None:
@@ -137,6 +143,7 @@ class DicomwebClient:
 
     def instance_exists(self, study_uid: str, series_uid: str, sop_uid: str) -> bool:
         """Whether the PACS holds this instance: the check before an idempotent STOW."""
+        check_dicom_uid(sop_uid, f"the SOP Instance UID looked up in study {study_uid}")
         try:
             found = self.search_instances(study_uid, series_uid, {"SOPInstanceUID": sop_uid})
         except PacsError as exc:
@@ -159,6 +166,7 @@ class DicomwebClient:
 
     def retrieve_series(self, study_uid: str, series_uid: str) -> list[Dataset]:
         """Every instance of a series, in the transfer syntax the PACS stored it in."""
+        self._check_path_uids(study_uid, series_uid)
         what = f"WADO-RS retrieve of series {series_uid} (study {study_uid})"
         url = f"{self.url}/studies/{study_uid}/series/{series_uid}"
         started = time.monotonic()
@@ -174,6 +182,7 @@ class DicomwebClient:
 
     def retrieve_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> Dataset:
         """One instance, in the transfer syntax the PACS stored it in."""
+        self._check_path_uids(study_uid, series_uid, sop_uid)
         what = f"WADO-RS retrieve of instance {sop_uid} (series {series_uid}, study {study_uid})"
         url = f"{self.url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
         started = time.monotonic()
@@ -181,6 +190,48 @@ class DicomwebClient:
             dataset = self._dw.retrieve_instance(study_uid, series_uid, sop_uid, media_types=_AS_STORED)
         log.info("WADO %s: %.3f s", without_query(url), time.monotonic() - started)
         return dataset
+
+    def retrieve_instance_bytes(self, study_uid: str, series_uid: str, sop_uid: str) -> bytes | None:
+        """One instance's PS3.10 file exactly as the PACS sends it in its stored transfer syntax,
+        or None when the PACS does not hold it (404): what the writer hashes against an approval.
+
+        Orthanc keeps the file it received and answers an "as stored" retrieve with those very
+        bytes, so the sha256 of a STOW-ed file can be compared with the sha256 of this answer.
+        """
+        self._check_path_uids(study_uid, series_uid, sop_uid)
+        what = f"WADO-RS retrieve of instance {sop_uid} (series {series_uid}, study {study_uid})"
+        url = f"{self.url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+        started = time.monotonic()
+        try:
+            with pacs_errors(what, url, self.retry.attempts):
+                response = self._session.get(url, headers={"Accept": _AS_STORED_PART10}, timeout=self.retry.timeout_s)
+                if response.status_code >= 400:
+                    raise requests.HTTPError(response=response)
+                if response.headers.get("Content-Type", "").startswith("application/dicom"):
+                    parts = [response.content]  # some servers send the one part unwrapped
+                else:
+                    # dicomweb-client's multipart decoder: its public retrieve parses the part
+                    # into a Dataset, and here the bytes themselves are what is compared.
+                    parts = list(self._dw._decode_multipart_message(response, stream=False))
+        except PacsError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        log.info("WADO %s (bytes): %d part(s), %.3f s", without_query(url), len(parts), time.monotonic() - started)
+        if len(parts) != 1:
+            raise PacsError(
+                f"{what}: the PACS sent {len(parts)} parts for one instance. "
+                "What to do: check the instance on the PACS.",
+                url=without_query(url),
+            )
+        return parts[0]
+
+    @staticmethod
+    def _check_path_uids(study_uid: str, series_uid: str, sop_uid: str | None = None) -> None:
+        check_dicom_uid(study_uid, "the Study Instance UID of a WADO-RS retrieve")
+        check_dicom_uid(series_uid, f"the Series Instance UID of a WADO-RS retrieve in study {study_uid}")
+        if sop_uid is not None:
+            check_dicom_uid(sop_uid, f"the SOP Instance UID of a WADO-RS retrieve in series {series_uid}")
 
     # STOW-RS (PS3.18 10.5)
 

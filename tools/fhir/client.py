@@ -21,7 +21,7 @@ from fhir.resources.R4B.domainresource import DomainResource
 from fhir.resources.R4B.resource import Resource
 
 from tools.fhir.calls import FHIR_JSON, Call, FhirCalls, R, SearchParams, parse_answer, search_matches
-from tools.fhir.errors import error_from_response, operation_outcome_issues
+from tools.fhir.errors import FhirError, error_from_response, operation_outcome_issues
 from tools.http.config import HttpAuth, RetryPolicy
 from tools.http.retry import ServiceUnavailableError, send_with_retry
 
@@ -121,8 +121,21 @@ class FhirClient:
     # --- the interactions ---------------------------------------------------------------------
 
     def read(self, resource_type: str, id: str) -> DomainResource:
-        """GET [base]/[type]/[id]; the version is in `resource.meta.versionId`."""
-        return self._result(self._calls.read(resource_type, id))
+        """GET [base]/[type]/[id]; the version is in `resource.meta.versionId`.
+
+        The answer must be the resource asked for: a server (or a proxy in front of it) that answers
+        with another record would otherwise put one patient's data in another's chart.
+        """
+        resource = self._result(self._calls.read(resource_type, id))
+        if resource.get_resource_type() != resource_type or resource.id != id:
+            raise FhirError(
+                "read",
+                resource_type=resource_type,
+                resource_id=id,
+                detail=f"the server answered with {resource.get_resource_type()}/{resource.id} instead",
+                hint="Check the FHIR server (and any proxy in front of it); nothing was read from this answer.",
+            )
+        return resource
 
     def search_bundle(
         self, resource_type: str, params: SearchParams | None = None, *, max_results: int | None = None

@@ -2,8 +2,10 @@
 
 One `ApprovalRequest` per study is the payload of the study graph's single `interrupt()`. It
 lists every pending write — each DICOM object with its SOP Class, SOP Instance UID and the
-sha256 of its bytes, each FHIR change — so what is approved is exactly what gets written
-(the writer re-hashes every file against this list before storing it).
+sha256 of its bytes, each FHIR change with the patient and ImagingStudy version it targets, the
+preview images' sha256 and both identities of the patient (FHIR's and the DICOM headers') — so
+what is approved is exactly what gets written (the writer re-hashes every file against this list
+before storing it, and what the PACS holds afterwards).
 """
 
 from __future__ import annotations
@@ -53,9 +55,16 @@ class ApprovalRequest(BaseModel):
     kind: Literal["study-approval"] = "study-approval"
     request_id: str = Field(description="the result UID: one decision per result")
     imaging_study_id: str
+    imaging_study_version: str | None = Field(
+        default=None, description="the ImagingStudy version read when the results were built (the write plan's target)"
+    )
     study_instance_uid: str
-    patient_id: str | None
-    patient_display_name: str | None
+    patient_reference: str | None = Field(default=None, description="the FHIR Patient the report is filed under")
+    patient_id: str | None = Field(description="FHIR: the Patient's identifier in the configured system")
+    patient_display_name: str | None = Field(description="FHIR: the Patient's name")
+    dicom_patient_id: str | None = Field(default=None, description="DICOM: PatientID of the segmented series")
+    dicom_issuer_of_patient_id: str | None = Field(default=None, description="DICOM: IssuerOfPatientID, if any")
+    dicom_patient_name: str | None = Field(default=None, description="DICOM: PatientName of the segmented series")
     study_date: str | None
     study_description: str | None
     series: ChosenSeries
@@ -67,6 +76,9 @@ class ApprovalRequest(BaseModel):
     structures: list[StructureForReview]
     flags: list[QAFlag]
     previews: list[str]
+    preview_sha256: dict[str, str] = Field(
+        default_factory=dict, description="sha256 of each preview PNG by path: the images the reviewer saw"
+    )
     report_text: str
     dicom_writes: list[PendingDicomWrite]
     fhir_changes: list[FhirChange]

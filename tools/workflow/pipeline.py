@@ -43,6 +43,7 @@ class StudyServices:
     decisions: DecisionStore
     work_root: Path
     default_engine: str
+    patient_identifier_system: str
     fallback_engines: tuple[str, ...] = field(default=())
 
 
@@ -60,14 +61,15 @@ class StudyWorkflow:
         return select_worklist(self.services.fhir, query, engine)
 
     def read_study(self, imaging_study_id: str) -> StudyRecord:
-        return prepare.read_study(self.services.fhir, imaging_study_id)
+        return prepare.read_study(self.services.fhir, imaging_study_id, self.services.patient_identifier_system)
 
     def open_task(self, study: StudyRecord, engine: str) -> TaskRecord:
         s = self.services
         return prepare.open_task(s.fhir, s.pacs, s.decisions, study, engine)
 
     def fetch(self, study: StudyRecord) -> FetchedSeries:
-        return prepare.fetch_series(self.services.pacs, study.study_instance_uid, self.services.work_root)
+        s = self.services
+        return prepare.fetch_series(s.pacs, study, s.work_root, s.patient_identifier_system)
 
     def assemble(self, fetched: FetchedSeries) -> StoredFile:
         return prepare.assemble_stored(fetched.work_dir)
@@ -99,7 +101,7 @@ class StudyWorkflow:
         write.record_approval(self.services.fhir, self.services.decisions, task_id, approved)
 
     def store(self, study_instance_uid: str, writes: Sequence[PendingDicomWrite]) -> list[str]:
-        return write.store_approved(self.services.pacs, study_instance_uid, writes)
+        return write.store_approved(self.services.pacs, self.services.fhir, study_instance_uid, writes)
 
     def report(self, task_id: str, approved: ApprovedPlan) -> str:
         return write.report_to_fhir(self.services.fhir, task_id, approved)

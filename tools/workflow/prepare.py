@@ -7,6 +7,7 @@ node, the planner's look-only tools and `imaging-agent contour` call the same fu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from tools.fhir.client import FhirClient
 from tools.fhir.task import approved_plan, ensure_task
 from tools.fhir.worklist import study_instance_uid as uid_of_study
 from tools.http import ServiceUnavailableError
+from tools.ids import check_dicom_uid, check_fhir_id
 from tools.imaging.preflight import preflight
 from tools.imaging.series_choice import choose_ct_series
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
@@ -32,6 +34,7 @@ from tools.segmentation.qa import assess
 from tools.segmentation.result_store import load_result, save_result
 from tools.workflow.approval import SOP_CLASS_NAMES, ApprovalRequest, PendingDicomWrite, StructureForReview
 from tools.workflow.decisions import DecisionStore
+from tools.workflow.identity import check_membership, check_same_patient, series_patient
 from tools.workflow.records import (
     ApprovedPlan,
     BuiltResults,
@@ -47,8 +50,12 @@ from tools.workflow.records import (
 log = logging.getLogger(__name__)
 
 
-def read_study(fhir: FhirClient, imaging_study_id: str) -> StudyRecord:
-    """The ImagingStudy and its patient from FHIR: identifiers, dates, version. Reads only."""
+def read_study(fhir: FhirClient, imaging_study_id: str, patient_identifier_system: str) -> StudyRecord:
+    """The ImagingStudy and its patient from FHIR: identifiers, dates, version. Reads only.
+
+    The Study Instance UID and the patient reference come from the EHR and are checked before a
+    URL is built from them; the patient's identifier is the one in `patient_identifier_system`.
+    """
     study = fhir.read("ImagingStudy", imaging_study_id)
     study_uid = uid_of_study(study)
     if study_uid is None:
@@ -56,12 +63,18 @@ def read_study(fhir: FhirClient, imaging_study_id: str) -> StudyRecord:
             f"ImagingStudy/{study.id} has no Study Instance UID identifier (system urn:dicom:uid), "
             "so its images cannot be found in the PACS. Add the identifier and run again."
         )
+    check_dicom_uid(study_uid, f"the Study Instance UID identifier of ImagingStudy/{study.id}")
     patient_ref = study.subject.reference if study.subject else None
-    patient_name, patient_id = None, None
+    patient_name, patient_id, issuer = None, None, None
     if patient_ref and patient_ref.startswith("Patient/"):
-        patient = fhir.read("Patient", patient_ref.split("/", 1)[1])
+        patient_fhir_id = check_fhir_id(patient_ref.split("/", 1)[1], f"the subject of ImagingStudy/{study.id}")
+        patient = fhir.read("Patient", patient_fhir_id)
         patient_name = patient.name[0].text if patient.name else None
-        patient_id = patient.identifier[0].value if patient.identifier else None
+        identifier = next((i for i in patient.identifier or [] if i.system == patient_identifier_system), None)
+        if identifier is not None:
+            patient_id = identifier.value
+            assigner = identifier.assigner
+            issuer = (assigner.display or (assigner.identifier.value if assigner.identifier else None)) if assigner else None
     return StudyRecord(
         imaging_study_id=imaging_study_id,
         study_instance_uid=study_uid,
@@ -70,6 +83,7 @@ def read_study(fhir: FhirClient, imaging_study_id: str) -> StudyRecord:
         patient_reference=patient_ref,
         patient_display_name=patient_name,
         patient_id=patient_id,
+        patient_issuer=issuer,
         started=str(study.started) if study.started else None,
         description=study.description,
     )
@@ -114,27 +128,53 @@ def reusable_plan(
     if not (same_study and approved_here and approved.decision.action == "approve"):
         log.warning("study %s: the Task's plan is not one approved here; running it again", study.imaging_study_id)
         return None
-    stored = all(
-        pacs.instance_exists(plan.study_instance_uid, o.series_instance_uid, o.sop_instance_uid) for o in plan.objects
-    )
-    if not stored:
-        log.warning("study %s: approved objects missing from the PACS; running it again", study.imaging_study_id)
-        return None
+    # The approved bytes, not just the UIDs: another object under a derived UID means a new run,
+    # whose store then fails with an AuditEvent (tools/workflow/write.py).
+    for o in plan.objects:
+        held = pacs.retrieve_instance_bytes(plan.study_instance_uid, o.series_instance_uid, o.sop_instance_uid)
+        if held is None or hashlib.sha256(held).hexdigest() != o.sha256:
+            log.warning(
+                "study %s: approved object %s missing from the PACS or not the approved bytes; running it again",
+                study.imaging_study_id,
+                o.sop_instance_uid,
+            )
+            return None
     return approved
 
 
-def fetch_series(pacs: DicomwebClient, study_instance_uid: str, work_root: Path) -> FetchedSeries:
-    """Choose the CT series by rules and download it, once, into a folder named by its content."""
-    chosen = choose_ct_series(study_instance_uid, pacs.search_series(study_instance_uid))
-    instances = pacs.search_instances(study_instance_uid, chosen.series_instance_uid)
-    work = work_root / content_key(chosen.series_instance_uid, [i.sop_instance_uid for i in instances])
+def fetch_series(
+    pacs: DicomwebClient, study: StudyRecord, work_root: Path, patient_identifier_system: str
+) -> FetchedSeries:
+    """Choose the CT series by rules and download it, once, into a folder named by its content.
+
+    Every UID is checked before a file name is built from it, every instance must be of the study
+    and series asked for, and the series' patient must be the ImagingStudy's (tools/workflow/identity.py),
+    also when the files were downloaded by an earlier run: the EHR side may have changed since.
+    """
+    study_uid = study.study_instance_uid
+    chosen = choose_ct_series(study_uid, pacs.search_series(study_uid))
+    series_uid = check_dicom_uid(chosen.series_instance_uid, f"a Series Instance UID the PACS listed in study {study_uid}")
+    listed = [
+        check_dicom_uid(i.sop_instance_uid, f"a SOP Instance UID the PACS listed in series {series_uid}")
+        for i in pacs.search_instances(study_uid, series_uid)
+    ]
+    work = work_root / content_key(series_uid, listed)
     source = work / "source"
     have = {p.stem for p in source.glob("*.dcm")}
-    if have != {i.sop_instance_uid for i in instances}:
+    downloaded = None
+    if have != set(listed):
+        downloaded = pacs.retrieve_series(study_uid, series_uid)
+        headers = downloaded
+    else:
+        headers = [dcmread(p, stop_before_pixels=True) for p in sorted(source.glob("*.dcm"))]
+    check_membership(headers, study_uid, series_uid, listed)
+    patient = series_patient(headers, series_uid)
+    check_same_patient(study, patient, series_uid, patient_identifier_system)
+    if downloaded is not None:
         source.mkdir(parents=True, exist_ok=True)
-        for ds in pacs.retrieve_series(study_instance_uid, chosen.series_instance_uid):
+        for ds in downloaded:
             ds.save_as(source / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
-    return FetchedSeries(series=chosen, work_dir=work)
+    return FetchedSeries(series=chosen, work_dir=work, patient=patient)
 
 
 def assemble_stored(work_dir: Path) -> StoredFile:
@@ -246,9 +286,14 @@ def _approval_request(
     return ApprovalRequest(
         request_id=package.result_uid,
         imaging_study_id=study.imaging_study_id,
+        imaging_study_version=plan.imaging_study_version,
         study_instance_uid=study.study_instance_uid,
+        patient_reference=plan.patient_reference,
         patient_id=study.patient_id,
         patient_display_name=study.patient_display_name,
+        dicom_patient_id=fetched.patient.patient_id,
+        dicom_issuer_of_patient_id=fetched.patient.issuer,
+        dicom_patient_name=fetched.patient.name,
         study_date=study.started,
         study_description=study.description,
         series=fetched.series,
@@ -268,6 +313,7 @@ def _approval_request(
         ],
         flags=package.flags,
         previews=[str(p) for p in package.previews],
+        preview_sha256={str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in package.previews},
         report_text=plan.report_text,
         dicom_writes=[
             PendingDicomWrite(

@@ -38,7 +38,10 @@ class StudyRecord(BaseModel):
     version: str | None
     patient_reference: str | None
     patient_display_name: str | None
-    patient_id: str | None
+    patient_id: str | None = Field(description="the Patient's identifier in the configured system")
+    patient_issuer: str | None = Field(
+        default=None, description="that identifier's assigner (display or identifier value), if FHIR names one"
+    )
     started: str | None
     description: str | None
 
@@ -58,11 +61,20 @@ class TaskRecord(BaseModel):
     reusable: ApprovedPlan | None = None
 
 
+class DicomPatient(BaseModel):
+    """Who the images say they show (Patient Module, PS3.3 C.7.1.1); the card shows it beside FHIR's."""
+
+    patient_id: str
+    issuer: str | None = None
+    name: str | None = None
+
+
 class FetchedSeries(BaseModel):
-    """The chosen series, downloaded into its own work folder (named by content)."""
+    """The chosen series, downloaded into its own work folder (named by content), and its checked patient."""
 
     series: ChosenSeries
     work_dir: Path
+    patient: DicomPatient
 
 
 class StoredFile(BaseModel):

@@ -3,7 +3,8 @@ the PACS, report in FHIR, or record a rejection or a failure.
 
 Only the study graph's approval node leads here (see docs/architecture.md, "Approval"); these
 functions trust nothing they are handed that the approval did not fix: every file is re-hashed
-against the approved list, the ImagingStudy is re-read and checked before the FHIR write.
+against the approved list, what the PACS holds under each UID is hashed against it too, the
+ImagingStudy is re-read and checked before the FHIR write.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any
 
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
-from tools.fhir.errors import FhirConflictError
+from tools.fhir.errors import FhirConflictError, FhirError
 from tools.fhir.task import set_status
 from tools.fhir.worklist import study_instance_uid as uid_of_study
+from tools.http.retry import ServiceUnavailableError
 from tools.results.fhir_report import WritebackPlan, build_writeback_transaction
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
+from tools.workflow.audit import record_pacs_mismatch
 from tools.workflow.decisions import DecisionStore, request_sha256
 from tools.workflow.records import ApprovedPlan, StudyFailure
 
@@ -56,8 +59,16 @@ def record_approval(fhir: FhirClient, decisions: DecisionStore, task_id: str, ap
     )
 
 
-def store_approved(pacs: DicomwebClient, study_instance_uid: str, writes: Sequence[PendingDicomWrite]) -> list[str]:
-    """STOW the approved objects the PACS does not hold yet; returns the SOP Instance UIDs stored."""
+def store_approved(
+    pacs: DicomwebClient, fhir: FhirClient, study_instance_uid: str, writes: Sequence[PendingDicomWrite]
+) -> list[str]:
+    """STOW exactly the approved objects; returns the SOP Instance UIDs stored by this call.
+
+    Derived UIDs are predictable, so an object already in the PACS under one of them is compared
+    byte for byte (sha256 of its stored file) with the approved one: the same bytes are a repeat of
+    our own earlier store, other bytes fail the study with an AuditEvent. Every object stored is read
+    back and hashed too: a PACS that answers 200 without storing, or stores something else, fails it.
+    """
     blobs: list[tuple[PendingDicomWrite, bytes]] = []
     for write in writes:
         data = Path(write.path).read_bytes()
@@ -68,18 +79,46 @@ def store_approved(pacs: DicomwebClient, study_instance_uid: str, writes: Sequen
                 "approved (sha256 differs); nothing was stored. Run the study again and review the new result."
             )
         blobs.append((write, data))
-    missing = [
-        (w, data)
-        for w, data in blobs
-        if not pacs.instance_exists(study_instance_uid, w.series_instance_uid, w.sop_instance_uid)
-    ]
+    missing = []
+    for write, data in blobs:
+        held = pacs.retrieve_instance_bytes(study_instance_uid, write.series_instance_uid, write.sop_instance_uid)
+        if held is None:
+            missing.append((write, data))
+        else:
+            _check_held(fhir, study_instance_uid, write, held, "already there before this store; nothing was stored")
     if not missing:
         return []
     result = pacs.store_part10([data for _, data in missing])
     if result.failed:
         reasons = "; ".join(f"{f.sop_instance_uid}: {f.reason}" for f in result.failed)
         raise StudyFailure(f"the PACS refused results of study {study_instance_uid}: {reasons}")
+    for write, _ in missing:
+        held = pacs.retrieve_instance_bytes(study_instance_uid, write.series_instance_uid, write.sop_instance_uid)
+        if held is None:
+            raise StudyFailure(
+                f"the PACS accepted {write.kind} {write.sop_instance_uid} of study {study_instance_uid} but does "
+                "not hold it when read back; nothing was reported in FHIR. Check the PACS (storage, logs), "
+                "then run the study again."
+            )
+        _check_held(fhir, study_instance_uid, write, held, "read back after this store")
     return [w.sop_instance_uid for w, _ in missing]
+
+
+def _check_held(fhir: FhirClient, study_instance_uid: str, write: PendingDicomWrite, held: bytes, when: str) -> None:
+    """The PACS's file is the approved one, or an AuditEvent records the difference and the study fails."""
+    pacs_sha256 = hashlib.sha256(held).hexdigest()
+    if pacs_sha256 == write.sha256:
+        return
+    try:
+        audit = record_pacs_mismatch(fhir, study_instance_uid, write, pacs_sha256, when)
+    except (FhirError, ServiceUnavailableError) as exc:
+        audit = f"no AuditEvent (the FHIR server failed: {exc})"
+    raise StudyFailure(
+        f"the PACS holds another object than the approved one under {write.kind} {write.sop_instance_uid} "
+        f"of study {study_instance_uid} ({when}): approved sha256 {write.sha256}, PACS sha256 {pacs_sha256}; "
+        f"recorded as {audit}. Nothing was reported in FHIR. Have the PACS administrator inspect and remove "
+        "that object (it may be forged), then run the study again."
+    )
 
 
 def report_to_fhir(fhir: FhirClient, task_id: str, approved: ApprovedPlan) -> str:
