@@ -102,7 +102,7 @@ class ApprovalsTab:
                     report: RunReport = event.payload
                     outcome = outcomes_markdown(report)
                     if report.running_elsewhere:  # recorded; the process that runs the job applies it
-                        outcome = f"⚠ {report.running_elsewhere}\n\n{outcome}"
+                        outcome = f"⚠ {markdown_literal(report.running_elsewhere)}\n\n{outcome}"
                 elif event.kind == "error":
                     outcome = f"⚠ {event.payload}"
             yield [self.choices(None), *card_updates(None), outcome]

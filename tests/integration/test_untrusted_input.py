@@ -162,3 +162,14 @@ def test_a_reviewer_id_with_a_comma_binds_no_other_practitioner(
         bound = fhir.read("Practitioner", interpreter.split("/")[1])
         assert [i.value for i in bound.identifier] == [f"x,{NPI_SYSTEM}|{npi}"]
         assert fhir.read("Practitioner", str(real.id)).meta.versionId == real.meta.versionId
+
+
+def test_ask_yes_still_approves_a_study_the_goal_names(
+    settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    """The other half of the --yes scope: a study named by id in the goal is approved automatically."""
+    study = _new_study(live_settings, tmp_path, "CLI-ASK-YES", seeded)
+    out = _ok(_cli(settings, "ask", f"process study {study.imaging_study_id}", "--yes", answers=None))
+    assert "approved automatically" in out and "--yes does not cover" not in out
+    written = assert_written_once(settings, study)
+    assert written.provenance.reason and "no human reviewed" in written.provenance.reason[0].text
