@@ -12,6 +12,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from agent.review import DecisionError, build_decision
+from agent.untrusted import markup_literal as lit
+from agent.untrusted import terminal_text as cell
 from graphs.runtime import PendingApproval, RunReport
 from tools.identity.principal import Principal
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
@@ -23,40 +25,41 @@ def _patient_identities(r: ApprovalRequest) -> str:
     fhir = f"FHIR {r.patient_reference or '-'}: {r.patient_display_name or '(no name)'}, ID {r.patient_id or '-'}"
     issuer = f" (issuer {r.dicom_issuer_of_patient_id})" if r.dicom_issuer_of_patient_id else ""
     dicom = f"DICOM: {r.dicom_patient_name or '(no name)'}, PatientID {r.dicom_patient_id or '-'}{issuer}"
-    return f"[dim]{escape(fhir)}   {escape(dicom)}[/dim]"
+    return f"[dim]{lit(fhir)}   {lit(dicom)}[/dim]"
 
 
 def render_approval(console: Console, pending: PendingApproval) -> None:
+    """The card in the terminal; record text (names, descriptions, reasons) prints literally."""
     r = pending.request
     header = (
-        f"[bold]{r.patient_display_name or '(no name)'}[/bold]  ID {r.patient_id or '-'}   "
-        f"study {r.study_date or '-'} {r.study_description or ''}\n"
+        f"[bold]{lit(r.patient_display_name or '(no name)')}[/bold]  ID {lit(r.patient_id or '-')}   "
+        f"study {lit(r.study_date or '-')} {lit(r.study_description or '')}\n"
         f"{_patient_identities(r)}\n"
-        f"ImagingStudy/{r.imaging_study_id}   Study UID {r.study_instance_uid}\n"
-        f"series {r.series.series_instance_uid}: {r.series.images} images, "
-        f"{r.series.slice_thickness_mm or '?'} mm\n[dim]{r.series.reason}[/dim]\n"
-        f"engine {r.engine} {r.engine_version}"
-        + "".join(f"\n[yellow]not used: {why}[/yellow]" for why in r.engine_fallbacks)
+        f"ImagingStudy/{lit(r.imaging_study_id)}   Study UID {lit(r.study_instance_uid)}\n"
+        f"series {lit(r.series.series_instance_uid)}: {r.series.images} images, "
+        f"{r.series.slice_thickness_mm or '?'} mm\n[dim]{lit(r.series.reason)}[/dim]\n"
+        f"engine {lit(r.engine)} {lit(r.engine_version)}"
+        + "".join(f"\n[yellow]not used: {lit(why)}[/yellow]" for why in r.engine_fallbacks)
     )
     structures = Table("structure", "volume", "mean HU", "components", "confidence", title="Structures")
     for s in r.structures:
-        structures.add_row(s.display, f"{s.volume_ml:.1f} mL", f"{s.mean_hu:.0f}", str(s.n_components), f"{s.confidence:.2f}")
+        structures.add_row(cell(s.display), f"{s.volume_ml:.1f} mL", f"{s.mean_hu:.0f}", str(s.n_components), f"{s.confidence:.2f}")
     flags = Table("severity", "finding", title="QA flags")
     for f in r.flags:
         colour = {"fail": "red", "warning": "yellow"}.get(f.severity, "white")
-        flags.add_row(f"[{colour}]{f.severity}[/{colour}]", f.message)
+        flags.add_row(cell(f.severity, style=colour), cell(f.message))
     writes = Table("write", "object", "UID / target", "sha256 / change", title="Pending writes (nothing is written before you decide)")
     for w in r.dicom_writes:
-        writes.add_row("PACS STOW", f"{w.kind} ({w.sop_class_name})", w.sop_instance_uid, w.sha256[:16] + "…")
+        writes.add_row("PACS STOW", cell(f"{w.kind} ({w.sop_class_name})"), cell(w.sop_instance_uid), cell(w.sha256[:16] + "…"))
     for c in r.fhir_changes:
-        writes.add_row(f"FHIR {c.method}", c.resource_type, c.target, c.summary)
-    console.print(Panel(header, title=f"Approval {pending.interrupt_id}  (job {pending.thread_id})"))
+        writes.add_row(cell(f"FHIR {c.method}"), cell(c.resource_type), cell(c.target), cell(c.summary))
+    console.print(Panel(header, title=f"Approval {lit(pending.interrupt_id)}  (job {lit(pending.thread_id)})"))
     console.print(structures)
     if r.flags:
         console.print(flags)
     else:
         console.print("QA flags: none")
-    console.print("Previews: " + ("\n  ".join(["", *r.previews]) if r.previews else "none"))
+    console.print(cell("Previews: " + ("\n  ".join(["", *r.previews]) if r.previews else "none")))
     console.print(writes)
 
 
@@ -97,10 +100,10 @@ def _ask(console: Console, reviewer: Principal, signing_window_s: float) -> Appr
 
 
 def render_outcomes(console: Console, report: RunReport) -> None:
-    table = Table("ImagingStudy", "outcome", "seconds", "detail", title=f"Job {report.thread_id}")
+    table = Table("ImagingStudy", "outcome", "seconds", "detail", title=f"Job {lit(report.thread_id)}")
     for o in report.outcomes:
         colour = {"completed": "green", "rejected": "yellow", "skipped": "yellow"}.get(o["outcome"], "red")
-        table.add_row(o["imaging_study_id"], f"[{colour}]{o['outcome']}[/{colour}]", f"{o['seconds']:.1f}", o["detail"])
+        table.add_row(cell(o["imaging_study_id"]), cell(o["outcome"], style=colour), f"{o['seconds']:.1f}", cell(o["detail"]))
     console.print(table)
     if report.pending:
         console.print(f"{len(report.pending)} approval(s) still pending: `imaging-agent approvals list`.")
@@ -113,10 +116,11 @@ class ProgressDisplay:
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"),
+            # The study id comes from the records: never read as markup.
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
-            TextColumn("{task.fields[stage]}"),
+            TextColumn("{task.fields[stage]}", markup=False),
             TimeElapsedColumn(),
             console=console,
         )

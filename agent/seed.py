@@ -22,6 +22,7 @@ from tools.dicomweb.client import DicomwebClient
 from tools.fhir.builders import imaging_study_from_dicom, patient_from_dicom, uid_search_token
 from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirError
+from tools.fhir.search_values import condition, token
 from tools.http.retry import ServiceUnavailableError
 from tools.imaging.volume import read_series_dir
 from tools.phantom import PhantomSpec, make_phantom, save_masks, write_phantom
@@ -61,22 +62,22 @@ def _store_missing(pacs: DicomwebClient, study_uid: str, datasets: Sequence[Data
 
 def _ensure_patient(fhir: FhirClient, ds: Dataset, settings: Settings) -> Patient:
     patient = patient_from_dicom(ds, settings.patient_identifier_system)
-    token = f"{settings.patient_identifier_system}|{ds.PatientID}"
-    found = fhir.search("Patient", {"identifier": token})
+    search = token(settings.patient_identifier_system, str(ds.PatientID))
+    found = fhir.search("Patient", {"identifier": search})
     if found:
         return found[0]
-    return fhir.create(patient, if_none_exist=f"identifier={token}")
+    return fhir.create(patient, if_none_exist=condition("identifier", search))
 
 
 def _ensure_imaging_study(
     fhir: FhirClient, series: list[list[Dataset]], patient_ref: str
 ) -> tuple[ImagingStudy, bool]:
-    token = uid_search_token(str(series[0][0].StudyInstanceUID))
-    found = fhir.search("ImagingStudy", {"identifier": token})
+    search = uid_search_token(str(series[0][0].StudyInstanceUID))
+    found = fhir.search("ImagingStudy", {"identifier": search})
     if found:
         return found[0], False
     study = imaging_study_from_dicom(series, patient_ref)
-    return fhir.create(study, if_none_exist=f"identifier={token}"), True
+    return fhir.create(study, if_none_exist=condition("identifier", search)), True
 
 
 def seed_datasets(settings: Settings, datasets: Sequence[Dataset]) -> list[SeedResult]:

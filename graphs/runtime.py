@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from graphs.batch import build_batch_graph
 from graphs.study import build_study_graph, outcome_of
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
+from tools.segmentation.catalog import check_engine_name
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.decisions import request_sha256
 from tools.workflow.leases import JobBusyError, Lease, LeaseHolder, LeaseStore
@@ -278,8 +279,9 @@ class WorkflowRuntime:
     ) -> RunReport:
         """Run the batch over the FHIR work list until it finishes or waits for approvals.
 
-        `opened`: the job made by `open_job` beforehand (its id already given out); by default a new one."""
-        initial: dict[str, Any] = {"engine": engine or self.workflow.default_engine}
+        `opened`: the job made by `open_job` beforehand (its id already given out); by default a new one.
+        Raises UnknownEngineError (a ValueError) before any job starts when the engine is not in the catalog."""
+        initial: dict[str, Any] = {"engine": check_engine_name(engine or self.workflow.default_engine)}
         if query:
             initial["query"] = dict(query)
         return self._start("batch", self.batch_label(query), initial, on_progress, opened)
@@ -292,8 +294,11 @@ class WorkflowRuntime:
         on_progress: ProgressHandler | None = None,
         opened: OpenedJob | None = None,
     ) -> RunReport:
-        """Run the study pipeline for one ImagingStudy until it finishes or waits for approval."""
-        initial = {"imaging_study_id": imaging_study_id, "engine": engine or self.workflow.default_engine}
+        """Run the study pipeline for one ImagingStudy until it finishes or waits for approval.
+
+        `opened`: the job made by `open_job` beforehand (its id already given out); by default a new one.
+        Raises UnknownEngineError (a ValueError) before any job starts when the engine is not in the catalog."""
+        initial = {"imaging_study_id": imaging_study_id, "engine": check_engine_name(engine or self.workflow.default_engine)}
         return self._start("study", f"ImagingStudy/{imaging_study_id}", initial, on_progress, opened)
 
     def open_job(self, kind: JobKind, label: str) -> OpenedJob:

@@ -2,7 +2,8 @@
 # The main job on its embedded default: local Orthanc + FHIR server, the synthetic chest CT
 # phantom, the offline planner, no API keys. The user's example goal runs end to end and asks
 # for approval in this terminal before anything is written. Extra arguments go to
-# `imaging-agent ask`, e.g. --yes (approve automatically; recorded as not reviewed).
+# `imaging-agent ask`. (Its --yes approves automatically only studies a goal names by id; this
+# goal names none, so the demo always asks.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh

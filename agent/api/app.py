@@ -34,6 +34,7 @@ from agent.ui.layout import build_app
 from graphs.runtime import PendingApproval, RunReport
 from tools.identity.accounts import AuthenticationError
 from tools.identity.principal import Principal, StaleAuthenticationError, require_fresh
+from tools.segmentation.catalog import UnknownEngineError
 from tools.workflow.decisions import DecisionConflictError
 
 Reader = Annotated[Principal, Depends(requires("radiologist", "operator"))]
@@ -129,10 +130,13 @@ def create_app(settings: Settings) -> FastAPI:
     def start_job(request: Request, body: JobBody, _: Reader) -> JobView:
         """Start a batch over the work list or one study; it runs until it waits for approvals."""
         runner: JobRunner = request.app.state.jobs
-        if body.kind == "batch":
-            job_id = runner.start_batch(dict(parse_qsl(body.query)) if body.query else None, body.engine)
-        else:
-            job_id = runner.start_study(body.imaging_study_id, body.engine)
+        try:
+            if body.kind == "batch":
+                job_id = runner.start_batch(dict(parse_qsl(body.query)) if body.query else None, body.engine)
+            else:
+                job_id = runner.start_study(body.imaging_study_id, body.engine)
+        except UnknownEngineError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
         return JobView.of(runner.runtime.job(job_id))
 
     @app.get("/api/v1/jobs", tags=["jobs"])

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from graphs.runtime import OpenedJob, RunReport, WorkflowRuntime
+from tools.segmentation.catalog import check_engine_name
 from tools.workflow.approval import ApprovalDecision
 
 log = logging.getLogger(__name__)
@@ -25,14 +26,22 @@ class JobRunner:
         self._threads: list[threading.Thread] = []
 
     def start_batch(self, query: Mapping[str, str] | None, engine: str | None) -> str:
+        """The new job's id. Raises UnknownEngineError (a ValueError) before any job exists."""
+        self._check_engine(engine)
         opened = self.runtime.open_job("batch", self.runtime.batch_label(query))
         self._background(opened, lambda: self.runtime.start_batch(query, engine=engine, opened=opened))
         return opened.thread_id
 
     def start_study(self, imaging_study_id: str, engine: str | None) -> str:
+        """The new job's id. Raises UnknownEngineError (a ValueError) before any job exists."""
+        self._check_engine(engine)
         opened = self.runtime.open_job("study", f"ImagingStudy/{imaging_study_id}")
         self._background(opened, lambda: self.runtime.start_study(imaging_study_id, engine=engine, opened=opened))
         return opened.thread_id
+
+    def _check_engine(self, engine: str | None) -> None:
+        # Before the job is opened: a made-up name never gets a job, a lease or a FHIR Task.
+        check_engine_name(engine or self.runtime.workflow.default_engine)
 
     def _background(self, opened: OpenedJob, run: Callable[[], RunReport]) -> None:
         def work() -> None:

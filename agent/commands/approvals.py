@@ -9,6 +9,7 @@ from rich.table import Table
 
 from agent.commands import output
 from agent.settings import get_settings
+from agent.untrusted import terminal_text as cell
 
 approvals_app = typer.Typer(help="Pending radiologist approvals, shared by the CLI, the app and the API.", no_args_is_help=True)
 
@@ -23,7 +24,10 @@ def approvals_list() -> None:
     table = Table("id", "job", "ImagingStudy", "patient", "structures", "QA flags")
     for p in pending:
         volumes = ", ".join(f"{s.display} {s.volume_ml:.0f} mL" for s in p.request.structures)
-        table.add_row(p.interrupt_id, p.thread_id, p.request.imaging_study_id, p.request.patient_id or "-", volumes, str(len(p.request.flags)))
+        table.add_row(
+            p.interrupt_id, p.thread_id, cell(p.request.imaging_study_id), cell(p.request.patient_id), cell(volumes),
+            str(len(p.request.flags)),
+        )
     output.console.print(table)
     output.console.print(f"{len(pending)} pending")
 

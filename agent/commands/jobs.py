@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from agent.commands import output
 from agent.settings import get_settings
@@ -21,27 +22,20 @@ def reviewer_here(settings: Any) -> Any:
         return exc
 
 
-def decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: Any, signing_window_s: float) -> Any:
-    """Ask here for each pending approval; `reviewer` is a Principal, or the SignInError why there is none."""
-    from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, render_approval
+def decide_interactively(runtime: Any, report: Any, scope: Any, reviewer: Any, signing_window_s: float) -> Any:
+    """Ask here for each pending approval of `report`'s job; `scope` (AutoApprovalScope) says what --yes covers.
+
+    `reviewer` is a Principal, or the SignInError why there is none."""
+    from agent.cli_review import NoReviewerError, ProgressDisplay, render_approval
     from agent.identity import SignInError
-    from agent.review import DecisionError, build_decision
+    from agent.review import DecisionError
     from tools.workflow.decisions import DecisionConflictError
 
     while report.pending:
         pending = report.pending[0]
         render_approval(output.console, pending)
         try:
-            if isinstance(reviewer, SignInError):
-                raise reviewer
-            if yes:
-                decision = build_decision("approve", reviewer, automatic=True, signing_window_s=signing_window_s)
-                output.console.print(
-                    f"--yes: approved automatically for {escape(reviewer.display_name)} ({escape(reviewer.id)}); "
-                    "recorded as not reviewed"
-                )
-            else:
-                decision = ask_decision(output.console, pending, reviewer, signing_window_s)
+            decision = _auto_or_asked(runtime, pending, scope, reviewer, signing_window_s)
         except (NoReviewerError, DecisionError, SignInError) as exc:
             output.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
             return report
@@ -57,6 +51,29 @@ def decide_interactively(runtime: Any, report: Any, yes: bool, reviewer: Any, si
     return report
 
 
+def _auto_or_asked(runtime: Any, pending: Any, scope: Any, reviewer: Any, signing_window_s: float) -> Any:
+    """Approve automatically when --yes covers this approval; otherwise ask (and say why when --yes was given).
+
+    `reviewer` is a Principal, or the SignInError why there is none (raised here)."""
+    from agent.cli_review import ask_decision
+    from agent.identity import SignInError
+    from agent.review import build_decision
+
+    if isinstance(reviewer, SignInError):
+        raise reviewer
+    refusal = scope.refusal(pending, runtime.pending_approvals())
+    if refusal is None:
+        decision = build_decision("approve", reviewer, automatic=True, signing_window_s=signing_window_s)
+        output.console.print(
+            f"--yes: approved automatically for {escape(reviewer.display_name)} ({escape(reviewer.id)}); "
+            "recorded as not reviewed"
+        )
+        return decision
+    if scope.enabled:
+        output.console.print(f"[yellow]--yes does not cover this approval: {escape(refusal)}. Asking instead.[/yellow]")
+    return ask_decision(output.console, pending, reviewer, signing_window_s)
+
+
 def process(
     pending_studies: Annotated[
         bool, typer.Option("--pending", help="Process the FHIR work list (ImagingStudy status registered, CT).")
@@ -64,22 +81,35 @@ def process(
     study: Annotated[str | None, typer.Option("--study", help="Process one ImagingStudy by its FHIR id.")] = None,
     query: Annotated[str | None, typer.Option(help="Work list search instead of the default, e.g. 'status=registered&modality=CT'.")] = None,
     engine: Annotated[str | None, typer.Option(help=output.ENGINE_HELP)] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (you are the reviewer).")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="Approve without asking the results of the job this command starts (you are the reviewer)."),
+    ] = False,
 ) -> None:
     """Segment, review and write back: the batch over pending studies, with an approval prompt per study.
 
-    A job interrupted earlier (a killed process, unanswered approvals) is resumed first.
+    A job interrupted earlier (a killed process, unanswered approvals) is resumed first; its
+    approvals are asked here, never covered by --yes.
     """
     from urllib.parse import parse_qsl
 
+    from agent.auto_approval import AutoApprovalScope
     from agent.cli_review import ProgressDisplay, render_outcomes
     from agent.runtime import AgentRuntime
+    from tools.segmentation.catalog import UnknownEngineError, check_engine_name
     from tools.workflow.leases import JobBusyError
 
     if not pending_studies and study is None:
         output.console.print("Say what to process: --pending (the work list) or --study IMAGING_STUDY_ID.")
         raise typer.Exit(2)
+    try:
+        if engine is not None:
+            check_engine_name(engine)  # before any job is resumed or started
+    except UnknownEngineError as exc:
+        output.error(exc)
+        raise typer.Exit(2) from exc
     settings = get_settings()
+    scope = AutoApprovalScope(enabled=yes)
     reviewer = reviewer_here(settings)
     window = settings.signing_window_s
     with AgentRuntime(settings) as runtime:
@@ -108,16 +138,17 @@ def process(
                 except JobBusyError as exc:  # another process took it between the look and the resume
                     output.console.print(f"[yellow]Skipping: {escape(str(exc))}[/yellow]")
                     continue
-            # --yes covers only the job this command was asked to run: another person's waiting
-            # results (the app, another terminal) are asked about, never approved automatically.
-            reports.append(decide_interactively(runtime, report, yes and job.label == wanted_label, reviewer, window))
+            # A resumed job was started elsewhere (another terminal, the app, an earlier run), even
+            # when its label matches: its results wait for a person, so --yes never covers them.
+            reports.append(decide_interactively(runtime, report, scope, reviewer, window))
         if wanted_label not in resumed_labels:
             with ProgressDisplay(output.console) as on_progress:
                 if study is not None:
                     report = runtime.start_study(study, engine=engine, on_progress=on_progress)
                 else:
                     report = runtime.start_batch(batch_query, engine=engine, on_progress=on_progress)
-            reports.append(decide_interactively(runtime, report, yes, reviewer, window))
+            scope.own_jobs.add(report.thread_id)
+            reports.append(decide_interactively(runtime, report, scope, reviewer, window))
         for report in reports:
             render_outcomes(output.console, report)
             if report.kind == "batch" and not report.outcomes:
@@ -128,19 +159,28 @@ def process(
 
 def ask(
     goal: Annotated[str, typer.Argument(help="What you want, in plain words, e.g. 'analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS'.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Approve every result without asking (recorded as not reviewed).")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help="Approve without asking the results of studies the goal names by id (recorded as not reviewed); "
+            "everything else is asked.",
+        ),
+    ] = False,
 ) -> None:
     """Give the planner a goal; it runs the tools, and asks you here before anything is written."""
+    import uuid
     from datetime import UTC, datetime
 
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
     from langgraph.types import Command
 
+    from agent.auto_approval import AutoApprovalScope, ids_named_in
     from agent.chat import build_chat_graph
-    from agent.cli_review import NoReviewerError, ProgressDisplay, ask_decision, render_approval
+    from agent.cli_review import NoReviewerError, ProgressDisplay, render_approval
     from agent.identity import SignInError
     from agent.llm import planner_info
-    from agent.review import DecisionError, build_decision
+    from agent.review import DecisionError
     from agent.runtime import AgentRuntime
     from graphs.runtime import PendingApproval
     from tools.workflow.approval import ApprovalRequest
@@ -148,10 +188,13 @@ def ask(
     settings = get_settings()
     reviewer = reviewer_here(settings)
     window = settings.signing_window_s
-    output.console.print(f"[dim]planner: {planner_info(settings).description}[/dim]")
+    # The conversation is new, so every job it relays was started by this command.
+    scope = AutoApprovalScope(enabled=yes, named_studies=ids_named_in(goal))
+    output.console.print(f"[dim]planner: {escape(planner_info(settings).description)}[/dim]")
     with AgentRuntime(settings) as runtime:
         chat = build_chat_graph(runtime)
-        config = {"configurable": {"thread_id": f"cli-chat-{datetime.now(UTC):%Y%m%d-%H%M%S}"}}
+        # A conversation of its own (two commands in one second never share one): its jobs are this command's.
+        config = {"configurable": {"thread_id": f"cli-chat-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"}}
         value: object = {"messages": [HumanMessage(goal)]}
         while True:
             with ProgressDisplay(output.console) as on_progress:
@@ -161,7 +204,7 @@ def ask(
                     elif mode == "updates" and "tools" in chunk:
                         for message in (chunk["tools"] or {}).get("messages", []):
                             if isinstance(message, ToolMessage):
-                                output.console.print(f"[dim]tool {message.name}: {str(message.content)[:160]}[/dim]")
+                                output.console.print(f"[dim]tool {escape(message.name or '')}: {escape(str(message.content)[:160])}[/dim]")
             state = chat.get_state(config)
             if not state.interrupts:
                 break
@@ -170,16 +213,12 @@ def ask(
                 thread_id=card.pop("job"), interrupt_id=card.pop("approval_id"), request=ApprovalRequest.model_validate(card)
             )
             render_approval(output.console, pending)
+            scope.own_jobs = set(state.values.get("jobs", []))
             try:
-                if isinstance(reviewer, SignInError):
-                    raise reviewer
-                if yes:
-                    decision = build_decision("approve", reviewer, automatic=True, signing_window_s=window)
-                else:
-                    decision = ask_decision(output.console, pending, reviewer, window)
+                decision = _auto_or_asked(runtime, pending, scope, reviewer, window)
             except (NoReviewerError, DecisionError, SignInError) as exc:
                 output.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
                 return
             value = Command(resume={"approval_id": pending.interrupt_id, "decision": decision.model_dump(mode="json")})
         last = state.values["messages"][-1]
-        output.console.print(last.content if isinstance(last, AIMessage) else "")
+        output.console.print(Text(str(last.content)) if isinstance(last, AIMessage) else "")

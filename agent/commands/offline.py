@@ -12,6 +12,7 @@ from rich.table import Table
 from agent.commands import output
 from agent.parts import fhir_client
 from agent.settings import get_settings
+from agent.untrusted import terminal_text as cell
 
 
 def contour(
@@ -60,16 +61,16 @@ def contour(
     table = Table("structure", "volume", "mean HU", "components", "confidence")
     for s in package.structures:
         m = s.measurements
-        table.add_row(s.display, f"{m.volume_ml:.1f} mL", f"{m.mean_hu or 0:.0f}", str(m.n_components), f"{s.confidence:.2f}")
+        table.add_row(cell(s.display), f"{m.volume_ml:.1f} mL", f"{m.mean_hu or 0:.0f}", str(m.n_components), f"{s.confidence:.2f}")
     output.console.print(table)
     for reason in not_used:
         output.console.print(f"[yellow]engine not used[/yellow] {escape(reason)}")
     for flag in package.flags:
         output.console.print(f"[yellow]{flag.severity}[/yellow] {escape(flag.message)}")
     for obj in package.objects:
-        output.console.print(f"{obj.kind:<8} {obj.path}  sha256 {obj.sha256[:16]}…")
+        output.console.print(cell(f"{obj.kind:<8} {obj.path}  sha256 {obj.sha256[:16]}…"))
     if package.previews:
-        output.console.print(f"previews: {len(package.previews)} PNG in {package.out_dir / 'previews'}")
+        output.console.print(cell(f"previews: {len(package.previews)} PNG in {package.out_dir / 'previews'}"))
     output.console.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in package.seconds.items()))
 
 

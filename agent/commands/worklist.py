@@ -11,6 +11,8 @@ from rich.table import Table
 from agent.commands import output
 from agent.parts import fhir_client
 from agent.settings import get_settings
+from agent.untrusted import markup_literal
+from agent.untrusted import terminal_text as cell
 
 
 def seed(
@@ -32,13 +34,13 @@ def seed(
     table = Table("study", "patient", "series", "instances", "stored", "already in PACS", "ImagingStudy")
     for r in results:
         table.add_row(
-            r.study_instance_uid,
-            r.patient_id,
+            cell(r.study_instance_uid),
+            cell(r.patient_id),
             str(r.series_count),
             str(r.instance_count),
             str(r.stored),
             str(r.already_present),
-            f"{r.imaging_study_id} ({'created' if r.imaging_study_created else 'existing'})",
+            cell(f"{r.imaging_study_id} ({'created' if r.imaging_study_created else 'existing'})"),
         )
     output.console.print(table)
 
@@ -66,14 +68,14 @@ def pending(
     table = Table("ImagingStudy", "Study Instance UID", "patient", "started", "modality", "series", "instances", "status")
     for item in items:
         table.add_row(
-            item.imaging_study_id,
-            item.study_instance_uid or "-",
-            item.patient_reference or "-",
-            item.started or "-",
-            ",".join(item.modalities),
+            cell(item.imaging_study_id),
+            cell(item.study_instance_uid),
+            cell(item.patient_reference),
+            cell(item.started),
+            cell(",".join(item.modalities)),
             str(item.number_of_series or "-"),
             str(item.number_of_instances or "-"),
-            item.status,
+            cell(item.status),
         )
     output.console.print(table)
-    output.console.print(f"{len(items)} stud{'y' if len(items) == 1 else 'ies'} waiting at {settings.fhir_url}")
+    output.console.print(f"{len(items)} stud{'y' if len(items) == 1 else 'ies'} waiting at {markup_literal(settings.fhir_url)}")

@@ -15,6 +15,7 @@ from agent.review import DecisionError
 from agent.ui.cards import CardView, Identify, card_updates, card_view, form_decision, nobody
 from agent.ui.markdown import approval_choice, outcomes_markdown, progress_log, readable_error
 from agent.ui.session import BUSY_WAIT_S, LockedGraphs
+from agent.untrusted import markdown_literal
 from graphs.chat import approval_card
 from graphs.runtime import RunReport
 
@@ -100,12 +101,12 @@ class ApprovalsTab:
                 if event.kind == "item":
                     progress = event.payload[1]
                     lines[str(progress.get("imaging_study_id"))] = progress_log(progress)
-                    yield [*unchanged, "\n\n".join(f"ImagingStudy/{k}: {v}" for k, v in lines.items())]
+                    yield [*unchanged, "\n\n".join(f"ImagingStudy/{markdown_literal(k)}: {v}" for k, v in lines.items())]
                 elif event.kind == "card":
                     report: RunReport = event.payload
                     outcome = outcomes_markdown(report)
                     if report.running_elsewhere:  # recorded; the process that runs the job applies it
-                        outcome = f"⚠ {report.running_elsewhere}\n\n{outcome}"
+                        outcome = f"⚠ {markdown_literal(report.running_elsewhere)}\n\n{outcome}"
                 elif event.kind == "error":
                     outcome = f"⚠ {event.payload}"
             yield [self.choices(None), *card_updates(None), outcome]

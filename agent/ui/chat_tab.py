@@ -14,6 +14,7 @@ from agent.ui.cards import CardView, Identify, card_updates, card_view, form_dec
 from agent.ui.markdown import readable_error
 from agent.ui.session import LockedGraphs
 from agent.ui.transcript import Transcript
+from agent.untrusted import markdown_literal
 from graphs.chat import answer
 
 EXAMPLE_GOAL = "analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS"
@@ -63,7 +64,9 @@ class ChatTab:
         transcript.finish()
         if card is not None:
             study = card["imaging_study_id"]
-            transcript.say("assistant", f"Results for ImagingStudy/{study} wait for your approval: see below.")
+            transcript.say(
+                "assistant", f"Results for ImagingStudy/{markdown_literal(study)} wait for your approval: see below."
+            )
         yield [transcript.messages, gr.update(), thread, card, *card_updates(card), ""]
 
     def on_send(self, message: str, history: list[Any], thread: str | None) -> Iterator[list[Any]]:
@@ -105,8 +108,12 @@ class ChatTab:
                        "This card was answered already; the conversation's current approval is shown."]
                 return
             transcript = Transcript(history)
-            verb = "Approved" if action == "approve" else f"Rejected ({decision.reason})"
-            transcript.say("user", f"{verb}: ImagingStudy/{card['imaging_study_id']}, reviewer {decision.reviewer_name}")
+            verb = "Approved" if action == "approve" else f"Rejected ({markdown_literal(decision.reason)})"
+            transcript.say(
+                "user",
+                f"{verb}: ImagingStudy/{markdown_literal(card['imaging_study_id'])}, "
+                f"reviewer {markdown_literal(decision.reviewer_name)}",
+            )
             command = answer(card["approval_id"], decision)
             yield [transcript.messages, gr.update(), thread, None, *card_updates(None), ""]
             yield from self.stream_into(transcript, command, thread)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import gradio as gr
@@ -17,6 +16,7 @@ from agent.ui.chat_tab import ChatTab
 from agent.ui.markdown import jobs_markdown, planner_markdown, readable_error
 from agent.ui.services_check import check_services, services_markdown
 from agent.ui.session import BUSY_WAIT_S, LockedGraphs
+from agent.untrusted import markdown_literal
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,14 @@ def _show_signer(demo: gr.Blocks, identify: Identify, lines: list[gr.Markdown]) 
         if principal is None:
             return ["", *[f"Reviewer: {NOT_SIGNED_IN}" for _ in lines[1:]]]
         # The name comes from the identity provider: shown as text, never as Markdown.
-        name = re.sub(r"([\\`*_{}\[\]()<>#+!|~-])", r"\\\1", principal.display_name)
+        name = markdown_literal(principal.display_name)
         roles = ", ".join(sorted(principal.roles))
         top = (
             f"Signed in as **{name}** ({roles}). [Sign in again](/login?fresh=1) to sign approvals after a "
             "while; [sign out](/logout)."
         )
-        return [top, *[f"Reviewer: **{name}** ({principal.id}, {principal.issuer})" for _ in lines[1:]]]
+        who = f"{markdown_literal(principal.id)}, {markdown_literal(principal.issuer)}"
+        return [top, *[f"Reviewer: **{name}** ({who})" for _ in lines[1:]]]
 
     demo.load(show, outputs=lines, show_progress="hidden")
 

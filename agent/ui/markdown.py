@@ -5,12 +5,12 @@ No Gradio here: every function takes plain data and returns text, so it is teste
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent.llm import planner_info
 from agent.settings import Settings
+from agent.untrusted import markdown_code, markdown_code_block, markdown_literal
 from graphs.runtime import Job, PendingApproval, RunReport
 
 STAGE_LABELS = {"approval": "waiting for approval", "write_pacs": "storing in PACS", "write_fhir": "updating FHIR"}
@@ -20,8 +20,8 @@ Card = Mapping[str, Any]
 
 
 def cell(value: object) -> str:
-    """Table-safe text: DICOM/FHIR free text may hold pipes or line breaks."""
-    return str(value if value is not None else "-").replace("|", "\\|").replace("\n", " ").strip() or "-"
+    """Record text as literal Markdown, safe in a table cell too (agent/untrusted.py)."""
+    return markdown_literal(value)
 
 
 def planner_markdown(settings: Settings) -> str:
@@ -30,41 +30,32 @@ def planner_markdown(settings: Settings) -> str:
 
 
 def card_summary_markdown(card: Card) -> str:
-    """Who and what the decision is about."""
+    """Who and what the decision is about; every value from the records is shown literally."""
     series = card["series"]
     thickness = f"{series['slice_thickness_mm']} mm" if series.get("slice_thickness_mm") is not None else "? mm"
     return "\n\n".join(
         [
-            f"### Approval needed: ImagingStudy/{card['imaging_study_id']}",
+            f"### Approval needed: ImagingStudy/{cell(card['imaging_study_id'])}",
             f"**Patient** {cell(card.get('patient_display_name') or '(no name)')} (ID {cell(card.get('patient_id'))})"
             f" · **Study** {cell(card.get('study_date'))} {cell(card.get('study_description') or '')}",
             _patient_identities_markdown(card),
-            f"**Study Instance UID** `{card['study_instance_uid']}`",
-            f"**Series** `{series['series_instance_uid']}`: {series['images']} images, {thickness}, "
+            f"**Study Instance UID** {markdown_code(card['study_instance_uid'])}",
+            f"**Series** {markdown_code(series['series_instance_uid'])}: {series['images']} images, {thickness}, "
             f"{cell(series.get('description') or '')}  \n_{cell(series.get('reason'))}_",
-            f"**Engine** {card['engine']} {card['engine_version']} · approval `{card['approval_id']}` "
-            f"in job `{card['job']}`",
+            f"**Engine** {cell(card['engine'])} {cell(card['engine_version'])} · approval "
+            f"{markdown_code(card['approval_id'])} in job {markdown_code(card['job'])}",
             "Nothing is written to the PACS or the EHR before you decide.",
         ]
     )
-
-
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>&])")
-
-
-def _literal(value: object) -> str:
-    """Record text shown literally in Markdown: every special character backslash-escaped, one line."""
-    text = " ".join(str(value if value is not None else "-").split()) or "-"
-    return _MARKDOWN_SPECIALS.sub(r"\\\1", text)
 
 
 def _patient_identities_markdown(card: Card) -> str:
     """FHIR's patient beside the one the DICOM headers name (checked equal at fetch), as literal text."""
     issuer = card.get("dicom_issuer_of_patient_id")
     return (
-        f"**FHIR** {_literal(card.get('patient_reference'))}: {_literal(card.get('patient_display_name') or '(no name)')}, "
-        f"ID {_literal(card.get('patient_id'))} · **DICOM** {_literal(card.get('dicom_patient_name') or '(no name)')}, "
-        f"PatientID {_literal(card.get('dicom_patient_id'))}{f' (issuer {_literal(issuer)})' if issuer else ''}"
+        f"**FHIR** {cell(card.get('patient_reference'))}: {cell(card.get('patient_display_name') or '(no name)')}, "
+        f"ID {cell(card.get('patient_id'))} · **DICOM** {cell(card.get('dicom_patient_name') or '(no name)')}, "
+        f"PatientID {cell(card.get('dicom_patient_id'))}{f' (issuer {cell(issuer)})' if issuer else ''}"
     )
 
 
@@ -77,7 +68,7 @@ def card_findings_markdown(card: Card) -> str:
             f"{s['confidence']:.2f} |"
         )
     icons = {"fail": "✗", "warning": "⚠", "info": "•"}
-    flags = [f"- {icons.get(f['severity'], '')} **{f['severity']}**: {cell(f['message'])}" for f in card["flags"]]
+    flags = [f"- {icons.get(f['severity'], '')} **{cell(f['severity'])}**: {cell(f['message'])}" for f in card["flags"]]
     return "\n".join(
         [
             "#### Volumes",
@@ -87,9 +78,7 @@ def card_findings_markdown(card: Card) -> str:
             *(flags or ["None."]),
             "",
             "#### Report text",
-            "```text",
-            str(card.get("report_text", "")).strip(),
-            "```",
+            markdown_code_block(str(card.get("report_text", "")).strip()),
         ]
     )
 
@@ -99,12 +88,12 @@ def card_writes_markdown(card: Card) -> str:
     dicom = ["| Object | SOP Class | SOP Instance UID | sha256 |", "|---|---|---|---|"]
     for w in card["dicom_writes"]:
         dicom.append(
-            f"| {w['kind']} | {w['sop_class_name']} (`{w['sop_class_uid']}`) | `{w['sop_instance_uid']}` | "
-            f"`{w['sha256'][:16]}…` |"
+            f"| {cell(w['kind'])} | {cell(w['sop_class_name'])} ({markdown_code(w['sop_class_uid'])}) | "
+            f"{markdown_code(w['sop_instance_uid'])} | {markdown_code(w['sha256'][:16] + '…')} |"
         )
     fhir = ["| Method | Resource | Target | Change |", "|---|---|---|---|"]
     for c in card["fhir_changes"]:
-        fhir.append(f"| {c['method']} | {c['resource_type']} | {cell(c['target'])} | {cell(c['summary'])} |")
+        fhir.append(f"| {cell(c['method'])} | {cell(c['resource_type'])} | {cell(c['target'])} | {cell(c['summary'])} |")
     return "\n".join(
         ["#### Pending writes: PACS (STOW-RS)", *dicom, "", "#### Pending writes: FHIR", *fhir]
     )
@@ -123,14 +112,15 @@ def progress_log(event: Mapping[str, Any]) -> str:
     bar = "█" * int(percent // 10) + "░" * (10 - int(percent // 10))
     text = f"{STAGE_LABELS.get(stage, stage)} · {percent:.0f}% `{bar}`"
     if event.get("error"):
-        text += f"\n\n✗ {event['error']}"
+        text += f"\n\n✗ {cell(event['error'])}"
     return text
 
 
 def outcomes_markdown(report: RunReport) -> str:
     """What a decision led to: each study's outcome, or how many approvals still wait."""
     return "\n".join(
-        f"ImagingStudy/{o['imaging_study_id']}: **{o['outcome']}** — {o['detail']}" for o in report.outcomes
+        f"ImagingStudy/{cell(o['imaging_study_id'])}: **{cell(o['outcome'])}** — {cell(o['detail'])}"
+        for o in report.outcomes
     ) or f"Job {report.thread_id}: {len(report.pending)} approval(s) still pending."
 
 
@@ -155,13 +145,13 @@ def jobs_markdown(jobs: Sequence[Job], reports: Mapping[str, RunReport]) -> str:
         for outcome in report.outcomes if report else []:
             count += 1
             lines.append(
-                f"| `{job.thread_id}` | {outcome['imaging_study_id']} | **{outcome['outcome']}** | "
+                f"| `{job.thread_id}` | {cell(outcome['imaging_study_id'])} | **{cell(outcome['outcome'])}** | "
                 f"{float(outcome.get('seconds', 0)):.1f} | {cell(outcome.get('detail'))} |"
             )
         for pending in report.pending if report else []:
             count += 1
             lines.append(
-                f"| `{job.thread_id}` | {pending.request.imaging_study_id} | **waiting for approval** | | "
+                f"| `{job.thread_id}` | {cell(pending.request.imaging_study_id)} | **waiting for approval** | | "
                 "see the Approvals tab |"
             )
     if not count:
@@ -173,4 +163,4 @@ def readable_error(exc: BaseException) -> str:
     """The project's errors already name the resource and what to do; keep their text."""
     # KeyError's str() is the repr of its argument; the message is the argument itself.
     text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).strip() or type(exc).__name__
-    return f"{text} (see the status line above and the server log for details)"
+    return f"{cell(text)} (see the status line above and the server log for details)"

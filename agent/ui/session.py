@@ -19,6 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from agent.chat import build_chat_graph
 from agent.runtime import AgentRuntime
 from agent.ui.markdown import readable_error
+from agent.untrusted import markdown_literal
 from graphs.runtime import Job, PendingApproval, RunReport
 from tools.workflow.approval import ApprovalDecision
 
@@ -30,7 +31,9 @@ BUSY_WAIT_S = 30.0
 
 @dataclass
 class RunEvent:
-    """What a background run reports: a stream item, its result (a card or a report), an error, the end."""
+    """What a background run reports: a stream item, its result (a card or a report), an error, the end.
+
+    An error's payload is Markdown already, its message shown literally (agent/untrusted.py)."""
 
     kind: Literal["item", "card", "error", "done"]
     payload: Any = None
@@ -73,7 +76,7 @@ class LockedGraphs:
             try:
                 self.locked(lambda: work(events.put))
             except TimeoutError as exc:
-                events.put(RunEvent("error", str(exc)))
+                events.put(RunEvent("error", markdown_literal(exc)))
             except Exception as exc:  # shown to the person; the traceback goes to the log
                 log.exception("agent run failed")
                 events.put(RunEvent("error", readable_error(exc)))

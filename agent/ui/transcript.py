@@ -10,31 +10,34 @@ from typing import Any
 from langchain_core.messages import AIMessage, ToolMessage
 
 from agent.ui.markdown import STAGE_LABELS, progress_log
+from agent.untrusted import markdown_code, markdown_literal
 
 _TOOL_ERROR = re.compile(r"^Error: \w+\((['\"])(.*)\1\)\s*(Please fix your mistakes\.)?$", re.DOTALL)
 """ToolNode's wrapping of a tool's exception: "Error: Type('message')\\n Please fix your mistakes."."""
 
 
 def tool_step_summary(content: str, failed: bool = False) -> str:
-    """A short, human-readable result of a tool call (the model gets the full JSON)."""
+    """A short, human-readable result of a tool call (the model gets the full JSON).
+
+    Tool results carry record text (descriptions, server messages): shown literally, never as Markdown."""
     if failed:
         wrapped = _TOOL_ERROR.match(content.strip())
-        return f"✗ {wrapped.group(2) if wrapped else content[:500]}"
+        return f"✗ {markdown_literal(wrapped.group(2) if wrapped else content[:500])}"
     try:
         data = json.loads(content)
     except ValueError:
-        return content[:300]
+        return markdown_literal(content[:300])
     if isinstance(data, dict) and "job_thread_id" in data:
         waiting = len(data.get("pending_approvals", []))
         finished = len(data.get("outcomes", []))
         return (
-            f"Started {data.get('kind', '')} job `{data['job_thread_id']}`: "
+            f"Started {markdown_literal(data.get('kind', ''))} job {markdown_code(data['job_thread_id'])}: "
             f"{waiting} approval(s) waiting, {finished} study outcome(s) so far."
         )
     if isinstance(data, dict) and "count" in data:
-        return f"{data['count']} found."
+        return f"{markdown_literal(data['count'])} found."
     text = json.dumps(data, ensure_ascii=False)
-    return text if len(text) <= 300 else text[:300] + "…"
+    return markdown_literal(text if len(text) <= 300 else text[:300] + "…")
 
 
 class Transcript:
@@ -82,7 +85,7 @@ class Transcript:
                 args = json.dumps(call["args"], ensure_ascii=False) if call["args"] else "(defaults)"
                 self._steps[str(call["id"])] = self.say(
                     "assistant",
-                    f"Arguments: `{args}`",
+                    f"Arguments: {markdown_code(args)}",
                     {"title": f"Tool: {call['name']}", "id": str(call["id"]), "status": "pending"},
                 )
         elif isinstance(message, ToolMessage):

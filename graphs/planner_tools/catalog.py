@@ -42,6 +42,7 @@ from graphs.planner_tools.models import (
 )
 from graphs.runtime import PendingApproval, RunReport, WorkflowRuntime
 from graphs.study import DEFAULT_TARGETS
+from tools.fhir.search_values import escape_value, token
 from tools.fhir.worklist import WorklistItem, find_worklist, to_worklist_item
 from tools.segmentation.result_store import load_result
 from tools.workflow import records
@@ -109,9 +110,10 @@ class ToolBox:
     # -- reads --------------------------------------------------------------------------
     def search_imaging_studies(self, status: str | None = "registered", modality: str | None = "CT",
                                patient_identifier: str | None = None) -> StudyList:
-        query = {k: v for k, v in {"status": status, "modality": modality}.items() if v}
+        # The model's arguments may carry text from the records: each one is one escaped value.
+        query = {k: escape_value(v) for k, v in {"status": status, "modality": modality}.items() if v}
         if patient_identifier:
-            patients = self.fhir.search("Patient", {"identifier": patient_identifier})
+            patients = self.fhir.search("Patient", {"identifier": token(None, patient_identifier)})
             refs = {f"Patient/{p.id}" for p in patients}
             items = [i for i in find_worklist(self.fhir, query) if i.patient_reference in refs]
         else:
@@ -119,7 +121,7 @@ class ToolBox:
         return StudyList(count=len(items), studies=[_item(i) for i in items])
 
     def search_patients(self, identifier: str) -> PatientList:
-        patients = self.fhir.search("Patient", {"identifier": identifier})
+        patients = self.fhir.search("Patient", {"identifier": token(None, identifier)})
         return PatientList(
             count=len(patients),
             patients=[
@@ -225,7 +227,7 @@ class ToolBox:
         return _job(self.runtime.start_study(imaging_study_id, engine=engine))
 
     def run_batch(self, status: str = "registered", modality: str = "CT", engine: str | None = None) -> JobStarted:
-        return _job(self.runtime.start_batch({"status": status, "modality": modality}, engine=engine))
+        return _job(self.runtime.start_batch({"status": escape_value(status), "modality": escape_value(modality)}, engine=engine))
 
 
 def _tool(fn: Callable[..., BaseModel], name: str, schema: type[BaseModel], description: str) -> BaseTool:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-ENGINE_FIELD = Field(default=None, description="segmentation engine name, e.g. 'lung-threshold'; default from settings")
+from tools.segmentation.catalog import EngineName
+
+ENGINE_FIELD = Field(default=None, description="segmentation engine name; default from settings")
 
 
 class StudyRef(BaseModel):
@@ -27,18 +29,18 @@ class SearchPatientsArgs(BaseModel):
 
 
 class SegmentArgs(StudyRef):
-    engine: str | None = ENGINE_FIELD
+    engine: EngineName | None = ENGINE_FIELD
     targets: list[str] = Field(default=["lungs"], description="structures, e.g. ['lungs'] or ['left-lung']")
 
 
 class EngineArgs(StudyRef):
-    engine: str | None = ENGINE_FIELD
+    engine: EngineName | None = ENGINE_FIELD
 
 
 class BatchArgs(BaseModel):
     status: str = Field(default="registered", description="ImagingStudy status of the work list")
     modality: str = Field(default="CT", description="DICOM modality of the work list")
-    engine: str | None = ENGINE_FIELD
+    engine: EngineName | None = ENGINE_FIELD
 
 
 class NoArgs(BaseModel):

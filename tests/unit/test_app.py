@@ -30,6 +30,7 @@ from agent.ui.transcript import Transcript
 from graphs.runtime import Job, RunReport
 from tests.conftest import make_service_settings
 from tests.identities import principal
+from tests.rendered_markdown import rendered_text
 from tests.scripted_model import ScriptedModel, tool_call
 from tools.results.fhir_report import FhirChange
 from tools.segmentation.base import QAFlag
@@ -159,7 +160,9 @@ def test_card_writes_list_every_dicom_object_and_fhir_change(card: dict[str, Any
     assert (
         f"| RTSTRUCT | RT Structure Set Storage (`{RTSTRUCT_CLASS}`) | `1.2.3.4.6.1` | `{'ab' * 8}…` |"
     ) in text
-    assert "| PUT | ImagingStudy | ImagingStudy/study-42 | status registered -> available |" in text
+    # The change text is shown literally, its ">" escaped: compare what the reader sees.
+    assert "| PUT | ImagingStudy | ImagingStudy/study-42 | status registered -\\> available |" in text
+    assert "status registered -> available" in rendered_text(text)
     assert text.index("PACS (STOW-RS)") < text.index("Pending writes: FHIR")
 
 
@@ -219,7 +222,8 @@ def test_tool_errors_and_unreachable_services_read_as_messages(settings: Setting
             transcript.apply(*event.payload)
     assert events[-1].kind == "card" and events[-1].payload is None
     [step] = [m for m in transcript.messages if m.get("metadata", {}).get("title") == "Tool: search_imaging_studies"]
-    assert f"✗ FHIR server at {settings.fhir_url} did not answer" in step["content"]
+    # The message is shown literally (its URL escaped, not a link): compare what the reader sees.
+    assert f"✗ FHIR server at {settings.fhir_url} did not answer" in rendered_text(step["content"])
     assert "Traceback" not in step["content"] and "Please fix your mistakes" not in step["content"]
 
 

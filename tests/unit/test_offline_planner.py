@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import BaseTool
+from pydantic import ValidationError
 
 import agent.planner.grammar as grammar
 from agent.planner.chat_model import OfflinePlanner
@@ -201,8 +202,19 @@ GRAMMAR_CASES: list[tuple[int, str, list[tuple[str, dict[str, Any]]]]] = [
     (13, "segment study ct-001 with engine lung-threshold", on("segment", engine="lung-threshold")),
     (13, "run the batch with medimageparse", [("run_batch", {**PENDING_CT, "engine": "medimageparse"})]),
     (13, "process study ct-001 using MONAI", on("run_study_pipeline", engine="monai-bundle")),
-    (13, "segment study ct-001 with engine my-own-net", on("segment", engine="my-own-net")),
 ]
+
+
+def test_an_engine_not_in_the_catalog_is_passed_on_and_refused_by_the_tool(
+    planner: OfflinePlanner, tools: list[BaseTool]
+) -> None:
+    """The planner names what the user wrote; the tool's engine argument accepts only catalog names."""
+    reply = ask(planner, "segment study ct-001 with engine my-own-net")
+    assert calls(reply) == on("segment", engine="my-own-net")
+    schema = {t.name: t.args_schema for t in tools}["segment"]
+    assert isinstance(schema, type)
+    with pytest.raises(ValidationError, match="'lung-threshold', 'medimageparse' or 'monai-bundle'"):
+        schema.model_validate(reply.tool_calls[0]["args"])  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("line", "sentence", "expected"), GRAMMAR_CASES, ids=[c[1][:60] for c in GRAMMAR_CASES])

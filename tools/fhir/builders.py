@@ -18,6 +18,8 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.reference import Reference
 from pydicom import Dataset
 
+from tools.fhir.search_values import token
+
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 DICOM_CODE_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 URI_SYSTEM = "urn:ietf:rfc:3986"
@@ -30,8 +32,8 @@ def uid_identifier(uid: str) -> Identifier:
 
 
 def uid_search_token(uid: str) -> str:
-    """The token for `identifier=` searches and If-None-Exist on a DICOM UID."""
-    return f"{DICOM_UID_SYSTEM}|urn:oid:{uid}"
+    """The token for `identifier=` searches and If-None-Exist on a DICOM UID (escaped: one value)."""
+    return token(DICOM_UID_SYSTEM, f"urn:oid:{uid}")
 
 
 def _dicom_date(value: str | None) -> date | None:

@@ -20,26 +20,33 @@ from fhir.resources.R4B.task import Task, TaskInput, TaskOutput
 
 from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirConflictError
+from tools.fhir.search_values import condition, token
 
 TASK_ID_SYSTEM = "urn:imaging-agent:task"
 APPROVED_PLAN = "approved-writeback-plan"
 
 
+def task_identifier(study_instance_uid: str, engine: str) -> Identifier:
+    """The Task's business identifier: one Task per study and engine."""
+    return Identifier(system=TASK_ID_SYSTEM, value=f"{study_instance_uid}/{engine}")
+
+
 def task_token(study_instance_uid: str, engine: str) -> str:
-    return f"{TASK_ID_SYSTEM}|{study_instance_uid}/{engine}"
+    """The `identifier` search value of the study's Task, escaped so it matches that Task only."""
+    return token(TASK_ID_SYSTEM, f"{study_instance_uid}/{engine}")
 
 
 def ensure_task(fhir: FhirClient, imaging_study_id: str, study_instance_uid: str, patient_ref: str | None, engine: str) -> Task:
     """The job's Task (found, or created conditionally), moved to in-progress unless finished."""
-    token = task_token(study_instance_uid, engine)
-    found = fhir.search("Task", {"identifier": token})
+    search = task_token(study_instance_uid, engine)
+    found = fhir.search("Task", {"identifier": search})
     if found:
         task = found[0]
         if task.status in ("requested", "received", "accepted", "ready", "on-hold"):
             return set_status(fhir, str(task.id), "in-progress", business="started")
         return task
     task = Task(
-        identifier=[Identifier(system=TASK_ID_SYSTEM, value=token.split("|", 1)[1])],
+        identifier=[task_identifier(study_instance_uid, engine)],
         status="in-progress",
         intent="order",
         code=CodeableConcept(text=f"AI contouring ({engine})"),
@@ -51,7 +58,7 @@ def ensure_task(fhir: FhirClient, imaging_study_id: str, study_instance_uid: str
         # same study rebuilds byte-identical files (same hashes) rather than near-copies.
         authoredOn=datetime.now(UTC).replace(microsecond=0),
     )
-    return fhir.create(task, if_none_exist=f"identifier={token}")
+    return fhir.create(task, if_none_exist=condition("identifier", search))
 
 
 def set_status(

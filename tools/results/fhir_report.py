@@ -33,6 +33,7 @@ from fhir.resources.R4B.resource import Resource
 from pydantic import BaseModel, Field
 
 from tools.fhir.builders import DICOM_CODE_SYSTEM, DICOM_UID_SYSTEM, URI_SYSTEM, uid_identifier
+from tools.fhir.search_values import condition, token
 from tools.results.common import DerivedObject
 
 SNOMED = "http://snomed.info/sct"
@@ -307,15 +308,17 @@ def build_writeback_transaction(
     """One transaction with every FHIR write of an approved result (see the module docstring)."""
     device_urn, reviewer_urn, report_urn = _urn("device", plan), _urn("reviewer", plan), _urn("report", plan)
     device = build_device(plan.engine, plan.engine_version)
-    device_token = f"{DEVICE_ID_SYSTEM}|{plan.engine}@{plan.engine_version}"
+    # Each conditional create matches on exactly its own identifier: values are escaped
+    # (tools/fhir/search_values.py), so a reviewer id like "x,<system>|123" cannot match another record.
+    device_token = token(DEVICE_ID_SYSTEM, f"{plan.engine}@{plan.engine_version}")
     entries = [
-        _entry(device, device_urn, "POST", "Device", ifNoneExist=f"identifier={device_token}"),
+        _entry(device, device_urn, "POST", "Device", ifNoneExist=condition("identifier", device_token)),
         _entry(
             build_practitioner(reviewer),
             reviewer_urn,
             "POST",
             "Practitioner",
-            ifNoneExist=f"identifier={reviewer.system}|{reviewer.id}",
+            ifNoneExist=condition("identifier", token(reviewer.system, reviewer.id)),
         ),
     ]
     observation_urns = []
@@ -328,7 +331,9 @@ def build_writeback_transaction(
                 urn,
                 "POST",
                 "Observation",
-                ifNoneExist=f"identifier={OBSERVATION_ID_SYSTEM}|{plan.result_uid}/{structure.key}/volume",
+                ifNoneExist=condition(
+                    "identifier", token(OBSERVATION_ID_SYSTEM, f"{plan.result_uid}/{structure.key}/volume")
+                ),
             )
         )
     review = (
@@ -345,7 +350,7 @@ def build_writeback_transaction(
             report_urn,
             "POST",
             "DiagnosticReport",
-            ifNoneExist=f"identifier={DICOM_UID_SYSTEM}|urn:oid:{plan.result_uid}",
+            ifNoneExist=condition("identifier", token(DICOM_UID_SYSTEM, f"urn:oid:{plan.result_uid}")),
         )
     )
     study_request = {"ifMatch": f'W/"{plan.imaging_study_version}"'} if plan.imaging_study_version else {}

@@ -22,6 +22,9 @@ LUNG_THRESHOLD = "lung-threshold"
 MONAI_BUNDLE = "monai-bundle"
 MEDIMAGEPARSE = "medimageparse"
 
+EngineName = Literal["lung-threshold", "medimageparse", "monai-bundle"]
+"""An engine name as a type: the planner's tool arguments accept only these (tests pin it to the catalog)."""
+
 
 class MedImageParseOptions(BaseModel):
     """The MedImageParse endpoint: its scoring URL and key, batching, timeout, retries and 2D/3D mode."""
@@ -89,6 +92,24 @@ def engine_names() -> list[str]:
     return sorted(_BUILDERS)
 
 
+class UnknownEngineError(EngineError, ValueError):
+    """An engine name that is not in the catalog; the message lists the known ones."""
+
+
+def check_engine_name(name: str) -> str:
+    """`name` when the catalog has such an engine.
+
+    Checked before a job starts: the name becomes part of the job's FHIR Task identifier and
+    of every derived UID, so a made-up name must never get that far.
+
+    Raises:
+        UnknownEngineError: the message lists the known engines.
+    """
+    if name not in _BUILDERS:
+        raise UnknownEngineError(f"unknown segmentation engine {name!r}. Available engines: {', '.join(engine_names())}.")
+    return name
+
+
 class EngineCatalog:
     """Builds engines by name from one set of options; each `get` builds a fresh engine."""
 
@@ -105,7 +126,4 @@ class EngineCatalog:
             EngineError: no engine has that name (the message lists the known ones), or the
                 engine's options are incomplete (the message says which setting to set).
         """
-        builder = _BUILDERS.get(name)
-        if builder is None:
-            raise EngineError(f"unknown segmentation engine '{name}'. Available engines: {', '.join(engine_names())}.")
-        return builder(self.options)
+        return _BUILDERS[check_engine_name(name)](self.options)
