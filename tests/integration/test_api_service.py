@@ -136,6 +136,18 @@ def test_lockout_after_repeated_failures(service: Service) -> None:
     assert refused.status_code == 401 and "locked" in refused.json()["detail"]
 
 
+def test_an_unknown_engine_is_refused_before_any_job(service: Service) -> None:
+    """An injected engine name (issue 10) is a 422 and opens no job, for a study and for a batch."""
+    operator = service.bearer("op-api")
+    before = service.http.get("/api/v1/jobs", headers=operator).json()
+    injected = "x,urn:imaging-agent:task|abc"
+    for body in ({"kind": "study", "imaging_study_id": "any-study"}, {"kind": "batch"}):
+        refused = service.http.post("/api/v1/jobs", json={**body, "engine": injected}, headers=operator)
+        assert refused.status_code == 422, refused.text
+        assert "unknown segmentation engine" in refused.json()["detail"]
+    assert service.http.get("/api/v1/jobs", headers=operator).json() == before
+
+
 def test_only_a_freshly_signed_in_radiologist_approves_and_is_recorded(
     service: Service, live_settings: Settings, tmp_path: Path
 ) -> None:
