@@ -18,6 +18,7 @@ import pytest
 from agent.parts import fhir_client
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
+from tests.conftest import pacs_env
 from tests.integration.workflow_helpers import (
     SeededStudy,
     assert_nothing_written,
@@ -46,7 +47,7 @@ def _cli(settings: Settings, *args: str, answers: str | None = None) -> subproce
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGING_AGENT_")}
     env.update(
         IMAGING_AGENT_RUN_DIR=str(settings.run_dir),
-        IMAGING_AGENT_DICOMWEB_URL=settings.dicomweb_url,
+        **pacs_env(settings),
         IMAGING_AGENT_FHIR_URL=settings.fhir_url,
         IMAGING_AGENT_REVIEWER_ID=REVIEWER,
         IMAGING_AGENT_REVIEWER_NAME="Dr. Terminal",
