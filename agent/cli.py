@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from agent.commands import jobs, offline, worklist
+from agent.commands import jobs, offline, purge, worklist
 from agent.commands.approvals import approvals_app
 from agent.commands.services import services_app
+from agent.private_files import protect_run_dir
 from agent.settings import get_settings
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app.add_typer(services_app, name="services")
 for command in (worklist.seed, worklist.pending, offline.contour, offline.train, jobs.process, jobs.ask):
     app.command()(command)
 app.add_typer(approvals_app, name="approvals")
+app.command()(purge.purge)
 
 
 @app.callback()
@@ -31,6 +33,8 @@ def _configure(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The run directory holds PHI and secrets: 0700, and what this process writes, 0600.
+    protect_run_dir(get_settings().run_dir)
     # httpx and urllib3 log full URLs with their query strings, which can hold patient names.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)
