@@ -23,7 +23,13 @@ def protect_run_dir(run_dir: Path) -> Path:
     os.umask(PRIVATE_UMASK)
     run_dir.mkdir(parents=True, exist_ok=True)
     # A run directory made by an older version (or by hand) may be world-readable: close it.
-    run_dir.chmod(0o700)
+    try:
+        run_dir.chmod(0o700)
+    except PermissionError as exc:
+        raise PermissionError(
+            f"cannot make the run directory {run_dir} private (mode 0700): {exc.strerror}. It holds patient "
+            "data; use a directory this account owns (IMAGING_AGENT_RUN_DIR)."
+        ) from exc
     return run_dir
 
 
