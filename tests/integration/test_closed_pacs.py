@@ -30,6 +30,13 @@ def test_rest_and_dicomweb_without_credentials_are_401(live_settings: Settings) 
     # The agent's own client is given the credentials by the settings.
     with pacs_client(live_settings) as pacs:
         assert pacs.ping() is True
+    # Orthanc listens on every interface (it has no bind option) but answers only 127.0.0.1:
+    # the right password from another address is still refused.
+    password = live_settings.local_orthanc_password().get_secret_value()
+    auth = (live_settings.orthanc_username, password)
+    assert httpx.get(_orthanc(live_settings) + "/patients", auth=auth, timeout=10).status_code == 200
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10) as elsewhere:
+        assert elsewhere.get(_orthanc(live_settings) + "/patients", auth=auth).status_code in (401, 403)
 
 
 def test_dicom_port_is_closed_by_default(live_settings: Settings) -> None:
