@@ -13,4 +13,9 @@ from graphs.chat import compile_chat_graph
 
 def build_chat_graph(runtime: AgentRuntime, model: BaseChatModel | None = None, *, checkpointer: Any = None) -> Any:
     """The compiled chat graph; `model` defaults to the planner the settings choose (see agent/llm.py)."""
-    return compile_chat_graph(runtime, model or build_chat_model(runtime.settings), checkpointer=checkpointer)
+    return compile_chat_graph(
+        runtime,
+        model or build_chat_model(runtime.settings),
+        checkpointer=checkpointer,
+        free_text=runtime.settings.llm_free_text,
+    )

@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from agent.commands import identity, jobs, offline, worklist
+from agent.commands import identity, jobs, offline, purge, worklist
 from agent.commands.approvals import approvals_app
 from agent.commands.identity import users_app
 from agent.commands.services import services_app
+from agent.private_files import protect_run_dir
 from agent.settings import get_settings
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(users_app, name="users")
 for command in (identity.login, identity.logout, identity.serve):
     app.command()(command)
+app.command()(purge.purge)
 
 
 @app.callback()
@@ -35,6 +37,8 @@ def _configure(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The run directory holds PHI and secrets: 0700, and what this process writes, 0600.
+    protect_run_dir(get_settings().run_dir)
     # httpx and urllib3 log full URLs with their query strings, which can hold patient names.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from agent.parts import study_services
+from agent.private_files import protect_run_dir
 from agent.settings import Settings
 from graphs.runtime import WorkflowRuntime
 from tools.workflow.pipeline import StudyWorkflow
@@ -20,6 +21,8 @@ class AgentRuntime(WorkflowRuntime):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Checkpoints and work files are PHI: a 0700 run directory, 0600 files (agent/private_files.py).
+        protect_run_dir(settings.run_dir)
         self.services = study_services(settings)
         super().__init__(
             StudyWorkflow(self.services),

@@ -9,10 +9,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.private_files import read_or_create_secret
 from tools.http.config import AuthKind, HttpAuth, RetryPolicy
 from tools.segmentation.catalog import EngineOptions, MedImageParseOptions
 
@@ -139,6 +141,33 @@ class Settings(BaseSettings):
         default=None, description="this service's /auth/callback URL, as registered at the provider"
     )
 
+    # --- Closed demo PACS, PHI at rest, MONAI bundles as code (issue 10) ---
+    # The local Orthanc's HTTP API always asks for this user; the agent's DICOMweb client uses it
+    # whenever IMAGING_AGENT_DICOMWEB_AUTH is none and the URL is the local Orthanc's.
+    orthanc_username: str = Field(default="imaging-agent", description="user of the local Orthanc's HTTP API")
+    orthanc_password: SecretStr | None = Field(
+        default=None, description="empty: generated once into RUN_DIR/orthanc/http-password (mode 0600)"
+    )
+    orthanc_dicom_enabled: bool = Field(
+        default=False,
+        description="open the local Orthanc's DICOM port (C-STORE/C-FIND, only for IMAGING_AGENT_DIMSE_CALLING_AET "
+        "from 127.0.0.1); Orthanc cannot bind it to one address, so it is off by default",
+    )
+    retention_days: float | None = Field(
+        default=None, ge=0, description="`imaging-agent purge` default: delete finished jobs' work files older than this"
+    )
+    llm_free_text: bool = Field(
+        default=True, description="false: study and series descriptions are withheld from the LLM planner"
+    )
+    monai_bundle_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the MONAI bundle's weights and configs (a refusal prints it); the bundle loads "
+        "only when it matches, or when it lies under trusted_bundle_dir",
+    )
+    trusted_bundle_dir: Path | None = Field(
+        default=None, description="bundles under this directory (ones you trained or vetted) load without a sha256 pin"
+    )
+
     @model_validator(mode="after")
     def _follow_local_ports(self) -> Settings:
         # Relative paths in .env mean "inside the project", wherever the command runs from.
@@ -146,6 +175,8 @@ class Settings(BaseSettings):
             self.run_dir = PROJECT_ROOT / self.run_dir
         if not self.fhir_venv.is_absolute():
             self.fhir_venv = PROJECT_ROOT / self.fhir_venv
+        if self.trusted_bundle_dir is not None and not self.trusted_bundle_dir.is_absolute():
+            self.trusted_bundle_dir = PROJECT_ROOT / self.trusted_bundle_dir
         # Moving a local service to another port should not also require editing its URL.
         if "dicomweb_url" not in self.model_fields_set:
             self.dicomweb_url = f"http://127.0.0.1:{self.orthanc_http_port}/dicom-web"
@@ -181,7 +212,18 @@ class Settings(BaseSettings):
             timeout_s=self.http_timeout_s,
         )
 
+    def local_orthanc_password(self) -> SecretStr:
+        """The local Orthanc's HTTP password: the setting, else the one generated into the run directory."""
+        return self.orthanc_password or read_or_create_secret(self.run_dir / "orthanc" / "http-password")
+
+    def _is_local_orthanc(self, url: str) -> bool:
+        parsed = urlsplit(url)
+        return parsed.hostname in ("127.0.0.1", "localhost") and parsed.port == self.orthanc_http_port
+
     def dicomweb_http_auth(self) -> HttpAuth:
+        if self.dicomweb_auth == "none" and self._is_local_orthanc(self.dicomweb_url):
+            # The local Orthanc never answers without credentials (agent/services/local.py).
+            return HttpAuth(kind="basic", username=self.orthanc_username, password=self.local_orthanc_password())
         return HttpAuth(
             kind=self.dicomweb_auth,
             username=self.dicomweb_username,
@@ -201,6 +243,8 @@ class Settings(BaseSettings):
         """What the segmentation engines are built from (tools/segmentation/catalog.py)."""
         return EngineOptions(
             monai_bundle_dir=self.monai_bundle_dir,
+            monai_bundle_sha256=self.monai_bundle_sha256,
+            trusted_bundle_dir=self.trusted_bundle_dir,
             torch_device=self.torch_device,
             medimageparse=MedImageParseOptions(
                 url=self.medimageparse_url,

@@ -33,7 +33,11 @@ def _free_port() -> int:
 
 def _fresh_orthanc(run_dir: Path) -> tuple[Settings, object]:
     settings = Settings(
-        run_dir=run_dir, orthanc_http_port=_free_port(), orthanc_dicom_port=_free_port(), _env_file=None
+        run_dir=run_dir,
+        orthanc_http_port=_free_port(),
+        orthanc_dicom_port=_free_port(),
+        orthanc_dicom_enabled=True,  # off by default; C-STORE is measured here
+        _env_file=None,
     )
     spec = orthanc_spec(settings)
     process.start(spec, 60)

@@ -68,12 +68,15 @@ def approval_card(pending: PendingApproval) -> dict[str, Any]:
     return {"approval_id": pending.interrupt_id, "job": pending.thread_id, **pending.request.model_dump(mode="json")}
 
 
-def compile_chat_graph(runtime: WorkflowRuntime, model: BaseChatModel, *, checkpointer: Any = None) -> Any:
+def compile_chat_graph(
+    runtime: WorkflowRuntime, model: BaseChatModel, *, checkpointer: Any = None, free_text: bool = True
+) -> Any:
     """Compile the chat graph: `model` plans over the tools of `runtime` (its workflows and durable store).
 
     Conversations are checkpointed in the runtime's SQLite file unless another checkpointer is given.
+    `free_text` False withholds study and series descriptions from the model's tool results.
     """
-    tools = build_tools(runtime)
+    tools = build_tools(runtime, free_text=free_text)
     planner_model = model.bind_tools(tools)
 
     def planner(state: ChatState) -> dict[str, Any]:

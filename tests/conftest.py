@@ -8,6 +8,7 @@ touches the user's own demo services. `shared_data` is the real CT data in ../sh
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from agent import services
+from agent.private_files import protect_run_dir
+from agent.services import process
 from agent.settings import PROJECT_ROOT, Settings
 from tests.oidc_provider import Provider, running_provider
 
@@ -27,18 +30,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_service_settings(run_dir: Path) -> Settings:
-    """Settings for a private pair of servers on free ports; fast retries so faults show quickly."""
+def make_service_settings(run_dir: Path, **update: object) -> Settings:
+    """Settings for a private pair of servers on free ports; fast retries so faults show quickly.
+
+    The Orthanc password is set here, not generated into the run directory, so settings copied
+    onto another run directory (many tests do) still reach these servers."""
     return Settings(
         run_dir=run_dir,
         orthanc_http_port=free_port(),
         orthanc_dicom_port=free_port(),
+        orthanc_password=secrets.token_urlsafe(16),
         fhir_port=free_port(),
         http_timeout_s=10.0,
         http_retry_attempts=3,
         http_retry_backoff_s=0.1,
         _env_file=None,
+        **update,
     )
+
+
+def with_pacs_url(settings: Settings, url: str) -> Settings:
+    """The settings with the PACS reached at `url` (a proxy in front of it) with the same credentials."""
+    auth = settings.dicomweb_http_auth()
+    return settings.model_copy(
+        update={"dicomweb_url": url, "dicomweb_auth": auth.kind, "dicomweb_username": auth.username,
+                "dicomweb_password": auth.password}
+    )
+
+
+def pacs_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a CLI subprocess at these settings' PACS, with its credentials."""
+    auth = settings.dicomweb_http_auth()
+    env = {"IMAGING_AGENT_DICOMWEB_URL": settings.dicomweb_url, "IMAGING_AGENT_DICOMWEB_AUTH": auth.kind}
+    if auth.username:
+        env["IMAGING_AGENT_DICOMWEB_USERNAME"] = auth.username
+    if auth.password:
+        env["IMAGING_AGENT_DICOMWEB_PASSWORD"] = auth.password.get_secret_value()
+    return env
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +97,21 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory, oidc_app_port: int) 
             yield provider
     except (RuntimeError, OSError) as exc:
         pytest.fail(f"could not start the OpenID provider: {exc}")
+
+
+@pytest.fixture(scope="session")
+def dicom_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A private Orthanc with its DICOM server turned on (off by default): for the DIMSE tests."""
+    settings = make_service_settings(tmp_path_factory.mktemp("dicom-services"), orthanc_dicom_enabled=True)
+    protect_run_dir(settings.run_dir)
+    orthanc = services.orthanc_spec(settings)
+    try:
+        process.start(orthanc, settings.service_start_timeout_s)
+    except services.ServiceError as exc:
+        process.stop(orthanc)
+        pytest.fail(f"could not start the DICOM test PACS: {exc}")
+    yield settings
+    process.stop(orthanc)
 
 
 @pytest.fixture(scope="session")

@@ -96,6 +96,7 @@ def train(
     from tools.fhir.errors import FhirError
     from tools.http.retry import ServiceUnavailableError
     from tools.segmentation.base import EngineError
+    from tools.segmentation.bundle_trust import bundle_sha256
     from tools.training.config import TrainConfig, TrainingError
     from tools.training.gather import gather_cases
     from tools.training.network import case_pixdim
@@ -137,7 +138,8 @@ def train(
         f"epochs {result.first_epoch}-{result.last_epoch} on {len(result.train_cases)} case(s), "
         f"{len(result.val_cases)} held out, {result.seconds:.0f} s"
     )
+    # A bundle is code: the engine loads it only with this pin (tools/segmentation/bundle_trust.py).
     output.console.print(
         f"bundle {result.version} in {result.bundle_dir}: set IMAGING_AGENT_MONAI_BUNDLE_DIR={result.bundle_dir} "
-        "and use --engine monai-bundle"
+        f"and IMAGING_AGENT_MONAI_BUNDLE_SHA256={bundle_sha256(result.bundle_dir)}, and use --engine monai-bundle"
     )

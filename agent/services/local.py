@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+from agent.private_files import protect_run_dir
 from agent.services.process import ServiceError, ServiceSpec
 from agent.settings import PROJECT_ROOT, Settings
 
@@ -33,11 +35,15 @@ def _orthanc_executable() -> str:
     return found
 
 
-def orthanc_spec(settings: Settings) -> ServiceSpec:
-    base = settings.run_dir / "orthanc"
-    storage = base / "storage"
-    storage.mkdir(parents=True, exist_ok=True)
-    config = json.loads(ORTHANC_BASE_CONFIG.read_text())
+def orthanc_config(settings: Settings) -> dict[str, Any]:
+    """deploy/orthanc.json with this setup's ports, storage, credentials and DICOM policy.
+
+    Closed by default: the HTTP API answers only 127.0.0.1 and only with the user and password;
+    the DICOM server is off unless `orthanc_dicom_enabled` is set, and then it accepts only the
+    agent's own AE, from 127.0.0.1, addressed to this Orthanc's AET, for the services it uses.
+    """
+    storage = settings.run_dir / "orthanc" / "storage"
+    config: dict[str, Any] = json.loads(ORTHANC_BASE_CONFIG.read_text())
     config.update(
         HttpPort=settings.orthanc_http_port,
         DicomPort=settings.orthanc_dicom_port,
@@ -45,19 +51,59 @@ def orthanc_spec(settings: Settings) -> ServiceSpec:
         StorageDirectory=str(storage),
         IndexDirectory=str(storage),
         Plugins=[str(ORTHANC_DICOMWEB_PLUGIN)],
-        # Orthanc has no bind-address option: refusing non-loopback clients is the guard.
+        # Orthanc has no bind-address option: refusing non-loopback clients is the HTTP guard.
         RemoteAccessAllowed=False,
-        # C-FIND is only answered for known AETs; the agent's own is the one to know.
-        DicomModalities={"imaging-agent": [settings.dimse_calling_aet, "127.0.0.1", 104]},
+        AuthenticationEnabled=True,
+        RegisteredUsers={settings.orthanc_username: settings.local_orthanc_password().get_secret_value()},
+        # Orthanc cannot bind its DICOM port to 127.0.0.1 either: off unless asked for.
+        DicomServerEnabled=settings.orthanc_dicom_enabled,
+        DicomCheckCalledAet=True,
+        DicomCheckModalityHost=True,
+        DicomAlwaysAllowEcho=False,
+        DicomAlwaysAllowStore=False,
+        DicomAlwaysAllowFind=False,
+        DicomAlwaysAllowGet=False,
+        DicomAlwaysAllowMove=False,
+        DicomModalitiesInDatabase=False,
+        # The one peer: the agent itself (IMAGING_AGENT_DIMSE_CALLING_AET) on this machine, for
+        # what tools/dimse uses (C-ECHO, C-STORE, C-FIND). Port 104 is never called: no C-MOVE.
+        DicomModalities={
+            "imaging-agent": {
+                "AET": settings.dimse_calling_aet,
+                "Host": "127.0.0.1",
+                "Port": 104,
+                "AllowEcho": True,
+                "AllowFind": True,
+                "AllowStore": True,
+                "AllowGet": False,
+                "AllowMove": False,
+                "AllowNAction": False,
+                "AllowEventReport": False,
+                "AllowStorageCommitment": False,
+            }
+        },
+        ExecuteLuaEnabled=False,
+        RestApiWriteToFileSystemEnabled=False,
     )
+    return config
+
+
+def orthanc_spec(settings: Settings) -> ServiceSpec:
+    base = settings.run_dir / "orthanc"
+    (base / "storage").mkdir(parents=True, exist_ok=True)
     config_file = base / "orthanc.json"
-    config_file.write_text(json.dumps(config, indent=2))
+    # The file holds the HTTP password: write it 0600 whatever the umask.
+    config_file.touch(mode=0o600)
+    config_file.chmod(0o600)
+    config_file.write_text(json.dumps(orthanc_config(settings), indent=2))
+    ports = [settings.orthanc_http_port] + ([settings.orthanc_dicom_port] if settings.orthanc_dicom_enabled else [])
     return ServiceSpec(
         name="Orthanc (PACS)",
         command=[_orthanc_executable(), str(config_file)],
         cwd=base,
-        ports=[settings.orthanc_http_port, settings.orthanc_dicom_port],
+        ports=ports,
         health_url=f"http://127.0.0.1:{settings.orthanc_http_port}/system",
+        health_auth=(settings.orthanc_username, settings.local_orthanc_password()),
         pid_file=base / "orthanc.pid",
         log_file=base / "orthanc.log",
         executable_marker=str(config_file),
@@ -104,4 +150,7 @@ def fhir_spec(settings: Settings) -> ServiceSpec:
 
 
 def local_services(settings: Settings) -> list[ServiceSpec]:
+    # Both servers store PHI and the Orthanc config holds its password: they run under the
+    # private umask, inside a 0700 run directory (agent/private_files.py).
+    protect_run_dir(settings.run_dir)
     return [orthanc_spec(settings), fhir_spec(settings)]

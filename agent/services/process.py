@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ class ServiceSpec(BaseModel):
     env: dict[str, str] = {}
     ports: list[int]
     health_url: str
+    health_auth: tuple[str, SecretStr] | None = None
+    """User and password for the health URL (the local Orthanc asks for them)."""
     pid_file: Path
     log_file: Path
     executable_marker: str
@@ -80,9 +82,10 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _healthy(url: str) -> bool:
+def _healthy(spec: ServiceSpec) -> bool:
+    auth = (spec.health_auth[0], spec.health_auth[1].get_secret_value()) if spec.health_auth else None
     try:
-        return httpx.get(url, timeout=2.0).status_code == 200
+        return httpx.get(spec.health_url, timeout=2.0, auth=auth).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -107,7 +110,7 @@ def tracked_pid(spec: ServiceSpec) -> int | None:
 
 def status(spec: ServiceSpec) -> ServiceStatus:
     pid = tracked_pid(spec)
-    healthy = _healthy(spec.health_url) if pid else False
+    healthy = _healthy(spec) if pid else False
     if pid and healthy:
         detail = f"running (pid {pid})"
     elif pid:
@@ -164,7 +167,7 @@ def start(spec: ServiceSpec, timeout_s: float) -> ServiceStatus:
 def _wait_healthy(spec: ServiceSpec, pid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _healthy(spec.health_url):
+        if _healthy(spec):
             return
         if not _pid_alive(pid):
             spec.pid_file.unlink(missing_ok=True)

@@ -51,7 +51,7 @@ from tools.workflow.records import FetchedSeries, StoredFile, StoredSegmentation
 WRITE_TOOLS = frozenset({"run_study_pipeline", "run_batch", "store_results_to_pacs", "update_fhir"})
 
 
-def _item(w: WorklistItem) -> StudyListItem:
+def _item(w: WorklistItem, free_text: bool) -> StudyListItem:
     return StudyListItem(
         imaging_study_id=w.imaging_study_id,
         study_instance_uid=w.study_instance_uid,
@@ -61,7 +61,7 @@ def _item(w: WorklistItem) -> StudyListItem:
         modalities=w.modalities,
         number_of_series=w.number_of_series,
         number_of_instances=w.number_of_instances,
-        untrusted_text=w.description,
+        untrusted_text=w.description if free_text else None,
     )
 
 
@@ -101,8 +101,10 @@ class _Draft:
 class ToolBox:
     """The tool implementations, bound to one runtime (its workflow's clients and steps, its jobs)."""
 
-    def __init__(self, runtime: WorkflowRuntime) -> None:
+    def __init__(self, runtime: WorkflowRuntime, free_text: bool = True) -> None:
         self.runtime = runtime
+        # False: descriptions (free text that may name the patient) never reach the model.
+        self.free_text = free_text
         self.workflow = runtime.workflow
         self.fhir = runtime.workflow.services.fhir
         self.pacs = runtime.workflow.services.pacs
@@ -118,7 +120,7 @@ class ToolBox:
             items = [i for i in find_worklist(self.fhir, query) if i.patient_reference in refs]
         else:
             items = find_worklist(self.fhir, query)
-        return StudyList(count=len(items), studies=[_item(i) for i in items])
+        return StudyList(count=len(items), studies=[_item(i, self.free_text) for i in items])
 
     def search_patients(self, identifier: str) -> PatientList:
         patients = self.fhir.search("Patient", {"identifier": token(None, identifier)})
@@ -145,11 +147,11 @@ class ToolBox:
                     modality=s.modality,
                     images=s.number_of_instances,
                     slice_thickness_mm=s.slice_thickness_mm,
-                    untrusted_text=s.series_description,
+                    untrusted_text=s.series_description if self.free_text else None,
                 )
                 for s in self.pacs.search_series(item.study_instance_uid)
             ]
-        return StudyDetail(study=_item(item), series_in_pacs=series)
+        return StudyDetail(study=_item(item, self.free_text), series_in_pacs=series)
 
     def _draft(
         self, imaging_study_id: str, engine: str | None, targets: list[str] | None, until: Literal["fetch", "segment", "build"]
@@ -237,9 +239,11 @@ def _tool(fn: Callable[..., BaseModel], name: str, schema: type[BaseModel], desc
     return StructuredTool.from_function(func=run, name=name, description=description, args_schema=schema)
 
 
-def build_tools(runtime: WorkflowRuntime) -> list[BaseTool]:
-    """The planner's tools over `runtime`: read tools, look-only study steps, and job starters."""
-    box = ToolBox(runtime)
+def build_tools(runtime: WorkflowRuntime, *, free_text: bool = True) -> list[BaseTool]:
+    """The planner's tools over `runtime`: read tools, look-only study steps, and job starters.
+
+    `free_text` False leaves every `untrusted_text` field empty (the LLM never sees descriptions)."""
+    box = ToolBox(runtime, free_text)
     pipeline_note = (
         " Nothing is written when this tool returns: the results wait for a radiologist's approval, "
         "which the system asks for; you cannot approve."

@@ -23,6 +23,7 @@ from fhir.resources.R4B.identifier import Identifier
 from agent.parts import fhir_client
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
+from tests.conftest import with_pacs_url
 from tests.integration.workflow_helpers import (
     Fault,
     FaultProxy,
@@ -186,7 +187,7 @@ def test_a_study_uid_identifier_with_dot_dots_is_refused_before_any_url(
     )
     seeded.append(bad)
     with FaultProxy(live_settings.dicomweb_url) as pacs:
-        via_proxy = settings.model_copy(update={"dicomweb_url": f"{pacs.origin}/dicom-web"})
+        via_proxy = with_pacs_url(settings, f"{pacs.origin}/dicom-web")
         with AgentRuntime(via_proxy) as runtime:
             report = runtime.start_study(bad.imaging_study_id)
     detail = _failure(report)
@@ -201,7 +202,7 @@ def test_a_stow_answered_200_that_stored_nothing_fails_the_study(
     """A PACS (or a proxy before it) that answers success and keeps nothing: the read-back finds out."""
     study = _new_study(live_settings, tmp_path, "TRU-STOW-200", seeded)
     with FaultProxy(live_settings.dicomweb_url) as pacs:
-        via_proxy = settings.model_copy(update={"dicomweb_url": f"{pacs.origin}/dicom-web"})
+        via_proxy = with_pacs_url(settings, f"{pacs.origin}/dicom-web")
         with AgentRuntime(via_proxy) as runtime:
             report = runtime.start_study(study.imaging_study_id)
             [pending] = report.pending

@@ -20,6 +20,7 @@ import pytest
 from agent.parts import fhir_client
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
+from tests.conftest import pacs_env
 from tests.integration.workflow_helpers import (
     SeededStudy,
     assert_nothing_written,
@@ -54,7 +55,7 @@ def _cli(
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGING_AGENT_")}
     env.update(
         IMAGING_AGENT_RUN_DIR=str(settings.run_dir),
-        IMAGING_AGENT_DICOMWEB_URL=settings.dicomweb_url,
+        **pacs_env(settings),
         IMAGING_AGENT_FHIR_URL=settings.fhir_url,
         IMAGING_AGENT_LOCAL_RADIOLOGISTS=json.dumps([REVIEWER] if radiologists is None else radiologists),
         USER="dr-fake",

@@ -21,6 +21,7 @@ import pytest
 
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
+from tests.conftest import pacs_env
 from tests.integration.test_cli_workflow import CLI, REVIEWER, _cli, _ok
 from tests.integration.workflow_helpers import (
     Driver,
@@ -63,7 +64,7 @@ def _start_process(settings: Settings, study: SeededStudy, log_dir: Path) -> sub
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGING_AGENT_")}
     env.update(
         IMAGING_AGENT_RUN_DIR=str(settings.run_dir),
-        IMAGING_AGENT_DICOMWEB_URL=settings.dicomweb_url,
+        **pacs_env(settings),
         IMAGING_AGENT_FHIR_URL=settings.fhir_url,
         IMAGING_AGENT_LOCAL_RADIOLOGISTS=json.dumps([REVIEWER]),
         COLUMNS="200",

@@ -76,8 +76,15 @@ def dicomweb(live_settings: Settings) -> DicomwebClient:
 
 
 @pytest.fixture
-def dimse(live_settings: Settings) -> DimseClient:
-    return dimse_client(live_settings)
+def dimse(dicom_settings: Settings) -> DimseClient:
+    """The DICOM server is off by default: the DIMSE tests run against an Orthanc that turns it on."""
+    return dimse_client(dicom_settings)
+
+
+@pytest.fixture
+def dimse_pacs(dicom_settings: Settings) -> DicomwebClient:
+    """DICOMweb on that same Orthanc, to read back what C-STORE sent."""
+    return pacs_client(dicom_settings)
 
 
 def test_ping(dicomweb: DicomwebClient) -> None:
@@ -196,7 +203,7 @@ def test_dimse_echo(dimse: DimseClient) -> None:
     dimse.echo()
 
 
-def test_dimse_store_then_find(dimse: DimseClient, dicomweb: DicomwebClient) -> None:
+def test_dimse_store_then_find(dimse: DimseClient, dimse_pacs: DicomwebClient) -> None:
     family = f"Dimse{token()}"
     series = synthetic_ct_series(f"{family}^Store", slices=2)
     study_uid = series[0].StudyInstanceUID
@@ -212,12 +219,12 @@ def test_dimse_store_then_find(dimse: DimseClient, dicomweb: DicomwebClient) -> 
     assert study.study_date is not None and study.study_date.isoformat() == "2024-01-02"
     by_name = dimse.find_studies({"PatientName": f"{family}^S*"})
     assert [s.study_instance_uid for s in by_name] == [study_uid]
-    back = dicomweb.retrieve_instance(study_uid, series[0].SeriesInstanceUID, series[0].SOPInstanceUID)
+    back = dimse_pacs.retrieve_instance(study_uid, series[0].SeriesInstanceUID, series[0].SOPInstanceUID)
     assert back.PixelData == series[0].PixelData
 
 
 @pytest.mark.realdata
-def test_dimse_store_negotiates_jpeg2000(dimse: DimseClient, dicomweb: DicomwebClient, shared_data: Path) -> None:
+def test_dimse_store_negotiates_jpeg2000(dimse: DimseClient, dimse_pacs: DicomwebClient, shared_data: Path) -> None:
     files = sorted((shared_data / "totalsegmentator-example" / "dicom").iterdir())[:2]
     originals = [with_uids(pydicom.dcmread(f), "test_pacs_live jpeg2000 c-store") for f in files]
 
@@ -225,6 +232,6 @@ def test_dimse_store_negotiates_jpeg2000(dimse: DimseClient, dicomweb: DicomwebC
 
     assert result.ok, result.failed
     first = originals[0]
-    back = dicomweb.retrieve_instance(first.StudyInstanceUID, first.SeriesInstanceUID, first.SOPInstanceUID)
+    back = dimse_pacs.retrieve_instance(first.StudyInstanceUID, first.SeriesInstanceUID, first.SOPInstanceUID)
     assert back.file_meta.TransferSyntaxUID == JPEG2000Lossless
     assert back.PixelData == first.PixelData

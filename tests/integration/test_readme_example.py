@@ -14,7 +14,7 @@ import pytest
 from agent import services
 from agent.seed import seed_datasets
 from agent.settings import PROJECT_ROOT, Settings
-from tests.conftest import make_service_settings
+from tests.conftest import make_service_settings, pacs_env
 from tests.integration.listings import result_series
 from tools.imaging.volume import read_series_dir
 from tools.phantom import PhantomSpec, make_phantom, write_phantom
@@ -36,7 +36,7 @@ def test_readme_python_example(private_services: Settings, tmp_path: Path, monke
     [seeded] = seed_datasets(private_services, read_series_dir(tmp_path / "dicom"))
     for name, value in {
         "IMAGING_AGENT_RUN_DIR": str(tmp_path / "run"),
-        "IMAGING_AGENT_DICOMWEB_URL": private_services.dicomweb_url,
+        **pacs_env(private_services),
         "IMAGING_AGENT_FHIR_URL": private_services.fhir_url,
         "IMAGING_AGENT_LLM_PROVIDER": "offline",
         # The example decides as the OS account running it, which must be listed as a radiologist.

@@ -11,6 +11,7 @@ import pytest
 from agent.parts import fhir_client, pacs_client
 from agent.seed import SeedError, seed_datasets, seed_folder
 from agent.settings import PROJECT_ROOT, Settings
+from tests.conftest import pacs_env
 from tools.fhir.builders import uid_search_token
 from tools.fhir.worklist import find_worklist
 from tools.imaging.volume import read_series_dir
@@ -62,7 +63,7 @@ def test_cli_seed_default_phantom_then_pending_lists_it(live_settings: Settings,
         **os.environ,
         "COLUMNS": "400",
         "IMAGING_AGENT_RUN_DIR": str(tmp_path),
-        "IMAGING_AGENT_DICOMWEB_URL": live_settings.dicomweb_url,
+        **pacs_env(live_settings),
         "IMAGING_AGENT_FHIR_URL": live_settings.fhir_url,
     }
     cli = str(PROJECT_ROOT / ".venv" / "bin" / "imaging-agent")

@@ -17,7 +17,7 @@ import pytest
 from agent.parts import fhir_client
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, with_pacs_url
 from tests.integration.workflow_helpers import (
     Fault,
     FaultProxy,
@@ -73,7 +73,7 @@ def test_pacs_down_during_fetch_fails_that_study_and_the_other_goes_on(
     # Every request about the first study's images finds the PACS gone (connection closed, no answer).
     dropped = Fault(match=lambda _m, path: down.study_instance_uid in path, status=None)
     with FaultProxy(live_settings.dicomweb_url, [dropped]) as pacs:
-        via_proxy = settings.model_copy(update={"dicomweb_url": f"{pacs.origin}/dicom-web"})
+        via_proxy = with_pacs_url(settings, f"{pacs.origin}/dicom-web")
         with AgentRuntime(via_proxy) as runtime:
             report = runtime.start_batch(worklist_of(down.patient_reference))
             assert [p.request.imaging_study_id for p in report.pending] == [fine.imaging_study_id]

@@ -297,6 +297,15 @@ def settings_json(settings: Settings) -> str:
     return settings.model_dump_json(exclude={name for name, value in settings if isinstance(value, SecretStr)})
 
 
+def secrets_env(settings: Settings) -> dict[str, str]:
+    """The secrets `settings_json` leaves out, for the driver's environment (never its command line)."""
+    return {
+        f"IMAGING_AGENT_{name.upper()}": value.get_secret_value()
+        for name, value in settings
+        if isinstance(value, SecretStr)
+    }
+
+
 @dataclass
 class Driver:
     """A driver subprocess; its progress lines are read on a thread so reads can time out."""
@@ -313,6 +322,7 @@ class Driver:
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.workflow_helpers", settings_json(settings), *args],
             cwd=PROJECT_ROOT,
+            env={**os.environ, **secrets_env(settings)},
             stdout=subprocess.PIPE,
             stderr=stderr_path.open("w"),
             stdin=subprocess.DEVNULL,

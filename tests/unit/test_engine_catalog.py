@@ -39,10 +39,11 @@ def test_settings_give_the_engine_options(tmp_path: Path) -> None:
     settings = Settings(
         monai_bundle_dir=tmp_path, torch_device="cpu", medimageparse_url="https://mip.example.org/score",
         medimageparse_key="k", medimageparse_batch_size=4, medimageparse_timeout_s=12.5, medimageparse_mode="3d",
-        http_retry_attempts=2, _env_file=None,
+        http_retry_attempts=2, monai_bundle_sha256="ab" * 32, trusted_bundle_dir=tmp_path / "vetted", _env_file=None,
     )
     options = settings.engine_options()
     assert (options.monai_bundle_dir, options.torch_device) == (tmp_path, "cpu")
+    assert (options.monai_bundle_sha256, options.trusted_bundle_dir) == ("ab" * 32, tmp_path / "vetted")
     mip = options.medimageparse
     assert (mip.url, mip.batch_size, mip.timeout_s, mip.mode) == ("https://mip.example.org/score", 4, 12.5, "3d")
     assert mip.key is not None and mip.key.get_secret_value() == "k"

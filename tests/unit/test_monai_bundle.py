@@ -12,6 +12,7 @@ import torch
 from tools.imaging.geometry import Geometry
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError
+from tools.segmentation.bundle_trust import bundle_sha256
 from tools.segmentation.monai_bundle import MonaiBundleEngine, read_bundle_config, to_ras
 
 pytestmark = pytest.mark.unit
@@ -99,7 +100,7 @@ ORIENTATIONS = {
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_geometry_round_trip_is_voxel_exact(tmp_path: Path, orientation: str) -> None:
-    engine = MonaiBundleEngine(_scripted_bundle(tmp_path / "bundle"), device="cpu")
+    engine = MonaiBundleEngine(_scripted_bundle(tmp_path / "bundle"), device="cpu", trusted_dir=tmp_path)
     volume, left, right = _volume(ORIENTATIONS[orientation])
     result = engine.segment(volume, ["lungs"])
     masks = {s.structure.key: s.mask for s in result.structures}
@@ -125,7 +126,7 @@ def test_network_input_is_in_ras_order(orientation: str) -> None:
 
 
 def test_resampling_to_the_bundle_pixdim_comes_back_onto_the_source_grid(tmp_path: Path) -> None:
-    engine = MonaiBundleEngine(_scripted_bundle(tmp_path / "bundle", pixdim=[3.0, 3.0, 3.0]), device="cpu")
+    engine = MonaiBundleEngine(_scripted_bundle(tmp_path / "bundle", pixdim=[3.0, 3.0, 3.0]), device="cpu", trusted_dir=tmp_path)
     volume, left, _ = _volume(ORIENTATIONS["axial feet-first"], shape=(30, 40, 44))
     mask = next(s.mask for s in engine.segment(volume, ["left-lung"]).structures)
     dice = 2 * (mask & left).sum() / (mask.sum() + left.sum())
@@ -149,7 +150,7 @@ def test_state_dict_bundle_with_unet(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(4, 8), strides=(2,), num_res_units=0)
     torch.save(net.state_dict(), root / "models" / "model.pt")
-    engine = MonaiBundleEngine(root, device="cpu")
+    engine = MonaiBundleEngine(root, device="cpu", trusted_dir=tmp_path)
     volume, _, _ = _volume(ORIENTATIONS["axial head-first"])
     result = engine.segment(volume, ["lungs"])
     assert [s.structure.key for s in result.structures] == ["left-lung", "right-lung"]
@@ -164,9 +165,38 @@ def test_bundle_errors_name_the_problem(tmp_path: Path) -> None:
     root = tmp_path / "no-weights"
     _write_configs(root, pixdim=None)
     with pytest.raises(EngineError, match="no weights"):
-        MonaiBundleEngine(root)
+        MonaiBundleEngine(root, trusted_dir=tmp_path)
     assert read_bundle_config(root).labels == {1: "left-lung", 2: "right-lung"}
-    engine = MonaiBundleEngine(_scripted_bundle(tmp_path / "ok"), device="cpu")
+    engine = MonaiBundleEngine(_scripted_bundle(tmp_path / "ok"), device="cpu", trusted_dir=tmp_path)
     volume, _, _ = _volume(ORIENTATIONS["axial head-first"])
     with pytest.raises(ValueError, match="unknown segmentation target 'liver'"):
         engine.segment(volume, ["liver"])
+
+
+def test_an_untrusted_bundle_is_refused_with_its_sha256(tmp_path: Path) -> None:
+    """A bundle is code: without a matching sha256 pin or a trusted directory it is never loaded."""
+    root = _scripted_bundle(tmp_path / "downloaded")
+    actual = bundle_sha256(root)
+    with pytest.raises(EngineError, match=f"IMAGING_AGENT_MONAI_BUNDLE_SHA256={actual}"):
+        MonaiBundleEngine(root, device="cpu")
+    with pytest.raises(EngineError, match="not under the trusted directory"):
+        MonaiBundleEngine(root, device="cpu", trusted_dir=tmp_path / "vetted")
+    assert MonaiBundleEngine(root, device="cpu", sha256=actual).sha256 == actual
+    # One changed byte in a config (code) or the weights breaks the pin.
+    inference = root / "configs" / "inference.json"
+    inference.write_text(inference.read_text() + " ")
+    with pytest.raises(EngineError, match="changed since it was vetted"):
+        MonaiBundleEngine(root, device="cpu", sha256=actual)
+
+
+def test_bundle_sha256_is_the_documented_shell_pipeline(tmp_path: Path) -> None:
+    import subprocess
+
+    root = _scripted_bundle(tmp_path / "bundle")
+    (root / "README.md").write_text("not hashed: documentation only")
+    shell = subprocess.run(
+        "find configs scripts models/model.pt models/model.ts -type f 2>/dev/null | LC_ALL=C sort "
+        "| xargs sha256sum | sha256sum",
+        shell=True, cwd=root, capture_output=True, text=True, check=False,
+    )
+    assert shell.stdout.split()[0] == bundle_sha256(root)

@@ -138,7 +138,7 @@ def test_bundle_loads_and_segments_a_new_phantom_in_its_geometry(trained: TrainR
     assert config.pixdim == PIXDIM and config.roi_size == (48, 48, 48) and config.version == trained.version
     metadata = json.loads((trained.bundle_dir / "configs" / "metadata.json").read_text())
     assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "left lung", "2": "right lung"}
-    engine = MonaiBundleEngine(trained.bundle_dir, device="cpu")
+    engine = MonaiBundleEngine(trained.bundle_dir, device="cpu", trusted_dir=trained.bundle_dir.parent)
     # Unseen seed, feet first, another grid: 40 slices of 80 x 80 at 4.8 mm x 7.5 mm.
     phantom, volume = _phantom(tmp_path, 99, "FFS", slices=40, rows=80, columns=80, pixel_spacing_mm=4.8, slice_thickness_mm=7.5)
     result = engine.segment(volume, ["lungs"])
@@ -183,7 +183,7 @@ def test_fine_tuning_keeps_the_bundles_network_and_conventions(trained: TrainRes
     assert read_bundle_config(tuned.bundle_dir).pixdim == PIXDIM, "the bundle's pixdim wins over the config's"
     assert tuned.version != trained.version
     assert min(tuned.dice.values()) >= TRAINED_DICE_FLOOR
-    MonaiBundleEngine(tuned.bundle_dir, device="cpu")
+    MonaiBundleEngine(tuned.bundle_dir, device="cpu", trusted_dir=tmp_path)
 
 
 def test_too_few_cases_says_how_many_and_why(cases_dir: Path, tmp_path: Path) -> None:

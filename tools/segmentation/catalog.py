@@ -45,6 +45,8 @@ class EngineOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     monai_bundle_dir: Path | None = None
+    monai_bundle_sha256: str | None = Field(default=None, description="the bundle loads only if its sha256 is this")
+    trusted_bundle_dir: Path | None = Field(default=None, description="... or if it lies under this directory")
     torch_device: str | None = Field(default=None, description="cpu, cuda, cuda:1; None: cuda when present")
     medimageparse: MedImageParseOptions = Field(default_factory=MedImageParseOptions)
 
@@ -58,7 +60,12 @@ def _lung_threshold(options: EngineOptions) -> SegmentationEngine:
 def _monai_bundle(options: EngineOptions) -> SegmentationEngine:
     from tools.segmentation.monai_bundle import MonaiBundleEngine
 
-    return MonaiBundleEngine(options.monai_bundle_dir, options.torch_device)
+    return MonaiBundleEngine(
+        options.monai_bundle_dir,
+        options.torch_device,
+        sha256=options.monai_bundle_sha256,
+        trusted_dir=options.trusted_bundle_dir,
+    )
 
 
 def _medimageparse(options: EngineOptions) -> SegmentationEngine:

@@ -35,6 +35,7 @@ from tools.segmentation.base import (
     StructureMask,
     resolve_targets,
 )
+from tools.segmentation.bundle_trust import check_bundle_trusted
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,14 @@ def to_ras(volume: Volume) -> tuple[np.ndarray, np.ndarray, Reorientation]:
 class MonaiBundleEngine:
     name = "monai-bundle"
 
-    def __init__(self, bundle_dir: Path | None, device: str | None = None) -> None:
+    def __init__(
+        self,
+        bundle_dir: Path | None,
+        device: str | None = None,
+        *,
+        sha256: str | None = None,
+        trusted_dir: Path | None = None,
+    ) -> None:
         if bundle_dir is None:
             raise EngineError(
                 "the monai-bundle engine needs a bundle directory: set IMAGING_AGENT_MONAI_BUNDLE_DIR "
@@ -176,6 +184,8 @@ class MonaiBundleEngine:
             )
         if not bundle_dir.is_dir():
             raise EngineError(f"MONAI bundle directory {bundle_dir} does not exist; check IMAGING_AGENT_MONAI_BUNDLE_DIR.")
+        # Before anything of the bundle is parsed or run (tools/segmentation/bundle_trust.py).
+        self.sha256 = check_bundle_trusted(bundle_dir, sha256, trusted_dir)
         self.config = read_bundle_config(bundle_dir)
         self.version = f"{self.config.name} {self.config.version}"
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -1,0 +1,54 @@
+"""The run directory holds PHI (DICOM, volumes, results, checkpoints) and secrets: only its owner may read it.
+
+`protect_run_dir` is called by every entry point that writes there (the CLI, the app, the
+runtime, `services up`): the run directory becomes 0700 and, through the process umask, every
+file the process (and the servers it starts) creates afterwards is 0600 and every folder 0700.
+The umask is process-wide on purpose: pydicom, SQLite, numpy and Orthanc create files in many
+places, and only the umask reaches them all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import SecretStr
+
+PRIVATE_UMASK = 0o077
+
+
+def protect_run_dir(run_dir: Path) -> Path:
+    """Create `run_dir` if needed, make it 0700 and set the umask so new files are 0600."""
+    os.umask(PRIVATE_UMASK)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # A run directory made by an older version (or by hand) may be world-readable: close it.
+    try:
+        run_dir.chmod(0o700)
+    except PermissionError as exc:
+        raise PermissionError(
+            f"cannot make the run directory {run_dir} private (mode 0700): {exc.strerror}. It holds patient "
+            "data; use a directory this account owns (IMAGING_AGENT_RUN_DIR)."
+        ) from exc
+    return run_dir
+
+
+def read_or_create_secret(path: Path) -> SecretStr:
+    """The secret kept in `path`, generated (and written with mode 0600) the first time."""
+    try:
+        return SecretStr(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(24) + "\n")
+    try:
+        # A hard link appears whole or not at all: when two processes race, both read the winner's.
+        os.link(staged, path)
+    except FileExistsError:
+        pass
+    finally:
+        staged.unlink()
+    return SecretStr(path.read_text().strip())
