@@ -21,7 +21,7 @@ import pytest
 
 from agent.parts import fhir_client
 from agent.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, pacs_env
 from tests.integration.workflow_helpers import (
     SeededStudy,
     assert_nothing_written,
@@ -45,7 +45,7 @@ def _env(run_dir: Path, live_settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGING_AGENT_")}
     env.update(
         IMAGING_AGENT_RUN_DIR=str(run_dir),
-        IMAGING_AGENT_DICOMWEB_URL=live_settings.dicomweb_url,
+        **pacs_env(live_settings),  # the closed PACS: its URL, user and password
         IMAGING_AGENT_FHIR_URL=live_settings.fhir_url,
         IMAGING_AGENT_LOGIN_MAX_FAILURES=str(MAX_FAILURES),
         COLUMNS="200",
