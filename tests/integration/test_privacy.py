@@ -3,6 +3,7 @@ free text withheld from the LLM on request, and no patient name in any log of a 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -16,6 +17,7 @@ from agent.chat import build_chat_graph
 from agent.runtime import AgentRuntime
 from agent.settings import PROJECT_ROOT, Settings
 from tests.conftest import pacs_env
+from tests.integration.test_cli_workflow import REVIEWER
 from tests.integration.workflow_helpers import SeededStudy, approve, phantom_spec, seed_phantom
 from tests.scripted_model import ScriptedModel, tool_call
 
@@ -35,8 +37,7 @@ def _cli(settings: Settings, *args: str, answers: str = "") -> subprocess.Comple
     env.update(
         IMAGING_AGENT_RUN_DIR=str(settings.run_dir),
         IMAGING_AGENT_FHIR_URL=settings.fhir_url,
-        IMAGING_AGENT_REVIEWER_ID="dr-private",
-        IMAGING_AGENT_REVIEWER_NAME="Dr. Private",
+        IMAGING_AGENT_LOCAL_RADIOLOGISTS=json.dumps([REVIEWER]),
         COLUMNS="200",
         **pacs_env(settings),
     )
