@@ -11,16 +11,9 @@ one `interrupt()` per pass (never inside the ToolNode), and hands the person's d
 workflow runtime. The model has no way to answer an approval: its tool calls cannot produce a
 resume value, and a resume value is only applied to the approval it names.
 
-    from agent.chat import build_chat_graph      # compile_chat_graph with the planner from the settings
-    from agent.runtime import AgentRuntime
-    from agent.settings import Settings
-
-    with AgentRuntime(Settings()) as runtime:
-        chat = build_chat_graph(runtime)
-        config = {"configurable": {"thread_id": "conversation-1"}}
-        chat.invoke({"messages": [("user", "analyze all pending CT scans and store RTSTRUCT in PACS")]}, config)
-        request = chat.get_state(config).interrupts[0].value       # the approval card
-        chat.invoke(answer(request["approval_id"], ApprovalDecision.by(principal, "approve")), config)
+`compile_chat_graph(runtime, model)` takes its parts ready-made; the top of the application
+(`agent.chat.build_chat_graph`) picks the planner model from the settings. The README's Python
+section shows a whole conversation with an approval.
 """
 
 from __future__ import annotations

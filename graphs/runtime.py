@@ -4,14 +4,8 @@ One durable store — the SQLite file in the run directory — holds LangGraph's
 a small `jobs` table naming each thread, so the CLI, the Gradio app and Python code all see
 the same pending approvals, and a process killed mid-batch resumes where it stopped.
 
-    from agent.runtime import AgentRuntime      # this runtime, built from the settings
-    from agent.settings import Settings
-    from tools.workflow.approval import ApprovalDecision
-
-    with AgentRuntime(Settings()) as runtime:
-        run = runtime.start_batch()                      # stops at the approvals
-        for pending in run.pending:
-            runtime.decide(pending.thread_id, {pending.interrupt_id: ApprovalDecision.by(principal, "approve")})
+`WorkflowRuntime` takes its workflow (clients, engines, stores) ready-made; `agent.runtime.AgentRuntime`
+builds one from the settings. The README's Python section shows starting a batch and deciding.
 """
 
 from __future__ import annotations
