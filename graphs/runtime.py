@@ -26,8 +26,9 @@ from langgraph.config import get_stream_writer
 from langgraph.types import Command, Interrupt
 from pydantic import BaseModel
 
-from graphs.batch import build_batch_graph
-from graphs.study import build_study_graph, outcome_of
+from graphs.batch import BatchState, build_batch_graph
+from graphs.checkpoints import checkpoint_serializer
+from graphs.study import StudyState, build_study_graph, outcome_of
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
 from tools.segmentation.catalog import check_engine_name
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
@@ -124,7 +125,7 @@ class WorkflowRuntime:
             )
             self._jobs_conn.commit()
         self.leases = LeaseStore(path, expiry_s=job_lease_s, heartbeat_s=job_lease_heartbeat_s)
-        self.checkpointer = SqliteSaver(self._conn)
+        self.checkpointer = SqliteSaver(self._conn, serde=checkpoint_serializer([StudyState, BatchState]))
         self.graphs = {
             "batch": build_batch_graph(workflow, batch_concurrency, self.checkpointer),
             "study": build_study_graph(workflow, self.checkpointer),

@@ -263,3 +263,26 @@ def test_the_batch_goes_on_past_a_failed_study_and_counts_every_outcome() -> Non
     final = graph.get_state(config).values
     assert final["summary"] == {"studies": 3, "skipped": 1, "failed": 1, "completed": 1}
     assert fake.steps("s-1")[-1] == "report" and ("store", STUDY_UID) in fake.calls
+
+
+def test_a_job_resumed_from_the_strict_sqlite_checkpoint_gets_its_records_back(tmp_path: Path) -> None:
+    """Every record type the study state holds is on the serializer's allowlist (graphs/checkpoints.py)."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from graphs.batch import BatchState
+    from graphs.checkpoints import checkpoint_serializer
+    from graphs.study import StudyState
+
+    conn = sqlite3.connect(tmp_path / "state.sqlite", check_same_thread=False)
+    saver = SqliteSaver(conn, serde=checkpoint_serializer([StudyState, BatchState]))
+    fake = FakeWorkflow()
+    _run(build_study_graph(fake, saver), {"imaging_study_id": "s-1"})
+    # A new graph over the same file, as a later process would build it.
+    state = _run(build_study_graph(fake, saver), Command(resume=_decision().model_dump(mode="json")))
+    conn.close()
+    assert outcome_of(state.values)["outcome"] == "completed"
+    assert isinstance(state.values["study"], StudyRecord)
+    assert isinstance(state.values["built"].plan, WritebackPlan)
+    assert isinstance(state.values["decision"], ApprovalDecision)
