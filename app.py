@@ -1,25 +1,26 @@
-"""The Gradio app's entry point: `python app.py` or `imaging-agent ui`.
+"""The web app's entry point: `python app.py` or `imaging-agent ui`.
 
 The app itself lives in `agent/ui/` (page layout, chat and approvals tabs, approval cards,
-rendering); this file only opens the runtime and serves the page until interrupted.
+rendering). It is served only behind the service's sign-in (`agent/api/`): the page shows patient
+data and starts jobs, so no process serves it to whoever can reach the port.
 """
 
 from __future__ import annotations
 
+from agent.api.server import run
 from agent.llm import planner_info
-from agent.runtime import AgentRuntime
 from agent.settings import Settings, get_settings
-from agent.ui.layout import build_app
-from agent.ui.server import HOST, launch
 
 
 def main(settings: Settings | None = None, port: int | None = None) -> None:
-    """`imaging-agent ui`: serve the app until interrupted."""
+    """`imaging-agent ui`: the service with the app at /ui, until interrupted."""
     settings = settings or get_settings()
-    with AgentRuntime(settings) as runtime:
-        demo = build_app(settings, runtime)
-        print(f"imaging-agent UI on http://{HOST}:{port or settings.ui_port}  ({planner_info(settings).description})")
-        launch(demo, port or settings.ui_port)
+    port = port or settings.api_port
+    print(
+        f"imaging-agent web app on http://{settings.api_host}:{port}/ui (sign in there; "
+        f"{planner_info(settings).description})"
+    )
+    run(settings, settings.api_host, port)
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ def _configure(
 
 
 @app.command()
-def ui(port: Annotated[int | None, typer.Option("--port", help="Port on 127.0.0.1 (default from settings, 7860).")] = None) -> None:
-    """Serve the Gradio app (chat, approvals, jobs) on http://127.0.0.1:PORT."""
+def ui(port: Annotated[int | None, typer.Option("--port", help="Port (default from settings: 8000).")] = None) -> None:
+    """Serve the web app (chat, approvals, jobs) at /ui of the service, behind its sign-in."""
     import app as web
 
     web.main(get_settings(), port)

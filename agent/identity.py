@@ -1,8 +1,9 @@
 """Who is deciding at the command line: the principal of `imaging-agent login`, or the OS account.
 
-With a kept login (`imaging-agent login`, a token in the run directory, 0600), the service that
-issued the token says who it belongs to (`GET /api/v1/auth/me`), so a token that expired, was
-forged or belongs to a disabled account decides nothing. Without one, the reviewer is the OS
+With a kept login (`imaging-agent login`, a token in the run directory, 0600), the configured
+service (`IMAGING_AGENT_API_HOST`/`_PORT`) says who the token belongs to (`GET /api/v1/auth/me`),
+so a token that expired, was forged or belongs to a disabled account decides nothing; a login kept
+for any other URL is refused rather than asked about at that URL, which could vouch for anyone. Without one, the reviewer is the OS
 account of the process's real uid, and only if the settings list it as a radiologist
 (`IMAGING_AGENT_LOCAL_RADIOLOGISTS`); `$USER` plays no part.
 """
@@ -49,8 +50,13 @@ def kept_login(path: Path) -> KeptLogin | None:
     return KeptLogin.model_validate(json.loads(path.read_text()))
 
 
-def principal_from_service(login: KeptLogin, timeout_s: float = 10.0) -> Principal:
-    """The principal the service vouches for; SignInError when it does not."""
+def principal_from_service(login: KeptLogin, service_url: str, timeout_s: float = 10.0) -> Principal:
+    """The principal the configured service at `service_url` vouches for; SignInError when it does not."""
+    if login.url.rstrip("/") != service_url.rstrip("/"):
+        raise SignInError(
+            f"your kept login is for {login.url}, but the configured service is {service_url}: sign in there "
+            "(`imaging-agent login`) or sign out (`imaging-agent logout`)"
+        )
     try:
         response = httpx.get(
             f"{login.url.rstrip('/')}/api/v1/auth/me",
@@ -76,7 +82,7 @@ def cli_principal(settings: Settings) -> Principal:
     """The principal deciding at this terminal; SignInError says how to become one."""
     login = kept_login(settings.cli_token_path)
     if login is not None:
-        return principal_from_service(login)
+        return principal_from_service(login, settings.api_url)
     try:
         return os_radiologist(settings.local_radiologists)
     except NotAllowedError as exc:

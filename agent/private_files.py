@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from tools.secret_file import read_or_create
+
 PRIVATE_UMASK = 0o077
 
 
@@ -35,20 +37,5 @@ def protect_run_dir(run_dir: Path) -> Path:
 
 def read_or_create_secret(path: Path) -> SecretStr:
     """The secret kept in `path`, generated (and written with mode 0600) the first time."""
-    try:
-        return SecretStr(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(24) + "\n")
-    try:
-        # A hard link appears whole or not at all: when two processes race, both read the winner's.
-        os.link(staged, path)
-    except FileExistsError:
-        pass
-    finally:
-        staged.unlink()
-    return SecretStr(path.read_text().strip())
+    made = read_or_create(path, lambda: (secrets.token_urlsafe(24) + "\n").encode())
+    return SecretStr(made.decode().strip())

@@ -79,7 +79,6 @@ class Settings(BaseSettings):
     medimageparse_mode: Literal["2d", "3d"] = "2d"
 
     # Web app.
-    ui_port: int = Field(default=7860, description="port of `imaging-agent ui` on 127.0.0.1")
 
     # Workflow.
     batch_concurrency: int = Field(default=2, ge=1, description="studies processed at the same time")

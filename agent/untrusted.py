@@ -47,6 +47,17 @@ def markdown_literal(value: object, default: str = "-") -> str:
     return text
 
 
+def markdown_paragraphs(text: str) -> str:
+    """Several lines shown as typed: each line literal, line breaks kept, blank lines kept as paragraphs.
+
+    For the assistant's replies in the web chat: a model that read an injected StudyDescription can
+    repeat it, and a Markdown image there would make the reviewer's browser fetch an attacker's URL."""
+    paragraphs = re.split(r"\n\s*\n", text.strip())
+    return "\n\n".join(
+        "  \n".join(markdown_literal(line) for line in paragraph.splitlines() if line.strip()) for paragraph in paragraphs
+    )
+
+
 def markdown_code_block(text: str, info: str = "text") -> str:
     """A fenced block holding `text` verbatim: the fence is longer than any backtick run inside it."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)

@@ -20,7 +20,7 @@ fi
 echo
 echo "Results: PACS http://127.0.0.1:8042/app/explorer.html   FHIR http://127.0.0.1:8090/fhir"
 echo "The PACS asks for a login: user imaging-agent, password in run/orthanc/http-password (or your IMAGING_AGENT_ORTHANC_* settings)"
-echo "The web app: .venv/bin/imaging-agent ui   Stop the services: .venv/bin/imaging-agent services down"
+echo "Stop the services: .venv/bin/imaging-agent services down"
 echo "Approve as a signed-in radiologist instead: .venv/bin/imaging-agent users add NAME --role radiologist,"
 echo "  .venv/bin/imaging-agent serve (API, OpenAPI at http://127.0.0.1:8000/docs; the web app behind a"
 echo "  sign-in at http://127.0.0.1:8000/ui), then .venv/bin/imaging-agent login -u NAME; approvals,"

@@ -84,16 +84,16 @@ def users_disable(username: Annotated[str, typer.Argument(help="The account to d
 
 def login(
     username: Annotated[str | None, typer.Option("--username", "-u", help="Account name (asked when missing).")] = None,
-    url: Annotated[str | None, typer.Option("--url", help="The service (default: http://API_HOST:API_PORT).")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")] = False,
 ) -> None:
-    """Sign in to `imaging-agent serve`; `approvals`, `process` and `ask` then decide as you."""
+    """Sign in to the configured `imaging-agent serve` (IMAGING_AGENT_API_HOST/_PORT); `approvals`, `process`
+    and `ask` then decide as you."""
     import httpx
 
     from agent.identity import KeptLogin, keep_login
 
     settings = get_settings()
-    url = (url or settings.api_url).rstrip("/")
+    url = settings.api_url.rstrip("/")
     username = username or typer.prompt("User")
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else typer.prompt("Password", hide_input=True)
     try:

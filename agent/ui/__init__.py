@@ -1,4 +1,4 @@
-"""The Gradio app (`imaging-agent ui`, `python app.py`): chat with the planner, approvals, jobs, status.
+"""The Gradio app, at /ui of `imaging-agent serve` (or `ui`, `python app.py`): chat, approvals, jobs, status.
 
 - Chat (`chat_tab`): the chat graph streamed into a `gr.Chatbot` (`transcript`): each tool call is
   a collapsible step with a short result, each study's workflow progress a live line, then the

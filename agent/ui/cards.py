@@ -101,9 +101,9 @@ Identify = Callable[[gr.Request], Principal | None]
 
 
 def nobody(request: gr.Request | None) -> Principal | None:
-    """`imaging-agent ui` has no sign-in of its own: nothing a page sends can name the reviewer, so
-    decisions are refused rather than trusted. Behind `imaging-agent serve` the service's sign-in
-    identifies each event instead (`agent/api/oidc_routes.py`, `LoginSessions.identify`)."""
+    """The Blocks alone (`build_app` without the service) have no sign-in: nothing a page sends can name
+    the reviewer, so decisions are refused rather than trusted. Served by `imaging-agent serve` / `ui`,
+    the service's sign-in identifies each event instead (`agent/api/browser.py`, `LoginSessions.identify`)."""
     return None
 
 

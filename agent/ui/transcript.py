@@ -10,7 +10,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, ToolMessage
 
 from agent.ui.markdown import STAGE_LABELS, progress_log
-from agent.untrusted import markdown_code, markdown_literal
+from agent.untrusted import markdown_code, markdown_literal, markdown_paragraphs
 
 _TOOL_ERROR = re.compile(r"^Error: \w+\((['\"])(.*)\1\)\s*(Please fix your mistakes\.)?$", re.DOTALL)
 """ToolNode's wrapping of a tool's exception: "Error: Type('message')\\n Please fix your mistakes."."""
@@ -80,7 +80,7 @@ class Transcript:
     def _on_message(self, message: Any) -> None:
         if isinstance(message, AIMessage):
             if str(message.content).strip():
-                self.say("assistant", str(message.content))
+                self.say("assistant", markdown_paragraphs(str(message.content)))
             for call in message.tool_calls:
                 args = json.dumps(call["args"], ensure_ascii=False) if call["args"] else "(defaults)"
                 self._steps[str(call["id"])] = self.say(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from langchain_core.language_models import BaseChatModel
 from playwright.sync_api import BrowserContext, Page, sync_playwright
@@ -19,7 +20,6 @@ from agent import services
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from agent.ui.layout import build_app
-from agent.ui.server import HOST, launch
 from tests.conftest import free_port, make_service_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,6 +34,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+HOST = "127.0.0.1"
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +85,19 @@ def artifacts() -> Path:
 
 @contextmanager
 def served_app(settings: Settings, model: BaseChatModel | None) -> Iterator[str]:
-    """The app on a free 127.0.0.1 port in this process; yields its URL."""
+    """The bare Blocks (no sign-in, so every decision is refused) on a free 127.0.0.1 port; yields its URL.
+
+    Only tests serve it so: `imaging-agent ui` serves it behind the service's sign-in."""
     with AgentRuntime(settings) as runtime:
         demo = build_app(settings, runtime, model)
         port = free_port()
-        launch(demo, port, block=False)
+        demo.queue(default_concurrency_limit=4)
+        # No web fonts: the test machine is offline.
+        theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])
+        demo.launch(
+            server_name=HOST, server_port=port, prevent_thread_lock=True, theme=theme, footer_links=[],
+            show_error=False, quiet=True,
+        )
         try:
             yield f"http://{HOST}:{port}/"
         finally:

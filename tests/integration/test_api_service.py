@@ -204,3 +204,45 @@ def _approve_through_the_api(service: Service, live_settings: Settings, study: S
     assert any("dr-api" in (n.text or "") for n in written.task.note or [])
     # Answered once: a second decision finds nothing pending.
     assert service.http.post(decision, json=approve, headers=radiologist).status_code == 404
+
+
+def _cli(service: Service, live_settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = _env(service.run_dir, live_settings)
+    env["IMAGING_AGENT_API_PORT"] = service.url.rsplit(":", 1)[1]
+    return subprocess.run([str(CLI), *args], input=stdin, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_cli_decides_as_the_principal_it_signed_in_as(service: Service, live_settings: Settings, tmp_path: Path) -> None:
+    """`imaging-agent login` then `approvals approve`: an operator is refused, a login kept for another
+    service is refused, a radiologist's decision is recorded as that principal."""
+    study: SeededStudy = seed_phantom(live_settings, tmp_path / "phantom", phantom_spec(4702, "CLI-LOGIN"))
+    try:
+        operator = service.bearer("op-api")
+        started = service.http.post(
+            "/api/v1/jobs", json={"kind": "study", "imaging_study_id": study.imaging_study_id}, headers=operator
+        )
+        job = _wait_for_approval(service, operator, started.json()["job_id"])
+        approval_id = job["report"]["pending"][0]["interrupt_id"]
+
+        assert _cli(service, live_settings, "login", "-u", "op-api", "--password-stdin", stdin=PASSWORDS["op-api"]).returncode == 0
+        refused = _cli(service, live_settings, "approvals", "approve", approval_id)
+        assert refused.returncode != 0 and "radiologist" in refused.stdout + refused.stderr
+        assert_nothing_written(live_settings, study)
+
+        # A kept login whose service is not the configured one: that service could vouch for anyone.
+        login_file = service.run_dir / "cli-login.json"
+        kept = login_file.read_text()
+        login_file.write_text(kept.replace(service.url, "http://127.0.0.1:9"))
+        elsewhere = _cli(service, live_settings, "approvals", "approve", approval_id)
+        assert elsewhere.returncode != 0 and "configured service" in elsewhere.stdout + elsewhere.stderr
+        assert_nothing_written(live_settings, study)
+
+        assert _cli(service, live_settings, "login", "-u", "dr-api", "--password-stdin", stdin=PASSWORDS["dr-api"]).returncode == 0
+        approved = _cli(service, live_settings, "approvals", "approve", approval_id)
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        written = assert_written_once(live_settings, study)
+        [person] = [a for a in written.provenance.agent if a.type.coding[0].code == "verifier"]
+        assert (person.who.identifier.system, person.who.identifier.value) == (LOCAL_ISSUER, "dr-api")
+    finally:
+        _cli(service, live_settings, "logout")
+        retire(live_settings, [study])

@@ -154,10 +154,11 @@ def test_a_sop_instance_uid_with_a_slash_is_refused_before_any_file_is_named(
     spec = phantom_spec(seed, "TRU-SLASH")
     study = seed_phantom(live_settings, tmp_path / f"phantom-{seed}", spec)
     seeded.append(study)
-    # One more instance in the same series, its SOP Instance UID climbing out of the work folder.
+    # One more instance in the same series, its SOP Instance UID climbing out of the work folder
+    # (run/work/<study>/source/ + ../../../ is the run directory itself, where the check looks).
     [first, *_] = sorted(write_phantom(make_phantom(spec), tmp_path / f"copy-{seed}"))
     ds = pydicom.dcmread(first)
-    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.{seed}/../../../../../escaped-{seed}"
+    ds.SOPInstanceUID = f"../../../escaped-{seed}"
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
@@ -168,7 +169,8 @@ def test_a_sop_instance_uid_with_a_slash_is_refused_before_any_file_is_named(
     detail = _failure(report)
     assert detail.startswith("fetch:") and "not a DICOM UID" in detail, detail
     assert "SOP Instance UID the PACS listed" in detail, detail
-    assert not [p for p in tmp_path.rglob(f"escaped-{seed}*")], "a file was written from the UID"
+    for tree in (tmp_path, settings.run_dir):
+        assert not [p for p in tree.rglob(f"escaped-{seed}*")], "a file was written from the UID"
     assert not (settings.run_dir / "work").exists() or not any((settings.run_dir / "work").rglob("*.dcm"))
 
 

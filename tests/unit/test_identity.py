@@ -102,3 +102,17 @@ def test_the_os_reviewer_is_the_real_uid_not_user(monkeypatch: pytest.MonkeyPatc
     assert os_radiologist([me]).id == me
     with pytest.raises(NotAllowedError, match="not listed as a radiologist"):
         os_radiologist(["dr-fake"])
+
+
+def test_racing_first_uses_of_the_token_secret_all_read_the_same_whole_secret(tmp_path: Path) -> None:
+    """The service and a CLI command starting together: nobody may read the file before it is written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tools.identity.tokens import load_or_create_secret
+
+    for attempt in range(20):
+        path = tmp_path / f"secret-{attempt}"
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            secrets_read = list(pool.map(lambda _: load_or_create_secret(path), range(8)))
+        assert len(set(secrets_read)) == 1 and len(secrets_read[0]) == 32
+        assert path.stat().st_mode & 0o777 == 0o600

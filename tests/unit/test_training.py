@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -245,3 +246,24 @@ def test_train_command_without_cases_says_what_is_missing(tmp_path: Path) -> Non
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     text = " ".join(result.output.split())
     assert text.startswith("error:") and "case" in text
+
+
+def test_a_ct_series_uid_that_climbs_out_of_the_cases_folder_is_skipped(tmp_path: Path) -> None:
+    """The PACS lists the CT series UID; it names the case file, so it is checked before any path."""
+    from pydicom.dataset import Dataset
+
+    from tools.training.labels import LabelObject, SkipLabel
+    from tools.training.pairing import pair_case
+
+    class NoPacs:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the PACS was asked ({name}) before the UID was checked")
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    label = LabelObject(
+        ds=Dataset(), kind="RTSTRUCT", study_uid="1.2.3", series_uid="1.2.3.4", sop_uid="1.2.3.4.5", lungs={},
+        frame_of_reference_uid="1.2.3.6",
+    )
+    with pytest.raises(SkipLabel, match="not a DICOM UID"):
+        pair_case(NoPacs(), label, "../outside/planted", tmp_path / "cases", (1.5, 1.5, 2.0))  # type: ignore[arg-type]

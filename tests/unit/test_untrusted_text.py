@@ -107,6 +107,23 @@ def test_jobs_outcomes_and_tool_results_show_record_text_literally() -> None:
     assert "**APPROVED** <img src=x>" in rendered_text(summary)
 
 
+def test_assistant_replies_in_the_web_chat_render_as_typed() -> None:
+    """The chat summary carries outcome details; a model may repeat an injected description."""
+    from langchain_core.messages import AIMessage
+
+    from agent.ui.transcript import Transcript
+
+    reply = "ImagingStudy/s1: failed — **APPROVED** ![x](http://evil.example/p.png)\n- <b>ok</b>\n\nnext paragraph"
+    transcript = Transcript([])
+    transcript.apply("updates", {"summarize": {"messages": [AIMessage(reply)]}})
+    shown = transcript.messages[-1]["content"]
+    html = rendered_html(shown)
+    assert "<img" not in html and "<strong>" not in html and "<b>" not in html and "<li>" not in html
+    text = rendered_text(shown)
+    assert "**APPROVED** ![x](http://evil.example/p.png)" in text and "- <b>ok</b>" in text
+    assert html.count("<p>") == 2, "paragraphs survive"
+
+
 def pending_with(tmp_path: Path, **update: Any) -> PendingApproval:
     card = sample_card(tmp_path / "axial_1.png")
     job, approval_id = card.pop("job"), card.pop("approval_id")

@@ -7,7 +7,6 @@ last entered) is what the signing window of an approval is measured against.
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import jwt
 
 from tools.identity.principal import Principal
+from tools.secret_file import read_or_create
 
 _ALGORITHM = "HS256"
 AUDIENCE = "imaging-agent-api"
@@ -26,14 +26,7 @@ class InvalidTokenError(PermissionError):
 
 def load_or_create_secret(path: Path) -> bytes:
     """The signing secret, made on first use; the file is readable by its owner only (0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_bytes(32))
-    return path.read_bytes()
+    return read_or_create(path, lambda: secrets.token_bytes(32))
 
 
 class TokenSigner:

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tools.dicomweb.client import DicomwebClient, PacsError
+from tools.ids import UnsafeIdentifierError, check_dicom_uid
 from tools.imaging.volume import SeriesRefusedError, assemble_volume
 from tools.training.dataset import CaseError, CaseInfo, Origin, case_arrays, case_path, read_case_info, write_case
 from tools.training.labels import LabelKind, LabelObject, SkipLabel, label_masks
@@ -82,7 +83,11 @@ def pair_case(
         SkipLabel: the CT cannot be used, lies in another frame of reference, or the masks do
             not make a case.
     """
-    path = case_path(cases_dir, ct_uid)
+    try:
+        # The UID names a file: one the PACS listed could otherwise point outside cases_dir.
+        path = case_path(cases_dir, check_dicom_uid(ct_uid, f"the CT Series Instance UID paired with label {label.sop_uid}"))
+    except UnsafeIdentifierError as exc:
+        raise SkipLabel(str(exc)) from exc
 
     def pair(reused: bool) -> TrainingPair:
         return TrainingPair(
