@@ -68,6 +68,19 @@ class Service:
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
+def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"the service at {url} did not answer in 60 s"
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def service(live_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     run_dir = tmp_path_factory.mktemp("api") / "run"
@@ -85,16 +98,7 @@ def service(live_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, (run_dir / "serve.log").read_text()
-            assert time.monotonic() < deadline, "the service did not answer in 60 s"
-            time.sleep(0.3)
+        _wait_until_healthy(url, process, run_dir / "serve.log")
         yield Service(url, run_dir)
     finally:
         process.terminate()
@@ -246,3 +250,21 @@ def test_the_cli_decides_as_the_principal_it_signed_in_as(service: Service, live
     finally:
         _cli(service, live_settings, "logout")
         retire(live_settings, [study])
+
+
+def test_imaging_agent_ui_serves_the_app_only_behind_the_sign_in(live_settings: Settings, tmp_path: Path) -> None:
+    """Before, `imaging-agent ui` served the chat (patient names, previews, job starts) to anyone on the port."""
+    port = free_port()
+    env = _env(tmp_path / "run", live_settings)
+    log = (tmp_path / "ui.log").open("w")
+    process = subprocess.Popen([str(CLI), "ui", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_healthy(url, process, tmp_path / "ui.log")
+        page = httpx.get(f"{url}/ui/", follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        assert httpx.get(f"{url}/ui/config").status_code == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()
