@@ -4,17 +4,24 @@ into clients. Everything below `agent/` takes these parts as parameters and neve
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agent.settings import Settings
-from tools.dicomweb.client import DicomwebClient
-from tools.dimse.client import DimseClient
-from tools.fhir.client import FhirClient
-from tools.segmentation.catalog import EngineCatalog
-from tools.workflow.decisions import DecisionStore
-from tools.workflow.pipeline import StudyServices
+
+# Each builder imports its own stack: `imaging-agent contour` needs the engines only, and the
+# FHIR, DICOMweb and DIMSE clients cost more to import than its whole output stage (issue 11).
+if TYPE_CHECKING:
+    from tools.dicomweb.client import DicomwebClient
+    from tools.dimse.client import DimseClient
+    from tools.fhir.client import FhirClient
+    from tools.segmentation.catalog import EngineCatalog
+    from tools.workflow.pipeline import StudyServices
 
 
 def fhir_client(settings: Settings) -> FhirClient:
     """The FHIR R4 client for `settings.fhir_url`, with its auth, retry policy and page size."""
+    from tools.fhir.client import FhirClient
+
     return FhirClient(
         settings.fhir_url,
         auth=settings.fhir_http_auth(),
@@ -25,6 +32,8 @@ def fhir_client(settings: Settings) -> FhirClient:
 
 def pacs_client(settings: Settings) -> DicomwebClient:
     """The DICOMweb client for `settings.dicomweb_url`, with its auth, retry policy and STOW batch size."""
+    from tools.dicomweb.client import DicomwebClient
+
     return DicomwebClient(
         settings.dicomweb_url,
         auth=settings.dicomweb_http_auth(),
@@ -35,6 +44,8 @@ def pacs_client(settings: Settings) -> DicomwebClient:
 
 def dimse_client(settings: Settings) -> DimseClient:
     """The DIMSE client for the configured PACS AE (C-ECHO, C-STORE, C-FIND)."""
+    from tools.dimse.client import DimseClient
+
     return DimseClient(
         settings.dimse_host,
         settings.dimse_port,
@@ -46,6 +57,8 @@ def dimse_client(settings: Settings) -> DimseClient:
 
 def engine_catalog(settings: Settings) -> EngineCatalog:
     """The segmentation engines, built by name from the settings' engine options."""
+    from tools.segmentation.catalog import EngineCatalog
+
     return EngineCatalog(settings.engine_options())
 
 
@@ -54,6 +67,9 @@ def study_services(settings: Settings) -> StudyServices:
 
     The caller owns the clients and closes them (AgentRuntime does, on close).
     """
+    from tools.workflow.decisions import DecisionStore
+    from tools.workflow.pipeline import StudyServices
+
     return StudyServices(
         fhir=fhir_client(settings),
         pacs=pacs_client(settings),

@@ -30,6 +30,7 @@ from tools.workflow.records import (
     TaskRecord,
     Variant,
 )
+from tools.workflow.segment import engine_chain
 from tools.workflow.worklist import select_worklist
 
 
@@ -80,7 +81,7 @@ class StudyWorkflow:
     def segment(
         self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: Variant
     ) -> StoredSegmentation:
-        chain = prepare.engine_chain(engine, self.services.fallback_engines)
+        chain = engine_chain(engine, self.services.fallback_engines)
         return prepare.segment_stored(self.services.engines, volume_file, fetched.work_dir, chain, targets, variant)
 
     def build(

@@ -20,20 +20,19 @@ from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.task import approved_plan, ensure_task
 from tools.fhir.worklist import study_instance_uid as uid_of_study
-from tools.http import ServiceUnavailableError
 from tools.ids import check_dicom_uid, check_fhir_id
 from tools.imaging.preflight import preflight
 from tools.imaging.series_choice import choose_ct_series
-from tools.imaging.volume import Volume, assemble_volume, read_series_dir
+from tools.imaging.volume import assemble_volume, read_series_dir
 from tools.imaging.volume_store import content_key, load_volume, save_volume
 from tools.results.fhir_report import StructureVolume, WritebackPlan, describe_changes
 from tools.results.package import ResultPackage, build_package
-from tools.segmentation.base import STRUCTURES, EngineError, SegmentationResult
+from tools.segmentation.base import STRUCTURES
 from tools.segmentation.catalog import EngineCatalog
-from tools.segmentation.qa import assess
 from tools.segmentation.result_store import load_result, save_result
 from tools.workflow.approval import SOP_CLASS_NAMES, ApprovalRequest, PendingDicomWrite, StructureForReview
 from tools.workflow.decisions import DecisionStore
+from tools.workflow.failure import StudyFailure
 from tools.workflow.identity import check_membership, check_same_patient, series_patient
 from tools.workflow.records import (
     ApprovedPlan,
@@ -41,11 +40,11 @@ from tools.workflow.records import (
     FetchedSeries,
     StoredFile,
     StoredSegmentation,
-    StudyFailure,
     StudyRecord,
     TaskRecord,
     Variant,
 )
+from tools.workflow.segment import segment_with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -187,37 +186,6 @@ def assemble_stored(work_dir: Path) -> StoredFile:
 def preflight_stored(volume_file: StoredFile) -> None:
     """Refuse a volume the engines cannot contour (modality, coverage, spacing), with the reason."""
     preflight(load_volume(volume_file.path, volume_file.sha256))
-
-
-def engine_chain(requested: str, fallbacks: Sequence[str]) -> list[str]:
-    """The requested engine first, then each configured fallback once."""
-    return [requested, *[e for e in dict.fromkeys(fallbacks) if e != requested]]
-
-
-def segment_with_fallback(
-    engines: EngineCatalog, volume: Volume, chain: Sequence[str], targets: Sequence[str]
-) -> tuple[SegmentationResult, list[str]]:
-    """The first engine in `chain` whose result exists and passes QA (the last one's result stands
-    even with failed QA, so the reviewer sees it); returns the assessed result and why the engines
-    before it were not used.
-    """
-    not_used: list[str] = []
-    for name in chain:
-        try:
-            result = assess(volume, engines.get(name).segment(volume, list(targets)))
-        except (EngineError, ServiceUnavailableError, ValueError) as exc:
-            not_used.append(f"{name}: {exc}")
-            continue
-        failed = [f.message for f in result.all_flags() if f.severity == "fail"]
-        if failed and name != chain[-1]:
-            not_used.append(f"{name}: QA failed ({'; '.join(failed)})")
-            continue
-        return result, not_used
-    raise StudyFailure(
-        f"no segmentation engine produced a result for series {volume.series_instance_uid}: "
-        + " | ".join(not_used)
-        + ". Check the engines' configuration (imaging-agent --help, .env.example)."
-    )
 
 
 def segment_stored(
