@@ -33,15 +33,14 @@ from tools.results.common import (
     SOFTWARE_VERSION,
     DerivedObject,
     contributing_equipment,
-    dataset_bytes,
     derived_uid,
-    describe,
+    encoded,
     new_dataset,
 )
 from tools.results.contours import SliceContour, contours_to_mask, mask_to_contours
 from tools.segmentation.base import SegmentationResult, StructureMask
 
-__all__ = ["RTStructError", "build_rtstruct", "rtstruct_masks"]
+__all__ = ["RTStructError", "build_rtstruct", "rtstruct_dataset", "rtstruct_masks"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +95,18 @@ def build_rtstruct(
     *,
     created: datetime | None = None,
 ) -> tuple[Dataset, DerivedObject]:
+    """:func:`rtstruct_dataset` and the description of its Part 10 bytes (sha256, size)."""
+    ds = rtstruct_dataset(source, volume, result, created=created)
+    return ds, encoded(ds, "RTSTRUCT")[1]
+
+
+def rtstruct_dataset(
+    source: Sequence[Dataset],
+    volume: Volume,
+    result: SegmentationResult,
+    *,
+    created: datetime | None = None,
+) -> Dataset:
     """Build the RT Structure Set for ``result`` on the CT series ``volume`` came from.
 
     Args:
@@ -107,8 +118,7 @@ def build_rtstruct(
             fix it to get identical bytes (and sha256) from identical inputs.
 
     Returns:
-        The dataset (with file meta, ready for ``dataset_bytes``) and its description
-        with the sha256 of its Part 10 bytes.
+        The dataset, with file meta, ready for ``dataset_bytes`` (serialised once by the caller).
 
     Raises:
         RTStructError: there is no structure, a mask does not match the volume, ROI names
@@ -146,12 +156,11 @@ def build_rtstruct(
     # Everything here is already in the file's encoding; saying so lets pydicom write the
     # raw contour items as they are instead of re-checking thousands of them.
     ds.set_original_encoding(False, True, convert_encodings(ds.SpecificCharacterSet))
-    data = dataset_bytes(ds)
     logger.info(
-        "Built RTSTRUCT %s for series %s: %d ROIs, %d contours, %d bytes in %.2f s",
-        sop_uid, series_uid, len(result.structures), contour_count, len(data), time.perf_counter() - started,
+        "Built RTSTRUCT %s for series %s: %d ROIs, %d contours in %.2f s",
+        sop_uid, series_uid, len(result.structures), contour_count, time.perf_counter() - started,
     )
-    return ds, describe(ds, "RTSTRUCT", data)
+    return ds
 
 
 def rtstruct_masks(ds: Dataset, volume: Volume, max_plane_distance_mm: float = 0.05) -> dict[str, np.ndarray]:
