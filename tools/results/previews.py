@@ -63,7 +63,10 @@ _CORONAL_LABELS = ("S", "I", "R", "L")
 
 
 def _plane(array: np.ndarray, view: Reorientation, cut: _Cut) -> np.ndarray:
-    return np.take(view.forward(array), view.view_index(cut.axis, cut.source_index), axis=cut.axis)
+    # Basic indexing copies one plane; np.take on the (transposed, flipped) view would first
+    # copy the whole volume into C order, once per plane and mask.
+    index = (slice(None),) * cut.axis + (view.view_index(cut.axis, cut.source_index),)
+    return view.forward(array)[index]
 
 
 def _window(hu: np.ndarray) -> np.ndarray:
