@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import struct
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 _DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 _SERIES_NUMBER = 9001
 _STRUCTURE_SET_LABEL = "Auto contours"
+_CONTOUR_SEQUENCE = Tag(0x3006, 0x0040)
+_CONTOUR_IMAGE_SEQUENCE = Tag(0x3006, 0x0016)
 _CONTOUR_DATA = Tag(0x3006, 0x0050)
 _CONTOUR_GEOMETRIC_TYPE = Tag(0x3006, 0x0042)
 _NUMBER_OF_CONTOUR_POINTS = Tag(0x3006, 0x0046)
@@ -326,39 +329,48 @@ def _roi_contour(
     item.ROIDisplayColor = list(structure.structure.color_rgb)
     if contours:
         texts = _ds_strings(contours)
-        item.ContourSequence = [
-            _contour(index, contour, text, references[contour.slice_index])
+        encoded_items = b"".join(
+            _contour_item(index, contour, text, references[contour.slice_index])
             for index, (contour, text) in enumerate(zip(contours, texts, strict=True), start=1)
-        ]
+        )
+        item[_CONTOUR_SEQUENCE] = RawDataElement(
+            _CONTOUR_SEQUENCE, "SQ", len(encoded_items), encoded_items, 0, False, True
+        )
         item.set_original_encoding(False, True, default_encoding)
     return item
 
 
-def _contour(number: int, contour: SliceContour, text: bytes, image: Dataset) -> Dataset:
-    # Thousands of these items make up most of the object: their elements are stored already
-    # encoded, since converting and validating each value would take most of the writer's
-    # time. pydicom writes raw elements as they are (Dataset.set_original_encoding).
-    reference = _raw_item(
-        (_REFERENCED_SOP_CLASS_UID, "UI", _uid_bytes(image.SOPClassUID)),
-        (_REFERENCED_SOP_INSTANCE_UID, "UI", _uid_bytes(image.SOPInstanceUID)),
+def _contour_item(number: int, contour: SliceContour, text: bytes, image: Dataset) -> bytes:
+    """One Contour Sequence item, encoded (explicit VR little endian, defined lengths).
+
+    Thousands of these make up most of the object: encoding them here, as the bytes pydicom
+    would write, and handing pydicom the whole sequence as one raw element, spares it
+    building, validating and walking thousands of datasets. Reading the dataset back parses
+    the raw sequence like any file's.
+    """
+    reference = _encoded_item(
+        _encoded_element(_REFERENCED_SOP_CLASS_UID, b"UI", _uid_bytes(image.SOPClassUID))
+        + _encoded_element(_REFERENCED_SOP_INSTANCE_UID, b"UI", _uid_bytes(image.SOPInstanceUID))
     )
-    item = _raw_item(
-        (_CONTOUR_GEOMETRIC_TYPE, "CS", b"CLOSED_PLANAR "),
-        (_NUMBER_OF_CONTOUR_POINTS, "IS", _padded(str(len(contour.points)).encode("ascii"))),
-        (_CONTOUR_NUMBER, "IS", _padded(str(number).encode("ascii"))),
-        (_CONTOUR_DATA, "DS", text),
+    return _encoded_item(
+        _encoded_element(_CONTOUR_IMAGE_SEQUENCE, b"SQ", reference)
+        + _encoded_element(_CONTOUR_GEOMETRIC_TYPE, b"CS", b"CLOSED_PLANAR ")
+        + _encoded_element(_NUMBER_OF_CONTOUR_POINTS, b"IS", _padded(str(len(contour.points)).encode("ascii")))
+        + _encoded_element(_CONTOUR_NUMBER, b"IS", _padded(str(number).encode("ascii")))
+        + _encoded_element(_CONTOUR_DATA, b"DS", text)
     )
-    item.ContourImageSequence = [reference]
-    return item
 
 
-def _raw_item(*elements: tuple[BaseTag, str, bytes]) -> Dataset:
-    """A sequence item of pre-encoded (explicit VR little endian, even length) elements."""
-    item = Dataset()
-    for tag, vr, value in elements:
-        item[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
-    item.set_original_encoding(False, True, default_encoding)
-    return item
+def _encoded_element(tag: BaseTag, vr: bytes, value: bytes) -> bytes:
+    """PS3.5 7.1.2: SQ has a reserved field and a 32-bit length, the string VRs here a 16-bit one."""
+    if vr == b"SQ":
+        return struct.pack("<HH2sHI", tag.group, tag.element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", tag.group, tag.element, vr, len(value)) + value
+
+
+def _encoded_item(body: bytes) -> bytes:
+    """PS3.5 7.5.1: an item of defined length."""
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
 
 
 def _uid_bytes(uid: str) -> bytes:
