@@ -2,7 +2,7 @@
 against a plain script (benchmarks/baseline_contour.py); our RTSTRUCT writer against rt-utils
 1.2.7 on the same lung masks.
 
-    .venv/bin/python benchmarks/bench_contour.py [--lidc DIR] [--cli-runs N] [--before DIR]
+    .venv/bin/python benchmarks/bench_contour.py [--lidc DIR] [--stage-runs N] [--cli-runs N] [--before DIR]
 
 Cases: the synthetic phantom at its default spec (written to a temporary folder first) and a
 real chest CT (default ../shared/data/lidc-idri-0001/dicom). Each case runs in a fresh
@@ -11,7 +11,9 @@ stage is the kernel's VmHWM of that process, reset just before the stage by writ
 /proc/self/clear_refs (Linux >= 4.0): it is the most resident memory the process held while
 the stage ran, data from earlier stages included. Where the reset is refused, the figure is
 the process peak so far, and the table says so. The output stages are timed through
-build_package's progress callback, so they are exactly what `contour` runs.
+build_package's progress callback, so they are exactly what `contour` runs. Each case runs
+`--stage-runs` times (alternating between checkouts); the table shows each stage's median
+seconds and its largest peak.
 
 Last, whole commands run as subprocesses (import time included), alternating on LIDC: the
 plain script, then `imaging-agent contour` (as `python -m agent.cli` with this checkout first on
@@ -123,8 +125,8 @@ def _dciodvfy_error_count(path: Path) -> int:
     return sum("Error" in line for line in (run.stdout + run.stderr).splitlines())
 
 
-def worker(dicom_dir: Path, work_dir: Path) -> dict[str, Any]:
-    """One case in this (fresh) process: every stage, then the RTSTRUCT comparison.
+def worker(dicom_dir: Path, work_dir: Path, compare: bool) -> dict[str, Any]:
+    """One case in this (fresh) process: every stage, then (if `compare`) the RTSTRUCT comparison.
 
     Only API that every revision since issue 9 has is used (build_package and its progress
     callback, build_rtstruct), so `--before DIR` can run this worker on an older checkout.
@@ -162,6 +164,16 @@ def worker(dicom_dir: Path, work_dir: Path) -> dict[str, Any]:
         contour_count = sum(len(mask_to_contours(s.mask, volume.geometry)) for s in result.structures)
     with stages.package(PACKAGE_STAGES) as progress:
         build_package(source, volume, result, work_dir / "package", progress=progress)
+    case = {
+        "shape": list(volume.array.shape),
+        "spacing_mm": [round(v, 3) for v in volume.geometry.spacing],
+        "contours": contour_count,
+        "volumes_ml": volumes_ml,
+        "stages": stages.rows,
+        "peak_resettable": stages.peak_resettable,
+    }
+    if not compare:
+        return case
 
     # Our writer vs rt-utils on the very same masks; rt-utils wants (rows, columns, slices)
     # with slices ordered along the normal, as assemble_volume orders them.
@@ -188,12 +200,7 @@ def worker(dicom_dir: Path, work_dir: Path) -> dict[str, Any]:
         builder.save(str(theirs_path))
         write_times.append(time.perf_counter() - started)
     return {
-        "shape": list(volume.array.shape),
-        "spacing_mm": [round(v, 3) for v in volume.geometry.spacing],
-        "contours": contour_count,
-        "volumes_ml": volumes_ml,
-        "stages": stages.rows,
-        "peak_resettable": stages.peak_resettable,
+        **case,
         "comparison": {
             "ours_s": statistics.median(ours_times),
             "ours_errors": _dciodvfy_error_count(ours_path),
@@ -220,16 +227,32 @@ def _env(root: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(root)}
 
 
-def run_case(dicom_dir: Path, root: Path) -> dict[str, Any]:
+def run_case(dicom_dir: Path, root: Path, compare: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-contour-") as tmp:
         result_path = Path(tmp) / "result.json"
         run = subprocess.run(
-            [sys.executable, __file__, "--worker", str(dicom_dir), "--work", tmp, "--result", str(result_path)],
+            [sys.executable, __file__, "--worker", str(dicom_dir), "--work", tmp, "--result", str(result_path)]
+            + (["--compare"] if compare else []),
             capture_output=True, text=True, check=False, env=_env(root), cwd=root,
         )
         if run.returncode != 0:
             raise SystemExit(f"benchmark worker failed on {dicom_dir} with {root}:\n{run.stdout}{run.stderr}")
         return json.loads(result_path.read_text())
+
+
+def merged(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs of one case as one: each stage's median seconds and largest peak RSS."""
+    first = results[0]
+    stages = []
+    for row in first["stages"]:
+        same = [next(r for r in result["stages"] if r["stage"] == row["stage"]) for result in results]
+        stages.append({
+            "stage": row["stage"],
+            "seconds": statistics.median(r["seconds"] for r in same),
+            "peak_mb": max(r["peak_mb"] for r in same),
+            "start_mb": statistics.median(r["start_mb"] for r in same),
+        })
+    return {**first, "stages": stages, "peak_resettable": all(r["peak_resettable"] for r in results)}
 
 
 def _timed_run(argv: list[str], env: dict[str, str], tmp: Path) -> tuple[float, float]:
@@ -353,15 +376,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lidc", type=Path, default=DEFAULT_LIDC, help="folder with the LIDC-IDRI-0001 CT series")
     parser.add_argument("--cli-runs", type=int, default=5, help="alternating runs of each whole command on LIDC")
+    parser.add_argument("--stage-runs", type=int, default=3, help="alternating stage runs per case and checkout")
     parser.add_argument(
         "--before", type=Path, help="another checkout to compare with, e.g. `git archive main | tar -x -C DIR`"
     )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--compare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        args.result.write_text(json.dumps(worker(args.worker, args.work)))
+        args.result.write_text(json.dumps(worker(args.worker, args.work, args.compare)))
         return
 
     if not args.lidc.is_dir():
@@ -381,7 +406,11 @@ def main() -> None:
         commands: dict[str, dict[str, tuple[list[float], float]]] = {}
         for label, directory in sources.items():
             print(f"benchmarking {label} ...", file=sys.stderr, flush=True)
-            cases[label] = {revision: run_case(directory, root) for revision, root in revisions.items()}
+            runs: dict[str, list[dict[str, Any]]] = {revision: [] for revision in revisions}
+            for n in range(args.stage_runs):  # alternating, so both revisions see the same load
+                for revision, root in revisions.items():
+                    runs[revision].append(run_case(directory, root, compare=n == 0 and revision == THIS))
+            cases[label] = {revision: merged(results) for revision, results in runs.items()}
             argvs = {f"`imaging-agent contour` ({r})": (contour_argv(directory), _env(root)) for r, root in revisions.items()}
             if directory == args.lidc:
                 argvs = {BASELINE_LABEL: ([sys.executable, str(BASELINE), str(directory)], dict(os.environ)), **argvs}
