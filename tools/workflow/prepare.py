@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,20 +161,39 @@ def fetch_series(
     work = work_root / content_key(series_uid, listed)
     source = work / "source"
     have = {p.stem for p in source.glob("*.dcm")}
-    downloaded = None
+    downloaded: list[Path] = []
     if have != set(listed):
-        downloaded = pacs.retrieve_series(study_uid, series_uid)
-        headers = downloaded
+        downloaded = _download(pacs, study_uid, series_uid, work / "source.partial")
+        headers = [dcmread(p, stop_before_pixels=True) for p in downloaded]
     else:
         headers = [dcmread(p, stop_before_pixels=True) for p in sorted(source.glob("*.dcm"))]
     check_membership(headers, study_uid, series_uid, listed)
     patient = series_patient(headers, series_uid)
     check_same_patient(study, patient, series_uid, patient_identifier_system)
-    if downloaded is not None:
-        source.mkdir(parents=True, exist_ok=True)
-        for ds in downloaded:
-            ds.save_as(source / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    if downloaded:
+        shutil.rmtree(source, ignore_errors=True)  # what an interrupted earlier run left
+        source.mkdir(parents=True)
+        for ds, path in zip(headers, downloaded, strict=True):
+            path.replace(source / f"{ds.SOPInstanceUID}.dcm")
+        downloaded[0].parent.rmdir()
     return FetchedSeries(series=chosen, work_dir=work, patient=patient)
+
+
+def _download(pacs: DicomwebClient, study_uid: str, series_uid: str, folder: Path) -> list[Path]:
+    """The series' files as the PACS stored them, into `folder`, named by arrival.
+
+    The bytes are kept as sent, never decoded and encoded again, and one instance at a time is
+    in memory. The files get their SOP Instance UID names only after check_membership has
+    checked those UIDs.
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    paths = []
+    for number, data in enumerate(pacs.iter_series_bytes(study_uid, series_uid)):
+        path = folder / f"{number:06d}.dcm"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
 
 
 def assemble_stored(work_dir: Path) -> StoredFile:
