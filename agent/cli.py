@@ -11,6 +11,7 @@ from agent.commands import identity, jobs, offline, purge, worklist
 from agent.commands.approvals import approvals_app
 from agent.commands.identity import users_app
 from agent.commands.services import services_app
+from agent.memory import keep_large_blocks_out_of_the_heap
 from agent.private_files import protect_run_dir
 from agent.settings import get_settings
 
@@ -53,6 +54,7 @@ def ui(port: Annotated[int | None, typer.Option("--port", help="Port (default fr
 
 
 def main() -> None:
+    keep_large_blocks_out_of_the_heap()
     app()
 
 
