@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import struct
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -25,7 +24,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import Tag
 from pydicom.uid import RTStructureSetStorage
 
 from tools.imaging.volume import Volume
@@ -39,6 +38,7 @@ from tools.results.common import (
     new_dataset,
 )
 from tools.results.contours import SliceContour, contours_to_mask, mask_to_contours
+from tools.results.encoding import encoded_element, encoded_item, padded
 from tools.segmentation.base import SegmentationResult, StructureMask
 
 __all__ = ["RTStructError", "build_rtstruct", "rtstruct_dataset", "rtstruct_masks"]
@@ -348,38 +348,21 @@ def _contour_item(number: int, contour: SliceContour, text: bytes, image: Datase
     building, validating and walking thousands of datasets. Reading the dataset back parses
     the raw sequence like any file's.
     """
-    reference = _encoded_item(
-        _encoded_element(_REFERENCED_SOP_CLASS_UID, b"UI", _uid_bytes(image.SOPClassUID))
-        + _encoded_element(_REFERENCED_SOP_INSTANCE_UID, b"UI", _uid_bytes(image.SOPInstanceUID))
+    reference = encoded_item(
+        encoded_element(_REFERENCED_SOP_CLASS_UID, "UI", _uid_bytes(image.SOPClassUID))
+        + encoded_element(_REFERENCED_SOP_INSTANCE_UID, "UI", _uid_bytes(image.SOPInstanceUID))
     )
-    return _encoded_item(
-        _encoded_element(_CONTOUR_IMAGE_SEQUENCE, b"SQ", reference)
-        + _encoded_element(_CONTOUR_GEOMETRIC_TYPE, b"CS", b"CLOSED_PLANAR ")
-        + _encoded_element(_NUMBER_OF_CONTOUR_POINTS, b"IS", _padded(str(len(contour.points)).encode("ascii")))
-        + _encoded_element(_CONTOUR_NUMBER, b"IS", _padded(str(number).encode("ascii")))
-        + _encoded_element(_CONTOUR_DATA, b"DS", text)
+    return encoded_item(
+        encoded_element(_CONTOUR_IMAGE_SEQUENCE, "SQ", reference)
+        + encoded_element(_CONTOUR_GEOMETRIC_TYPE, "CS", b"CLOSED_PLANAR ")
+        + encoded_element(_NUMBER_OF_CONTOUR_POINTS, "IS", padded(str(len(contour.points)).encode("ascii")))
+        + encoded_element(_CONTOUR_NUMBER, "IS", padded(str(number).encode("ascii")))
+        + encoded_element(_CONTOUR_DATA, "DS", text)
     )
-
-
-def _encoded_element(tag: BaseTag, vr: bytes, value: bytes) -> bytes:
-    """PS3.5 7.1.2: SQ has a reserved field and a 32-bit length, the string VRs here a 16-bit one."""
-    if vr == b"SQ":
-        return struct.pack("<HH2sHI", tag.group, tag.element, vr, 0, len(value)) + value
-    return struct.pack("<HH2sH", tag.group, tag.element, vr, len(value)) + value
-
-
-def _encoded_item(body: bytes) -> bytes:
-    """PS3.5 7.5.1: an item of defined length."""
-    return struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
 
 
 def _uid_bytes(uid: str) -> bytes:
-    return _padded(str(uid).encode("ascii"), b"\x00")
-
-
-def _padded(value: bytes, pad: bytes = b" ") -> bytes:
-    """Values have even length (PS3.5 7.1.1): UIs pad with NUL, text VRs with a space."""
-    return value + pad if len(value) % 2 else value
+    return padded(str(uid).encode("ascii"), b"\x00")
 
 
 def _ds_strings(contours: Sequence[SliceContour]) -> list[bytes]:
@@ -391,7 +374,7 @@ def _ds_strings(contours: Sequence[SliceContour]) -> list[bytes]:
     for contour in contours:
         stop = start + contour.points.size
         text = "\\".join(values[start:stop]).encode("ascii")
-        texts.append(_padded(text))
+        texts.append(padded(text))
         start = stop
     return texts
 

@@ -31,6 +31,7 @@ from tools.results.common import (
     derived_uid,
     encoded,
 )
+from tools.results.encoding import freeze_sequence, mark_encoded
 from tools.segmentation.base import SegmentationResult, StructureMask
 
 logger = logging.getLogger(__name__)
@@ -235,6 +236,9 @@ def seg_dataset(
     )
     pin_times(seg, created)
     _pin_dimension_organization(seg, uid("dimension-organization"))
+    # One item per frame: most of pydicom's writing time, so encoded at once (tools/results/encoding.py).
+    if freeze_sequence(seg, "PerFrameFunctionalGroupsSequence"):
+        mark_encoded(seg)
     logger.info(
         "Built SEG %s for series %s: %d segments, %d frames",
         seg.SOPInstanceUID, volume.series_instance_uid, len(descriptions), int(seg.NumberOfFrames),
