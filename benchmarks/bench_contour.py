@@ -55,7 +55,7 @@ ENGINE = "lung-threshold"
 PACKAGE_STAGES = {"rtstruct": "RTSTRUCT", "seg": "SEG", "sr": "SR", "previews": "previews + report"}
 # Stages the `contour` command itself runs; contour extraction also happens inside RTSTRUCT.
 PIPELINE = ("import modules", "read + assemble", "segment", "measure + QA", *PACKAGE_STAGES.values())
-COMPARISON_REPEATS = 3
+COMPARISON_REPEATS = 5
 THIS, BEFORE = "this checkout", "before"
 BASELINE_LABEL = "plain script (benchmarks/baseline_contour.py)"
 
@@ -128,8 +128,9 @@ def _dciodvfy_error_count(path: Path) -> int:
 def worker(dicom_dir: Path, work_dir: Path, compare: bool) -> dict[str, Any]:
     """One case in this (fresh) process: every stage, then (if `compare`) the RTSTRUCT comparison.
 
-    Only API that every revision since issue 9 has is used (build_package and its progress
-    callback, build_rtstruct), so `--before DIR` can run this worker on an older checkout.
+    The stages use only API that every revision since issue 9 has (build_package and its
+    progress callback), so `--before DIR` can run them on an older checkout; the comparison
+    runs on this checkout only.
     """
     stages = Stages()
     with stages.stage("import modules"):
@@ -143,7 +144,6 @@ def worker(dicom_dir: Path, work_dir: Path, compare: bool) -> dict[str, Any]:
         from tools.results.common import dataset_bytes
         from tools.results.contours import mask_to_contours
         from tools.results.package import build_package
-        from tools.results.rtstruct import build_rtstruct
         from tools.segmentation.catalog import EngineCatalog
         from tools.segmentation.qa import assess
 
@@ -179,10 +179,13 @@ def worker(dicom_dir: Path, work_dir: Path, compare: bool) -> dict[str, Any]:
     # with slices ordered along the normal, as assemble_volume orders them.
     ours_path, theirs_path = work_dir / "ours-rtstruct.dcm", work_dir / "rt-utils-rtstruct.dcm"
 
-    def ours() -> None:
-        ours_path.write_bytes(dataset_bytes(build_rtstruct(source, volume, result)[0]))
-
+    # As the package writes it: the dataset, serialised once (only this checkout compares).
     from rt_utils import RTStructBuilder
+
+    from tools.results.rtstruct import rtstruct_dataset
+
+    def ours() -> None:
+        ours_path.write_bytes(dataset_bytes(rtstruct_dataset(source, volume, result)))
 
     read_times, write_times, ours_times = [], [], []
     for _ in range(COMPARISON_REPEATS):  # alternating, so both see the same load on a shared machine
