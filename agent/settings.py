@@ -15,7 +15,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.private_files import read_or_create_secret
+from tools.dimse.scp import Peer
 from tools.http.config import AuthKind, HttpAuth, RetryPolicy
+from tools.intake.routing import DEFAULT_RULES, RoutingRule
 from tools.segmentation.catalog import EngineOptions, MedImageParseOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -167,6 +169,32 @@ class Settings(BaseSettings):
         default=None, description="bundles under this directory (ones you trained or vetted) load without a sha256 pin"
     )
 
+    # The agent's DICOM node (`imaging-agent listen`).
+    intake_ae_title: str = Field(default="IMAGING_AGENT", max_length=16, description="the node's own AE title")
+    intake_host: str = Field(default="127.0.0.1", description="address the node listens on")
+    intake_port: int = Field(default=11112, description="port the node listens on")
+    intake_peers: list[Peer] = Field(
+        default_factory=list,
+        description='senders allowed to store, as JSON: [{"ae_title": "CT_SCANNER", "host": "10.0.0.5"}]; none: '
+        "every association is refused",
+    )
+    intake_stable_age_s: float = Field(
+        default=10.0, gt=0, description="a series is complete when nothing new arrived for this long (Orthanc's StableAge)"
+    )
+    intake_store_to_pacs: bool = Field(
+        default=True, description="store each received series in the PACS (STOW) before its job, so results have their source there"
+    )
+    intake_routes: list[RoutingRule] = Field(
+        default_factory=lambda: list(DEFAULT_RULES),
+        description="JSON list of routing rules (modality, body_parts, series_description regex -> engine); "
+        "the first match decides, a series no rule matches is kept and not processed",
+    )
+    intake_tls_cert: Path | None = Field(default=None, description="PEM certificate of the node: DICOM over TLS")
+    intake_tls_key: Path | None = Field(default=None, description="PEM private key of that certificate")
+    intake_tls_ca: Path | None = Field(
+        default=None, description="PEM CA bundle: senders must present a certificate signed by it"
+    )
+
     @model_validator(mode="after")
     def _follow_local_ports(self) -> Settings:
         # Relative paths in .env mean "inside the project", wherever the command runs from.
@@ -198,6 +226,11 @@ class Settings(BaseSettings):
     def cli_token_path(self) -> Path:
         """The token `imaging-agent login` keeps for the CLI (0600)."""
         return self.run_dir / "cli-login.json"
+
+    @property
+    def intake_dir(self) -> Path:
+        """Where the DICOM node keeps what it received, by study and series."""
+        return self.run_dir / "intake"
 
     @property
     def state_path(self) -> Path:
