@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from agent.commands import identity, jobs, offline, purge, worklist
+from agent.commands import identity, jobs, listen, offline, purge, worklist
 from agent.commands.approvals import approvals_app
 from agent.commands.identity import users_app
 from agent.commands.services import services_app
@@ -27,6 +27,7 @@ app.add_typer(users_app, name="users")
 for command in (identity.login, identity.logout, identity.serve):
     app.command()(command)
 app.command()(purge.purge)
+app.command()(listen.listen)
 
 
 @app.callback()

@@ -5,7 +5,8 @@ first, so no name leaves the inbox). A write goes to a temporary file, is flushe
 renamed into place: a crash leaves either the whole instance or nothing, and the sender gets
 success only afterwards (PS3.4 B.2.3: the SCP answers a C-STORE once it has the instance).
 A duplicate push replaces the file with the same content; a series already taken into work
-stays taken (``.taken`` marker), so a re-push never starts a second job by itself.
+stays taken (``.taken`` marker), so a re-push never starts a second job by itself; a series whose
+intake failed (``.failed``) is tried again once more of it is pushed.
 
 A series counts only once an association that stored into it ended with a release: each
 association leaves an ``.open-<id>`` marker in the series it writes to and removes it (and any
@@ -30,6 +31,7 @@ from tools.ids import UnsafeIdentifierError, check_dicom_uid
 log = logging.getLogger(__name__)
 
 TAKEN_MARKER = ".taken"
+FAILED_MARKER = ".failed"
 OPEN_MARKER = ".open-"
 
 
@@ -68,6 +70,8 @@ class Inbox:
         folder = self.root / study / series
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{OPEN_MARKER}{association}").touch(exist_ok=True)
+        # New images for a series that failed: try it again once they are complete.
+        (folder / FAILED_MARKER).unlink(missing_ok=True)
         path = folder / f"{sop}.dcm"
         staged = folder / f".{sop}.{secrets.token_hex(4)}.part"
         try:
@@ -85,7 +89,7 @@ class Inbox:
         found: list[ReceivedSeries] = []
         for study in sorted(p for p in self.root.iterdir() if p.is_dir()):
             for series in sorted(p for p in study.iterdir() if p.is_dir()):
-                if (series / TAKEN_MARKER).exists() or any(series.glob(f"{OPEN_MARKER}*")):
+                if (series / TAKEN_MARKER).exists() or (series / FAILED_MARKER).exists() or any(series.glob(f"{OPEN_MARKER}*")):
                     continue
                 files = list(series.glob("*.dcm"))
                 if not files:
@@ -119,6 +123,10 @@ class Inbox:
     def take(self, series: ReceivedSeries, note: str) -> None:
         """Mark a series as taken into work (`note`: what it became), so it is never started twice."""
         (series.folder / TAKEN_MARKER).write_text(note + "\n")
+
+    def fail(self, series: ReceivedSeries, reason: str) -> None:
+        """Set a series aside after a failure (`reason` kept beside it) until more of it is pushed."""
+        (series.folder / FAILED_MARKER).write_text(reason + "\n")
 
     def _study_of_series(self, series: str) -> str | None:
         for folder in self.root.glob(f"*/{series}"):
