@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         env_ignore_empty=True,
+        # Settings hold passwords and keys (a database URL, API keys): an error names the setting and
+        # what is wrong with it, never echoes the values given.
+        hide_input_in_errors=True,
     )
 
     run_dir: Path = Field(default=PROJECT_ROOT / "run", description="service data, work files, checkpoints")
