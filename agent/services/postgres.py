@@ -21,7 +21,7 @@ from psycopg import sql
 from pydantic import BaseModel, SecretStr
 
 from agent.private_files import read_or_create_secret
-from agent.services.process import ServiceError, ServiceSpec
+from agent.services.process import ServiceError, ServiceSpec, run_as
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 ROLE = "imaging_agent"
@@ -109,7 +109,7 @@ def initialise(cluster: PostgresCluster) -> None:
         done = subprocess.run(
             [_binary("initdb"), "-D", str(cluster.data_dir), "-U", ROLE, f"--pwfile={pwfile}",
              "--auth=scram-sha-256", "--encoding=UTF8", "--no-locale"],
-            capture_output=True, text=True, check=False, user=cluster.system_user,
+            capture_output=True, text=True, check=False, **run_as(cluster.system_user),
         )
     finally:
         pwfile.unlink(missing_ok=True)

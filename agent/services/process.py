@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, SecretStr
@@ -81,6 +83,14 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def run_as(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that run a child as `user` with that user's own group and no other
+    (`user=` alone would keep root's group and supplementary groups)."""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 def _port_in_use(port: int) -> bool:
@@ -169,7 +179,7 @@ def start(spec: ServiceSpec, timeout_s: float) -> ServiceStatus:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            user=spec.user,
+            **run_as(spec.user),
         )
     spec.pid_file.write_text(f"{proc.pid}\n")
     log.info("%s started, pid %d, log %s", spec.name, proc.pid, spec.log_file)

@@ -7,12 +7,18 @@ Without `--scale` none of this runs and nothing changes for the demo.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 from pathlib import Path
 
 from agent.private_files import read_or_create_secret
-from agent.services.postgres import PostgresCluster, cluster_user, create_database, initialise, postgres_spec
+from agent.services.postgres import (
+    PostgresCluster,
+    cluster_user,
+    create_database,
+    ensure_system_user,
+    initialise,
+    postgres_spec,
+)
 from agent.services.process import ServiceError, ServiceSpec
 from agent.settings import Settings
 
@@ -28,13 +34,25 @@ def postgres_cluster(settings: Settings) -> PostgresCluster:
 def prepare_postgres(settings: Settings) -> PostgresCluster:
     """Initialise the cluster once and let its system user reach it through the 0700 run directory."""
     cluster = postgres_cluster(settings)
-    initialise(cluster)
     if cluster.system_user is not None:
-        group = pwd.getpwnam(cluster.system_user).pw_gid
-        os.chown(settings.run_dir, -1, group)
+        _check_passage(settings.run_dir, cluster.system_user)
+        os.chown(settings.run_dir, -1, ensure_system_user(cluster.system_user).pw_gid)
         settings.run_dir.chmod(0o710)  # kept by protect_run_dir (agent/private_files.py)
+    initialise(cluster)
     database_url_file(settings).write_text(cluster.url().get_secret_value() + "\n")
     return cluster
+
+
+def _check_passage(run_dir: Path, user: str) -> None:
+    """PostgreSQL's system user must be able to enter every folder above the run directory."""
+    for folder in run_dir.resolve().parents:
+        if not folder.stat().st_mode & 0o001:
+            raise ServiceError(
+                f"PostgreSQL runs as the system user {user} (it refuses root), who cannot enter {folder} "
+                f"(mode {folder.stat().st_mode & 0o777:o}) on the way to the run directory {run_dir}. Choose a run "
+                "directory whose parent folders others may enter (IMAGING_AGENT_RUN_DIR), or allow it: chmod o+x "
+                f"{folder}."
+            )
 
 
 def database_url_file(settings: Settings) -> Path:
@@ -66,6 +84,8 @@ def redis_spec(settings: Settings) -> ServiceSpec:
             f"dir {base}",
             "protected-mode yes",
             "daemonize no",
+            # Redis rewrites its process title; keep the config file in it for the PID reuse guard.
+            'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
             f"requirepass {password}",
             # Queued work survives a restart of Redis (files 0600 under the run directory's umask).
             "appendonly yes",
