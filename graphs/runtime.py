@@ -104,12 +104,15 @@ class WorkflowRuntime:
         self.workflow = workflow
         self.decisions = workflow.services.decisions
         self.batch_concurrency = batch_concurrency
+        # The project's tables first: a database that cannot be reached stops here, with a clear
+        # StateDatabaseError, before the checkpointer's pool starts trying to connect.
+        upgrade(engine)
         self._resources = ExitStack()
         self.checkpointer = self._resources.enter_context(
             checkpoint_saver(engine.url, checkpoint_serializer([StudyState, BatchState]))
         )
         try:
-            upgrade(engine, also=self.checkpointer.setup)
+            upgrade(engine, also=self.checkpointer.setup)  # LangGraph's tables, under the same lock
         except BaseException:
             self._resources.close()
             raise

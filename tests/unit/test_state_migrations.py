@@ -8,6 +8,7 @@ stores before migrations existed keeps its rows.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, inspect
 
+from agent.cli import main
+from agent.settings import get_settings
 from tests.conftest import free_port
 from tests.identities import signed_decision
 from tools.identity.accounts import AccountStore
@@ -148,3 +151,21 @@ def test_an_unreachable_database_is_named_with_what_to_do() -> None:
     finally:
         engine.dispose()
     assert "services up --scale" in str(failed.value) and "hunter2" not in str(failed.value)
+
+
+def test_the_command_line_names_an_unreachable_database(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IMAGING_AGENT_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("IMAGING_AGENT_DATABASE_URL", f"postgresql://agent:hunter2@127.0.0.1:{free_port()}/state")
+    monkeypatch.setattr(sys, "argv", ["imaging-agent", "approvals", "list"])
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        get_settings.cache_clear()
+    printed = " ".join(capsys.readouterr().out.split())  # the console of agent/commands/output.py
+    assert exited.value.code == 1
+    assert "error: cannot open the state database postgresql+psycopg://agent:***@127.0.0.1" in printed
+    assert "correct IMAGING_AGENT_DATABASE_URL" in printed and "hunter2" not in printed
