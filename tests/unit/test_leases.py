@@ -162,6 +162,30 @@ def test_taking_a_lease_is_atomic(db: Engine) -> None:
     assert len(won) == 1 and len(refused) == len(stores) - 1
 
 
+def test_taking_over_a_gone_runners_lease_is_atomic(db: Engine) -> None:
+    """Eight runners find the same dead owner's lease at once: exactly one takes it over."""
+    _store(db, _as(_dead_pid())).acquire(JOB)
+    stores = [_store(db) for _ in range(8)]
+    start = threading.Barrier(len(stores))
+    won: list[str] = []
+    refused: list[int] = []
+
+    def race(i: int) -> None:
+        start.wait()
+        try:
+            won.append(stores[i].acquire(JOB).holder.token)
+        except JobBusyError:
+            refused.append(i)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == len(stores) - 1
+    assert _store(db).last_holder(JOB).token == won[0]  # type: ignore[union-attr]
+
+
 def test_the_heartbeat_must_be_shorter_than_the_expiry(db: Engine) -> None:
     with pytest.raises(ValueError, match="below its expiry"):
         _store(db, expiry_s=10, heartbeat_s=10)
