@@ -6,13 +6,15 @@ import logging
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-from agent.commands import identity, jobs, listen, offline, purge, worklist
+from agent.commands import identity, jobs, listen, offline, output, purge, worklist
 from agent.commands.approvals import approvals_app
 from agent.commands.identity import users_app
 from agent.commands.services import services_app
 from agent.private_files import protect_run_dir
-from agent.settings import get_settings
+from agent.settings import Settings, get_settings
+from tools.state.migrate import StateDatabaseError
 
 app = typer.Typer(
     help="imaging-agent: AI results between PACS and EHR, with radiologist approval before every write.",
@@ -54,7 +56,16 @@ def ui(port: Annotated[int | None, typer.Option("--port", help="Port (default fr
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except StateDatabaseError as exc:
+        output.error(exc)
+        raise SystemExit(1) from None
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        output.error(f"the settings (environment or .env) are not valid: {exc}; see .env.example")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

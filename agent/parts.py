@@ -4,11 +4,14 @@ into clients. Everything below `agent/` takes these parts as parameters and neve
 
 from __future__ import annotations
 
+from sqlalchemy import Engine
+
 from agent.settings import Settings
 from tools.dicomweb.client import DicomwebClient
 from tools.dimse.client import DimseClient
 from tools.fhir.client import FhirClient
 from tools.segmentation.catalog import EngineCatalog
+from tools.state.database import state_engine
 from tools.workflow.decisions import DecisionStore
 from tools.workflow.pipeline import StudyServices
 
@@ -49,16 +52,23 @@ def engine_catalog(settings: Settings) -> EngineCatalog:
     return EngineCatalog(settings.engine_options())
 
 
-def study_services(settings: Settings) -> StudyServices:
+def database(settings: Settings) -> Engine:
+    """The engine over the runtime's database (SQLite by default, PostgreSQL when configured).
+
+    Built once per runtime and handed to every store over it; the caller disposes of it."""
+    return state_engine(settings.state_database_url())
+
+
+def study_services(settings: Settings, engine: Engine) -> StudyServices:
     """Everything a study job talks to: FHIR, the PACS, the engines, the decision store and the work store.
 
-    The caller owns the clients and closes them (AgentRuntime does, on close).
+    The caller owns the clients and the engine and closes them (AgentRuntime does, on close).
     """
     return StudyServices(
         fhir=fhir_client(settings),
         pacs=pacs_client(settings),
         engines=engine_catalog(settings),
-        decisions=DecisionStore(settings.state_path),
+        decisions=DecisionStore(engine),
         work_root=settings.run_dir / "work",
         default_engine=settings.default_engine,
         patient_identifier_system=settings.patient_identifier_system,

@@ -19,6 +19,7 @@ from tools.dimse.scp import Peer
 from tools.http.config import AuthKind, HttpAuth, RetryPolicy
 from tools.intake.routing import DEFAULT_RULES, RoutingRule
 from tools.segmentation.catalog import EngineOptions, MedImageParseOptions
+from tools.state.database import DatabaseUrlError, parse_database_url, sqlite_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +31,9 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         env_ignore_empty=True,
+        # Settings hold passwords and keys (a database URL, API keys): an error names the setting and
+        # what is wrong with it, never echoes the values given.
+        hide_input_in_errors=True,
     )
 
     run_dir: Path = Field(default=PROJECT_ROOT / "run", description="service data, work files, checkpoints")
@@ -41,6 +45,12 @@ class Settings(BaseSettings):
     fhir_port: int = 8090
     fhir_venv: Path = Field(default=PROJECT_ROOT / ".venv-fhir")
     service_start_timeout_s: float = 60.0
+    # Started by `imaging-agent services up --scale` only: PostgreSQL 15 and Redis from Debian, on
+    # 127.0.0.1, their data in the run directory. PostgreSQL refuses to run as root, so as root it
+    # runs as this system user (created on first use).
+    postgres_port: int = 5433
+    postgres_system_user: str = "imaging-agent-db"
+    redis_port: int = 6380
 
     # PACS.
     dicomweb_url: str = "http://127.0.0.1:8042/dicom-web"
@@ -101,11 +111,25 @@ class Settings(BaseSettings):
     http_retry_attempts: int = Field(default=4, ge=1)
     http_retry_backoff_s: float = Field(default=0.5, ge=0)
 
-    # One runner per job: a lease per job in the runtime's SQLite file. On this host a
+    # Where the runtime's state lives: LangGraph's checkpoints and the project's tables (jobs, leases,
+    # decisions, local accounts). Unset: the SQLite file run/agent.sqlite. For several processes or
+    # machines: postgresql://USER:PASSWORD@HOST:PORT/DATABASE (`services up --scale` starts one).
+    database_url: SecretStr | None = Field(default=None, description="sqlite:////abs/path or postgresql://...")
+
+    # One runner per job: a lease per job in the runtime's database. On this host a
     # runner counts as gone when its process has exited; a runner on another host (a shared run dir)
     # when its heartbeat is older than job_lease_s. A running job renews it every job_lease_heartbeat_s.
     job_lease_s: float = Field(default=60.0, gt=0, description="heartbeat age after which another host's runner counts as gone")
     job_lease_heartbeat_s: float = Field(default=10.0, gt=0, description="how often a running job renews its lease")
+
+    @model_validator(mode="after")
+    def _database_url_is_usable(self) -> Settings:
+        if self.database_url is not None:
+            try:
+                parse_database_url(self.database_url.get_secret_value())
+            except DatabaseUrlError as exc:
+                raise ValueError(f"IMAGING_AGENT_DATABASE_URL: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Settings:
@@ -234,8 +258,14 @@ class Settings(BaseSettings):
 
     @property
     def state_path(self) -> Path:
-        """The one SQLite file of the workflow runtime: checkpoints, jobs and decisions."""
+        """The embedded default's SQLite file: checkpoints, jobs, leases, decisions and accounts."""
         return self.run_dir / "agent.sqlite"
+
+    def state_database_url(self) -> str:
+        """The runtime's database: IMAGING_AGENT_DATABASE_URL, else the SQLite file in the run directory."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return sqlite_url(self.state_path)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

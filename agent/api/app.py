@@ -49,15 +49,17 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = AgentRuntime(settings)
-        app.state.accounts = account_store(settings)
-        app.state.signer = token_signer(settings)
-        app.state.oidc = bearer_verifier(settings) if settings.oidc_issuer else None
-        app.state.jobs = JobRunner(runtime)
         try:
-            yield
+            with account_store(settings) as accounts:
+                app.state.accounts = accounts
+                app.state.signer = token_signer(settings)
+                app.state.oidc = bearer_verifier(settings) if settings.oidc_issuer else None
+                app.state.jobs = JobRunner(runtime)
+                try:
+                    yield
+                finally:
+                    app.state.jobs.wait(timeout_s=30)
         finally:
-            app.state.jobs.wait(timeout_s=30)
-            app.state.accounts.close()
             runtime.close()
             ui_runtime.close()
 
