@@ -14,6 +14,7 @@ from tools.segmentation.catalog import EngineCatalog
 from tools.state.database import state_engine
 from tools.workflow.decisions import DecisionStore
 from tools.workflow.pipeline import StudyServices
+from tools.workflow.result_stores import DicomwebResults, DimseResults
 
 
 def fhir_client(settings: Settings) -> FhirClient:
@@ -64,9 +65,12 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
 
     The caller owns the clients and the engine and closes them (AgentRuntime does, on close).
     """
+    pacs = pacs_client(settings)
+    results = DimseResults(dimse_client(settings)) if settings.pacs_store == "dimse" else DicomwebResults(pacs)
     return StudyServices(
         fhir=fhir_client(settings),
-        pacs=pacs_client(settings),
+        pacs=pacs,
+        results=results,
         engines=engine_catalog(settings),
         decisions=DecisionStore(engine),
         work_root=settings.run_dir / "work",

@@ -30,6 +30,7 @@ from tools.workflow.records import (
     TaskRecord,
     Variant,
 )
+from tools.workflow.result_stores import ResultStore
 from tools.workflow.worklist import select_worklist
 
 
@@ -39,6 +40,8 @@ class StudyServices:
 
     fhir: FhirClient
     pacs: DicomwebClient
+    results: ResultStore
+    """where approved objects are stored and verified: the same PACS over DICOMweb, or over DIMSE"""
     engines: EngineCatalog
     decisions: DecisionStore
     work_root: Path
@@ -101,7 +104,7 @@ class StudyWorkflow:
         write.record_approval(self.services.fhir, self.services.decisions, task_id, approved)
 
     def store(self, study_instance_uid: str, writes: Sequence[PendingDicomWrite]) -> list[str]:
-        return write.store_approved(self.services.pacs, self.services.fhir, study_instance_uid, writes)
+        return write.store_approved(self.services.results, self.services.fhir, study_instance_uid, writes)
 
     def report(self, task_id: str, approved: ApprovedPlan) -> str:
         return write.report_to_fhir(self.services.fhir, task_id, approved)
