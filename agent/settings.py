@@ -218,6 +218,9 @@ class Settings(BaseSettings):
         description="JSON list of routing rules (modality, body_parts, series_description regex -> engine); "
         "the first match decides, a series no rule matches is kept and not processed",
     )
+    intake_with_service: bool = Field(
+        default=False, description="`imaging-agent serve` also runs the DICOM node (as `imaging-agent listen` would)"
+    )
     intake_tls_cert: Path | None = Field(default=None, description="PEM certificate of the node: DICOM over TLS")
     intake_tls_key: Path | None = Field(default=None, description="PEM private key of that certificate")
     intake_tls_ca: Path | None = Field(

@@ -164,3 +164,32 @@ def test_a_pushed_series_becomes_a_job_and_an_approval_writes_into_the_original_
         assert_written_once(live_settings, seeded)
     finally:
         retire(live_settings, [seeded])
+
+
+def test_the_api_service_runs_the_node_when_asked(settings: Settings, tmp_path: Path) -> None:
+    port, api_port = free_port(), free_port()
+    env = _env(settings, port) | {"IMAGING_AGENT_INTAKE_WITH_SERVICE": "true"}
+    log = tmp_path / "serve.log"
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    service = subprocess.Popen(
+        [str(CLI), "serve", "--port", str(api_port)], env=env, cwd=settings.run_dir, stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ae = AE(ae_title=SENDER)
+        ae.add_requested_context(Verification)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert service.poll() is None, log.read_text()
+            assoc = ae.associate("127.0.0.1", port, ae_title=NODE)
+            if assoc.is_established:
+                assert assoc.send_c_echo().Status == 0x0000
+                assoc.release()
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"the service's DICOM node did not answer in 60 s:\n{log.read_text()}")
+        assert ae.associate("127.0.0.1", port, ae_title="SOMEONE_ELSE").is_rejected
+    finally:
+        service.terminate()
+        service.wait(timeout=60)

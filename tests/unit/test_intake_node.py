@@ -183,3 +183,19 @@ def test_a_failed_write_is_answered_out_of_resources_so_the_sender_keeps_it(
         assoc.release()
     finally:
         storage.stop()
+
+
+def test_a_write_a_killed_node_left_half_done_is_not_part_of_the_series(
+    tmp_path: Path, phantom_files: list[Path]
+) -> None:
+    inbox = Inbox(tmp_path / "inbox")
+    ds = pydicom.dcmread(phantom_files[0])
+    kept = inbox.keep(ds, "a1")
+    inbox.released("a1", 0.0)
+    # The node was killed after writing the next instance's temporary file, before its rename.
+    staged = kept.parent / ".1.2.3.4.deadbeef.part"
+    shutil.copy(phantom_files[1], staged)
+    [series] = inbox.stable(0.0)
+    assert series.files() == [kept]
+    Inbox(tmp_path / "inbox")  # the node starting again
+    assert not staged.exists()
