@@ -13,6 +13,7 @@ from tools.fhir.client import FhirClient
 from tools.segmentation.catalog import EngineCatalog
 from tools.state.database import state_engine
 from tools.workflow.decisions import DecisionStore
+from tools.workflow.lineage import LineageStore
 from tools.workflow.pipeline import StudyServices
 from tools.workflow.result_stores import DicomwebResults, DimseResults
 
@@ -73,6 +74,7 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
         results=results,
         engines=engine_catalog(settings),
         decisions=DecisionStore(engine),
+        lineage=LineageStore(engine),
         work_root=settings.run_dir / "work",
         default_engine=settings.default_engine,
         patient_identifier_system=settings.patient_identifier_system,

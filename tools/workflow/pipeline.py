@@ -19,6 +19,7 @@ from tools.segmentation.catalog import EngineCatalog
 from tools.workflow import prepare, write
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.decisions import DecisionStore
+from tools.workflow.lineage import LineageStore, source_instances
 from tools.workflow.records import (
     ApprovedPlan,
     BuiltResults,
@@ -44,6 +45,7 @@ class StudyServices:
     """where approved objects are stored and verified: the same PACS over DICOMweb, or over DIMSE"""
     engines: EngineCatalog
     decisions: DecisionStore
+    lineage: LineageStore
     work_root: Path
     default_engine: str
     patient_identifier_system: str
@@ -105,6 +107,13 @@ class StudyWorkflow:
 
     def store(self, study_instance_uid: str, writes: Sequence[PendingDicomWrite]) -> list[str]:
         return write.store_approved(self.services.results, self.services.fhir, study_instance_uid, writes)
+
+    def record_lineage(
+        self, study_instance_uid: str, task_id: str, fetched: FetchedSeries, writes: Sequence[PendingDicomWrite],
+        decision: ApprovalDecision,
+    ) -> None:
+        inputs = source_instances(fetched.work_dir / prepare.SOURCE_DIR)
+        self.services.lineage.record(study_instance_uid, task_id, writes, inputs, decision, self.services.results.destination)
 
     def report(self, task_id: str, approved: ApprovedPlan) -> str:
         return write.report_to_fhir(self.services.fhir, task_id, approved)

@@ -49,6 +49,9 @@ from tools.workflow.records import (
 
 log = logging.getLogger(__name__)
 
+# The fetched series' Part 10 files, inside a study's work folder.
+SOURCE_DIR = "source"
+
 
 def read_study(fhir: FhirClient, imaging_study_id: str, patient_identifier_system: str) -> StudyRecord:
     """The ImagingStudy and its patient from FHIR: identifiers, dates, version. Reads only.
@@ -159,7 +162,7 @@ def fetch_series(
         for i in pacs.search_instances(study_uid, series_uid)
     ]
     work = work_root / content_key(series_uid, listed)
-    source = work / "source"
+    source = work / SOURCE_DIR
     have = {p.stem for p in source.glob("*.dcm")}
     downloaded = None
     if have != set(listed):
@@ -179,7 +182,7 @@ def fetch_series(
 
 def assemble_stored(work_dir: Path) -> StoredFile:
     """The downloaded series as one geometry-checked volume in the work store."""
-    volume = assemble_volume(read_series_dir(work_dir / "source"))
+    volume = assemble_volume(read_series_dir(work_dir / SOURCE_DIR))
     path = work_dir / "volume.npz"
     return StoredFile(path=path, sha256=save_volume(volume, path))
 
@@ -246,7 +249,7 @@ def build_results(
     """RTSTRUCT, SEG, SR, previews and report on disk, hashed; the approval request and write plan."""
     volume = load_volume(volume_file.path, volume_file.sha256)
     result = load_result(segmentation.path, segmentation.sha256)
-    source = [dcmread(p, stop_before_pixels=True) for p in sorted((fetched.work_dir / "source").glob("*.dcm"))]
+    source = [dcmread(p, stop_before_pixels=True) for p in sorted((fetched.work_dir / SOURCE_DIR).glob("*.dcm"))]
     out_dir = fetched.work_dir / f"{variant}-results-{result.engine}"
     package = build_package(source, volume, result, out_dir, created=datetime.fromisoformat(created_at))
     plan = _writeback_plan(study, package, segmentation.engine_fallbacks)

@@ -30,6 +30,11 @@ class ResultStore(Protocol):
     digest_name: str
     """What the digests are, for messages and the AuditEvent: e.g. 'sha256 of the file'."""
 
+    @property
+    def destination(self) -> str:
+        """Where results go, for the audit index: the DICOMweb URL or the DIMSE peer."""
+        ...
+
     def held_digest(self, study_instance_uid: str, write: PendingDicomWrite) -> str | None:
         """The digest of what the PACS holds under the write's UIDs, or None when it holds nothing there."""
         ...
@@ -46,6 +51,10 @@ class DicomwebResults:
 
     def __init__(self, pacs: DicomwebClient) -> None:
         self.pacs = pacs
+
+    @property
+    def destination(self) -> str:
+        return f"DICOMweb {self.pacs.url}"
 
     def held_digest(self, study_instance_uid: str, write: PendingDicomWrite) -> str | None:
         held = self.pacs.retrieve_instance_bytes(study_instance_uid, write.series_instance_uid, write.sop_instance_uid)
@@ -73,6 +82,10 @@ class DimseResults:
 
     def __init__(self, dimse: DimseClient) -> None:
         self.dimse = dimse
+
+    @property
+    def destination(self) -> str:
+        return f"DIMSE {self.dimse.peer}"
 
     def held_digest(self, study_instance_uid: str, write: PendingDicomWrite) -> str | None:
         if write.sop_instance_uid not in self.dimse.find_instances(study_instance_uid, write.series_instance_uid):
