@@ -54,6 +54,13 @@ _RING_OUTER = 3
 _CLOSING_RADIUS_MM = 3.0
 # Working voxels around a lung's box, so that the closing does not meet the box's edge.
 _CLOSING_PAD_W = 3
+# The lung's edge as a radiotherapy contour draws it: the in-plane ring of partial-volume
+# voxels just outside the half-way iso-line, as long as a voxel is still at least a quarter
+# lung (below lung + 0.75 x (tissue - lung)). Manual contours follow the visible edge in a
+# lung window, about a pixel outside the midpoint (nsclc-lung1-001: the missed lung was 1-2
+# mm deep at -390 to -70 HU all around). Not along the slice axis: slices are 2.5-5 mm apart.
+_EDGE_RING_MM = 1.0
+_EDGE_FRACTION = 0.75
 # Largest axial hole filled: a hilar vessel or a bronchus with its wall (about 25 mm across).
 _MAX_AXIAL_HOLE_MM2 = 500.0
 
@@ -87,19 +94,31 @@ def _ring_median(work: np.ndarray, mask: np.ndarray, exclude: np.ndarray) -> flo
     return float(np.median(work[ring])) if ring.any() else None
 
 
-def _refine(hu: np.ndarray, territory: np.ndarray, blocked: np.ndarray, threshold: float, spacing: Spacing) -> np.ndarray:
-    """One lung at full resolution: threshold inside its territory, close, fill holes.
+def _refine(
+    hu: np.ndarray, territory: np.ndarray, blocked: np.ndarray, thresholds: tuple[float, float], spacing: Spacing
+) -> np.ndarray:
+    """One lung at full resolution: threshold inside its territory, close, fill holes, add the edge ring.
 
+    ``thresholds``: the partial-volume midpoint and the edge ring's limit (``_EDGE_FRACTION``).
     Axial holes are filled up to the size of a vessel or bronchus section: a larger one is
     the dome of the diaphragm rising into the slice, not lung. Holes closed in 3D (a nodule
     or mass inside the lung) are filled whatever their size.
     """
-    mask = territory & (hu < threshold) & ~blocked
+    threshold, edge_threshold = thresholds
+    allowed = territory & ~blocked
+    mask = allowed & (hu < threshold)
     size = filter_size(_CLOSING_RADIUS_MM, spacing)
     closed = ndimage.minimum_filter(ndimage.maximum_filter(mask.view(np.uint8), size=size), size=size) > 0
-    mask |= closed & territory & ~blocked
+    mask |= closed & allowed
     max_hole_px = int(_MAX_AXIAL_HOLE_MM2 / (spacing[1] * spacing[2]))
-    return fill_holes_3d(fill_holes_axial(mask, max_hole_px))
+    mask = fill_holes_3d(fill_holes_axial(mask, max_hole_px))
+    return mask | (_in_plane_ring(mask, _EDGE_RING_MM, spacing) & allowed & (hu < edge_threshold))
+
+
+def _in_plane_ring(mask: np.ndarray, radius_mm: float, spacing: Spacing) -> np.ndarray:
+    """Voxels within ``radius_mm`` of ``mask`` in their own slice (none where pixels are larger)."""
+    size = (1, *filter_size(radius_mm, spacing)[1:])
+    return (ndimage.maximum_filter(mask.view(np.uint8), size=size) > 0) & ~mask
 
 
 class LungThresholdEngine:
@@ -144,6 +163,7 @@ class LungThresholdEngine:
         tissue = _ring_median(work_w, any_lung, air_w)
         tissue = float(np.clip(tissue if tissue is not None else _SOFT_TISSUE_HU, *_TISSUE_RANGE_HU))
         threshold = (lung_median + tissue) / 2.0
+        edge_threshold = lung_median + _EDGE_FRACTION * (tissue - lung_median)
 
         territory_w = _grow_labels(labels_w, _TERRITORY_STEPS, factors)
         airway_guard = ndimage.binary_dilation(airway_w)
@@ -165,7 +185,7 @@ class LungThresholdEngine:
                     hu[box],
                     upsample(own_w, factors, local),
                     upsample(airway_guard, factors, local),
-                    threshold,
+                    (threshold, edge_threshold),
                     canon.spacing,
                 )
             masks.append(canon.backward(full))
