@@ -100,9 +100,11 @@ def _refine(
     """One lung at full resolution: threshold inside its territory, close, fill holes, add the edge ring.
 
     ``thresholds``: the partial-volume midpoint and the edge ring's limit (``_EDGE_FRACTION``).
-    Axial holes are filled up to the size of a vessel or bronchus section: a larger one is
-    the dome of the diaphragm rising into the slice, not lung. Holes closed in 3D (a nodule
-    or mass inside the lung) are filled whatever their size.
+    Axial holes are filled up to the size of a vessel or bronchus section. A larger one is
+    the dome of the diaphragm rising into the slice: it stays out where it is tissue, and is
+    filled where its median voxel is still a quarter lung (``edge_threshold``), the dome's
+    cap seen through lung in a thick slice, which radiotherapy contours include. Holes
+    closed in 3D (a nodule or mass inside the lung) are filled whatever their size.
     """
     threshold, edge_threshold = thresholds
     allowed = territory & ~blocked
@@ -111,7 +113,7 @@ def _refine(
     closed = ndimage.minimum_filter(ndimage.maximum_filter(mask.view(np.uint8), size=size), size=size) > 0
     mask |= closed & allowed
     max_hole_px = int(_MAX_AXIAL_HOLE_MM2 / (spacing[1] * spacing[2]))
-    mask = fill_holes_3d(fill_holes_axial(mask, max_hole_px))
+    mask = fill_holes_3d(fill_holes_axial(mask, max_hole_px, hu, edge_threshold))
     return mask | (_in_plane_ring(mask, _EDGE_RING_MM, spacing) & allowed & (hu < edge_threshold))
 
 

@@ -48,18 +48,26 @@ def upsample(labels: np.ndarray, factors: tuple[int, int, int], box: Box) -> np.
     return labels[index]
 
 
-def fill_holes_axial(mask: np.ndarray, max_area_px: int | None = None) -> np.ndarray:
+def fill_holes_axial(
+    mask: np.ndarray, max_area_px: int | None = None, hu: np.ndarray | None = None, large_max_hu: float | None = None
+) -> np.ndarray:
     """Fill holes in every axial slice: background not 4-connected to the slice border.
 
-    With ``max_area_px``, only holes up to that many pixels are filled.
+    With ``max_area_px``, only holes up to that many pixels are filled; with ``hu`` and
+    ``large_max_hu`` also larger holes whose median HU is below ``large_max_hu``.
     """
     labels, _ = ndimage.label(~mask, structure=SLICE_2D_4)
-    fill = np.ones(int(labels.max()) + 1, dtype=bool)
+    enclosed = np.ones(int(labels.max()) + 1, dtype=bool)
     for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
-        fill[edge] = False
+        enclosed[edge] = False
+    enclosed[0] = False
+    fill = enclosed.copy()
     if max_area_px is not None:
-        fill &= np.bincount(labels.ravel(), minlength=fill.size) <= max_area_px
-    fill[0] = False
+        large = np.bincount(labels.ravel(), minlength=fill.size) > max_area_px
+        fill &= ~large
+        if hu is not None and large_max_hu is not None:
+            for index in np.flatnonzero(enclosed & large):
+                fill[index] = float(np.median(hu[labels == index])) < large_max_hu
     return mask | fill[labels]
 
 
