@@ -101,9 +101,10 @@ def _refine(
 
     ``thresholds``: the partial-volume midpoint and the edge ring's limit (``_EDGE_FRACTION``).
     Axial holes are filled up to the size of a vessel or bronchus section. A larger one is
-    the dome of the diaphragm rising into the slice: it stays out where it is tissue, and is
-    filled where its median voxel is still a quarter lung (``edge_threshold``), the dome's
-    cap seen through lung in a thick slice, which radiotherapy contours include. Holes
+    the dome of the diaphragm rising into the slice, or the airway (kept out by ``blocked``):
+    it stays out where it is tissue or air, and is filled where its median voxel is partial
+    volume, between the midpoint and a quarter lung (``edge_threshold``): the dome's cap seen
+    through lung in a thick slice, which radiotherapy contours include. Holes
     closed in 3D (a nodule or mass inside the lung) are filled whatever their size.
     """
     threshold, edge_threshold = thresholds
@@ -113,7 +114,7 @@ def _refine(
     closed = ndimage.minimum_filter(ndimage.maximum_filter(mask.view(np.uint8), size=size), size=size) > 0
     mask |= closed & allowed
     max_hole_px = int(_MAX_AXIAL_HOLE_MM2 / (spacing[1] * spacing[2]))
-    mask = fill_holes_3d(fill_holes_axial(mask, max_hole_px, hu, edge_threshold))
+    mask = fill_holes_3d(fill_holes_axial(mask, max_hole_px, hu, thresholds))
     return mask | (_in_plane_ring(mask, _EDGE_RING_MM, spacing) & allowed & (hu < edge_threshold))
 
 

@@ -49,12 +49,15 @@ def upsample(labels: np.ndarray, factors: tuple[int, int, int], box: Box) -> np.
 
 
 def fill_holes_axial(
-    mask: np.ndarray, max_area_px: int | None = None, hu: np.ndarray | None = None, large_max_hu: float | None = None
+    mask: np.ndarray,
+    max_area_px: int | None = None,
+    hu: np.ndarray | None = None,
+    large_hu_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Fill holes in every axial slice: background not 4-connected to the slice border.
 
     With ``max_area_px``, only holes up to that many pixels are filled; with ``hu`` and
-    ``large_max_hu`` also larger holes whose median HU is below ``large_max_hu``.
+    ``large_hu_range`` (low, high) also larger holes whose median HU lies in that range.
     """
     labels, _ = ndimage.label(~mask, structure=SLICE_2D_4)
     enclosed = np.ones(int(labels.max()) + 1, dtype=bool)
@@ -65,9 +68,12 @@ def fill_holes_axial(
     if max_area_px is not None:
         large = np.bincount(labels.ravel(), minlength=fill.size) > max_area_px
         fill &= ~large
-        if hu is not None and large_max_hu is not None:
+        if hu is not None and large_hu_range is not None:
+            boxes = ndimage.find_objects(labels)
             for index in np.flatnonzero(enclosed & large):
-                fill[index] = float(np.median(hu[labels == index])) < large_max_hu
+                box = boxes[index - 1]
+                median = float(np.median(hu[box][labels[box] == index]))
+                fill[index] = large_hu_range[0] <= median < large_hu_range[1]
     return mask | fill[labels]
 
 
