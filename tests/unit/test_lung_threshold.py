@@ -250,3 +250,19 @@ def test_registry_provides_the_engine_by_name() -> None:
     engine = EngineCatalog().get("lung-threshold")
     assert isinstance(engine, LungThresholdEngine)
     assert (engine.name, engine.version) == ("lung-threshold", "1.0.0")
+
+
+def test_exclusion_mask_is_left_out_of_both_lungs(engine: LungThresholdEngine, small_hfs: Phantom) -> None:
+    """A GTV given as an exclusion mask is never lung, and nothing else changes."""
+    volume = phantom_volume(small_hfs)
+    plain = masks(engine.segment(volume, ["lungs"]))
+    gtv = np.zeros(volume.array.shape, dtype=bool)
+    k, r, c = (int(round(float(v))) for v in np.argwhere(plain["left-lung"]).mean(axis=0))
+    gtv[k - 2 : k + 3, r - 3 : r + 4, c - 3 : c + 4] = True
+    excluded = masks(engine.segment(volume, ["lungs"], exclude=gtv))
+    for key in ("left-lung", "right-lung"):
+        assert not (excluded[key] & gtv).any()
+        assert np.array_equal(excluded[key], plain[key] & ~gtv)
+    assert (plain["left-lung"] & gtv).any()  # the GTV did lie in the lung
+    with pytest.raises(EngineError, match="exclusion mask"):
+        engine.segment(volume, ["lungs"], exclude=np.zeros((2, 2, 2), dtype=bool))
