@@ -249,7 +249,7 @@ def test_volume_without_lungs_is_refused_naming_the_series(engine: LungThreshold
 def test_registry_provides_the_engine_by_name() -> None:
     engine = EngineCatalog().get("lung-threshold")
     assert isinstance(engine, LungThresholdEngine)
-    assert (engine.name, engine.version) == ("lung-threshold", "1.0.0")
+    assert (engine.name, engine.version) == ("lung-threshold", "1.1.0")
 
 
 def test_exclusion_mask_is_left_out_of_both_lungs(engine: LungThresholdEngine, small_hfs: Phantom) -> None:

@@ -32,7 +32,7 @@ from tools.segmentation.qa import centroid_x
 logger = logging.getLogger(__name__)
 
 ENGINE_NAME = "lung-threshold"
-ENGINE_VERSION = "1.0.0"
+ENGINE_VERSION = "1.1.0"
 
 _SUPPORTED = ("left-lung", "right-lung")
 # Midpoint between aerated lung (~-850 HU) and soft tissue (~+40 HU): where a voxel is half
