@@ -17,6 +17,7 @@ never under 1.0.0's raw 0.961 / 0.968.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,23 @@ def test_qa_points_at_the_tumour_and_nothing_else(nsclc: tuple[Volume, dict, Seg
     assert first <= gtv_slices.max() and last >= gtv_slices.min(), (flag.message, gtv_slices)
     assert {f.code for f in found["right-lung"].flags} <= {"dense-excluded"}
     assert result.flags == []
+
+
+def test_same_masks_when_the_slices_come_feet_first(nsclc: tuple[Volume, dict, SegmentationResult]) -> None:
+    """The series with its slice order reversed (as a feet-first acquisition stores it) gives the same lungs."""
+    volume, _, result = nsclc
+    geometry = volume.geometry
+    last = geometry.shape[0] - 1
+    column, row, normal = geometry.direction
+    reversed_geometry = geometry.model_copy(
+        update={"origin": geometry.slice_position(last), "direction": (column, row, tuple(-v for v in normal))}
+    )
+    reversed_volume = dataclasses.replace(
+        volume,
+        array=np.ascontiguousarray(volume.array[::-1]),
+        geometry=reversed_geometry,
+        sop_instance_uids=volume.sop_instance_uids[::-1],
+    )
+    again = masks(LungThresholdEngine().segment(reversed_volume, ["lungs"]))
+    for key, mask in masks(result).items():
+        assert np.array_equal(again[key][::-1], mask), key
