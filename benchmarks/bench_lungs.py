@@ -46,6 +46,7 @@ from tools.imaging.orientation import array_axis_spacing  # noqa: E402
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir  # noqa: E402
 from tools.segmentation.lung_threshold import ENGINE_VERSION, LungThresholdEngine  # noqa: E402
 from tools.segmentation.metrics import agreement, fill_missing_slices  # noqa: E402
+from tools.segmentation.qa import assess  # noqa: E402
 
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data"
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "lungs.md"
@@ -238,6 +239,8 @@ def _run_case(case: Case, lines: list[str]) -> None:
             f"GTV: {gtv_ml:.1f} mL, of which in the engine's left lung {inside['left-lung']:.1f} mL, right lung "
             f"{inside['right-lung']:.1f} mL (reference: {in_reference['left-lung']:.1f} / {in_reference['right-lung']:.1f} mL).",
         ]
+    flags = assess(volume, result).all_flags()
+    details += ["", "QA flags:", ""] + ([f"- `{f.code}` ({f.severity}): {f.message}" for f in flags] or ["- none"])
     lines += [*details, ""]
 
 
