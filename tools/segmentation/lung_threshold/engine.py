@@ -104,8 +104,8 @@ def _refine(
     the dome of the diaphragm rising into the slice, or the airway (kept out by ``blocked``):
     it stays out where it is tissue or air, and is filled where its median voxel is partial
     volume, between the midpoint and a quarter lung (``edge_threshold``): the dome's cap seen
-    through lung in a thick slice, which radiotherapy contours include. Holes
-    closed in 3D (a nodule or mass inside the lung) are filled whatever their size.
+    through lung in a thick slice, which radiotherapy contours include. Holes closed in 3D
+    (a nodule or mass inside the lung) are filled whatever their size.
     """
     threshold, edge_threshold = thresholds
     allowed = territory & ~blocked
