@@ -266,3 +266,17 @@ def test_exclusion_mask_is_left_out_of_both_lungs(engine: LungThresholdEngine, s
     assert (plain["left-lung"] & gtv).any()  # the GTV did lie in the lung
     with pytest.raises(EngineError, match="exclusion mask"):
         engine.segment(volume, ["lungs"], exclude=np.zeros((2, 2, 2), dtype=bool))
+
+
+def test_apex_cut_off_by_a_dense_band_stays_part_of_its_lung(engine: LungThresholdEngine) -> None:
+    """Scarring across the left upper lobe cuts its apex off as a separate air region: it is still left lung."""
+    phantom = make_phantom(PhantomSpec(**{**SMALL, "slices": 80, "slice_thickness_mm": 3.0}))
+    levels = np.flatnonzero(phantom.left_lung.any(axis=(1, 2)))
+    band = levels[-1] - 6  # HFS: the last slices are the most superior
+    hu = phantom.hu.copy()
+    hu[band][phantom.left_lung[band]] = 40  # one 3 mm slice of dense tissue right across the lung
+    apex = phantom.left_lung.copy()
+    apex[: band + 1] = False
+    found = masks(engine.segment(phantom_volume(phantom, hu), ["lungs"]))
+    assert np.count_nonzero(found["left-lung"] & apex) >= 0.95 * np.count_nonzero(apex)
+    assert not (found["right-lung"] & apex).any()
