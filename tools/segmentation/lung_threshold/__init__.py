@@ -17,9 +17,10 @@ The topology is worked out on a working grid of about 1.4 mm (block means of the
 4. Lungs: the two largest remaining air regions that are not pure gas (bowel and stomach
    gas sit near -1000 HU, lung tissue does not). A region lying on both sides of the
    body's midline is two lungs touching at a junction line: it is split at its narrowest
-   junction (watershed of the distance map from two cores). Further air regions of lung
-   tissue (at most 15 % pure gas, at least 2 mL) within 10 mm of a lung and on its side of
-   the midline are parts of it cut off by disease (an apex behind scarring) and join it.
+   junction (watershed of the distance map from two cores). Further air regions of
+   aerated lung tissue (median at most -750 HU, at most 15 % pure gas, at least 2 mL) within
+   10 mm of a lung and on its side of the midline are parts of it cut off by disease (an
+   apex behind scarring) and join it.
 5. Full resolution, per lung: the threshold becomes the midpoint between the lungs' median
    HU and the tissue around them (the partial-volume boundary); a 3 mm closing takes in
    vessels touching the pleura; axial holes up to a vessel or bronchus section are filled,

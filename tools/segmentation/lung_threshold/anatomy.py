@@ -47,6 +47,9 @@ _SPLIT_MIN_CORE_FRACTION = 0.1
 _FRAGMENT_MIN_ML = 2.0
 _FRAGMENT_REACH_MM = 10.0
 _FRAGMENT_MAX_GAS_FRACTION = 0.15
+# ...and aerated: lung parenchyma's median sits near -850 HU (nsclc-lung1-001's cut-off apex:
+# -821). Stool in the colon under the diaphragm mixes gas and matter to well above this.
+_FRAGMENT_MAX_MEDIAN_HU = -750.0
 
 
 def body_mask(air: np.ndarray) -> np.ndarray:
@@ -169,24 +172,27 @@ def select_lungs(candidates: np.ndarray, work: np.ndarray, body: np.ndarray, spa
         i for i in order
         if i not in chosen and sizes[i] * voxel_ml >= _FRAGMENT_MIN_ML and gas_fraction[i] <= _FRAGMENT_MAX_GAS_FRACTION
     ]
-    _attach_fragments(out, labels, fragments, spacing, _body_mid_column(body))
+    boxes = ndimage.find_objects(labels)
+    fragments = [
+        i for i in fragments if float(np.median(work[boxes[i - 1]][labels[boxes[i - 1]] == i])) <= _FRAGMENT_MAX_MEDIAN_HU
+    ]
+    _attach_fragments(out, labels, [(i, boxes[i - 1]) for i in fragments], spacing, _body_mid_column(body))
     return Lungs(labels=out, cut_at_midline=cut)
 
 
-def _attach_fragments(out: np.ndarray, labels: np.ndarray, fragments: list[int], spacing: Spacing, mid: float) -> None:
-    """Give each fragment (a label in ``labels``) to the lung within reach on its side, in place.
+def _attach_fragments(
+    out: np.ndarray, labels: np.ndarray, fragments: list[tuple[int, tuple[slice, ...]]], spacing: Spacing, mid: float
+) -> None:
+    """Give each fragment (a label in ``labels``, with its box) to the lung within reach on its side, in place.
 
     Looked at in the fragment's box only, grown by the reach: cheap whatever the volume.
     """
     if not fragments:
         return
     reach = [int(np.ceil(_FRAGMENT_REACH_MM / s)) for s in spacing]
-    boxes = ndimage.find_objects(labels)
     lung_columns = [_mean_column(out == value) for value in (1, 2)]
-    for i in fragments:
-        box = tuple(
-            slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(boxes[i - 1], reach, labels.shape, strict=True)
-        )
+    for i, found in fragments:
+        box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(found, reach, labels.shape, strict=True))
         own = labels[box] == i
         near = ndimage.maximum_filter(own.view(np.uint8), size=filter_size(_FRAGMENT_REACH_MM, spacing)) > 0
         hits = np.bincount(out[box][near].ravel(), minlength=3)[1:]
