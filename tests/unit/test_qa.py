@@ -345,3 +345,12 @@ def test_ratio_and_length_are_not_judged_on_lungs_cut_by_the_scan() -> None:
     right[5:25] = False  # the right base 60 mm higher
     flags = chest_flags(hu, left, right)
     assert not {"lung-volume-ratio", "lung-length-mismatch"} & {f.code for f in flags}
+
+
+def test_a_lung_smaller_than_a_coarse_block_raises_no_error() -> None:
+    volume = make_volume(CHEST, spacing=(1.0, 1.0, 1.0))  # 3 mm blocks of 27 voxels
+    _, left, right = chest()
+    speck = np.zeros(CHEST, dtype=bool)
+    speck[20, 30, 40] = True
+    flags = qa_flags(volume, [lung("left-lung", speck), lung("right-lung", right)])
+    assert "volume-low" in {f.code for f in flags}

@@ -234,6 +234,8 @@ def _length_flags(coarse: _Coarse, lungs: dict[str, StructureMask]) -> list[QAFl
     """Apex and base heights compared, each only where neither lung is cut by the scan there."""
     spans = {key: _levels(mask) for key, mask in coarse.lungs.items()}
     left, right = spans["left-lung"], spans["right-lung"]
+    if left.size == 0 or right.size == 0:  # a lung smaller than a coarse block: its volume flags say it
+        return []
     last = coarse.lungs["left-lung"].shape[0] - 1
     step = coarse.spacing[0]
     flags: list[QAFlag] = []
