@@ -44,7 +44,8 @@ and dense lung wherever aerated lung surrounds it (in 3D) or a 3 mm closing reac
 excluded are the trachea and main bronchi, the mediastinum and hilar vessels outside the
 lung's aerated edge, bowel and stomach gas, and the GTV when one is given. Not handled by
 shape: dense lung (atelectasis, consolidation) that touches the pleura over a wide front
-stays out, and is announced by the ``dense-excluded`` QA flag with its slices.
+stays out. QA announces it (``dense-excluded``, with its slices) where it fills a concavity
+of the lung's surface, not where it lies as a flat dependent layer.
 
 Against the clinic's manual contours of nsclc-lung1-001 (3 mm, head first; skipped manual
 slice filled, benchmarks/bench_lungs.py): Dice left 0.980 / right 0.982, HD95 2.2 / 3.0 mm.
