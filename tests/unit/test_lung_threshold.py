@@ -249,4 +249,34 @@ def test_volume_without_lungs_is_refused_naming_the_series(engine: LungThreshold
 def test_registry_provides_the_engine_by_name() -> None:
     engine = EngineCatalog().get("lung-threshold")
     assert isinstance(engine, LungThresholdEngine)
-    assert (engine.name, engine.version) == ("lung-threshold", "1.0.0")
+    assert (engine.name, engine.version) == ("lung-threshold", "1.1.0")
+
+
+def test_exclusion_mask_is_left_out_of_both_lungs(engine: LungThresholdEngine, small_hfs: Phantom) -> None:
+    """A GTV given as an exclusion mask is never lung, and nothing else changes."""
+    volume = phantom_volume(small_hfs)
+    plain = masks(engine.segment(volume, ["lungs"]))
+    gtv = np.zeros(volume.array.shape, dtype=bool)
+    k, r, c = (int(round(float(v))) for v in np.argwhere(plain["left-lung"]).mean(axis=0))
+    gtv[k - 2 : k + 3, r - 3 : r + 4, c - 3 : c + 4] = True
+    excluded = masks(engine.segment(volume, ["lungs"], exclude=gtv))
+    for key in ("left-lung", "right-lung"):
+        assert not (excluded[key] & gtv).any()
+        assert np.array_equal(excluded[key], plain[key] & ~gtv)
+    assert (plain["left-lung"] & gtv).any()  # the GTV did lie in the lung
+    with pytest.raises(EngineError, match="exclusion mask"):
+        engine.segment(volume, ["lungs"], exclude=np.zeros((2, 2, 2), dtype=bool))
+
+
+def test_apex_cut_off_by_a_dense_band_stays_part_of_its_lung(engine: LungThresholdEngine) -> None:
+    """Scarring across the left upper lobe cuts its apex off as a separate air region: it is still left lung."""
+    phantom = make_phantom(PhantomSpec(**{**SMALL, "slices": 80, "slice_thickness_mm": 3.0}))
+    levels = np.flatnonzero(phantom.left_lung.any(axis=(1, 2)))
+    band = levels[-1] - 6  # HFS: the last slices are the most superior
+    hu = phantom.hu.copy()
+    hu[band][phantom.left_lung[band]] = 40  # one 3 mm slice of dense tissue right across the lung
+    apex = phantom.left_lung.copy()
+    apex[: band + 1] = False
+    found = masks(engine.segment(phantom_volume(phantom, hu), ["lungs"]))
+    assert np.count_nonzero(found["left-lung"] & apex) >= 0.95 * np.count_nonzero(apex)
+    assert not (found["right-lung"] & apex).any()

@@ -22,6 +22,7 @@ from tools.imaging.geometry import Geometry
 from tools.imaging.orientation import OPPOSITE, SIDE_NAMES, nearest_directions
 from tools.imaging.volume import Volume
 from tools.segmentation.base import QAFlag, SegmentationResult, StructureMask, StructureMeasurements
+from tools.segmentation.lung_qa import lung_flags
 
 # Adult lungs hold roughly 1-4 L each at CT; outside this band the mask (or the scan) is wrong.
 LUNG_MIN_ML = 300.0
@@ -122,6 +123,7 @@ def qa_flags(volume: Volume, structure_masks: Sequence[StructureMask]) -> list[Q
             f"{centroids['right-lung']:.1f} mm (LPS: +x is the patient's left). Check the series' "
             "Image Orientation/Position (Patient) and the labels before approving.",
         ))
+    flags.extend(lung_flags(volume, list(structure_masks)))
     return flags
 
 

@@ -32,7 +32,7 @@ from tools.segmentation.qa import centroid_x
 logger = logging.getLogger(__name__)
 
 ENGINE_NAME = "lung-threshold"
-ENGINE_VERSION = "1.0.0"
+ENGINE_VERSION = "1.1.0"
 
 _SUPPORTED = ("left-lung", "right-lung")
 # Midpoint between aerated lung (~-850 HU) and soft tissue (~+40 HU): where a voxel is half
@@ -54,6 +54,13 @@ _RING_OUTER = 3
 _CLOSING_RADIUS_MM = 3.0
 # Working voxels around a lung's box, so that the closing does not meet the box's edge.
 _CLOSING_PAD_W = 3
+# The lung's edge as a radiotherapy contour draws it: the in-plane ring of partial-volume
+# voxels just outside the half-way iso-line, as long as a voxel is still at least a quarter
+# lung (below lung + 0.75 x (tissue - lung)). Manual contours follow the visible edge in a
+# lung window, about a pixel outside the midpoint (nsclc-lung1-001: the missed lung was 1-2
+# mm deep at -390 to -70 HU all around). Not along the slice axis: slices are 2.5-5 mm apart.
+_EDGE_RING_MM = 1.0
+_EDGE_FRACTION = 0.75
 # Largest axial hole filled: a hilar vessel or a bronchus with its wall (about 25 mm across).
 _MAX_AXIAL_HOLE_MM2 = 500.0
 
@@ -87,19 +94,34 @@ def _ring_median(work: np.ndarray, mask: np.ndarray, exclude: np.ndarray) -> flo
     return float(np.median(work[ring])) if ring.any() else None
 
 
-def _refine(hu: np.ndarray, territory: np.ndarray, blocked: np.ndarray, threshold: float, spacing: Spacing) -> np.ndarray:
-    """One lung at full resolution: threshold inside its territory, close, fill holes.
+def _refine(
+    hu: np.ndarray, territory: np.ndarray, blocked: np.ndarray, thresholds: tuple[float, float], spacing: Spacing
+) -> np.ndarray:
+    """One lung at full resolution: threshold inside its territory, close, fill holes, add the edge ring.
 
-    Axial holes are filled up to the size of a vessel or bronchus section: a larger one is
-    the dome of the diaphragm rising into the slice, not lung. Holes closed in 3D (a nodule
-    or mass inside the lung) are filled whatever their size.
+    ``thresholds``: the partial-volume midpoint and the edge ring's limit (``_EDGE_FRACTION``).
+    Axial holes are filled up to the size of a vessel or bronchus section. A larger one is
+    the dome of the diaphragm rising into the slice, or the airway (kept out by ``blocked``):
+    it stays out where it is tissue or air, and is filled where its median voxel is partial
+    volume, between the midpoint and a quarter lung (``edge_threshold``): the dome's cap seen
+    through lung in a thick slice, which radiotherapy contours include. Holes closed in 3D
+    (a nodule or mass inside the lung) are filled whatever their size.
     """
-    mask = territory & (hu < threshold) & ~blocked
+    threshold, edge_threshold = thresholds
+    allowed = territory & ~blocked
+    mask = allowed & (hu < threshold)
     size = filter_size(_CLOSING_RADIUS_MM, spacing)
     closed = ndimage.minimum_filter(ndimage.maximum_filter(mask.view(np.uint8), size=size), size=size) > 0
-    mask |= closed & territory & ~blocked
+    mask |= closed & allowed
     max_hole_px = int(_MAX_AXIAL_HOLE_MM2 / (spacing[1] * spacing[2]))
-    return fill_holes_3d(fill_holes_axial(mask, max_hole_px))
+    mask = fill_holes_3d(fill_holes_axial(mask, max_hole_px, hu, thresholds))
+    return mask | (_in_plane_ring(mask, _EDGE_RING_MM, spacing) & allowed & (hu < edge_threshold))
+
+
+def _in_plane_ring(mask: np.ndarray, radius_mm: float, spacing: Spacing) -> np.ndarray:
+    """Voxels within ``radius_mm`` of ``mask`` in their own slice (none where pixels are larger)."""
+    size = (1, *filter_size(radius_mm, spacing)[1:])
+    return (ndimage.maximum_filter(mask.view(np.uint8), size=size) > 0) & ~mask
 
 
 class LungThresholdEngine:
@@ -108,9 +130,19 @@ class LungThresholdEngine:
     name = ENGINE_NAME
     version = ENGINE_VERSION
 
-    def segment(self, volume: Volume, targets: Sequence[str]) -> SegmentationResult:
-        """Segment the requested lungs of ``volume`` (a CT in HU) on its own voxel grid."""
+    def segment(self, volume: Volume, targets: Sequence[str], exclude: np.ndarray | None = None) -> SegmentationResult:
+        """Segment the requested lungs of ``volume`` (a CT in HU) on its own voxel grid.
+
+        ``exclude``: an optional mask on the volume's grid (the GTV of an RTSTRUCT for this
+        study) that no lung may hold, as radiotherapy lung contours leave the GTV out
+        (RTOG/TG-263 "Lung minus GTV"). Without it, a tumour enclosed by lung is lung.
+        """
         specs = resolve_targets(targets)
+        if exclude is not None and exclude.shape != volume.array.shape:
+            raise EngineError(
+                f"{ENGINE_NAME}: the exclusion mask of shape {exclude.shape} does not fit series "
+                f"{volume.series_instance_uid} of shape {volume.array.shape}; it must be on the series' own grid."
+            )
         unsupported = [s.key for s in specs if s.key not in _SUPPORTED]
         if unsupported:
             raise EngineError(
@@ -144,6 +176,7 @@ class LungThresholdEngine:
         tissue = _ring_median(work_w, any_lung, air_w)
         tissue = float(np.clip(tissue if tissue is not None else _SOFT_TISSUE_HU, *_TISSUE_RANGE_HU))
         threshold = (lung_median + tissue) / 2.0
+        edge_threshold = lung_median + _EDGE_FRACTION * (tissue - lung_median)
 
         territory_w = _grow_labels(labels_w, _TERRITORY_STEPS, factors)
         airway_guard = ndimage.binary_dilation(airway_w)
@@ -165,10 +198,13 @@ class LungThresholdEngine:
                     hu[box],
                     upsample(own_w, factors, local),
                     upsample(airway_guard, factors, local),
-                    threshold,
+                    (threshold, edge_threshold),
                     canon.spacing,
                 )
-            masks.append(canon.backward(full))
+            mask = canon.backward(full)
+            if exclude is not None:
+                mask &= ~exclude.astype(bool, copy=False)
+            masks.append(mask)
 
         by_side = _assign_sides(masks, volume)
         confidences = {}
