@@ -79,4 +79,5 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
         default_engine=settings.default_engine,
         patient_identifier_system=settings.patient_identifier_system,
         fallback_engines=tuple(settings.fallback_engines),
+        exclude_gtv=settings.exclude_gtv,
     )

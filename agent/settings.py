@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     llm_free_text: bool = Field(
         default=True, description="false: study and series descriptions are withheld from the LLM planner"
     )
+    exclude_gtv: bool = Field(
+        default=True,
+        description="leave a GTV found in an RTSTRUCT of the study (in the PACS, same frame of reference) out of "
+        "every structure, as radiotherapy lung contours do",
+    )
     monai_bundle_sha256: str | None = Field(
         default=None,
         description="sha256 of the MONAI bundle's weights and configs (a refusal prints it); the bundle loads "

@@ -44,6 +44,7 @@ if str(PROJECT_ROOT) not in sys.path:
 from tools.imaging.geometry import Geometry  # noqa: E402
 from tools.imaging.orientation import array_axis_spacing  # noqa: E402
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir  # noqa: E402
+from tools.segmentation.exclusion import Exclusion, without  # noqa: E402
 from tools.segmentation.lung_threshold import ENGINE_VERSION, LungThresholdEngine  # noqa: E402
 from tools.segmentation.metrics import agreement, fill_missing_slices  # noqa: E402
 from tools.segmentation.qa import assess  # noqa: E402
@@ -245,14 +246,15 @@ def _run_case(case: Case, lines: list[str]) -> None:
 
 
 def _minus_gtv(case: Case, spacing: tuple[float, float, float]) -> list[str]:
-    """The engine told the GTV (``exclude``) against the reference lungs minus the GTV (RT's "Lung - GTV")."""
+    """The result with the GTV left out, as the workflow does when the study has one (tools/segmentation/
+    exclusion.py), against the reference lungs minus the GTV (RT's "Lung - GTV")."""
     assert case.gtv is not None
     started = time.perf_counter()
-    result = LungThresholdEngine().segment(case.volume, ["lungs"], exclude=case.gtv)
+    result = without(LungThresholdEngine().segment(case.volume, ["lungs"]), Exclusion(mask=case.gtv, source="GTV"), case.volume)
     seconds = time.perf_counter() - started
     rows = [
         "",
-        f"With the GTV given to the engine (`exclude`, {seconds:.2f} s), against the reference minus the GTV:",
+        f"With the GTV left out ({seconds:.2f} s), against the reference minus the GTV:",
         "",
         "| lung - GTV | Dice | HD95 (mm) | MSD (mm) |",
         "|---|---|---|---|",

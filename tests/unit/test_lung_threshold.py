@@ -16,6 +16,7 @@ from tools.imaging.volume import Volume
 from tools.phantom import Phantom, PhantomSpec, Tissue, make_phantom, phantom_geometry
 from tools.segmentation.base import EngineError, SegmentationResult, UnknownTargetError
 from tools.segmentation.catalog import EngineCatalog
+from tools.segmentation.exclusion import Exclusion, without
 from tools.segmentation.lung_threshold import ENGINE_NAME, ENGINE_VERSION, LungThresholdEngine
 from tools.segmentation.qa import assess
 
@@ -252,20 +253,24 @@ def test_registry_provides_the_engine_by_name() -> None:
     assert (engine.name, engine.version) == ("lung-threshold", "1.1.0")
 
 
-def test_exclusion_mask_is_left_out_of_both_lungs(engine: LungThresholdEngine, small_hfs: Phantom) -> None:
-    """A GTV given as an exclusion mask is never lung, and nothing else changes."""
+def test_an_excluded_region_is_left_out_of_both_lungs(engine: LungThresholdEngine, small_hfs: Phantom) -> None:
+    """A GTV to leave out is never lung, nothing else changes, and the result says how much went."""
     volume = phantom_volume(small_hfs)
-    plain = masks(engine.segment(volume, ["lungs"]))
+    result = engine.segment(volume, ["lungs"])
+    plain = masks(result)
     gtv = np.zeros(volume.array.shape, dtype=bool)
     k, r, c = (int(round(float(v))) for v in np.argwhere(plain["left-lung"]).mean(axis=0))
     gtv[k - 2 : k + 3, r - 3 : r + 4, c - 3 : c + 4] = True
-    excluded = masks(engine.segment(volume, ["lungs"], exclude=gtv))
+    left_out = without(result, Exclusion(mask=gtv, source="ROI 'GTV' of RTSTRUCT 1.2.3"), volume)
+    excluded = masks(left_out)
     for key in ("left-lung", "right-lung"):
         assert not (excluded[key] & gtv).any()
         assert np.array_equal(excluded[key], plain[key] & ~gtv)
     assert (plain["left-lung"] & gtv).any()  # the GTV did lie in the lung
-    with pytest.raises(EngineError, match="exclusion mask"):
-        engine.segment(volume, ["lungs"], exclude=np.zeros((2, 2, 2), dtype=bool))
+    [flag] = [f for f in left_out.flags if f.code == "region-excluded"]
+    assert "ROI 'GTV' of RTSTRUCT 1.2.3" in flag.message and "left-lung" in flag.message
+    with pytest.raises(EngineError, match="series' own grid"):
+        without(result, Exclusion(mask=np.zeros((2, 2, 2), dtype=bool), source="a GTV"), volume)
 
 
 def test_apex_cut_off_by_a_dense_band_stays_part_of_its_lung(engine: LungThresholdEngine) -> None:

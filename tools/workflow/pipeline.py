@@ -15,10 +15,13 @@ from pathlib import Path
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.worklist import WorklistItem
+from tools.imaging.volume import Volume
 from tools.segmentation.catalog import EngineCatalog
+from tools.segmentation.exclusion import Exclusion
 from tools.workflow import prepare, write
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.decisions import DecisionStore
+from tools.workflow.gtv import find_gtv
 from tools.workflow.lineage import LineageStore, source_instances
 from tools.workflow.records import (
     ApprovedPlan,
@@ -50,6 +53,8 @@ class StudyServices:
     default_engine: str
     patient_identifier_system: str
     fallback_engines: tuple[str, ...] = field(default=())
+    exclude_gtv: bool = True
+    """leave a GTV of the study's RTSTRUCT (in the PACS) out of every structure"""
 
 
 class StudyWorkflow:
@@ -86,7 +91,14 @@ class StudyWorkflow:
         self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: Variant
     ) -> StoredSegmentation:
         chain = prepare.engine_chain(engine, self.services.fallback_engines)
-        return prepare.segment_stored(self.services.engines, volume_file, fetched.work_dir, chain, targets, variant)
+
+        def study_gtv(volume: Volume) -> Exclusion | None:
+            # The volume's study is the ImagingStudy's: fetch checked every instance against it.
+            return find_gtv(self.services.pacs, volume.study_instance_uid, volume) if self.services.exclude_gtv else None
+
+        return prepare.segment_stored(
+            self.services.engines, volume_file, fetched.work_dir, chain, targets, variant, exclusion_for=study_gtv
+        )
 
     def build(
         self,

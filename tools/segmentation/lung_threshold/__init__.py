@@ -34,15 +34,16 @@ The topology is worked out on a working grid of about 1.4 mm (block means of the
    surrounded by lung.
 6. Left and right come from patient coordinates via the DICOM geometry (LPS: larger x is
    the patient's left, PS3.3 C.7.6.2.1.1), never from array order.
-7. An optional ``exclude`` mask (the GTV of the study's RTSTRUCT) is removed from both
-   lungs: radiotherapy lung contours leave the GTV out. Without it a tumour enclosed by lung
-   is lung, and QA (tools/segmentation/lung_qa.py) flags dense tissue in or next to a lung.
+7. A tumour enclosed by lung is lung here. When the study's RTSTRUCT in the PACS holds a GTV,
+   the workflow takes it out of the lungs afterwards, as radiotherapy lung contours leave the
+   GTV out (tools/segmentation/exclusion.py, for every engine alike); without one, QA
+   (tools/segmentation/lung_qa.py) flags dense tissue in or next to a lung.
 
 What the masks include and exclude, against RTOG/TG-263 lung definitions: parenchyma with
 its small vessels, bronchi where lung surrounds them, nodules and masses enclosed by lung,
 and dense lung wherever aerated lung surrounds it (in 3D) or a 3 mm closing reaches it;
 excluded are the trachea and main bronchi, the mediastinum and hilar vessels outside the
-lung's aerated edge, bowel and stomach gas, and the GTV when one is given. Not handled by
+lung's aerated edge, bowel and stomach gas, and the GTV when the study has one. Not handled by
 shape: dense lung (atelectasis, consolidation) that touches the pleura over a wide front
 stays out. QA announces it (``dense-excluded``, with its slices) where it fills a concavity
 of the lung's surface, not where it lies as a flat dependent layer.

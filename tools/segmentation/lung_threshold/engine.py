@@ -130,19 +130,13 @@ class LungThresholdEngine:
     name = ENGINE_NAME
     version = ENGINE_VERSION
 
-    def segment(self, volume: Volume, targets: Sequence[str], exclude: np.ndarray | None = None) -> SegmentationResult:
+    def segment(self, volume: Volume, targets: Sequence[str]) -> SegmentationResult:
         """Segment the requested lungs of ``volume`` (a CT in HU) on its own voxel grid.
 
-        ``exclude``: an optional mask on the volume's grid (the GTV of an RTSTRUCT for this
-        study) that no lung may hold, as radiotherapy lung contours leave the GTV out
-        (RTOG/TG-263 "Lung minus GTV"). Without it, a tumour enclosed by lung is lung.
+        A tumour enclosed by lung is lung here; a known GTV is left out afterwards, for every
+        engine alike (tools/segmentation/exclusion.py).
         """
         specs = resolve_targets(targets)
-        if exclude is not None and exclude.shape != volume.array.shape:
-            raise EngineError(
-                f"{ENGINE_NAME}: the exclusion mask of shape {exclude.shape} does not fit series "
-                f"{volume.series_instance_uid} of shape {volume.array.shape}; it must be on the series' own grid."
-            )
         unsupported = [s.key for s in specs if s.key not in _SUPPORTED]
         if unsupported:
             raise EngineError(
@@ -201,10 +195,7 @@ class LungThresholdEngine:
                     (threshold, edge_threshold),
                     canon.spacing,
                 )
-            mask = canon.backward(full)
-            if exclude is not None:
-                mask &= ~exclude.astype(bool, copy=False)
-            masks.append(mask)
+            masks.append(canon.backward(full))
 
         by_side = _assign_sides(masks, volume)
         confidences = {}
