@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from tools.imaging.geometry import Geometry
 from tools.imaging.volume import Volume
@@ -285,3 +286,24 @@ def test_apex_cut_off_by_a_dense_band_stays_part_of_its_lung(engine: LungThresho
     found = masks(engine.segment(phantom_volume(phantom, hu), ["lungs"]))
     assert np.count_nonzero(found["left-lung"] & apex) >= 0.95 * np.count_nonzero(apex)
     assert not (found["right-lung"] & apex).any()
+
+
+def test_the_body_outline_is_the_patient_without_the_table(engine: LungThresholdEngine) -> None:
+    """`body` (TG-263 External): every voxel of the patient, air inside included, never the CT table.
+
+    The phantom's table touches the skin; on a real scanner a mattress (foam, about -900 HU) lies
+    between them, as here: the table's top 4 mm become that foam."""
+    phantom = make_phantom(PhantomSpec(**{**SMALL, "rows": 256, "columns": 256, "pixel_spacing_mm": 1.5}))
+    table = np.isin(phantom.labels, [Tissue.TABLE_SHELL, Tissue.TABLE_CORE])
+    patient = ~table & (phantom.labels != Tissue.OUTSIDE_AIR)
+    mattress = table & (ndimage.distance_transform_edt(~patient, sampling=(1e6, 1.5, 1.5)) <= 4.0)
+    hu = phantom.hu.copy()
+    hu[mattress] = -900
+    volume = phantom_volume(phantom, hu)
+    result = engine.segment(volume, ["lungs", "body"])
+    body = masks(result)["body"]
+    assert not (patient & ~body).any(), "no voxel of the patient is missed"
+    assert not (body & table).any(), "nothing of the table or the mattress"
+    assert dice(body, patient) >= 0.995
+    [spec] = [s.structure for s in result.structures if s.structure.key == "body"]
+    assert (spec.roi_name, spec.rt_roi_type) == ("External", "EXTERNAL")

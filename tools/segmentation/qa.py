@@ -108,6 +108,9 @@ def qa_flags(volume: Volume, structure_masks: Sequence[StructureMask]) -> list[Q
                 "this structure and is a CT of the chest; do not use this result.",
             ))
             continue
+        if item.structure.rt_roi_type == "EXTERNAL":
+            # The body outline is one piece that runs off the scan at both ends by nature.
+            continue
         volume_ml = count * voxel_volume_ml(volume.geometry)
         box = _bbox(mask)
         if key in _LUNG_KEYS:

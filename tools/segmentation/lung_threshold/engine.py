@@ -17,6 +17,7 @@ from tools.imaging.orientation import reorient
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError, SegmentationResult, StructureMask, resolve_targets
 from tools.segmentation.lung_threshold.anatomy import MIN_LUNG_ML, airway_mask, body_mask, select_lungs
+from tools.segmentation.lung_threshold.body import body_outline
 from tools.segmentation.lung_threshold.grid import (
     Spacing,
     block_mean,
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 ENGINE_NAME = "lung-threshold"
 ENGINE_VERSION = "1.1.0"
 
-_SUPPORTED = ("left-lung", "right-lung")
+_SUPPORTED = ("left-lung", "right-lung", "body")
 # Midpoint between aerated lung (~-850 HU) and soft tissue (~+40 HU): where a voxel is half
 # lung by partial volume. Used to find the regions; the final threshold is measured.
 _INITIAL_THRESHOLD_HU = -400.0
@@ -208,6 +209,10 @@ class LungThresholdEngine:
             penalty = _SPLIT_PENALTY if lungs.cut_at_midline else 1.0
             confidences[key] = round(float(np.clip(contrast / _EXPECTED_CONTRAST_HU, 0.0, 1.0)) * penalty, 3)
 
+        if any(spec.key == "body" for spec in specs):
+            by_side["body"] = canon.backward(body_outline(hu, air, factors, work_spacing, _INITIAL_THRESHOLD_HU))
+            # The skin against room air is the sharpest edge on CT: nothing here is a guess.
+            confidences["body"] = 1.0
         structures = [
             StructureMask(structure=spec, mask=by_side[spec.key], confidence=confidences[spec.key]) for spec in specs
         ]
