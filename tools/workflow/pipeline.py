@@ -20,6 +20,7 @@ from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
 from tools.workflow import prepare, write
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
+from tools.workflow.assessment import record_assessment
 from tools.workflow.decisions import DecisionStore
 from tools.workflow.gtv import find_gtv
 from tools.workflow.lineage import LineageStore, source_instances
@@ -126,6 +127,11 @@ class StudyWorkflow:
     ) -> None:
         inputs = source_instances(fetched.work_dir / prepare.SOURCE_DIR)
         self.services.lineage.record(study_instance_uid, task_id, writes, inputs, decision, self.services.results.destination)
+
+    def record_assessment(
+        self, study_instance_uid: str, task_id: str, writes: Sequence[PendingDicomWrite], decision: ApprovalDecision
+    ) -> str:
+        return record_assessment(self.services.results, self.services.fhir, study_instance_uid, task_id, writes, decision)
 
     def report(self, task_id: str, approved: ApprovedPlan) -> str:
         return write.report_to_fhir(self.services.fhir, task_id, approved)
