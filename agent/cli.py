@@ -6,14 +6,16 @@ import logging
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-from agent.commands import identity, jobs, offline, purge, worklist
+from agent.commands import audit, identity, jobs, listen, offline, output, purge, worklist
 from agent.commands.approvals import approvals_app
 from agent.commands.identity import users_app
 from agent.commands.services import services_app
 from agent.memory import keep_large_blocks_out_of_the_heap
 from agent.private_files import protect_run_dir
-from agent.settings import get_settings
+from agent.settings import Settings, get_settings
+from tools.state.migrate import StateDatabaseError
 
 app = typer.Typer(
     help="imaging-agent: AI results between PACS and EHR, with radiologist approval before every write.",
@@ -28,6 +30,8 @@ app.add_typer(users_app, name="users")
 for command in (identity.login, identity.logout, identity.serve):
     app.command()(command)
 app.command()(purge.purge)
+app.command()(listen.listen)
+app.command()(audit.audit)
 
 
 @app.callback()
@@ -55,7 +59,16 @@ def ui(port: Annotated[int | None, typer.Option("--port", help="Port (default fr
 
 def main() -> None:
     keep_large_blocks_out_of_the_heap()
-    app()
+    try:
+        app()
+    except StateDatabaseError as exc:
+        output.error(exc)
+        raise SystemExit(1) from None
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        output.error(f"the settings (environment or .env) are not valid: {exc}; see .env.example")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from pydantic import BaseModel
 
+from agent.parts import database
 from agent.settings import Settings
 from tools.identity.accounts import AccountStore
 from tools.identity.os_account import os_radiologist
 from tools.identity.principal import NotAllowedError, Principal
 from tools.identity.tokens import TokenSigner, load_or_create_secret
+from tools.state.migrate import upgrade
 
 
 class SignInError(RuntimeError):
@@ -89,11 +93,15 @@ def cli_principal(settings: Settings) -> Principal:
         raise SignInError(str(exc)) from exc
 
 
-def account_store(settings: Settings) -> AccountStore:
-    """The local accounts, in the runtime's SQLite file, with the configured lockout."""
-    return AccountStore(
-        settings.state_path, max_failures=settings.login_max_failures, lockout_s=settings.login_lockout_s
-    )
+@contextmanager
+def account_store(settings: Settings) -> Iterator[AccountStore]:
+    """The local accounts, in the runtime's database (its schema brought up to date), with the configured lockout."""
+    engine = database(settings)
+    try:
+        upgrade(engine)
+        yield AccountStore(engine, max_failures=settings.login_max_failures, lockout_s=settings.login_lockout_s)
+    finally:
+        engine.dispose()
 
 
 def token_signer(settings: Settings) -> TokenSigner:

@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING
 from agent.settings import Settings
 
 # Each builder imports its own stack: `imaging-agent contour` needs the engines only, and the
-# FHIR, DICOMweb and DIMSE clients cost more to import than its whole output stage (issue 11).
+# FHIR, DICOMweb and DIMSE clients and the database layer cost more to import than its whole
+# output stage (issue 11).
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from tools.dicomweb.client import DicomwebClient
     from tools.dimse.client import DimseClient
     from tools.fhir.client import FhirClient
@@ -62,21 +65,37 @@ def engine_catalog(settings: Settings) -> EngineCatalog:
     return EngineCatalog(settings.engine_options())
 
 
-def study_services(settings: Settings) -> StudyServices:
+def database(settings: Settings) -> Engine:
+    """The engine over the runtime's database (SQLite by default, PostgreSQL when configured).
+
+    Built once per runtime and handed to every store over it; the caller disposes of it."""
+    from tools.state.database import state_engine
+
+    return state_engine(settings.state_database_url())
+
+
+def study_services(settings: Settings, engine: Engine) -> StudyServices:
     """Everything a study job talks to: FHIR, the PACS, the engines, the decision store and the work store.
 
-    The caller owns the clients and closes them (AgentRuntime does, on close).
+    The caller owns the clients and the engine and closes them (AgentRuntime does, on close).
     """
     from tools.workflow.decisions import DecisionStore
+    from tools.workflow.lineage import LineageStore
     from tools.workflow.pipeline import StudyServices
+    from tools.workflow.result_stores import DicomwebResults, DimseResults
 
+    pacs = pacs_client(settings)
+    results = DimseResults(dimse_client(settings)) if settings.pacs_store == "dimse" else DicomwebResults(pacs)
     return StudyServices(
         fhir=fhir_client(settings),
-        pacs=pacs_client(settings),
+        pacs=pacs,
+        results=results,
         engines=engine_catalog(settings),
-        decisions=DecisionStore(settings.state_path),
+        decisions=DecisionStore(engine),
+        lineage=LineageStore(engine),
         work_root=settings.run_dir / "work",
         default_engine=settings.default_engine,
         patient_identifier_system=settings.patient_identifier_system,
         fallback_engines=tuple(settings.fallback_engines),
+        exclude_gtv=settings.exclude_gtv,
     )

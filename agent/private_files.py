@@ -26,13 +26,26 @@ def protect_run_dir(run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     # A run directory made by an older version (or by hand) may be world-readable: close it.
     try:
-        run_dir.chmod(0o700)
+        run_dir.chmod(0o700 | _database_passage(run_dir))
     except PermissionError as exc:
         raise PermissionError(
             f"cannot make the run directory {run_dir} private (mode 0700): {exc.strerror}. It holds patient "
             "data; use a directory this account owns (IMAGING_AGENT_RUN_DIR)."
         ) from exc
     return run_dir
+
+
+def _database_passage(run_dir: Path) -> int:
+    """The group search bit, kept while `services up --scale` lets PostgreSQL's system user through.
+
+    PostgreSQL refuses to run as root, so its cluster in run/postgres belongs to its own system user,
+    who must pass through the run directory to reach it: the run directory's group is then that
+    user's own group, with search (x) only; it cannot list the run directory or read anything else
+    there (every other file is 0600, every folder 0700). agent/services/scale.py sets this."""
+    cluster = run_dir / "postgres"
+    group = run_dir.stat().st_gid
+    passes = cluster.is_dir() and group != os.getegid() and cluster.stat().st_gid == group
+    return 0o010 if passes else 0
 
 
 def read_or_create_secret(path: Path) -> SecretStr:

@@ -3,14 +3,14 @@
     from agent.runtime import AgentRuntime
     from agent.settings import Settings
 
-    with AgentRuntime(Settings()) as runtime:      # checkpoints in run/agent.sqlite
+    with AgentRuntime(Settings()) as runtime:      # run/agent.sqlite, or IMAGING_AGENT_DATABASE_URL
         report = runtime.start_batch()              # stops at the approvals
 """
 
 from __future__ import annotations
 
 from agent.memory import keep_large_blocks_out_of_the_heap
-from agent.parts import study_services
+from agent.parts import database, study_services
 from agent.private_files import protect_run_dir
 from agent.settings import Settings
 from graphs.runtime import WorkflowRuntime
@@ -26,17 +26,25 @@ class AgentRuntime(WorkflowRuntime):
         keep_large_blocks_out_of_the_heap()
         # Checkpoints and work files are PHI: a 0700 run directory, 0600 files (agent/private_files.py).
         protect_run_dir(settings.run_dir)
-        self.services = study_services(settings)
-        super().__init__(
-            StudyWorkflow(self.services),
-            state_path=settings.state_path,
-            batch_concurrency=settings.batch_concurrency,
-            job_lease_s=settings.job_lease_s,
-            job_lease_heartbeat_s=settings.job_lease_heartbeat_s,
-        )
+        self.engine = database(settings)
+        self.services = study_services(settings, self.engine)
+        try:
+            super().__init__(
+                StudyWorkflow(self.services),
+                engine=self.engine,
+                batch_concurrency=settings.batch_concurrency,
+                job_lease_s=settings.job_lease_s,
+                job_lease_heartbeat_s=settings.job_lease_heartbeat_s,
+            )
+        except BaseException:  # the database is unreachable, say: no clients left open behind the error
+            self._close_parts()
+            raise
 
     def close(self) -> None:
         super().close()
-        self.services.decisions.close()
+        self._close_parts()
+
+    def _close_parts(self) -> None:
+        self.engine.dispose()
         self.services.fhir.close()
         self.services.pacs.close()

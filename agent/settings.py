@@ -15,8 +15,11 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.private_files import read_or_create_secret
+from tools.dimse.scp import Peer
 from tools.http.config import AuthKind, HttpAuth, RetryPolicy
+from tools.intake.routing import DEFAULT_RULES, RoutingRule
 from tools.segmentation.catalog import EngineOptions, MedImageParseOptions
+from tools.state.database import DatabaseUrlError, parse_database_url, sqlite_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +31,9 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         env_ignore_empty=True,
+        # Settings hold passwords and keys (a database URL, API keys): an error names the setting and
+        # what is wrong with it, never echoes the values given.
+        hide_input_in_errors=True,
     )
 
     run_dir: Path = Field(default=PROJECT_ROOT / "run", description="service data, work files, checkpoints")
@@ -39,6 +45,12 @@ class Settings(BaseSettings):
     fhir_port: int = 8090
     fhir_venv: Path = Field(default=PROJECT_ROOT / ".venv-fhir")
     service_start_timeout_s: float = 60.0
+    # Started by `imaging-agent services up --scale` only: PostgreSQL 15 and Redis from Debian, on
+    # 127.0.0.1, their data in the run directory. PostgreSQL refuses to run as root, so as root it
+    # runs as this system user (created on first use).
+    postgres_port: int = 5433
+    postgres_system_user: str = "imaging-agent-db"
+    redis_port: int = 6380
 
     # PACS.
     dicomweb_url: str = "http://127.0.0.1:8042/dicom-web"
@@ -47,6 +59,11 @@ class Settings(BaseSettings):
     dicomweb_password: SecretStr | None = None
     dicomweb_token: SecretStr | None = None
     dicomweb_stow_batch_size: int = Field(default=32, ge=1)
+    pacs_store: Literal["dicomweb", "dimse"] = Field(
+        default="dicomweb",
+        description="how approved results reach the PACS: STOW-RS, or C-STORE to the DIMSE peer below (verified by "
+        "C-FIND and C-GET); prefer dicomweb, C-STORE measured about 8 MB/s against Orthanc",
+    )
     dimse_host: str = "127.0.0.1"
     dimse_port: int = 4242
     dimse_called_aet: str = "ORTHANC"
@@ -99,11 +116,25 @@ class Settings(BaseSettings):
     http_retry_attempts: int = Field(default=4, ge=1)
     http_retry_backoff_s: float = Field(default=0.5, ge=0)
 
-    # One runner per job: a lease per job in the runtime's SQLite file. On this host a
+    # Where the runtime's state lives: LangGraph's checkpoints and the project's tables (jobs, leases,
+    # decisions, local accounts). Unset: the SQLite file run/agent.sqlite. For several processes or
+    # machines: postgresql://USER:PASSWORD@HOST:PORT/DATABASE (`services up --scale` starts one).
+    database_url: SecretStr | None = Field(default=None, description="sqlite:////abs/path or postgresql://...")
+
+    # One runner per job: a lease per job in the runtime's database. On this host a
     # runner counts as gone when its process has exited; a runner on another host (a shared run dir)
     # when its heartbeat is older than job_lease_s. A running job renews it every job_lease_heartbeat_s.
     job_lease_s: float = Field(default=60.0, gt=0, description="heartbeat age after which another host's runner counts as gone")
     job_lease_heartbeat_s: float = Field(default=10.0, gt=0, description="how often a running job renews its lease")
+
+    @model_validator(mode="after")
+    def _database_url_is_usable(self) -> Settings:
+        if self.database_url is not None:
+            try:
+                parse_database_url(self.database_url.get_secret_value())
+            except DatabaseUrlError as exc:
+                raise ValueError(f"IMAGING_AGENT_DATABASE_URL: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Settings:
@@ -158,6 +189,11 @@ class Settings(BaseSettings):
     llm_free_text: bool = Field(
         default=True, description="false: study and series descriptions are withheld from the LLM planner"
     )
+    exclude_gtv: bool = Field(
+        default=True,
+        description="leave a GTV found in an RTSTRUCT of the study (in the PACS, same frame of reference) out of "
+        "every structure, as radiotherapy lung contours do",
+    )
     monai_bundle_sha256: str | None = Field(
         default=None,
         description="sha256 of the MONAI bundle's weights and configs (a refusal prints it); the bundle loads "
@@ -165,6 +201,35 @@ class Settings(BaseSettings):
     )
     trusted_bundle_dir: Path | None = Field(
         default=None, description="bundles under this directory (ones you trained or vetted) load without a sha256 pin"
+    )
+
+    # The agent's DICOM node (`imaging-agent listen`).
+    intake_ae_title: str = Field(default="IMAGING_AGENT", max_length=16, description="the node's own AE title")
+    intake_host: str = Field(default="127.0.0.1", description="address the node listens on")
+    intake_port: int = Field(default=11112, description="port the node listens on")
+    intake_peers: list[Peer] = Field(
+        default_factory=list,
+        description='senders allowed to store, as JSON: [{"ae_title": "CT_SCANNER", "host": "10.0.0.5"}]; none: '
+        "every association is refused",
+    )
+    intake_stable_age_s: float = Field(
+        default=10.0, gt=0, description="a series is complete when nothing new arrived for this long (Orthanc's StableAge)"
+    )
+    intake_store_to_pacs: bool = Field(
+        default=True, description="store each received series in the PACS (STOW) before its job, so results have their source there"
+    )
+    intake_routes: list[RoutingRule] = Field(
+        default_factory=lambda: list(DEFAULT_RULES),
+        description="JSON list of routing rules (modality, body_parts, series_description regex -> engine); "
+        "the first match decides, a series no rule matches is kept and not processed",
+    )
+    intake_with_service: bool = Field(
+        default=False, description="`imaging-agent serve` also runs the DICOM node (as `imaging-agent listen` would)"
+    )
+    intake_tls_cert: Path | None = Field(default=None, description="PEM certificate of the node: DICOM over TLS")
+    intake_tls_key: Path | None = Field(default=None, description="PEM private key of that certificate")
+    intake_tls_ca: Path | None = Field(
+        default=None, description="PEM CA bundle: senders must present a certificate signed by it"
     )
 
     @model_validator(mode="after")
@@ -200,9 +265,20 @@ class Settings(BaseSettings):
         return self.run_dir / "cli-login.json"
 
     @property
+    def intake_dir(self) -> Path:
+        """Where the DICOM node keeps what it received, by study and series."""
+        return self.run_dir / "intake"
+
+    @property
     def state_path(self) -> Path:
-        """The one SQLite file of the workflow runtime: checkpoints, jobs and decisions."""
+        """The embedded default's SQLite file: checkpoints, jobs, leases, decisions and accounts."""
         return self.run_dir / "agent.sqlite"
+
+    def state_database_url(self) -> str:
+        """The runtime's database: IMAGING_AGENT_DATABASE_URL, else the SQLite file in the run directory."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return sqlite_url(self.state_path)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

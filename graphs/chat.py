@@ -66,7 +66,7 @@ def compile_chat_graph(
 ) -> Any:
     """Compile the chat graph: `model` plans over the tools of `runtime` (its workflows and durable store).
 
-    Conversations are checkpointed in the runtime's SQLite file unless another checkpointer is given.
+    Conversations are checkpointed in the runtime's database unless another checkpointer is given.
     `free_text` False withholds study and series descriptions from the model's tool results.
     """
     tools = build_tools(runtime, free_text=free_text)

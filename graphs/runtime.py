@@ -1,8 +1,9 @@
 """The Python API over the workflow graphs: start, resume, list and answer approvals.
 
-One durable store — the SQLite file in the run directory — holds LangGraph's checkpoints and
-a small `jobs` table naming each thread, so the CLI, the Gradio app and Python code all see
-the same pending approvals, and a process killed mid-batch resumes where it stopped.
+One durable store — the SQLite file in the run directory, or PostgreSQL when configured — holds
+LangGraph's checkpoints and the project's tables (jobs, leases, decisions), so the CLI, the Gradio
+app and Python code all see the same pending approvals, and a process killed mid-batch resumes
+where it stopped.
 
 `WorkflowRuntime` takes its workflow (clients, engines, stores) ready-made; `agent.runtime.AgentRuntime`
 builds one from the settings. The README's Python section shows starting a batch and deciding.
@@ -11,35 +12,33 @@ builds one from the settings. The README's Python section shows starting a batch
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.config import get_stream_writer
 from langgraph.types import Command, Interrupt
 from pydantic import BaseModel
+from sqlalchemy import Engine
 
 from graphs.batch import BatchState, build_batch_graph
-from graphs.checkpoints import checkpoint_serializer
+from graphs.checkpoints import checkpoint_saver, checkpoint_serializer
 from graphs.study import StudyState, build_study_graph, outcome_of
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
 from tools.segmentation.catalog import check_engine_name
+from tools.state.migrate import upgrade
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.decisions import request_sha256
+from tools.workflow.jobs import Job, JobKind, JobStore
 from tools.workflow.leases import JobBusyError, Lease, LeaseHolder, LeaseStore
 from tools.workflow.pipeline import StudyWorkflow
 from tools.workflow.records import StudyOutcome
 
 log = logging.getLogger(__name__)
 
-JobKind = Literal["batch", "study"]
 ProgressHandler = Callable[[dict[str, Any]], None]
 
 
@@ -47,14 +46,6 @@ class PendingApproval(BaseModel):
     thread_id: str
     interrupt_id: str
     request: ApprovalRequest
-
-
-class Job(BaseModel):
-    thread_id: str
-    kind: JobKind
-    label: str
-    created_at: str
-    status: str
 
 
 @dataclass(frozen=True)
@@ -91,8 +82,11 @@ def _enclosing_stream_writer() -> ProgressHandler | None:
 class WorkflowRuntime:
     """Owns the checkpointer and the compiled graphs over one workflow (its services are injected).
 
-    `state_path` is the SQLite file for checkpoints, the jobs table and the job leases; the
-    workflow's decision store lives in the same file, so one file holds everything a restart needs.
+    `engine` is the runtime's database (SQLite or PostgreSQL, tools/state/database.py): the
+    checkpoints, the jobs table and the job leases live there, and so does the workflow's decision
+    store, so one database holds everything a restart needs. Opening the runtime brings the
+    database's schema up to date (Alembic for the project's tables, LangGraph's own setup for its
+    checkpoints). The caller owns the engine and disposes of it after `close`.
     A job runs only while this runtime holds its lease (`tools/workflow/leases.py`): `job_lease_s`
     is how old a heartbeat may get before a runner on another host counts as gone,
     `job_lease_heartbeat_s` how often a running job renews it.
@@ -102,7 +96,7 @@ class WorkflowRuntime:
         self,
         workflow: StudyWorkflow,
         *,
-        state_path: Path,
+        engine: Engine,
         batch_concurrency: int,
         job_lease_s: float = 60.0,
         job_lease_heartbeat_s: float = 10.0,
@@ -110,31 +104,27 @@ class WorkflowRuntime:
         self.workflow = workflow
         self.decisions = workflow.services.decisions
         self.batch_concurrency = batch_concurrency
-        path = state_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # LangGraph runs parallel branches and tools in threads; SqliteSaver serialises access to its
-        # own connection. The jobs table has a connection and a lock of its own, so a job started
-        # from inside a running graph (a chat tool) never interleaves with a checkpoint write.
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        self._jobs_conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        self._jobs_lock = threading.Lock()
-        with self._jobs_lock:
-            self._jobs_conn.execute(
-                "CREATE TABLE IF NOT EXISTS jobs (thread_id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL,"
-                " created_at TEXT NOT NULL, status TEXT NOT NULL)"
-            )
-            self._jobs_conn.commit()
-        self.leases = LeaseStore(path, expiry_s=job_lease_s, heartbeat_s=job_lease_heartbeat_s)
-        self.checkpointer = SqliteSaver(self._conn, serde=checkpoint_serializer([StudyState, BatchState]))
+        # The project's tables first: a database that cannot be reached stops here, with a clear
+        # StateDatabaseError, before the checkpointer's pool starts trying to connect.
+        upgrade(engine)
+        self._resources = ExitStack()
+        self.checkpointer = self._resources.enter_context(
+            checkpoint_saver(engine.url, checkpoint_serializer([StudyState, BatchState]))
+        )
+        try:
+            upgrade(engine, also=self.checkpointer.setup)  # LangGraph's tables, under the same lock
+        except BaseException:
+            self._resources.close()
+            raise
+        self._jobs = JobStore(engine)
+        self.leases = LeaseStore(engine, expiry_s=job_lease_s, heartbeat_s=job_lease_heartbeat_s)
         self.graphs = {
             "batch": build_batch_graph(workflow, batch_concurrency, self.checkpointer),
             "study": build_study_graph(workflow, self.checkpointer),
         }
 
     def close(self) -> None:
-        self.leases.close()
-        self._jobs_conn.close()
-        self._conn.close()
+        self._resources.close()
 
     def __enter__(self) -> WorkflowRuntime:
         return self
@@ -143,26 +133,8 @@ class WorkflowRuntime:
         self.close()
 
     # -- jobs -------------------------------------------------------------------------
-    def _new_job(self, thread_id: str, kind: JobKind, label: str) -> None:
-        with self._jobs_lock:
-            self._jobs_conn.execute(
-                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?)",
-                (thread_id, kind, label, datetime.now(UTC).isoformat(), "running"),
-            )
-            self._jobs_conn.commit()
-
-    def _set_status(self, thread_id: str, status: str) -> None:
-        with self._jobs_lock:
-            self._jobs_conn.execute("UPDATE jobs SET status = ? WHERE thread_id = ?", (status, thread_id))
-            self._jobs_conn.commit()
-
     def jobs(self, unfinished_only: bool = False) -> list[Job]:
-        query = "SELECT thread_id, kind, label, created_at, status FROM jobs"
-        if unfinished_only:
-            query += " WHERE status != 'done'"
-        with self._jobs_lock:
-            rows = self._jobs_conn.execute(query + " ORDER BY created_at").fetchall()
-        return [Job(thread_id=r[0], kind=r[1], label=r[2], created_at=r[3], status=r[4]) for r in rows]
+        return self._jobs.list(unfinished_only)
 
     def job(self, thread_id: str) -> Job:
         for job in self.jobs():
@@ -244,10 +216,10 @@ class WorkflowRuntime:
             on_progress = _enclosing_stream_writer()
         with lease or self.leases.acquire(thread_id) as held:
             # Marked before running: a process killed mid-run leaves "running", which `resume` picks up.
-            self._set_status(thread_id, "running")
+            self._jobs.set_status(thread_id, "running")
             untaken = self._stream(held, kind, thread_id, value, on_progress)
             report = self.report(thread_id)
-            self._set_status(thread_id, "done" if report.done else "waiting-approval" if report.pending else "running")
+            self._jobs.set_status(thread_id, "done" if report.done else "waiting-approval" if report.pending else "running")
         # Released. A decision recorded elsewhere between the last look and the release was left to
         # this runner (its terminal saw it alive), so look once more; a resume with None reruns the
         # approval node, which finds the recorded decision.
@@ -303,7 +275,7 @@ class WorkflowRuntime:
         # The lease first, then the row: a job another process can see is never without its runner.
         lease = self.leases.acquire(thread_id)
         try:
-            self._new_job(thread_id, kind, label)
+            self._jobs.add(thread_id, kind, label)
         except BaseException:
             self.leases.release(lease)
             raise

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything imaging-agent needs on a fresh Debian machine, once:
-# Debian packages (Orthanc + DICOMweb plugin, dicom3tools, dcmtk, chromium),
+# Debian packages (Orthanc + DICOMweb plugin, dicom3tools, dcmtk, chromium; PostgreSQL 15 and Redis
+# for `services up --scale` and the state tests),
 # the project's virtual environment (.venv), the FHIR server's own (.venv-fhir) and the
 # test suite's OpenID provider (tests/oidc/node_modules, pinned by its package-lock.json).
 # A second run finds each step done (stamp files keyed by the inputs) and returns at once.
@@ -8,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3.11}"
-DEBIAN_PACKAGES=(orthanc orthanc-dicomweb dicom3tools dcmtk chromium)
+DEBIAN_PACKAGES=(orthanc orthanc-dicomweb dicom3tools dcmtk chromium postgresql redis-server)
 FHIR_SERVER_REQUIREMENT="sekmet-fhir==0.1.1"
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
@@ -33,8 +34,11 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # Debian starts its own Orthanc service on install; ours runs from the project's run dir.
-    $SUDO systemctl disable --now orthanc >/dev/null 2>&1 || $SUDO service orthanc stop >/dev/null 2>&1 || true
+    # Debian starts its own Orthanc, PostgreSQL and Redis services on install; ours run from the
+    # project's run dir (PostgreSQL as its own system user, made by `services up --scale`).
+    for service in orthanc postgresql redis-server; do
+        $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || $SUDO service "$service" stop >/dev/null 2>&1 || true
+    done
 fi
 
 stamp_of() { sha256sum "$@" | sha256sum | cut -c1-16; }

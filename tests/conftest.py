@@ -2,32 +2,34 @@
 
 `live_settings` starts a private Orthanc and FHIR server for the test session (free ports,
 a temporary run directory) and stops exactly those processes afterwards, so the suite never
-touches the user's own demo services. `shared_data` is the real CT data in ../shared/data.
+touches the user's own demo services. `postgres_cluster` does the same for PostgreSQL, and
+`state_url` / `state_engine` give a test the runtime's database on each backend it is
+parametrized over (`tests/state_databases.py`). `shared_data` is the real CT data in ../shared/data.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from agent import services
 from agent.private_files import protect_run_dir
 from agent.services import process
+from agent.services.postgres import PostgresCluster
+from agent.services.process import free_port
 from agent.settings import PROJECT_ROOT, Settings
 from tests.oidc_provider import Provider, running_provider
+from tests.state_databases import BACKENDS, ServiceError, fresh_database, running_cluster, unavailable
+from tools.state.database import sqlite_url
+from tools.state.database import state_engine as build_state_engine
+from tools.state.migrate import upgrade
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_service_settings(run_dir: Path, **update: object) -> Settings:
@@ -123,3 +125,32 @@ def shared_data() -> Path:
     if os.environ.get("CI"):
         pytest.fail(message + "; CI requires it")
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL 15 for the session (free port, 127.0.0.1), stopped by its PID afterwards."""
+    try:
+        with running_cluster(free_port()) as cluster:
+            yield cluster
+    except ServiceError as exc:
+        unavailable(str(exc))
+
+
+@pytest.fixture(params=BACKENDS)
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database for the runtime's state; a test that uses it runs once on each backend."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "agent.sqlite")
+        return
+    with fresh_database(request.getfixturevalue("postgres_cluster")) as url:
+        yield url
+
+
+@pytest.fixture()
+def state_engine(state_url: str) -> Iterator[Engine]:
+    """An engine over `state_url`, migrated to the newest schema, disposed afterwards."""
+    engine = build_state_engine(state_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()

@@ -37,14 +37,12 @@ def users_add(
     from tools.identity.accounts import AccountError
 
     password = _read_password(password_stdin, username)
-    store = account_store(get_settings())
-    try:
-        account = store.add(username, password, role, display_name)
-    except AccountError as exc:
-        output.error(exc)
-        raise typer.Exit(2) from exc
-    finally:
-        store.close()
+    with account_store(get_settings()) as store:
+        try:
+            account = store.add(username, password, role, display_name)
+        except AccountError as exc:
+            output.error(exc)
+            raise typer.Exit(2) from exc
     output.console.print(f"added {escape(account.username)} ({', '.join(sorted(account.roles))})")
 
 
@@ -53,11 +51,8 @@ def users_list() -> None:
     """Every local account, with its roles and whether it can sign in."""
     from agent.identity import account_store
 
-    store = account_store(get_settings())
-    try:
+    with account_store(get_settings()) as store:
         accounts = store.list()
-    finally:
-        store.close()
     table = Table("user", "display name", "roles", "state")
     for a in accounts:
         state = "disabled" if a.disabled else f"locked until {a.locked_until:%H:%M:%S}" if a.locked_until else "active"
@@ -71,14 +66,12 @@ def users_disable(username: Annotated[str, typer.Argument(help="The account to d
     from agent.identity import account_store
     from tools.identity.accounts import AccountError
 
-    store = account_store(get_settings())
-    try:
-        store.disable(username)
-    except AccountError as exc:
-        output.error(exc)
-        raise typer.Exit(1) from exc
-    finally:
-        store.close()
+    with account_store(get_settings()) as store:
+        try:
+            store.disable(username)
+        except AccountError as exc:
+            output.error(exc)
+            raise typer.Exit(1) from exc
     output.console.print(f"disabled {escape(username)}")
 
 

@@ -1,8 +1,8 @@
-"""`imaging-agent services up|down|status`: the local Orthanc and FHIR server."""
+"""`imaging-agent services up|down|status`: the local Orthanc and FHIR server (and PostgreSQL, Redis)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -14,7 +14,10 @@ from agent.settings import get_settings
 if TYPE_CHECKING:
     from agent import services
 
-services_app = typer.Typer(help="Start, stop and inspect the local Orthanc (PACS) and FHIR server.", no_args_is_help=True)
+services_app = typer.Typer(
+    help="Start, stop and inspect the local Orthanc (PACS) and FHIR server (with --scale: PostgreSQL, Redis).",
+    no_args_is_help=True,
+)
 
 
 def print_status(rows: list[services.ServiceStatus]) -> None:
@@ -28,18 +31,28 @@ def print_status(rows: list[services.ServiceStatus]) -> None:
 
 
 @services_app.command("up")
-def services_up() -> None:
+def services_up(
+    scale: Annotated[bool, typer.Option("--scale", help="Also PostgreSQL 15 (state) and Redis (broker), on 127.0.0.1.")] = False,
+) -> None:
     """Start Orthanc and the FHIR server (or find them running) and wait until both answer."""
     from agent import services
 
     settings = get_settings()
     try:
-        rows = services.up(settings)
+        rows = services.up(settings, scale=scale)
     except services.ServiceError as exc:
         output.error(exc)
         raise typer.Exit(1) from exc
     print_status(rows)
     output.console.print(f"DICOMweb: {settings.dicomweb_url}   FHIR: {settings.fhir_url}")
+    if scale:
+        url_file = services.database_url_file(settings)
+        # The URL holds the database password: point at its 0600 file rather than print it.
+        output.console.print(
+            f"PostgreSQL: to keep the state there, set IMAGING_AGENT_DATABASE_URL to the URL in {escape(str(url_file))}, "
+            f'e.g. export IMAGING_AGENT_DATABASE_URL="$(cat {escape(str(url_file))})"',
+            soft_wrap=True,
+        )
 
 
 @services_app.command("down")

@@ -11,13 +11,13 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from agent.api.app import create_app
+from agent.identity import account_store
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from tests.browser.conftest import clean_run_dir, save_screenshot
 from tests.conftest import free_port
 from tests.integration.workflow_helpers import assert_written_once, phantom_spec, retire, seed_phantom
 from tests.uvicorn_thread import serving
-from tools.identity.accounts import AccountStore
 from tools.identity.principal import LOCAL_ISSUER
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -40,9 +40,8 @@ def test_local_account_signs_in_stale_refused_fresh_approves(
     settings = clean_run_dir(private_services, "local-sign-in").model_copy(
         update={"signing_window_s": SIGNING_WINDOW_S}
     )
-    accounts = AccountStore(settings.state_path)
-    accounts.add(USER, PASSWORD, ["radiologist"], NAME)
-    accounts.close()
+    with account_store(settings) as accounts:
+        accounts.add(USER, PASSWORD, ["radiologist"], NAME)
     seeded = seed_phantom(settings, tmp_path / "UI-0320", phantom_spec(320, "UI-0320"))
     try:
         with serving(create_app(settings), free_port()) as base, AgentRuntime(settings) as cli:

@@ -10,6 +10,9 @@ structure, one Provenance and AuditEvent, one Task.
 LangGraph writes a step's checkpoint while the next step runs, so a kill during stage X may
 lose the checkpoint of stage X-1: that stage may run again (harmless, it writes nothing
 outside the work folder); anything before it must not.
+
+The kills during the writes and while waiting for approval run on both state backends
+(`state_settings`: the SQLite file, and PostgreSQL with LangGraph's PostgresSaver).
 """
 
 from __future__ import annotations
@@ -113,8 +116,9 @@ def test_study_killed_at_each_stage(
 
 @pytest.mark.parametrize("stage", ["write_pacs", "write_fhir"])
 def test_study_killed_during_write(
-    stage: str, settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
+    stage: str, state_settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
 ) -> None:
+    settings = state_settings
     study = _new_study(live_settings, tmp_path, f"DUR-W-{stage}", seeded)
     with AgentRuntime(settings) as runtime:
         thread_id = runtime.start_study(study.imaging_study_id).thread_id
@@ -138,8 +142,9 @@ def test_study_killed_during_write(
 
 
 def test_study_killed_while_waiting_for_approval(
-    settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
+    state_settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
 ) -> None:
+    settings = state_settings
     study = _new_study(live_settings, tmp_path, "DUR-S-waiting", seeded)
     driver = Driver.start(settings, ["study", study.imaging_study_id, "--linger"], tmp_path / "logs")
     returned = driver.wait_for("returned")["returned"]

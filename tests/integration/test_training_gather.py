@@ -28,7 +28,7 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from agent.parts import fhir_client, pacs_client
-from agent.seed import SeedResult, seed_datasets
+from agent.seed import seed_datasets
 from agent.settings import Settings
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
@@ -42,6 +42,7 @@ from tools.training.dataset import case_arrays, read_case
 from tools.training.gather import GatherReport, gather_cases, label_studies
 from tools.training.pairing import TrainingPair
 from tools.training.train import train
+from tools.workflow.registration import Registered
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ class Study:
     phantom: Phantom
     volume: Volume
     datasets: list[Dataset]
-    seeded: SeedResult
+    seeded: Registered
 
 
 def _result(phantom: Phantom) -> SegmentationResult:

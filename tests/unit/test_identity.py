@@ -1,49 +1,53 @@
-"""Local accounts, access tokens and the OS-account reviewer (tools/identity)."""
+"""Local accounts (on SQLite and PostgreSQL), access tokens and the OS-account reviewer (tools/identity)."""
 
 from __future__ import annotations
 
 import os
 import pwd
-import sqlite3
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
 import pytest
+from sqlalchemy import Engine, select
 
 from tools.identity.accounts import AccountError, AccountStore, AuthenticationError
 from tools.identity.os_account import os_radiologist
 from tools.identity.principal import LOCAL_ISSUER, NotAllowedError
 from tools.identity.tokens import InvalidTokenError, TokenSigner, load_or_create_secret
+from tools.state.schema import users
 
 pytestmark = pytest.mark.unit
 
 PASSWORD = "correct horse battery"
 
 
-def _store(tmp_path: Path, **kwargs: float) -> AccountStore:
-    store = AccountStore(tmp_path / "agent.sqlite", **kwargs)  # type: ignore[arg-type]
+def _store(engine: Engine, **kwargs: float) -> AccountStore:
+    store = AccountStore(engine, **kwargs)  # type: ignore[arg-type]
     store.add("dr-lee", PASSWORD, ["radiologist"], "Dr. Ana Lee")
     return store
 
 
-def test_only_an_argon2_hash_is_stored(tmp_path: Path) -> None:
-    _store(tmp_path).close()
-    raw = (tmp_path / "agent.sqlite").read_bytes()
-    assert PASSWORD.encode() not in raw
-    [(stored,)] = sqlite3.connect(tmp_path / "agent.sqlite").execute("SELECT password_hash FROM users").fetchall()
+def test_only_an_argon2_hash_is_stored(state_engine: Engine) -> None:
+    _store(state_engine)
+    with state_engine.connect() as conn:
+        rows = [tuple(row) for row in conn.execute(select(users))]
+    assert PASSWORD not in repr(rows)
+    if state_engine.dialect.name == "sqlite":  # nor anywhere in the file (a journal, a free page)
+        assert PASSWORD.encode() not in Path(state_engine.url.database or "").read_bytes()
+    [stored] = [row[3] for row in rows]
     assert stored.startswith("$argon2id$")
 
 
-def test_the_right_password_gives_the_principal(tmp_path: Path) -> None:
-    principal = _store(tmp_path).authenticate("dr-lee", PASSWORD)
+def test_the_right_password_gives_the_principal(state_engine: Engine) -> None:
+    principal = _store(state_engine).authenticate("dr-lee", PASSWORD)
     assert (principal.id, principal.display_name, principal.issuer) == ("dr-lee", "Dr. Ana Lee", LOCAL_ISSUER)
     assert principal.roles == {"radiologist"} and principal.auth_method == "password"
 
 
-def test_lockout_after_repeated_failures_even_for_the_right_password(tmp_path: Path) -> None:
-    store = _store(tmp_path, max_failures=3, lockout_s=600)
+def test_lockout_after_repeated_failures_even_for_the_right_password(state_engine: Engine) -> None:
+    store = _store(state_engine, max_failures=3, lockout_s=600)
     now = datetime.now(UTC)
     for _ in range(3):
         with pytest.raises(AuthenticationError):
@@ -55,8 +59,8 @@ def test_lockout_after_repeated_failures_even_for_the_right_password(tmp_path: P
     assert store.authenticate("dr-lee", PASSWORD, now + timedelta(seconds=601)).id == "dr-lee"
 
 
-def test_unknown_and_disabled_users_are_refused_alike(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_unknown_and_disabled_users_are_refused_alike(state_engine: Engine) -> None:
+    store = _store(state_engine)
     with pytest.raises(AuthenticationError) as unknown:
         store.authenticate("nobody", PASSWORD)
     store.disable("dr-lee")
@@ -66,8 +70,8 @@ def test_unknown_and_disabled_users_are_refused_alike(tmp_path: Path) -> None:
     assert not store.is_active("dr-lee")
 
 
-def test_accounts_are_checked_when_added(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_accounts_are_checked_when_added(state_engine: Engine) -> None:
+    store = _store(state_engine)
     with pytest.raises(AccountError, match="exists already"):
         store.add("dr-lee", PASSWORD, ["radiologist"])
     with pytest.raises(AccountError, match="choose from"):
@@ -76,11 +80,11 @@ def test_accounts_are_checked_when_added(tmp_path: Path) -> None:
         store.add("x", "short", ["operator"])
 
 
-def test_tokens_carry_the_principal_and_forgeries_fail(tmp_path: Path) -> None:
+def test_tokens_carry_the_principal_and_forgeries_fail(tmp_path: Path, state_engine: Engine) -> None:
     secret_path = tmp_path / "secret"
     signer = TokenSigner(load_or_create_secret(secret_path), ttl_s=60)
     assert stat.S_IMODE(secret_path.stat().st_mode) == 0o600
-    principal = _store(tmp_path).authenticate("dr-lee", PASSWORD)
+    principal = _store(state_engine).authenticate("dr-lee", PASSWORD)
     token = signer.issue(principal)
     assert signer.verify(token).model_dump() == principal.model_copy(
         update={"auth_time": principal.auth_time.replace(microsecond=0)}

@@ -1,4 +1,4 @@
-"""Job leases (tools/workflow/leases.py) without servers: take, heartbeat, expiry, dead pid.
+"""Job leases (tools/workflow/leases.py): take, heartbeat, expiry, dead pid, on SQLite and PostgreSQL.
 
 Owners are real processes: a `sleep` child stands for a live runner, a reaped child for a killed
 one, a killed but unreaped child for a zombie. Another host is an identity with another host name.
@@ -12,10 +12,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, update
 
+from tools.state.schema import job_leases
 from tools.workflow.leases import JobBusyError, LeaseLostError, LeaseStore, ProcessIdentity, this_process
 
 pytestmark = pytest.mark.unit
@@ -24,8 +25,8 @@ JOB = "study-20260101-000000-abcdef"
 
 
 @pytest.fixture()
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "agent.sqlite"
+def db(state_engine: Engine) -> Engine:
+    return state_engine
 
 
 @pytest.fixture()
@@ -37,7 +38,7 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     child.wait()
 
 
-def _store(db: Path, identity: ProcessIdentity | None = None, expiry_s: float = 60.0, heartbeat_s: float = 10.0) -> LeaseStore:
+def _store(db: Engine, identity: ProcessIdentity | None = None, expiry_s: float = 60.0, heartbeat_s: float = 10.0) -> LeaseStore:
     return LeaseStore(db, expiry_s=expiry_s, heartbeat_s=heartbeat_s, identity=identity)
 
 
@@ -52,7 +53,7 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def test_a_lease_is_taken_once_and_released_after_the_run(db: Path) -> None:
+def test_a_lease_is_taken_once_and_released_after_the_run(db: Engine) -> None:
     store = _store(db)
     with store.acquire(JOB) as lease:
         assert store.holder(JOB) == lease.holder
@@ -67,13 +68,13 @@ def test_a_lease_is_taken_once_and_released_after_the_run(db: Path) -> None:
         pass
 
 
-def test_a_live_process_keeps_its_lease(db: Path, sleeper: subprocess.Popen[bytes]) -> None:
+def test_a_live_process_keeps_its_lease(db: Engine, sleeper: subprocess.Popen[bytes]) -> None:
     _store(db, _as(sleeper.pid)).acquire(JOB)
     with pytest.raises(JobBusyError, match=f"pid {sleeper.pid}"):
         _store(db).acquire(JOB)
 
 
-def test_the_lease_of_a_dead_pid_is_taken_over(db: Path) -> None:
+def test_the_lease_of_a_dead_pid_is_taken_over(db: Engine) -> None:
     dead = _dead_pid()
     _store(db, _as(dead)).acquire(JOB)
     assert _store(db).holder(JOB) is None, "a killed runner still counts as running"
@@ -82,7 +83,7 @@ def test_the_lease_of_a_dead_pid_is_taken_over(db: Path) -> None:
         assert lease.holder.pid != dead
 
 
-def test_a_zombie_and_a_reused_pid_count_as_gone(db: Path) -> None:
+def test_a_zombie_and_a_reused_pid_count_as_gone(db: Engine) -> None:
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     time.sleep(0.5)  # exited, not reaped: the pid still answers a signal
     _store(db, _as(zombie.pid)).acquire(JOB)
@@ -97,7 +98,7 @@ def test_a_zombie_and_a_reused_pid_count_as_gone(db: Path) -> None:
     assert _store(db).holder("other-job") is None
 
 
-def test_a_running_job_heartbeats(db: Path) -> None:
+def test_a_running_job_heartbeats(db: Engine) -> None:
     store = _store(db, expiry_s=1.0, heartbeat_s=0.05)
     with store.acquire(JOB) as lease:
         first = store.last_holder(JOB).heartbeat_at  # type: ignore[union-attr]
@@ -106,7 +107,7 @@ def test_a_running_job_heartbeats(db: Path) -> None:
         lease.check()
 
 
-def test_another_hosts_lease_expires_without_heartbeats(db: Path) -> None:
+def test_another_hosts_lease_expires_without_heartbeats(db: Engine) -> None:
     remote = replace(this_process(), host="ct-node-2", boot_id="another-boot")
     # Its pid is ours (alive here), which must not matter: only the heartbeat can speak for it.
     _store(db, remote).acquire(JOB)
@@ -118,7 +119,7 @@ def test_another_hosts_lease_expires_without_heartbeats(db: Path) -> None:
         assert lease.holder.host == this_process().host
 
 
-def test_another_hosts_lease_lives_while_it_heartbeats(db: Path) -> None:
+def test_another_hosts_lease_lives_while_it_heartbeats(db: Engine) -> None:
     remote = _store(db, replace(this_process(), host="ct-node-2", boot_id="another-boot"), expiry_s=0.5, heartbeat_s=0.05)
     with remote.acquire(JOB):
         time.sleep(0.8)
@@ -126,19 +127,19 @@ def test_another_hosts_lease_lives_while_it_heartbeats(db: Path) -> None:
             _store(db, expiry_s=0.5, heartbeat_s=0.1).acquire(JOB)
 
 
-def test_a_run_whose_lease_was_taken_learns_it_at_the_next_heartbeat(db: Path) -> None:
+def test_a_run_whose_lease_was_taken_learns_it_at_the_next_heartbeat(db: Engine) -> None:
     store = _store(db, expiry_s=1.0, heartbeat_s=0.05)
     with store.acquire(JOB) as lease:
         # Another host judged this runner gone (say it was suspended) and took the job.
-        with store._lock:
-            store._conn.execute("UPDATE job_leases SET token = 'theirs' WHERE thread_id = ?", (JOB,))
+        with db.begin() as conn:
+            conn.execute(update(job_leases).where(job_leases.c.thread_id == JOB).values(token="theirs"))
         time.sleep(0.3)
         with pytest.raises(LeaseLostError, match=f"job {JOB}: another runner took over"):
             lease.check()
     assert store.last_holder(JOB).token == "theirs"  # type: ignore[union-attr]  # not released by the loser
 
 
-def test_taking_a_lease_is_atomic(db: Path) -> None:
+def test_taking_a_lease_is_atomic(db: Engine) -> None:
     """Eight runners (own connections) race for one job: exactly one gets it."""
     stores = [_store(db) for _ in range(8)]
     start = threading.Barrier(len(stores))
@@ -161,6 +162,30 @@ def test_taking_a_lease_is_atomic(db: Path) -> None:
     assert len(won) == 1 and len(refused) == len(stores) - 1
 
 
-def test_the_heartbeat_must_be_shorter_than_the_expiry(db: Path) -> None:
+def test_taking_over_a_gone_runners_lease_is_atomic(db: Engine) -> None:
+    """Eight runners find the same dead owner's lease at once: exactly one takes it over."""
+    _store(db, _as(_dead_pid())).acquire(JOB)
+    stores = [_store(db) for _ in range(8)]
+    start = threading.Barrier(len(stores))
+    won: list[str] = []
+    refused: list[int] = []
+
+    def race(i: int) -> None:
+        start.wait()
+        try:
+            won.append(stores[i].acquire(JOB).holder.token)
+        except JobBusyError:
+            refused.append(i)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == len(stores) - 1
+    assert _store(db).last_holder(JOB).token == won[0]  # type: ignore[union-attr]
+
+
+def test_the_heartbeat_must_be_shorter_than_the_expiry(db: Engine) -> None:
     with pytest.raises(ValueError, match="below its expiry"):
         _store(db, expiry_s=10, heartbeat_s=10)

@@ -1,8 +1,8 @@
 """The runtime runs a job only under its lease (graphs/runtime.py over tools/workflow/leases.py).
 
-The fake workflow of the routing tests, with the real decision store and a real SQLite file: a
-live runner elsewhere is a `sleep` process holding the lease; a decision given while a runner
-holds the job is recorded, not run here, and that runner applies it.
+The fake workflow of the routing tests, with the real decision store and a real database (SQLite and
+PostgreSQL): a live runner elsewhere is a `sleep` process holding the lease; a decision given while
+a runner holds the job is recorded, not run here, and that runner applies it.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from graphs.runtime import WorkflowRuntime
 from tests.unit.test_study_routing import PREPARE, FakeWorkflow, _decision
+from tools.state.database import state_engine
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.decisions import DecisionStore, request_sha256
 from tools.workflow.leases import JobBusyError, LeaseStore, this_process
@@ -26,7 +27,7 @@ from tools.workflow.records import FetchedSeries, StoredFile, StoredSegmentation
 
 pytestmark = pytest.mark.unit
 
-WRITES = ["record_approval", "store", "report"]
+WRITES = ["record_approval", "store", "record_lineage", "record_assessment", "report"]
 
 
 @dataclass(frozen=True)
@@ -52,19 +53,20 @@ class LeasedFake(FakeWorkflow):
 
 
 @pytest.fixture()
-def state_path(tmp_path: Path) -> Path:
-    return tmp_path / "agent.sqlite"
+def database(state_url: str) -> Iterator[Engine]:
+    """The runtime's database; the runtimes of a test share it as processes on one database would."""
+    engine = state_engine(state_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture()
-def decisions(state_path: Path) -> Iterator[DecisionStore]:
-    store = DecisionStore(state_path)
-    yield store
-    store.close()
+def decisions(database: Engine) -> DecisionStore:
+    return DecisionStore(database)
 
 
-def _runtime(fake: LeasedFake, state_path: Path) -> WorkflowRuntime:
-    return WorkflowRuntime(fake, state_path=state_path, batch_concurrency=2)  # type: ignore[arg-type]
+def _runtime(fake: LeasedFake, database: Engine) -> WorkflowRuntime:
+    return WorkflowRuntime(fake, engine=database, batch_concurrency=2)  # type: ignore[arg-type]
 
 
 @pytest.fixture()
@@ -75,18 +77,18 @@ def other_runner() -> Iterator[subprocess.Popen[bytes]]:
     child.wait()
 
 
-def _held_by(state_path: Path, pid: int, thread_id: str) -> None:
+def _held_by(database: Engine, pid: int, thread_id: str) -> None:
     """Leave the job's lease held by `pid` on this host, as that runner's own runtime would."""
-    LeaseStore(state_path, expiry_s=60, heartbeat_s=10, identity=replace(this_process(), pid=pid, pid_started=None)).acquire(thread_id)
+    LeaseStore(database, expiry_s=60, heartbeat_s=10, identity=replace(this_process(), pid=pid, pid_started=None)).acquire(thread_id)
 
 
 def test_a_job_a_live_process_runs_is_neither_resumed_nor_decided_here(
-    state_path: Path, decisions: DecisionStore, other_runner: subprocess.Popen[bytes]
+    database: Engine, decisions: DecisionStore, other_runner: subprocess.Popen[bytes]
 ) -> None:
     fake = LeasedFake(decisions)
-    with _runtime(fake, state_path) as runtime:
+    with _runtime(fake, database) as runtime:
         [pending] = runtime.start_study("s-1").pending
-        _held_by(state_path, other_runner.pid, pending.thread_id)
+        _held_by(database, other_runner.pid, pending.thread_id)
         assert runtime.runner(pending.thread_id).pid == other_runner.pid  # type: ignore[union-attr]
 
         with pytest.raises(JobBusyError, match=f"is being run by pid {other_runner.pid} on host .*; wait for it or stop"):
@@ -106,15 +108,15 @@ def test_a_job_a_live_process_runs_is_neither_resumed_nor_decided_here(
     assert fake.steps() == [*PREPARE, *WRITES]
 
 
-def test_a_decision_from_another_terminal_is_applied_by_the_running_owner(state_path: Path, decisions: DecisionStore) -> None:
+def test_a_decision_from_another_terminal_is_applied_by_the_running_owner(database: Engine, decisions: DecisionStore) -> None:
     """The batch runs here (s-2 still segmenting) when s-1 is approved from a second runtime."""
     fake = LeasedFake(decisions, hold=["s-2"])
-    owner = _runtime(fake, state_path)
+    owner = _runtime(fake, database)
     finished: dict[str, Any] = {}
     run = threading.Thread(target=lambda: finished.update(report=owner.start_batch()))
     run.start()
     try:
-        with _runtime(LeasedFake(decisions), state_path) as terminal:
+        with _runtime(LeasedFake(decisions), database) as terminal:
             deadline = time.monotonic() + 30
             while not terminal.pending_approvals():
                 assert time.monotonic() < deadline, "s-1 never reached its approval"
@@ -137,9 +139,9 @@ def test_a_decision_from_another_terminal_is_applied_by_the_running_owner(state_
         owner.close()
 
 
-def test_the_lease_is_released_when_the_run_returns_or_fails(state_path: Path, decisions: DecisionStore) -> None:
+def test_the_lease_is_released_when_the_run_returns_or_fails(database: Engine, decisions: DecisionStore) -> None:
     fake = LeasedFake(decisions)
-    with _runtime(fake, state_path) as runtime:
+    with _runtime(fake, database) as runtime:
         report = runtime.start_study("s-1")
         assert runtime.last_runner(report.thread_id) is None
         fake.fail_at = "store"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from agent.settings import PROJECT_ROOT, Settings
 from tools.http import HttpAuth
+from tools.state.database import parse_database_url
 
 pytestmark = pytest.mark.unit
 
@@ -38,3 +40,16 @@ def test_auth_requires_credentials() -> None:
         HttpAuth(kind="basic", username="u").basic()
     assert HttpAuth(kind="bearer", token="t").headers() == {"Authorization": "Bearer t"}
     assert HttpAuth(kind="basic", username="u", password="p").basic() == ("u", "p")
+
+
+def test_the_state_is_in_sqlite_unless_a_postgresql_url_is_set(tmp_path: Path) -> None:
+    assert Settings(run_dir=tmp_path, _env_file=None).state_database_url() == f"sqlite:///{tmp_path.resolve()}/agent.sqlite"
+    scaled = Settings(database_url="postgresql://agent:pw@10.0.0.5:5432/state", _env_file=None)
+    # psycopg 3, the driver installed (SQLAlchemy's plain postgresql:// would mean psycopg2).
+    assert parse_database_url(scaled.state_database_url()).drivername == "postgresql+psycopg"
+
+
+def test_an_unusable_database_url_is_refused_naming_the_forms_without_its_password() -> None:
+    with pytest.raises(ValueError, match=r"IMAGING_AGENT_DATABASE_URL: unsupported database URL 'mysql://u:\*\*\*@h/db'") as refused:
+        Settings(database_url="mysql://u:hunter2@h/db", _env_file=None)
+    assert "postgresql://USER:PASSWORD@HOST:PORT/DATABASE" in str(refused.value) and "hunter2" not in str(refused.value)

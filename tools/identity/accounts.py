@@ -8,17 +8,19 @@ whether the user exists or not.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from tools.identity.principal import LOCAL_ISSUER, ROLES, Principal, Role
+from tools.state.schema import users
 
 _HASHER = PasswordHasher()
 # Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
@@ -43,25 +45,22 @@ class AuthenticationError(PermissionError):
     """Sign-in refused. The message never tells whether the user exists."""
 
 
-class AccountStore:
-    """The `users` table in the runtime's SQLite file."""
+_ACCOUNT_COLUMNS = (
+    users.c.username, users.c.display_name, users.c.roles, users.c.disabled, users.c.failed_attempts,
+    users.c.locked_until,
+)
 
-    def __init__(self, path: Path, *, max_failures: int = 5, lockout_s: float = 900.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+class AccountStore:
+    """The `users` table of the runtime's database (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine, *, max_failures: int = 5, lockout_s: float = 900.0) -> None:
+        self.engine = engine
         self.max_failures = max_failures
         self.lockout_s = lockout_s
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        # Counting failures reads and then writes a row: one sign-in at a time in this process, and
+        # the row locked (FOR UPDATE) against other processes where the database can lock rows.
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS users (username TEXT PRIMARY KEY, display_name TEXT NOT NULL,"
-                " roles TEXT NOT NULL, password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,"
-                " failed_attempts INTEGER NOT NULL DEFAULT 0, locked_until TEXT, created_at TEXT NOT NULL)"
-            )
-            self._conn.commit()
-
-    def close(self) -> None:
-        self._conn.close()
 
     def add(self, username: str, password: str, roles: Iterable[str], display_name: str | None = None) -> Account:
         username = username.strip()
@@ -72,49 +71,43 @@ class AccountStore:
             raise AccountError(f"roles {sorted(wanted)} for {username}: choose from {', '.join(ROLES)}")
         if len(password) < MIN_PASSWORD_LENGTH:
             raise AccountError(f"the password for {username} needs at least {MIN_PASSWORD_LENGTH} characters")
-        with self._lock:
-            try:
-                self._conn.execute(
-                    "INSERT INTO users (username, display_name, roles, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (username, (display_name or "").strip() or username, ",".join(sorted(wanted)),
-                     _HASHER.hash(password), datetime.now(UTC).isoformat()),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise AccountError(f"user {username} exists already; `imaging-agent users list` shows them") from exc
-            self._conn.commit()
+        row = {
+            "username": username,
+            "display_name": (display_name or "").strip() or username,
+            "roles": ",".join(sorted(wanted)),
+            "password_hash": _HASHER.hash(password),
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(users).values(**row))
+        except IntegrityError as exc:
+            raise AccountError(f"user {username} exists already; `imaging-agent users list` shows them") from exc
         return self.get(username)
 
     def get(self, username: str) -> Account:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT username, display_name, roles, disabled, failed_attempts, locked_until FROM users"
-                " WHERE username = ?",
-                (username,),
-            ).fetchone()
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_ACCOUNT_COLUMNS).where(users.c.username == username)).mappings().first()
         if row is None:
             raise AccountError(f"no user {username}; `imaging-agent users list` shows them")
         return _account(row)
 
     def list(self) -> list[Account]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT username, display_name, roles, disabled, failed_attempts, locked_until FROM users"
-                " ORDER BY username"
-            ).fetchall()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*_ACCOUNT_COLUMNS).order_by(users.c.username)).mappings().all()
         return [_account(r) for r in rows]
 
     def disable(self, username: str) -> None:
-        with self._lock:
-            changed = self._conn.execute("UPDATE users SET disabled = 1 WHERE username = ?", (username,)).rowcount
-            self._conn.commit()
+        with self.engine.begin() as conn:
+            changed = conn.execute(update(users).where(users.c.username == username).values(disabled=1)).rowcount
         if not changed:
             raise AccountError(f"no user {username}; `imaging-agent users list` shows them")
 
     def is_active(self, username: str) -> bool:
         """The account exists and is not disabled (a token of a disabled account no longer counts)."""
-        with self._lock:
-            row = self._conn.execute("SELECT disabled FROM users WHERE username = ?", (username,)).fetchone()
-        return row is not None and not row[0]
+        with self.engine.connect() as conn:
+            disabled = conn.execute(select(users.c.disabled).where(users.c.username == username)).scalar_one_or_none()
+        return disabled is not None and not disabled
 
     def authenticate(self, username: str, password: str, now: datetime | None = None) -> Principal:
         """The account's principal for a right password; AuthenticationError otherwise (same words every time)."""
@@ -122,12 +115,16 @@ class AccountStore:
         refused = AuthenticationError(
             "sign-in refused: wrong user name or password, or the account is disabled or locked"
         )
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT display_name, roles, password_hash, disabled, failed_attempts, locked_until FROM users"
-                " WHERE username = ?",
-                (username,),
-            ).fetchone()
+        query = (
+            select(users.c.display_name, users.c.roles, users.c.password_hash, users.c.disabled,
+                   users.c.failed_attempts, users.c.locked_until)
+            .where(users.c.username == username)
+            .with_for_update()
+        )
+        this_user = users.c.username == username
+        # Commit as we go: a refused sign-in must still commit its failure count.
+        with self._lock, self.engine.connect() as conn:
+            row = conn.execute(query).first()
             if row is None:
                 _verifies(_DUMMY_HASH, password)
                 raise refused
@@ -137,16 +134,13 @@ class AccountStore:
             if not _verifies(password_hash, password) or disabled:
                 failures += 1
                 lock = (now + timedelta(seconds=self.lockout_s)).isoformat() if failures >= self.max_failures else None
-                self._conn.execute(
-                    "UPDATE users SET failed_attempts = ?, locked_until = ? WHERE username = ?",
-                    (0 if lock else failures, lock, username),
+                conn.execute(
+                    update(users).where(this_user).values(failed_attempts=0 if lock else failures, locked_until=lock)
                 )
-                self._conn.commit()
+                conn.commit()
                 raise refused
-            self._conn.execute(
-                "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE username = ?", (username,)
-            )
-            self._conn.commit()
+            conn.execute(update(users).where(this_user).values(failed_attempts=0, locked_until=None))
+            conn.commit()
         return Principal(
             id=username,
             display_name=display_name,
@@ -164,13 +158,12 @@ def _verifies(password_hash: str, password: str) -> bool:
         return False
 
 
-def _account(row: tuple) -> Account:
-    username, display_name, roles, disabled, failures, locked_until = row
+def _account(row: Any) -> Account:
     return Account(
-        username=username,
-        display_name=display_name,
-        roles=frozenset(roles.split(",")),
-        disabled=bool(disabled),
-        failed_attempts=failures,
-        locked_until=datetime.fromisoformat(locked_until) if locked_until else None,
+        username=row["username"],
+        display_name=row["display_name"],
+        roles=frozenset(row["roles"].split(",")),
+        disabled=bool(row["disabled"]),
+        failed_attempts=row["failed_attempts"],
+        locked_until=datetime.fromisoformat(row["locked_until"]) if row["locked_until"] else None,
     )

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-import threading
-from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from tools.state.schema import approval_decisions, approved_plans
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 
 
@@ -37,62 +38,52 @@ class DecisionConflictError(RuntimeError):
 
 
 class DecisionStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS approval_decisions (thread_id TEXT NOT NULL, request_id TEXT NOT NULL,"
-                " payload_sha256 TEXT NOT NULL, decision TEXT NOT NULL, PRIMARY KEY (thread_id, request_id))"
-            )
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS approved_plans (request_id TEXT NOT NULL, plan_sha256 TEXT NOT NULL,"
-                " PRIMARY KEY (request_id, plan_sha256))"
-            )
-            self._conn.commit()
+    """The `approval_decisions` and `approved_plans` tables of the runtime's database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     def record(self, thread_id: str, request_id: str, payload_hash: str, decision: ApprovalDecision) -> None:
         """Keep the first answer to a request; refuse a different second one."""
-        with self._lock:
-            cursor = self._conn.execute(
-                "INSERT INTO approval_decisions VALUES (?, ?, ?, ?) ON CONFLICT(thread_id, request_id) DO NOTHING",
-                (thread_id, request_id, payload_hash, decision.model_dump_json()),
+        row = {"thread_id": thread_id, "request_id": request_id, "payload_sha256": payload_hash,
+               "decision": decision.model_dump_json()}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(approval_decisions).values(**row))
+            return
+        except IntegrityError:  # answered before: the first answer stands
+            pass
+        existing = self.get(thread_id, request_id, payload_hash)
+        same = existing is not None and (existing.action, existing.reviewer_id, existing.issuer) == (
+            decision.action, decision.reviewer_id, decision.issuer
+        )
+        if not same:
+            raise DecisionConflictError(
+                f"result {request_id} of job {thread_id} was already answered; the first answer stands."
             )
-            self._conn.commit()
-        if cursor.rowcount == 0:
-            existing = self.get(thread_id, request_id, payload_hash)
-            same = existing is not None and (existing.action, existing.reviewer_id, existing.issuer) == (
-                decision.action, decision.reviewer_id, decision.issuer
-            )
-            if not same:
-                raise DecisionConflictError(
-                    f"result {request_id} of job {thread_id} was already answered; the first answer stands."
-                )
 
     def get(self, thread_id: str, request_id: str, payload_hash: str) -> ApprovalDecision | None:
         """The recorded answer to exactly this request (same job, same result, same payload)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT decision FROM approval_decisions WHERE thread_id = ? AND request_id = ? AND payload_sha256 = ?",
-                (thread_id, request_id, payload_hash),
-            ).fetchone()
-        return ApprovalDecision.model_validate_json(row[0]) if row else None
+        query = select(approval_decisions.c.decision).where(
+            approval_decisions.c.thread_id == thread_id,
+            approval_decisions.c.request_id == request_id,
+            approval_decisions.c.payload_sha256 == payload_hash,
+        )
+        with self.engine.connect() as conn:
+            decision = conn.execute(query).scalar_one_or_none()
+        return ApprovalDecision.model_validate_json(decision) if decision is not None else None
 
     def remember_plan(self, request_id: str, plan: dict[str, Any]) -> None:
         """Note the exact write plan an approval covers (what the repair path may reuse)."""
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR IGNORE INTO approved_plans VALUES (?, ?)", (request_id, payload_sha256(plan))
-            )
-            self._conn.commit()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(approved_plans).values(request_id=request_id, plan_sha256=payload_sha256(plan)))
+        except IntegrityError:  # noted already
+            pass
 
     def plan_approved(self, request_id: str, plan: dict[str, Any]) -> bool:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT 1 FROM approved_plans WHERE request_id = ? AND plan_sha256 = ?", (request_id, payload_sha256(plan))
-            ).fetchone()
-        return row is not None
-
-    def close(self) -> None:
-        self._conn.close()
+        query = select(approved_plans.c.request_id).where(
+            approved_plans.c.request_id == request_id, approved_plans.c.plan_sha256 == payload_sha256(plan)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None

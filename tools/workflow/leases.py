@@ -1,13 +1,15 @@
-"""One runner per job: a lease per job in the runtime's SQLite file.
+"""One runner per job: a lease per job in the runtime's database (SQLite or PostgreSQL).
 
 Two processes resuming the same LangGraph thread at once both write the same work folder and
 the same checkpoints (issue 10: the first failed on a half-written file, the second crashed).
-So a job runs only while its runner holds the job's row in `job_leases`:
+So a job runs only while its runner holds the job's row in `job_leases` (tools/state/schema.py):
 
 - the owner is a process (pid, host, the host's boot id, the process's start time) plus a random
   token per run, so two runs in one process are two owners as well;
-- taking a lease is one `BEGIN IMMEDIATE` transaction: read the row, then insert it, or replace
-  it only when its owner is gone; no other writer can come in between;
+- taking a lease is atomic on both databases without locks of either's own: insert the row, which
+  the primary key lets only one runner do; or, when a row is there and its owner is gone, replace
+  it with an update that names the row exactly as read (token and heartbeat), so of two runners
+  taking over the same lease only one update matches, and a heartbeat in between defeats both;
 - an owner is gone when, on this host (same host name and boot id), its pid no longer runs (or
   now names another process: a different start time, or a zombie); on another host, or when the
   boot id is unknown, when its heartbeat is older than the expiry (a process on another machine
@@ -23,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 import uuid
@@ -33,6 +34,10 @@ from pathlib import Path
 from types import TracebackType
 
 from pydantic import BaseModel
+from sqlalchemy import Engine, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from tools.state.schema import job_leases
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +142,7 @@ class Lease:
                     log.error("lease of job %s was taken by another runner; this run stops", self.thread_id)
                     self.lost.set()
                     return
-            except sqlite3.Error as exc:  # a busy database: try again at the next beat
+            except SQLAlchemyError as exc:  # a busy or restarting database: try again at the next beat
                 log.warning("heartbeat of job %s failed: %s", self.thread_id, exc)
 
     def check(self) -> None:
@@ -158,41 +163,27 @@ class Lease:
         self.store.release(self)
 
 
-_COLUMNS = "thread_id, token, pid, host, boot_id, pid_started, acquired_at, heartbeat_at"
-
-
 class LeaseStore:
-    """The `job_leases` table in the runtime's SQLite file.
+    """The `job_leases` table of the runtime's database.
 
     `expiry_s`: how old a heartbeat may be before a runner on another host counts as gone;
     `heartbeat_s`: how often a running job renews it (well below the expiry).
     """
 
     def __init__(
-        self, path: Path, *, expiry_s: float, heartbeat_s: float, identity: ProcessIdentity | None = None
+        self, engine: Engine, *, expiry_s: float, heartbeat_s: float, identity: ProcessIdentity | None = None
     ) -> None:
         if not 0 < heartbeat_s < expiry_s:
             raise ValueError(f"job lease heartbeat ({heartbeat_s} s) must be positive and below its expiry ({expiry_s} s)")
         self.expiry_s = expiry_s
         self.heartbeat_s = heartbeat_s
         self.me = identity or this_process()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode, so that `acquire` controls its own transaction (BEGIN IMMEDIATE).
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS job_leases (thread_id TEXT PRIMARY KEY, token TEXT NOT NULL,"
-                " pid INTEGER NOT NULL, host TEXT NOT NULL, boot_id TEXT, pid_started INTEGER,"
-                " acquired_at REAL NOT NULL, heartbeat_at REAL NOT NULL)"
-            )
-
-    def close(self) -> None:
-        self._conn.close()
+        self.engine = engine
 
     def _row(self, thread_id: str) -> LeaseHolder | None:
-        row = self._conn.execute(f"SELECT {_COLUMNS} FROM job_leases WHERE thread_id = ?", (thread_id,)).fetchone()
-        return LeaseHolder(**dict(zip(_COLUMNS.split(", "), row, strict=True))) if row else None
+        with self.engine.connect() as conn:
+            row = conn.execute(select(job_leases).where(job_leases.c.thread_id == thread_id)).mappings().first()
+        return LeaseHolder(**row) if row else None
 
     def owner_gone(self, holder: LeaseHolder, now: float | None = None) -> bool:
         same_host = holder.host == self.me.host and holder.boot_id is not None and holder.boot_id == self.me.boot_id
@@ -202,58 +193,71 @@ class LeaseStore:
 
     def holder(self, thread_id: str) -> LeaseHolder | None:
         """Who holds the job's lease now, if that runner is still alive."""
-        with self._lock:
-            holder = self._row(thread_id)
+        holder = self._row(thread_id)
         return None if holder is None or self.owner_gone(holder) else holder
 
     def last_holder(self, thread_id: str) -> LeaseHolder | None:
         """The job's lease row, whether its runner lives or not (a gone one is what a resume takes over)."""
-        with self._lock:
-            return self._row(thread_id)
+        return self._row(thread_id)
 
     def acquire(self, thread_id: str) -> Lease:
         """Take the job's lease, or raise JobBusyError naming the live runner that holds it."""
-        now = time.time()
-        mine = LeaseHolder(
-            thread_id=thread_id,
-            token=uuid.uuid4().hex,
-            pid=self.me.pid,
-            host=self.me.host,
-            boot_id=self.me.boot_id,
-            pid_started=self.me.pid_started,
-            acquired_at=now,
-            heartbeat_at=now,
+        while True:
+            now = time.time()
+            mine = LeaseHolder(
+                thread_id=thread_id,
+                token=uuid.uuid4().hex,
+                pid=self.me.pid,
+                host=self.me.host,
+                boot_id=self.me.boot_id,
+                pid_started=self.me.pid_started,
+                acquired_at=now,
+                heartbeat_at=now,
+            )
+            if self._insert(mine):
+                return Lease(self, mine)
+            current = self._row(thread_id)
+            if current is None:
+                continue  # released between the two statements: try the insert again
+            if not self.owner_gone(current, now):
+                raise JobBusyError(current)
+            if self._replace(current, mine):
+                log.info("job %s: taking over from pid %s on %s (gone)", thread_id, current.pid, current.host)
+                return Lease(self, mine)
+            # Another runner took it over, or the owner heartbeated, in between: judge the row anew.
+
+    def _insert(self, mine: LeaseHolder) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(job_leases).values(**mine.model_dump()))
+        except IntegrityError:
+            return False
+        return True
+
+    def _replace(self, current: LeaseHolder, mine: LeaseHolder) -> bool:
+        """Replace exactly the row that was judged gone; False when it changed since it was read."""
+        as_read = and_(
+            job_leases.c.thread_id == current.thread_id,
+            job_leases.c.token == current.token,
+            job_leases.c.heartbeat_at == current.heartbeat_at,
         )
-        with self._lock:
-            # The write lock from the first statement on: read, judge and replace as one step.
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                current = self._row(thread_id)
-                if current is not None and not self.owner_gone(current, now):
-                    raise JobBusyError(current)
-                if current is not None:
-                    log.info("job %s: taking over from pid %s on %s (gone)", thread_id, current.pid, current.host)
-                self._conn.execute(
-                    f"INSERT OR REPLACE INTO job_leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    tuple(mine.model_dump().values()),
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-        return Lease(self, mine)
+        with self.engine.begin() as conn:
+            return conn.execute(update(job_leases).where(as_read).values(**mine.model_dump())).rowcount == 1
 
     def heartbeat(self, lease: Lease) -> bool:
         """Renew the lease; False when its row now belongs to another runner."""
-        with self._lock:
-            cursor = self._conn.execute(
-                "UPDATE job_leases SET heartbeat_at = ? WHERE thread_id = ? AND token = ?",
-                (time.time(), lease.thread_id, lease.holder.token),
+        with self.engine.begin() as conn:
+            cursor = conn.execute(
+                update(job_leases)
+                .where(job_leases.c.thread_id == lease.thread_id, job_leases.c.token == lease.holder.token)
+                .values(heartbeat_at=time.time())
             )
         return cursor.rowcount == 1
 
     def release(self, lease: Lease) -> None:
-        with self._lock:
-            self._conn.execute(
-                "DELETE FROM job_leases WHERE thread_id = ? AND token = ?", (lease.thread_id, lease.holder.token)
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(job_leases).where(
+                    job_leases.c.thread_id == lease.thread_id, job_leases.c.token == lease.holder.token
+                )
             )

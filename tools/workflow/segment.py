@@ -12,6 +12,7 @@ from tools.http.errors import ServiceUnavailableError
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError, SegmentationResult
 from tools.segmentation.catalog import EngineCatalog
+from tools.segmentation.exclusion import Exclusion, without
 from tools.segmentation.qa import assess
 from tools.workflow.failure import StudyFailure
 
@@ -22,16 +23,22 @@ def engine_chain(requested: str, fallbacks: Sequence[str]) -> list[str]:
 
 
 def segment_with_fallback(
-    engines: EngineCatalog, volume: Volume, chain: Sequence[str], targets: Sequence[str]
+    engines: EngineCatalog,
+    volume: Volume,
+    chain: Sequence[str],
+    targets: Sequence[str],
+    exclusion: Exclusion | None = None,
 ) -> tuple[SegmentationResult, list[str]]:
     """The first engine in `chain` whose result exists and passes QA (the last one's result stands
     even with failed QA, so the reviewer sees it); returns the assessed result and why the engines
-    before it were not used.
+    before it were not used. `exclusion` (the study's GTV) is left out of every engine's result
+    before QA.
     """
     not_used: list[str] = []
     for name in chain:
         try:
-            result = assess(volume, engines.get(name).segment(volume, list(targets)))
+            raw = engines.get(name).segment(volume, list(targets))
+            result = assess(volume, without(raw, exclusion, volume) if exclusion is not None else raw)
         except (EngineError, ServiceUnavailableError, ValueError) as exc:
             not_used.append(f"{name}: {exc}")
             continue

@@ -1,0 +1,1 @@
+"""Hospital intake: DICOM pushed to the agent's node becomes work (inbox, completeness, routing)."""
