@@ -15,7 +15,7 @@ from agent.commands.services import services_app
 from agent.memory import keep_large_blocks_out_of_the_heap
 from agent.private_files import protect_run_dir
 from agent.settings import Settings, get_settings
-from tools.state.migrate import StateDatabaseError
+from tools.state.database import StateDatabaseError
 
 app = typer.Typer(
     help="imaging-agent: AI results between PACS and EHR, with radiologist approval before every write.",
