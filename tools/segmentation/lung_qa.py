@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from tools.imaging.blocks import block_mean
 from tools.imaging.orientation import Reorientation, array_axis_spacing, reorient
 from tools.imaging.volume import Volume
 from tools.segmentation.base import QAFlag, StructureMask
@@ -137,20 +138,10 @@ def _coarsen(volume: Volume, masks: dict[str, np.ndarray]) -> _Coarse:
     factors = tuple(max(1, int(round(COARSE_MM / s))) for s in canon.spacing)
     spacing = tuple(s * f for s, f in zip(canon.spacing, factors, strict=True))
     source = np.ascontiguousarray(canon.forward(volume.array[box]))
-    hu = _block_mean(source, factors)
-    fluid = _block_mean((source >= FLUID_HU[0]) & (source <= FLUID_HU[1]), factors)
-    lungs = {key: _block_mean(np.ascontiguousarray(canon.forward(mask[box])), factors) >= 0.5 for key, mask in masks.items()}
+    hu = block_mean(source, factors)
+    fluid = block_mean((source >= FLUID_HU[0]) & (source <= FLUID_HU[1]), factors)
+    lungs = {key: block_mean(np.ascontiguousarray(canon.forward(mask[box])), factors) >= 0.5 for key, mask in masks.items()}
     return _Coarse(canon, box, factors, spacing, hu, fluid, lungs, volume)  # type: ignore[arg-type]
-
-
-def _block_mean(array: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
-    """Mean over blocks of ``factors`` voxels (edges padded by repetition), float32."""
-    pad = [(0, (-n) % f) for n, f in zip(array.shape, factors, strict=True)]
-    data = np.pad(array, pad, mode="edge") if any(p[1] for p in pad) else array
-    shape: list[int] = []
-    for n, f in zip(data.shape, factors, strict=True):
-        shape += [n // f, f]
-    return data.reshape(shape).mean(axis=(1, 3, 5), dtype=np.float32)
 
 
 def _in_plane_size(radius_mm: float, spacing: tuple[float, float, float]) -> tuple[int, int, int]:

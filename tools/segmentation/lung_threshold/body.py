@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from tools.segmentation.lung_threshold.grid import Spacing, block_mean, fill_holes_axial, upsample
+from tools.imaging.blocks import block_mean
+from tools.segmentation.lung_threshold.grid import Spacing, fill_holes_axial, upsample
 
 # Thicker than a table's shell and its pad, thinner than any part of a body worth contouring.
 _TABLE_MM = 8.0

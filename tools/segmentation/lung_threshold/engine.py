@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from tools.imaging.blocks import block_mean
 from tools.imaging.orientation import reorient
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError, SegmentationResult, StructureMask, resolve_targets
@@ -20,7 +21,6 @@ from tools.segmentation.lung_threshold.anatomy import MIN_LUNG_ML, airway_mask, 
 from tools.segmentation.lung_threshold.body import body_outline
 from tools.segmentation.lung_threshold.grid import (
     Spacing,
-    block_mean,
     fill_holes_3d,
     fill_holes_axial,
     filter_size,

@@ -6,8 +6,6 @@ tools/imaging/orientation.py), so axis 0 is the slice axis and sizes convert per
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from scipy import ndimage
 
@@ -28,18 +26,6 @@ SLICE_2D_4[1] = ndimage.generate_binary_structure(2, 1)
 def working_factors(spacing: Spacing) -> tuple[int, int, int]:
     """Integer block sizes that bring each axis to about ``WORKING_SPACING_MM``."""
     return tuple(max(1, int(round(WORKING_SPACING_MM / s))) for s in spacing)  # type: ignore[return-value]
-
-
-def block_mean(hu: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
-    """Average HU over blocks of ``factors`` voxels (edges padded by repetition)."""
-    pad = [(0, (-n) % f) for n, f in zip(hu.shape, factors, strict=True)]
-    data = np.pad(hu, pad, mode="edge") if any(p[1] for p in pad) else hu
-    fz, fy, fx = factors
-    out = np.zeros(tuple(n // f for n, f in zip(data.shape, factors, strict=True)), dtype=np.float32)
-    for dz, dy, dx in itertools.product(range(fz), range(fy), range(fx)):
-        out += data[dz::fz, dy::fy, dx::fx]
-    out /= float(fz * fy * fx)
-    return out
 
 
 def upsample(labels: np.ndarray, factors: tuple[int, int, int], box: Box) -> np.ndarray:
