@@ -43,13 +43,19 @@ ProgressHandler = Callable[[dict[str, Any]], None]
 
 
 class JobQueue(Protocol):
-    """Where jobs go when workers run them (agent/workers/): messages carry ids, never records or arrays."""
+    """Where jobs go when workers run them (agent/workers/): messages carry ids, never records or arrays.
+
+    Each method raises QueueUnavailableError when the message could not be queued."""
 
     def start_study(self, thread_id: str, imaging_study_id: str, engine: str) -> None: ...
 
     def start_batch(self, thread_id: str, query: Mapping[str, str] | None, engine: str) -> None: ...
 
     def resume(self, thread_id: str) -> None: ...
+
+
+class QueueUnavailableError(RuntimeError):
+    """The queue could not take a job or a resume (the broker is down); the message says what to check."""
 
 
 class JobNotStartedError(RuntimeError):
@@ -352,6 +358,11 @@ class WorkflowRuntime:
         if self.queue is not None:
             self.queue.resume(thread_id)
             return self.report(thread_id).model_copy(update={"queued": True})
+        if not self._started(thread_id):
+            raise JobNotStartedError(
+                f"job {thread_id} was queued for the workers and never started; run `imaging-agent worker` with "
+                "IMAGING_AGENT_BROKER_URL set to the broker it was queued on"
+            )
         return self._run(job.kind, thread_id, None, on_progress)
 
     # -- what the workers run -----------------------------------------------------------
@@ -506,6 +517,7 @@ __all__ = [
     "JobNotStartedError",
     "JobQueue",
     "PendingApproval",
+    "QueueUnavailableError",
     "RunReport",
     "StudyOutcome",
     "WorkflowRuntime",

@@ -66,6 +66,8 @@ def _decide(approval_id: str, action: str, reason: str | None) -> None:
             raise typer.Exit(1) from exc
         with ProgressDisplay(output.console) as on_progress:
             report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
+    if report.queued:
+        output.console.print(f"Recorded; job {report.thread_id} goes on on the first free worker.")
     render_outcomes(output.console, report)
 
 

@@ -11,10 +11,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from agent.workers.celery_app import RESUME, START_BATCH, START_STUDY
-
-
-class QueueUnavailableError(RuntimeError):
-    """The broker could not take the message."""
+from graphs.runtime import QueueUnavailableError
 
 
 class CeleryJobQueue:
