@@ -8,15 +8,19 @@ broker set (`AgentRuntime` queues them); which worker ran which stage is read fr
 from __future__ import annotations
 
 import itertools
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
-from tests.integration.worker_processes import Worker, wait_until
+from tests.conftest import free_port
+from tests.integration.worker_processes import CLI, Worker, settings_env, wait_until
 from tests.integration.workflow_helpers import (
     SeededStudy,
     approve,
@@ -154,4 +158,60 @@ def test_a_worker_killed_mid_job_the_other_finishes_it_and_nothing_is_written_tw
     assert killed_stages[-1] == stage, killed_stages
     survived = [s for j, _study, s in survivor.stages()[before_kill:] if j == job]
     assert survived[0] == stage and "fetch" not in survived, survived
+    assert_written_once(live_settings, study)
+
+
+def test_jobs_and_approvals_through_the_api_run_on_the_workers(
+    workers: list[Worker], scale_settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    """`imaging-agent serve` with a broker: it queues the job and, after the radiologist's decision, its resume."""
+    study = _seed(live_settings, tmp_path, "WRK-api", seeded)
+    env = settings_env(scale_settings.model_copy(update={"run_dir": tmp_path / "api" / "run"}))
+    added = subprocess.run(
+        [str(CLI), "users", "add", "dr-queue", "--role", "radiologist", "--display-name", "Dr. Queue", "--password-stdin"],
+        input="queue pass 1\n", env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert added.returncode == 0, added.stdout + added.stderr
+    port = free_port()
+    log = tmp_path / "api.log"
+    with log.open("w") as out:
+        service = subprocess.Popen([str(CLI), "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+
+    def healthy() -> bool:
+        assert service.poll() is None, log.read_text()
+        try:
+            return http.get("/api/v1/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def job() -> dict[str, Any]:
+        answer = http.get(f"/api/v1/jobs/{job_id}", headers=headers)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    try:
+        wait_until(healthy, 120, "answer from the API service")
+        token = http.post("/api/v1/auth/token", data={"username": "dr-queue", "password": "queue pass 1"})
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        started = http.post("/api/v1/jobs", json={"kind": "study", "imaging_study_id": study.imaging_study_id}, headers=headers)
+        assert started.status_code == 202, started.text
+        job_id = started.json()["job_id"]
+        wait_until(lambda: (job()["report"] or {}).get("pending"), 600, "the approval in the API", workers)
+        [approval] = job()["report"]["pending"]
+        decided = http.post(
+            f"/api/v1/approvals/{approval['interrupt_id']}/decision", json={"decision": "approve"}, headers=headers
+        )
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["queued"] and not decided.json()["pending"]
+        wait_until(lambda: job()["report"]["done"], 600, "the job done", workers)
+        assert job()["status"] == "done" and job()["error"] is None
+    finally:
+        service.terminate()
+        service.wait(timeout=60)
+        http.close()
+    sid = study.imaging_study_id
+    # The workers ran it, each part on exactly one of them (the service itself runs no job with a broker).
+    assert len([w for w in workers if sid in w.studies_at("segment")]) == 1
+    assert len([w for w in workers if sid in w.studies_at("write_pacs")]) == 1
     assert_written_once(live_settings, study)
