@@ -45,6 +45,17 @@ def worker(
     except BrokerNotConfiguredError as exc:
         output.error(exc)
         raise typer.Exit(2) from exc
+    # Both work on one machine; on several, jobs started or resumed elsewhere would not be found here.
+    if settings.database_url is None:
+        output.console.print(
+            f"[yellow]The state is the SQLite file {settings.state_path}: only processes on this machine with this run "
+            "directory share it. For workers on several machines set IMAGING_AGENT_DATABASE_URL (PostgreSQL).[/yellow]"
+        )
+    if settings.work_dir is None:
+        output.console.print(
+            f"[yellow]The work store is {settings.work_root}, this machine's own: a job prepared elsewhere cannot resume "
+            "here. For workers on several machines set IMAGING_AGENT_WORK_DIR to a folder all of them mount.[/yellow]"
+        )
     register_tasks(app, settings)
     argv = [
         "worker",
