@@ -183,6 +183,10 @@ def _process_on_workers(
         open_labels.add(job.label)
         if report.pending:
             decide_interactively(runtime, report, AutoApprovalScope(enabled=False), reviewer, window)
+        elif job.status == "running" and runtime.runner(job.thread_id) is None:
+            # Its worker died and its task was acknowledged or lost: a resume goes on from its checkpoint.
+            runtime.resume(job.thread_id)
+            output.console.print(f"Job {escape(job.thread_id)} ({escape(job.label)}) has no live runner: resume queued.")
         elif job.status != "dispatched":
             output.console.print(f"Job {escape(job.thread_id)} ({escape(job.label)}) is {escape(job.status)} on the workers.")
     if wanted_label in open_labels:
