@@ -174,27 +174,35 @@ def _process_on_workers(
     """With workers: ask here the approvals open jobs wait for (each decision queues its job's resume), then
     queue the job asked for unless an open job covers the same studies. Nothing runs in this process."""
     from agent.auto_approval import AutoApprovalScope
+    from graphs.runtime import QueueUnavailableError
 
     open_labels = set()
     for job in runtime.jobs():
+        if job.status == "done":
+            continue
         report = runtime.report(job.thread_id)
         if report.done:
             continue
         open_labels.add(job.label)
         if report.pending:
             decide_interactively(runtime, report, AutoApprovalScope(enabled=False), reviewer, window)
-        elif job.status == "running" and runtime.runner(job.thread_id) is None:
-            # Its worker died and its task was acknowledged or lost: a resume goes on from its checkpoint.
+        elif job.status in ("running", "waiting-approval") and runtime.runner(job.thread_id) is None:
+            # Its worker died and its task was acknowledged or lost, or a recorded decision's resume was not
+            # queued (the broker was down): a resume goes on from its checkpoint.
             runtime.resume(job.thread_id)
             output.console.print(f"Job {escape(job.thread_id)} ({escape(job.label)}) has no live runner: resume queued.")
         elif job.status != "dispatched":
             output.console.print(f"Job {escape(job.thread_id)} ({escape(job.label)}) is {escape(job.status)} on the workers.")
     if wanted_label in open_labels:
         return
-    if study is not None:
-        report = runtime.start_study(study, engine=engine)
-    else:
-        report = runtime.start_batch(batch_query, engine=engine)
+    try:
+        if study is not None:
+            report = runtime.start_study(study, engine=engine)
+        else:
+            report = runtime.start_batch(batch_query, engine=engine)
+    except QueueUnavailableError as exc:
+        output.error(exc)
+        raise typer.Exit(1) from exc
     output.console.print(
         f"Queued job {escape(report.thread_id)} ({escape(wanted_label)}) for the workers. Its approvals show in "
         "`imaging-agent approvals list` and the app when they are ready; run `process` again to answer them here."
