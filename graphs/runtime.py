@@ -360,8 +360,8 @@ class WorkflowRuntime:
             return self.report(thread_id).model_copy(update={"queued": True})
         if not self._started(thread_id):
             raise JobNotStartedError(
-                f"job {thread_id} was queued for the workers and never started; run `imaging-agent worker` with "
-                "IMAGING_AGENT_BROKER_URL set to the broker it was queued on"
+                f"job {thread_id} never reached its first step: it was queued for the workers (run `imaging-agent "
+                "worker` with IMAGING_AGENT_BROKER_URL set to that broker), or the process that opened it stopped first"
             )
         return self._run(job.kind, thread_id, None, on_progress)
 
