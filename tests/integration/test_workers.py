@@ -8,6 +8,8 @@ broker set (`AgentRuntime` queues them); which worker ran which stage is read fr
 from __future__ import annotations
 
 import itertools
+import os
+import pwd
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,5 +215,33 @@ def test_jobs_and_approvals_through_the_api_run_on_the_workers(
     sid = study.imaging_study_id
     # The workers ran it, each part on exactly one of them (the service itself runs no job with a broker).
     assert len([w for w in workers if sid in w.studies_at("segment")]) == 1
+    assert len([w for w in workers if sid in w.studies_at("write_pacs")]) == 1
+    assert_written_once(live_settings, study)
+
+
+def test_process_and_approvals_at_a_terminal_queue_for_the_workers(
+    workers: list[Worker], scale_settings: Settings, live_settings: Settings, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    """`process` queues the job instead of running it (and refuses --yes); `approvals approve` queues the resume."""
+    study = _seed(live_settings, tmp_path, "WRK-cli", seeded)
+    sid = study.imaging_study_id
+    me = pwd.getpwuid(os.getuid()).pw_name
+    env = {**settings_env(scale_settings.model_copy(update={"run_dir": tmp_path / "cli" / "run", "local_radiologists": [me]})),
+           "COLUMNS": "300"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+    refused = cli("process", "--study", sid, "--yes")
+    assert refused.returncode == 2 and "approvals approve" in refused.stdout + refused.stderr
+    queued = cli("process", "--study", sid)
+    assert queued.returncode == 0 and "Queued job" in queued.stdout, queued.stdout + queued.stderr
+    with AgentRuntime(scale_settings) as runtime:
+        [job] = [j.thread_id for j in runtime.jobs() if j.label == f"ImagingStudy/{sid}"]
+        wait_until(lambda: runtime.report(job).pending, 600, "the approval", workers)
+        [pending] = runtime.report(job).pending
+        approved = cli("approvals", "approve", pending.interrupt_id)
+        assert approved.returncode == 0 and "first free worker" in approved.stdout, approved.stdout + approved.stderr
+        wait_until(lambda: runtime.report(job).done, 600, "the job done", workers)
     assert len([w for w in workers if sid in w.studies_at("write_pacs")]) == 1
     assert_written_once(live_settings, study)
