@@ -395,12 +395,15 @@ class WorkflowRuntime:
         """A queued batch on a worker: one study job per study of the work list, each put on the queue
         (so the studies spread over the workers); the batch ends "dispatched". Returns the study jobs.
 
-        The study jobs' ids follow from the batch's, so a redelivered dispatch adds none twice; a
-        study already waiting or running in another job is skipped by the work list itself."""
+        The study jobs' ids follow from the batch's, so a dispatch cut short and delivered again adds
+        none twice (it sends their start messages again, which a started job ignores); a copy of a
+        dispatch that finished sends nothing."""
         if self.queue is None:
             raise RuntimeError("dispatch_batch needs the workers' queue (IMAGING_AGENT_BROKER_URL)")
         engine = check_engine_name(engine)
         with self.leases.acquire(thread_id):
+            if self.job(thread_id).status == "dispatched":  # a copy of a dispatch that finished: all was sent
+                return [j.thread_id for j in self.jobs() if j.thread_id.startswith(study_job_of(thread_id, ""))]
             studies, skipped = self.workflow.select(query or DEFAULT_WORKLIST_QUERY, engine)
             children = []
             for item in studies:

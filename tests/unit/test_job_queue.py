@@ -137,10 +137,10 @@ def test_a_batch_is_dispatched_as_one_study_job_per_study_once(fake: LeasedFake,
         assert queue.sent == [("start_batch", batch, {"status": "registered"}, ENGINE)]
         children = worker.dispatch_batch(batch, {"status": "registered"}, ENGINE)
         assert children == [study_job_of(batch, "s-1"), study_job_of(batch, "s-2")]
-        assert worker.dispatch_batch(batch, {"status": "registered"}, ENGINE) == children  # redelivered
+        assert worker.dispatch_batch(batch, {"status": "registered"}, ENGINE) == children  # delivered again: sends nothing
         assert len(producer.jobs()) == 3 and producer.job(batch).status == "dispatched"
         assert [m for m in queue.sent if m[0] == "start_study"] == [
-            ("start_study", child, sid, ENGINE) for child, sid in [*zip(children, ("s-1", "s-2"))] * 2
+            ("start_study", child, sid, ENGINE) for child, sid in zip(children, ("s-1", "s-2"))
         ]
         assert not producer.report(batch).done
         for child, sid in zip(children, ("s-1", "s-2")):
@@ -153,6 +153,30 @@ def test_a_batch_is_dispatched_as_one_study_job_per_study_once(fake: LeasedFake,
             worker.run_queued(p.thread_id, None)
         final = producer.report(batch)
     assert final.done and final.summary == {"studies": 2, "completed": 2}
+
+
+class FailingOnce(RecordingQueue):
+    """Refuses the second study's start once, as a worker dying mid-dispatch would leave it."""
+
+    def start_study(self, thread_id: str, imaging_study_id: str, engine: str) -> None:
+        if imaging_study_id == "s-2" and not any(m[0] == "refused" for m in self.sent):
+            self.sent.append(("refused", thread_id))
+            raise QueueUnavailableError("the broker went away (test)")
+        super().start_study(thread_id, imaging_study_id, engine)
+
+
+def test_a_dispatch_cut_short_and_delivered_again_adds_no_job_twice(fake: LeasedFake, database: Engine) -> None:
+    queue = FailingOnce()
+    with _runtime(fake, database, queue) as runtime:
+        batch = runtime.start_batch(None).thread_id
+        with pytest.raises(QueueUnavailableError):
+            runtime.dispatch_batch(batch, None, ENGINE)
+        assert runtime.job(batch).status == "queued" and runtime.runner(batch) is None
+        children = runtime.dispatch_batch(batch, None, ENGINE)
+        assert sorted(j.thread_id for j in runtime.jobs() if j.kind == "study") == sorted(children)
+        assert runtime.job(batch).status == "dispatched"
+    sent = [m[2] for m in queue.sent if m[0] == "start_study"]
+    assert sent == ["s-1", "s-1", "s-2"]  # s-1 again (its start, if it ran, continues and does nothing new)
 
 
 def test_a_job_the_broker_refuses_is_not_left_behind(fake: LeasedFake, database: Engine) -> None:
