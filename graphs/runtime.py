@@ -468,7 +468,10 @@ class WorkflowRuntime:
         return RunReport(
             thread_id=thread_id,
             kind=job.kind,
-            done=not state.next and not pending,
+            # Read while a runner (a worker, a thread) is between two steps, the last checkpoint's task
+            # already has its writes but the next checkpoint is not written yet: LangGraph then lists
+            # no `next`, yet that task is still in `tasks`. Done means neither is left.
+            done=not state.next and not state.tasks and not pending,
             pending=pending,
             outcomes=outcomes,
             summary=values.get("summary"),

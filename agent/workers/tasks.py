@@ -17,6 +17,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_shutdown, worker_shutdown
 
+from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from agent.workers.celery_app import RESUME, START_BATCH, START_STUDY
 from agent.workers.queue import CeleryJobQueue
@@ -33,12 +34,10 @@ class ProcessRuntime:
     def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
         self.app = app
-        self._runtime: Any = None
+        self._runtime: AgentRuntime | None = None
         self._pid: int | None = None
 
-    def get(self) -> Any:
-        from agent.runtime import AgentRuntime
-
+    def get(self) -> AgentRuntime:
         if self._runtime is None or self._pid != os.getpid():
             self._runtime = AgentRuntime(self.settings, queue=CeleryJobQueue(self.app))
             self._pid = os.getpid()
@@ -73,7 +72,7 @@ def register_tasks(app: Celery, settings: Settings) -> ProcessRuntime:
     runtimes = ProcessRuntime(settings, app)
     retry_after_s = settings.job_lease_heartbeat_s
 
-    def run(task: Task, thread_id: str, call: Callable[[Any], str]) -> None:
+    def run(task: Task, thread_id: str, call: Callable[[AgentRuntime], str]) -> None:
         try:
             log.info("job %s: %s", thread_id, call(runtimes.get()))
         except JobBusyError as exc:
