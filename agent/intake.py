@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
+from collections.abc import Callable
 
 from pydantic import BaseModel
 from pydicom import Dataset
@@ -25,6 +27,9 @@ from tools.intake.take import TakenSeries, take_series
 from tools.workflow.registration import RegistrationError
 
 log = logging.getLogger(__name__)
+
+# How often the inbox is looked at for complete series: well under any sensible stable age.
+_POLL_S = 1.0
 
 
 class IntakeEvent(BaseModel):
@@ -107,3 +112,50 @@ class Intake:
                 self.inbox.fail(series, event.error)
             events.append(event)
         return events
+
+
+def log_event(event: IntakeEvent) -> None:
+    """An intake event in the log: identifiers only (the node inside the API service reports so)."""
+    if event.error:
+        log.error("intake: %s", event.error)
+    elif event.taken:
+        log.info("intake: series %s: %s; job %s", event.series_instance_uid, event.taken.detail, event.job_thread_id)
+
+
+class DicomNode:
+    """The node and its intake loop, running on threads of this process until `stop`.
+
+    `on_event` hears each series handled (the CLI prints it; the API service logs it)."""
+
+    def __init__(self, settings: Settings, runtime: AgentRuntime, on_event: Callable[[IntakeEvent], None]) -> None:
+        if not settings.intake_peers:
+            raise ValueError(
+                "no sender may store: IMAGING_AGENT_INTAKE_PEERS is empty. Set it, e.g. "
+                '[{"ae_title": "CT_SCANNER", "host": "10.0.0.5"}], and start again.'
+            )
+        self.settings = settings
+        self.inbox = Inbox(settings.intake_dir)
+        self._node = storage_node(settings, self.inbox)
+        self._intake = Intake(settings, runtime, self.inbox)
+        self._on_event = on_event
+        self._stop = threading.Event()
+        self._loop = threading.Thread(target=self._poll_forever, name="dicom-intake", daemon=True)
+        self.port: int | None = None
+
+    def start(self) -> int:
+        """Listen (OSError when the address is taken) and start taking complete series; returns the port."""
+        self.port = self._node.start(self.settings.intake_host, self.settings.intake_port)
+        self._loop.start()
+        return self.port
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._node.stop()
+        if self._loop.is_alive():
+            self._loop.join(timeout=60)
+
+    def _poll_forever(self) -> None:
+        while not self._stop.is_set():
+            for event in self._intake.poll():
+                self._on_event(event)
+            self._stop.wait(_POLL_S)

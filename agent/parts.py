@@ -14,7 +14,9 @@ from tools.fhir.client import FhirClient
 from tools.segmentation.catalog import EngineCatalog
 from tools.state.database import state_engine
 from tools.workflow.decisions import DecisionStore
+from tools.workflow.lineage import LineageStore
 from tools.workflow.pipeline import StudyServices
+from tools.workflow.result_stores import DicomwebResults, DimseResults
 
 
 def fhir_client(settings: Settings) -> FhirClient:
@@ -76,13 +78,18 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
 
     The caller owns the clients and the engine and closes them (AgentRuntime does, on close).
     """
+    pacs = pacs_client(settings)
+    results = DimseResults(dimse_client(settings)) if settings.pacs_store == "dimse" else DicomwebResults(pacs)
     return StudyServices(
         fhir=fhir_client(settings),
-        pacs=pacs_client(settings),
+        pacs=pacs,
+        results=results,
         engines=engine_catalog(settings),
         decisions=DecisionStore(engine),
+        lineage=LineageStore(engine),
         work_root=settings.work_root,
         default_engine=settings.default_engine,
         patient_identifier_system=settings.patient_identifier_system,
         fallback_engines=tuple(settings.fallback_engines),
+        exclude_gtv=settings.exclude_gtv,
     )

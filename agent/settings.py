@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     dicomweb_password: SecretStr | None = None
     dicomweb_token: SecretStr | None = None
     dicomweb_stow_batch_size: int = Field(default=32, ge=1)
+    pacs_store: Literal["dicomweb", "dimse"] = Field(
+        default="dicomweb",
+        description="how approved results reach the PACS: STOW-RS, or C-STORE to the DIMSE peer below (verified by "
+        "C-FIND and C-GET); prefer dicomweb, C-STORE measured about 8 MB/s against Orthanc",
+    )
     dimse_host: str = "127.0.0.1"
     dimse_port: int = 4242
     dimse_called_aet: str = "ORTHANC"
@@ -211,6 +216,11 @@ class Settings(BaseSettings):
     llm_free_text: bool = Field(
         default=True, description="false: study and series descriptions are withheld from the LLM planner"
     )
+    exclude_gtv: bool = Field(
+        default=True,
+        description="leave a GTV found in an RTSTRUCT of the study (in the PACS, same frame of reference) out of "
+        "every structure, as radiotherapy lung contours do",
+    )
     monai_bundle_sha256: str | None = Field(
         default=None,
         description="sha256 of the MONAI bundle's weights and configs (a refusal prints it); the bundle loads "
@@ -239,6 +249,9 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_RULES),
         description="JSON list of routing rules (modality, body_parts, series_description regex -> engine); "
         "the first match decides, a series no rule matches is kept and not processed",
+    )
+    intake_with_service: bool = Field(
+        default=False, description="`imaging-agent serve` also runs the DICOM node (as `imaging-agent listen` would)"
     )
     intake_tls_cert: Path | None = Field(default=None, description="PEM certificate of the node: DICOM over TLS")
     intake_tls_key: Path | None = Field(default=None, description="PEM private key of that certificate")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pydantic import SecretStr
 from agent import services
 from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets
+from agent.services.process import free_port
 from agent.settings import PROJECT_ROOT, Settings
 from agent.workers.celery_app import build_celery_app
 from agent.workers.queue import CeleryJobQueue
@@ -48,12 +48,6 @@ RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 CLI = Path(sys.executable).parent / "imaging-agent"
 _LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/[^\]]+\] job (\S+): (?:study \S+ (\w+)|(done):)", re.M)
 STEPS = ["start", "fetch", "assemble", "preflight", "segment", "build", "write_pacs", "write_fhir"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _settings(base: Path) -> Settings:

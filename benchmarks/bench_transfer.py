@@ -10,7 +10,6 @@ assembly. Writes benchmarks/results/transfer.md.
 from __future__ import annotations
 
 import argparse
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from agent.parts import dimse_client, pacs_client
 from agent.services import process
 from agent.services.local import orthanc_spec
+from agent.services.process import free_port
 from agent.settings import PROJECT_ROOT, Settings
 from tools.dicomweb.stow import part10_bytes
 from tools.imaging.volume import assemble_volume, read_series_dir
@@ -25,17 +25,11 @@ from tools.imaging.volume import assemble_volume, read_series_dir
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _fresh_orthanc(run_dir: Path) -> tuple[Settings, object]:
     settings = Settings(
         run_dir=run_dir,
-        orthanc_http_port=_free_port(),
-        orthanc_dicom_port=_free_port(),
+        orthanc_http_port=free_port(),
+        orthanc_dicom_port=free_port(),
         orthanc_dicom_enabled=True,  # off by default; C-STORE is measured here
         _env_file=None,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from agent import services
 from agent.private_files import protect_run_dir
 from agent.services import process
 from agent.services.postgres import PostgresCluster
+from agent.services.process import free_port
 from agent.settings import PROJECT_ROOT, Settings
 from tests.brokers import running_redis
 from tests.oidc_provider import Provider, running_provider
@@ -31,12 +31,6 @@ from tools.state.database import state_engine as build_state_engine
 from tools.state.migrate import upgrade
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_service_settings(run_dir: Path, **update: object) -> Settings:

@@ -27,6 +27,7 @@ from agent.api.jobs import JobRunner
 from agent.api.models import AccessToken, ApprovalView, Credentials, DecisionBody, Health, JobBody, JobView
 from agent.api.oidc_routes import bearer_verifier, oidc_router
 from agent.identity import account_store, token_signer
+from agent.intake import DicomNode, log_event
 from agent.review import DecisionError, build_decision
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
@@ -55,9 +56,14 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.signer = token_signer(settings)
                 app.state.oidc = bearer_verifier(settings) if settings.oidc_issuer else None
                 app.state.jobs = JobRunner(runtime)
+                node = DicomNode(settings, runtime, log_event) if settings.intake_with_service else None
+                if node is not None:
+                    node.start()
                 try:
                     yield
                 finally:
+                    if node is not None:
+                        node.stop()
                     app.state.jobs.wait(timeout_s=30)
         finally:
             runtime.close()

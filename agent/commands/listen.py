@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agent.commands import output
 from agent.settings import get_settings
 
-# How often the inbox is looked at for complete series: well under any sensible stable age.
-_POLL_S = 1.0
+if TYPE_CHECKING:
+    from agent.intake import IntakeEvent
 
 
 def listen(
@@ -19,24 +19,19 @@ def listen(
     port: Annotated[int | None, typer.Option("--port", help="Port (default from settings: 11112).")] = None,
 ) -> None:
     """Receive DICOM (C-ECHO, C-STORE) from the configured senders and start a job for each complete series."""
-    from agent.intake import Intake, storage_node
+    from agent.intake import DicomNode
     from agent.runtime import AgentRuntime
-    from tools.intake.inbox import Inbox
 
     settings = get_settings()
     updates = {k: v for k, v in (("intake_ae_title", ae_title), ("intake_port", port)) if v is not None}
     settings = settings.model_copy(update=updates)
-    if not settings.intake_peers:
-        output.error(
-            "no sender may store: IMAGING_AGENT_INTAKE_PEERS is empty. Set it, e.g. "
-            '[{"ae_title": "CT_SCANNER", "host": "10.0.0.5"}], and start again.'
-        )
-        raise typer.Exit(2)
-    inbox = Inbox(settings.intake_dir)
-    node = storage_node(settings, inbox)
     with AgentRuntime(settings) as runtime:
         try:
-            bound = node.start(settings.intake_host, settings.intake_port)
+            node = DicomNode(settings, runtime, _print_event)
+            bound = node.start()
+        except ValueError as exc:
+            output.error(exc)
+            raise typer.Exit(2) from exc
         except OSError as exc:
             output.error(f"cannot listen on {settings.intake_host}:{settings.intake_port}: {exc.strerror}; choose another --port")
             raise typer.Exit(1) from exc
@@ -46,22 +41,23 @@ def listen(
             f"{' (TLS)' if settings.intake_tls_cert else ''}; senders: {peers}; inbox {settings.intake_dir}",
             markup=False, soft_wrap=True,
         )
-        intake = Intake(settings, runtime, inbox)
         try:
             while True:
-                for event in intake.poll():
-                    if event.error:
-                        output.error(event.error)
-                    elif event.job_thread_id:
-                        output.console.print(
-                            f"{event.taken.detail if event.taken else ''}: job {event.job_thread_id}, "
-                            f"{event.pending_approvals} approval(s) waiting (imaging-agent approvals list)",
-                            markup=False, soft_wrap=True,
-                        )
-                    elif event.taken:
-                        output.console.print(event.taken.detail, markup=False, soft_wrap=True)
-                time.sleep(_POLL_S)
+                time.sleep(3600)
         except KeyboardInterrupt:
             output.console.print("stopped")
         finally:
             node.stop()
+
+
+def _print_event(event: IntakeEvent) -> None:
+    if event.error:
+        output.error(event.error)
+    elif event.job_thread_id and event.taken:
+        output.console.print(
+            f"{event.taken.detail}: job {event.job_thread_id}, {event.pending_approvals} approval(s) waiting "
+            "(imaging-agent approvals list)",
+            markup=False, soft_wrap=True,
+        )
+    elif event.taken:
+        output.console.print(event.taken.detail, markup=False, soft_wrap=True)

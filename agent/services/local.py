@@ -66,7 +66,8 @@ def orthanc_config(settings: Settings) -> dict[str, Any]:
         DicomAlwaysAllowMove=False,
         DicomModalitiesInDatabase=False,
         # The one peer: the agent itself (IMAGING_AGENT_DIMSE_CALLING_AET) on this machine, for
-        # what tools/dimse uses (C-ECHO, C-STORE, C-FIND). Port 104 is never called: no C-MOVE.
+        # what tools/dimse uses (C-ECHO, C-STORE, C-FIND, and C-GET to read stored results back
+        # for their bytes). Port 104 is never called: no C-MOVE.
         DicomModalities={
             "imaging-agent": {
                 "AET": settings.dimse_calling_aet,
@@ -75,7 +76,7 @@ def orthanc_config(settings: Settings) -> dict[str, Any]:
                 "AllowEcho": True,
                 "AllowFind": True,
                 "AllowStore": True,
-                "AllowGet": False,
+                "AllowGet": True,
                 "AllowMove": False,
                 "AllowNAction": False,
                 "AllowEventReport": False,

@@ -167,7 +167,7 @@ def test_fallback_engine_is_named_in_approval_and_provenance(live_settings: Sett
         ][0]
     reasons = [r.text for r in provenance.reason or []]
     assert any(text.startswith("Engine not used: monai-bundle") for text in reasons)
-    assert provenance.agent[0].who.display == "lung-threshold 1.0.0"
+    assert provenance.agent[0].who.display == "lung-threshold 1.1.0"
 
 
 def test_a_rejected_study_is_left_out_of_the_next_batch(live_settings: Settings, runtime: AgentRuntime, tmp_path: Path) -> None:

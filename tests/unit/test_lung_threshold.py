@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from tools.imaging.geometry import Geometry
 from tools.imaging.volume import Volume
 from tools.phantom import Phantom, PhantomSpec, Tissue, make_phantom, phantom_geometry
 from tools.segmentation.base import EngineError, SegmentationResult, UnknownTargetError
 from tools.segmentation.catalog import EngineCatalog
+from tools.segmentation.exclusion import Exclusion, without
 from tools.segmentation.lung_threshold import ENGINE_NAME, ENGINE_VERSION, LungThresholdEngine
 from tools.segmentation.qa import assess
 
@@ -249,4 +251,59 @@ def test_volume_without_lungs_is_refused_naming_the_series(engine: LungThreshold
 def test_registry_provides_the_engine_by_name() -> None:
     engine = EngineCatalog().get("lung-threshold")
     assert isinstance(engine, LungThresholdEngine)
-    assert (engine.name, engine.version) == ("lung-threshold", "1.0.0")
+    assert (engine.name, engine.version) == ("lung-threshold", "1.1.0")
+
+
+def test_an_excluded_region_is_left_out_of_both_lungs(engine: LungThresholdEngine, small_hfs: Phantom) -> None:
+    """A GTV to leave out is never lung, nothing else changes, and the result says how much went."""
+    volume = phantom_volume(small_hfs)
+    result = engine.segment(volume, ["lungs"])
+    plain = masks(result)
+    gtv = np.zeros(volume.array.shape, dtype=bool)
+    k, r, c = (int(round(float(v))) for v in np.argwhere(plain["left-lung"]).mean(axis=0))
+    gtv[k - 2 : k + 3, r - 3 : r + 4, c - 3 : c + 4] = True
+    left_out = without(result, Exclusion(mask=gtv, source="ROI 'GTV' of RTSTRUCT 1.2.3"), volume)
+    excluded = masks(left_out)
+    for key in ("left-lung", "right-lung"):
+        assert not (excluded[key] & gtv).any()
+        assert np.array_equal(excluded[key], plain[key] & ~gtv)
+    assert (plain["left-lung"] & gtv).any()  # the GTV did lie in the lung
+    [flag] = [f for f in left_out.flags if f.code == "region-excluded"]
+    assert "ROI 'GTV' of RTSTRUCT 1.2.3" in flag.message and "left-lung" in flag.message
+    with pytest.raises(EngineError, match="series' own grid"):
+        without(result, Exclusion(mask=np.zeros((2, 2, 2), dtype=bool), source="a GTV"), volume)
+
+
+def test_apex_cut_off_by_a_dense_band_stays_part_of_its_lung(engine: LungThresholdEngine) -> None:
+    """Scarring across the left upper lobe cuts its apex off as a separate air region: it is still left lung."""
+    phantom = make_phantom(PhantomSpec(**{**SMALL, "slices": 80, "slice_thickness_mm": 3.0}))
+    levels = np.flatnonzero(phantom.left_lung.any(axis=(1, 2)))
+    band = levels[-1] - 6  # HFS: the last slices are the most superior
+    hu = phantom.hu.copy()
+    hu[band][phantom.left_lung[band]] = 40  # one 3 mm slice of dense tissue right across the lung
+    apex = phantom.left_lung.copy()
+    apex[: band + 1] = False
+    found = masks(engine.segment(phantom_volume(phantom, hu), ["lungs"]))
+    assert np.count_nonzero(found["left-lung"] & apex) >= 0.95 * np.count_nonzero(apex)
+    assert not (found["right-lung"] & apex).any()
+
+
+def test_the_body_outline_is_the_patient_without_the_table(engine: LungThresholdEngine) -> None:
+    """`body` (TG-263 External): every voxel of the patient, air inside included, never the CT table.
+
+    The phantom's table touches the skin; on a real scanner a mattress (foam, about -900 HU) lies
+    between them, as here: the table's top 4 mm become that foam."""
+    phantom = make_phantom(PhantomSpec(**{**SMALL, "rows": 256, "columns": 256, "pixel_spacing_mm": 1.5}))
+    table = np.isin(phantom.labels, [Tissue.TABLE_SHELL, Tissue.TABLE_CORE])
+    patient = ~table & (phantom.labels != Tissue.OUTSIDE_AIR)
+    mattress = table & (ndimage.distance_transform_edt(~patient, sampling=(1e6, 1.5, 1.5)) <= 4.0)
+    hu = phantom.hu.copy()
+    hu[mattress] = -900
+    volume = phantom_volume(phantom, hu)
+    result = engine.segment(volume, ["lungs", "body"])
+    body = masks(result)["body"]
+    assert not (patient & ~body).any(), "no voxel of the patient is missed"
+    assert not (body & table).any(), "nothing of the table or the mattress"
+    assert dice(body, patient) >= 0.995
+    [spec] = [s.structure for s in result.structures if s.structure.key == "body"]
+    assert (spec.roi_name, spec.rt_roi_type) == ("External", "EXTERNAL")

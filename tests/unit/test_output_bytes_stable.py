@@ -4,6 +4,10 @@ Derived UIDs are deterministic and `created` fixes every timestamp, so the same 
 engine and time give the same bytes. The hashes below were taken on main before the layers
 were straightened (issue 9); a change that alters them changes what radiologists approve and
 must say so, here, on purpose.
+
+Retaken for lung-threshold 1.1.0 (issue 17): the phantom's masks and QA flags are the same
+voxel for voxel as 1.0.0's (these hashes held through every 1.1 algorithm change); the bytes
+differ only by the engine version written into the RTSTRUCT, SEG and SR.
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ pytestmark = pytest.mark.unit
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 EXPECTED_SHA256 = {
-    ("HFS", "RTSTRUCT"): "c3ea329b44c28062761f7573f7c32cf572e68c2f0e34e2f86baae305328360d6",
-    ("HFS", "SEG"): "aa0854dab1463eb2bf72bc8876c64c48bb4baf9bc342730c6dc61bbc59da4a1c",
-    ("HFS", "SR"): "2a0ede821f68af4a8a4f737279c605a467b71e0358ccf9cbc93b73b7e219c3a1",
-    ("FFS", "RTSTRUCT"): "bc80aa14a1e94f0844120f73d88e7c67f52726bce937645765c9b66d6a5cda7c",
-    ("FFS", "SEG"): "34089fc9a035ef806202d5257b506ac0dc22a0bae79558c984eddf253157bfc4",
-    ("FFS", "SR"): "e9bc14974c770f1b863490dc1be3aaa6136ff34428971d4ee196e20663f5d567",
+    ("HFS", "RTSTRUCT"): "f6d2c01f91a47ab9cad633c1d3c18421caeec72b2b207f70e2d79ac94933e0a7",
+    ("HFS", "SEG"): "57fcd2b303f1186f6bc186e801e35f592d16657de87136b7a8026aefe76bf15d",
+    ("HFS", "SR"): "938af2f9a8f9247e7339a9f2fbe60211bb2e25eecb36dff69b9d9026350f91c6",
+    ("FFS", "RTSTRUCT"): "f9c3db3ceb763c4e7a8a9f62568287c3509408e6ad2af88b86a730dac07d830e",
+    ("FFS", "SEG"): "d5730af18d992116ff5c2b89bdba8af1a645aa9add49e9200db3288cfe59f089",
+    ("FFS", "SR"): "658bb1e1f0ee49ee33bfbce0ba9c542deb680c4207df003b48f83284d4ecea73",
 }
 
 

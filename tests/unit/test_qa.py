@@ -109,7 +109,11 @@ def test_volume_under_300_ml_and_over_9_l() -> None:
     small = box(shape, slice(5, 10), slice(5, 15), slice(35, 40))  # 250 mL
     huge = box(shape, slice(1, 29), slice(1, 59), slice(1, 8))  # 11.4 L
     flags = qa_flags(volume, [lung("left-lung", small), lung("right-lung", huge)])
-    assert codes(flags) == {("volume-low", "left-lung"), ("volume-high", "right-lung")}
+    # The two lungs also differ in height and volume ratio far beyond the usual.
+    assert codes(flags) == {
+        ("volume-low", "left-lung"), ("volume-high", "right-lung"),
+        ("lung-length-mismatch", "left-lung"), ("lung-volume-ratio", None),
+    }
     low = next(f for f in flags if f.code == "volume-low")
     high = next(f for f in flags if f.code == "volume-high")
     assert low.severity == "warning" and high.severity == "fail"
@@ -238,3 +242,115 @@ def test_the_package_uses_the_assessed_result_without_measuring_again(
     package = build_package([], volume, assessed, tmp_path, formats=("json",))
     assert [s.measurements for s in package.structures] == [s.measurements for s in assessed.structures]
     assert package.flags == assessed.all_flags()
+
+
+# --- lung QA on a diseased chest: dense regions, length, volume ratio, effusion ---------------
+
+CHEST = (40, 60, 60)  # 3 mm voxels: the coarse grid of tools/segmentation/lung_qa.py is the grid itself
+LUNG_ROWS, LUNG_SLICES = slice(10, 50), slice(5, 35)
+# HFS: columns run to the patient's left.
+LEFT_COLUMNS, RIGHT_COLUMNS = slice(35, 55), slice(5, 25)
+# A juxtapleural mass against the left lung's lateral wall: slices 14-25 (z 42-75 mm), 23 mL,
+# 21 mL once opened (the opening that drops vessels takes the block's edges).
+MASS = (slice(14, 26), slice(26, 35), slice(47, 55))
+
+
+def chest(direction: tuple[tuple[float, float, float], ...] = HFS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HU (soft tissue at 40 HU, aerated lung at -850) and two 2.2 L box lungs, clear of every edge."""
+    left = box(CHEST, LUNG_SLICES, LUNG_ROWS, LEFT_COLUMNS)
+    right = box(CHEST, LUNG_SLICES, LUNG_ROWS, RIGHT_COLUMNS)
+    hu = np.full(CHEST, 40, dtype=np.int16)
+    hu[left | right] = -850
+    return hu, left, right
+
+
+def chest_flags(hu: np.ndarray, left: np.ndarray, right: np.ndarray, direction=HFS) -> list[QAFlag]:
+    volume = make_volume(CHEST, spacing=(3.0, 3.0, 3.0), direction=direction, hu=hu)
+    return qa_flags(volume, [lung("left-lung", left), lung("right-lung", right)])
+
+
+def test_aerated_lungs_in_soft_tissue_give_no_lung_flags() -> None:
+    assert chest_flags(*chest()) == []
+
+
+def test_dense_mass_left_out_of_the_lung_is_flagged_with_its_slices() -> None:
+    hu, left, right = chest()
+    hu[MASS] = 30
+    left[MASS] = False
+    flags = chest_flags(hu, left, right)
+    assert codes(flags) == {("dense-excluded", "left-lung")}
+    assert "21 mL" in flags[0].message and "z 42 to 75 mm (slices 15-26 of 40)" in flags[0].message
+
+
+def test_dense_mass_inside_the_lung_is_flagged() -> None:
+    hu, left, right = chest()
+    hu[MASS] = 30
+    flags = chest_flags(hu, left, right)
+    assert codes(flags) == {("dense-included", "left-lung")}
+    assert "slices 15-26" in flags[0].message
+
+
+def test_small_dense_spots_and_thin_vessels_are_not_flagged() -> None:
+    hu, left, right = chest()
+    hu[20, 20:40, 45] = 40  # a vessel one voxel thick, in the lung
+    hu[10:13, 30:32, 40:42] = 40  # a 0.3 mL nodule
+    assert chest_flags(hu, left, right) == []
+
+
+def test_apex_missing_from_one_lung_is_flagged_where_to_look() -> None:
+    hu, left, right = chest()
+    left[25:35] = False  # the left apex (top 30 mm) missed
+    flags = chest_flags(hu, left, right)
+    assert codes(flags) == {("lung-length-mismatch", "left-lung")}
+    assert "apex ends 30 mm below" in flags[0].message
+    assert "slices 26-35 of 40" in flags[0].message
+
+
+def test_apex_mismatch_on_a_feet_first_series_names_the_right_slices() -> None:
+    """FFS: slice index grows towards the feet, so the apex is at the low slices."""
+    hu, left, right = chest()
+    left, right = right, left  # FFS columns run to the patient's right: swap the boxes' sides
+    left[5:15] = False
+    flags = chest_flags(hu, left, right, direction=FFS)
+    assert codes(flags) == {("lung-length-mismatch", "left-lung")}
+    assert "slices 6-15 of 40" in flags[0].message
+
+
+def test_bases_within_the_usual_difference_are_not_flagged() -> None:
+    hu, left, right = chest()
+    right[5:15] = False  # the right base 30 mm higher: a normal hemidiaphragm
+    assert "lung-length-mismatch" not in {f.code for f in chest_flags(hu, left, right)}
+
+
+def test_left_right_volume_ratio_outside_usual_range() -> None:
+    hu, left, right = chest()
+    left[:, :, 45:55] = False  # half the left lung
+    flags = chest_flags(hu, left, right)
+    assert codes(flags) == {("lung-volume-ratio", None)}
+    assert "0.50" in flags[0].message
+
+
+def test_fluid_layer_behind_a_lung_suggests_effusion() -> None:
+    hu, left, right = chest()
+    hu[5:25, 50:56, RIGHT_COLUMNS] = 10  # a dependent layer of fluid behind the right lung
+    flags = chest_flags(hu, left, right)
+    assert codes(flags) == {("pleural-effusion-suspected", "right-lung")}
+    assert "slices 6-25 of 40" in flags[0].message
+
+
+def test_ratio_and_length_are_not_judged_on_lungs_cut_by_the_scan() -> None:
+    hu, left, right = chest()
+    left[0:5, LUNG_ROWS, LEFT_COLUMNS] = True  # the left base reaches the first slice: coverage, not anatomy
+    left[:, :, 45:55] = False
+    right[5:25] = False  # the right base 60 mm higher
+    flags = chest_flags(hu, left, right)
+    assert not {"lung-volume-ratio", "lung-length-mismatch"} & {f.code for f in flags}
+
+
+def test_a_lung_smaller_than_a_coarse_block_raises_no_error() -> None:
+    volume = make_volume(CHEST, spacing=(1.0, 1.0, 1.0))  # 3 mm blocks of 27 voxels
+    _, left, right = chest()
+    speck = np.zeros(CHEST, dtype=bool)
+    speck[20, 30, 40] = True
+    flags = qa_flags(volume, [lung("left-lung", speck), lung("right-lung", right)])
+    assert "volume-low" in {f.code for f in flags}

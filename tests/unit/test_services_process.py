@@ -11,15 +11,9 @@ import pytest
 from rich.console import Console
 
 from agent.services import process
-from agent.services.process import ServiceError, ServiceSpec
+from agent.services.process import ServiceError, ServiceSpec, free_port
 
 pytestmark = pytest.mark.unit
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _spec(tmp_path: Path, port: int, command: list[str] | None = None) -> ServiceSpec:
@@ -38,7 +32,7 @@ def _spec(tmp_path: Path, port: int, command: list[str] | None = None) -> Servic
 
 def test_start_is_idempotent_and_stop_uses_the_pid(tmp_path: Path) -> None:
     (tmp_path / "marker").mkdir()
-    spec = _spec(tmp_path, _free_port())
+    spec = _spec(tmp_path, free_port())
     first = process.start(spec, timeout_s=20)
     assert first.healthy and first.pid is not None
     second = process.start(spec, timeout_s=20)
@@ -60,7 +54,7 @@ def test_port_taken_by_someone_else_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_server_that_dies_at_start_reports_its_log(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, _free_port(), [sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"])
+    spec = _spec(tmp_path, free_port(), [sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"])
     spec = spec.model_copy(update={"executable_marker": "-c"})
     with pytest.raises(ServiceError, match="exited during start-up(.|\n)*bad config"):
         process.start(spec, timeout_s=10)
@@ -68,7 +62,7 @@ def test_server_that_dies_at_start_reports_its_log(tmp_path: Path) -> None:
 
 
 def test_stale_pid_file_of_another_program_is_not_signalled(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, _free_port())
+    spec = _spec(tmp_path, free_port())
     spec.pid_file.write_text("1\n")
     assert process.tracked_pid(spec) is None
     assert process.stop(spec) is False

@@ -164,6 +164,12 @@ class FakeWorkflow:
         self._call("store", study_instance_uid)
         return ["2.25.1"]
 
+    def record_lineage(
+        self, study_instance_uid: str, task_id: str, fetched: FetchedSeries, writes: Sequence[Any],
+        decision: ApprovalDecision,
+    ) -> None:
+        self._call("record_lineage", study_instance_uid)
+
     def report(self, task_id: str, approved: ApprovedPlan) -> str:
         self._call("report", approved.plan.imaging_study_id)
         return "DiagnosticReport/r-1"
@@ -192,7 +198,7 @@ def test_an_approved_study_is_written_only_after_the_interrupt() -> None:
     assert [i.value["request_id"] for i in waiting.interrupts] == [_plan("s-1").result_uid]
 
     done = _run(graph, Command(resume=_decision().model_dump(mode="json")))
-    assert fake.steps() == [*PREPARE, "record_approval", "store", "report"]
+    assert fake.steps() == [*PREPARE, "record_approval", "store", "record_lineage", "report"]
     assert outcome_of(done.values)["outcome"] == "completed"
     assert done.values["report_reference"] == "DiagnosticReport/r-1"
 
@@ -238,7 +244,7 @@ def test_a_recorded_decision_is_not_asked_again() -> None:
     fake = FakeWorkflow(recorded=_decision())
     state = _run(build_study_graph(fake, InMemorySaver()), {"imaging_study_id": "s-1"})
     assert not state.interrupts
-    assert fake.steps() == [*PREPARE, "record_approval", "store", "report"]
+    assert fake.steps() == [*PREPARE, "record_approval", "store", "record_lineage", "report"]
 
 
 def test_a_failing_write_after_approval_is_a_failure_not_a_completion() -> None:

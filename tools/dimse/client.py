@@ -8,19 +8,25 @@ the same way over either protocol.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.datadict import keyword_for_tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dsutils import encode
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+)
 from pynetdicom.status import QR_FIND_SERVICE_CLASS_STATUS
 
 from tools.dicomweb.errors import PacsError
@@ -99,13 +105,22 @@ class DimseClient:
         return f"{self.called_aet}@{self.host}:{self.port}"
 
     @contextmanager
-    def _association(self, contexts: Sequence[tuple[str, list[str]]], what: str) -> Iterator[Association]:
+    def _association(
+        self,
+        contexts: Sequence[tuple[str, list[str]]],
+        what: str,
+        *,
+        roles: Sequence[Any] = (),
+        handlers: Sequence[Any] = (),
+    ) -> Iterator[Association]:
         ae = AE(ae_title=self.calling_aet)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         ae.connection_timeout = self.timeout_s
         for abstract, syntaxes in contexts:
             ae.add_requested_context(abstract, syntaxes)
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_aet)
+        assoc = ae.associate(
+            self.host, self.port, ae_title=self.called_aet, ext_neg=list(roles) or None, evt_handlers=list(handlers) or None
+        )
         if assoc.is_rejected:
             raise PacsError(
                 f"{what}: {self.peer} rejected the association from calling AE {self.calling_aet}. "
@@ -182,6 +197,70 @@ class DimseClient:
             result.elapsed_s,
         )
         return result
+
+    def store_part10(self, files: Sequence[bytes]) -> StoreResult:
+        """C-STORE DICOM Part 10 files as they are (their own transfer syntax)."""
+        return self.store([dcmread(io.BytesIO(data)) for data in files])
+
+    def find_instances(self, study_uid: str, series_uid: str) -> set[str]:
+        """The SOP Instance UIDs of one series: image-level C-FIND, Study Root (PS3.4 C.6.2.1)."""
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "IMAGE"
+        identifier.StudyInstanceUID = study_uid
+        identifier.SeriesInstanceUID = series_uid
+        identifier.SOPInstanceUID = ""
+        found: set[str] = set()
+        context = [(StudyRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
+        with self._association(context, "C-FIND (image level)") as assoc:
+            for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+                code = _status_code(status)
+                if code in _PENDING and match is not None:
+                    found.add(str(match.get("SOPInstanceUID", "")))
+                elif code != 0x0000:
+                    raise PacsError(
+                        f"image-level C-FIND of series {series_uid} at {self.peer} failed: {_find_failure(code)}. "
+                        f"What to do: check that the PACS accepts C-FIND from {self.calling_aet} and the PACS log.",
+                        status=code,
+                    )
+        return found
+
+    def get_instance(self, study_uid: str, series_uid: str, sop_uid: str, sop_class_uid: str) -> Dataset | None:
+        """One instance by C-GET (PS3.4 C.4.3), the PACS sending it back on the same association; None
+        when the PACS answers success without sending it (it does not hold it); any failure raises."""
+        received: list[Dataset] = []
+
+        def on_store(event: evt.Event) -> int:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            received.append(ds)
+            return 0x0000
+
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "IMAGE"
+        identifier.StudyInstanceUID = study_uid
+        identifier.SeriesInstanceUID = series_uid
+        identifier.SOPInstanceUID = sop_uid
+        contexts = [
+            (StudyRootQueryRetrieveInformationModelGet, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+            (sop_class_uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+        ]
+        code: int | None = None
+        with self._association(
+            contexts, f"C-GET of {sop_uid}", roles=[build_role(sop_class_uid, scp_role=True)],
+            handlers=[(evt.EVT_C_STORE, on_store)],
+        ) as assoc:
+            for status, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet):
+                code = _status_code(status)
+        if received:
+            return received[0]
+        if code == 0x0000:
+            return None
+        raise PacsError(
+            f"C-GET of {sop_uid} at {self.peer} "
+            f"{'got no answer' if code is None else f'failed with status 0x{code:04X}'}. What to do: check that "
+            f"the PACS accepts C-GET from {self.calling_aet} (Orthanc: AllowGet for that modality) and the PACS log.",
+            status=code,
+        )
 
     def _store_one(self, assoc: Association, ds: Dataset) -> StoreResult:
         sop_uid = str(ds.SOPInstanceUID)

@@ -48,6 +48,10 @@ class ReceivedSeries(BaseModel):
     instances: int
     last_arrival: float
 
+    def files(self) -> list[Path]:
+        """The kept instances only: not the markers, nor a `.part` file a killed write left."""
+        return sorted(self.folder.glob("*.dcm"))
+
 
 class Inbox:
     """Received instances on disk, grouped by study and series."""
@@ -55,6 +59,9 @@ class Inbox:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        # Writes a killed node left unfinished: never answered success, so the sender has them still.
+        for staged in self.root.glob("*/*/.*.part"):
+            staged.unlink(missing_ok=True)
 
     def keep(self, ds: Dataset, association: str) -> Path:
         """Check `ds` and write it whole, as received on `association` (an id unique to it); returns

@@ -10,10 +10,10 @@ import logging
 from typing import Literal
 
 from pydantic import BaseModel
+from pydicom import dcmread
 
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
-from tools.imaging.volume import read_series_dir
 from tools.intake.inbox import ReceivedSeries
 from tools.intake.routing import RoutingRule, route
 from tools.segmentation.catalog import EngineName
@@ -45,7 +45,7 @@ def take_series(
     store_to_pacs: bool,
 ) -> TakenSeries:
     """Route `series`; when a rule takes it, store it (if asked) and register its Patient + ImagingStudy."""
-    datasets = read_series_dir(series.folder)
+    datasets = [dcmread(path) for path in series.files()]
     base = {
         "study_instance_uid": series.study_instance_uid,
         "series_instance_uid": series.series_instance_uid,

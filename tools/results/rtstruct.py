@@ -386,7 +386,7 @@ def _observation(number: int, structure: StructureMask) -> Dataset:
     item.ReferencedROINumber = number
     item.ROIObservationLabel = spec.roi_name[:16]
     item.RTROIIdentificationCodeSequence = [code]
-    item.RTROIInterpretedType = "ORGAN"
+    item.RTROIInterpretedType = spec.rt_roi_type
     item.ROIInterpreter = ""
     return item
 

@@ -35,6 +35,8 @@ class StructureSpec(BaseModel):
     snomed_code: str
     snomed_meaning: str
     color_rgb: tuple[int, int, int]
+    rt_roi_type: Literal["ORGAN", "EXTERNAL"] = "ORGAN"
+    """RT ROI Interpreted Type (PS3.3 C.8.8.8): EXTERNAL is the body outline planning systems dose within"""
 
 
 STRUCTURES: dict[str, StructureSpec] = {
@@ -55,6 +57,15 @@ STRUCTURES: dict[str, StructureSpec] = {
             snomed_code="3341006",
             snomed_meaning="Right lung",
             color_rgb=(255, 140, 0),
+        ),
+        StructureSpec(
+            key="body",
+            roi_name="External",  # TG-263
+            display="Body outline",
+            snomed_code="38266002",
+            snomed_meaning="Entire body as a whole",
+            color_rgb=(0, 200, 83),
+            rt_roi_type="EXTERNAL",
         ),
     )
 }

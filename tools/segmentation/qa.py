@@ -22,6 +22,7 @@ from tools.imaging.geometry import Geometry
 from tools.imaging.orientation import OPPOSITE, SIDE_NAMES, nearest_directions
 from tools.imaging.volume import Volume
 from tools.segmentation.base import QAFlag, SegmentationResult, StructureMask, StructureMeasurements
+from tools.segmentation.lung_qa import lung_flags
 
 # Adult lungs hold roughly 1-4 L each at CT; outside this band the mask (or the scan) is wrong.
 LUNG_MIN_ML = 300.0
@@ -107,6 +108,9 @@ def qa_flags(volume: Volume, structure_masks: Sequence[StructureMask]) -> list[Q
                 "this structure and is a CT of the chest; do not use this result.",
             ))
             continue
+        if item.structure.rt_roi_type == "EXTERNAL":
+            # The body outline is one piece that runs off the scan at both ends by nature.
+            continue
         volume_ml = count * voxel_volume_ml(volume.geometry)
         box = _bbox(mask)
         if key in _LUNG_KEYS:
@@ -122,6 +126,7 @@ def qa_flags(volume: Volume, structure_masks: Sequence[StructureMask]) -> list[Q
             f"{centroids['right-lung']:.1f} mm (LPS: +x is the patient's left). Check the series' "
             "Image Orientation/Position (Patient) and the labels before approving.",
         ))
+    flags.extend(lung_flags(volume, list(structure_masks)))
     return flags
 
 

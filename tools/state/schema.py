@@ -70,3 +70,34 @@ users = Table(
     Column("locked_until", Text),  # ISO 8601, UTC
     Column("created_at", Text, nullable=False),
 )
+
+# The input/output audit index (tools/workflow/lineage.py): which received instances produced which
+# stored result, who approved it and where it went. One row per result object...
+result_outputs = Table(
+    "result_outputs",
+    metadata,
+    Column("sop_instance_uid", Text, primary_key=True),
+    Column("study_instance_uid", Text, nullable=False, index=True),
+    Column("series_instance_uid", Text, nullable=False),
+    Column("kind", Text, nullable=False),  # RTSTRUCT, SEG, SR
+    Column("sha256", Text, nullable=False),  # of the approved file
+    Column("task_id", Text, nullable=False),
+    Column("approved_by", Text, nullable=False),  # the principal's id
+    Column("approved_by_issuer", Text, nullable=False),
+    Column("approved_by_name", Text, nullable=False),
+    Column("approved_at", Text, nullable=False),  # ISO 8601, UTC
+    Column("automatic", Integer, nullable=False),  # 1: `--yes`, nobody reviewed
+    Column("stored_at", Text, nullable=False),
+    Column("destination", Text, nullable=False),  # the PACS, as the result store names it
+)
+
+# ...and one per (result, source instance) it was derived from.
+result_inputs = Table(
+    "result_inputs",
+    metadata,
+    Column("output_sop_instance_uid", Text, nullable=False),
+    Column("sop_instance_uid", Text, nullable=False),
+    Column("series_instance_uid", Text, nullable=False),
+    Column("sha256", Text, nullable=False),  # of the instance as the agent kept it after retrieval
+    PrimaryKeyConstraint("output_sop_instance_uid", "sop_instance_uid"),
+)

@@ -15,10 +15,14 @@ from pathlib import Path
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.worklist import WorklistItem
+from tools.imaging.volume import Volume
 from tools.segmentation.catalog import EngineCatalog
+from tools.segmentation.exclusion import Exclusion
 from tools.workflow import prepare, write
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.decisions import DecisionStore
+from tools.workflow.gtv import find_gtv
+from tools.workflow.lineage import LineageStore, source_instances
 from tools.workflow.records import (
     ApprovedPlan,
     BuiltResults,
@@ -30,6 +34,7 @@ from tools.workflow.records import (
     TaskRecord,
     Variant,
 )
+from tools.workflow.result_stores import ResultStore
 from tools.workflow.worklist import select_worklist
 
 
@@ -39,12 +44,17 @@ class StudyServices:
 
     fhir: FhirClient
     pacs: DicomwebClient
+    results: ResultStore
+    """where approved objects are stored and verified: the same PACS over DICOMweb, or over DIMSE"""
     engines: EngineCatalog
     decisions: DecisionStore
+    lineage: LineageStore
     work_root: Path
     default_engine: str
     patient_identifier_system: str
     fallback_engines: tuple[str, ...] = field(default=())
+    exclude_gtv: bool = True
+    """leave a GTV of the study's RTSTRUCT (in the PACS) out of every structure"""
 
 
 class StudyWorkflow:
@@ -81,7 +91,14 @@ class StudyWorkflow:
         self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: Variant
     ) -> StoredSegmentation:
         chain = prepare.engine_chain(engine, self.services.fallback_engines)
-        return prepare.segment_stored(self.services.engines, volume_file, fetched.work_dir, chain, targets, variant)
+
+        def study_gtv(volume: Volume) -> Exclusion | None:
+            # The volume's study is the ImagingStudy's: fetch checked every instance against it.
+            return find_gtv(self.services.pacs, volume.study_instance_uid, volume) if self.services.exclude_gtv else None
+
+        return prepare.segment_stored(
+            self.services.engines, volume_file, fetched.work_dir, chain, targets, variant, exclusion_for=study_gtv
+        )
 
     def build(
         self,
@@ -101,7 +118,14 @@ class StudyWorkflow:
         write.record_approval(self.services.fhir, self.services.decisions, task_id, approved)
 
     def store(self, study_instance_uid: str, writes: Sequence[PendingDicomWrite]) -> list[str]:
-        return write.store_approved(self.services.pacs, self.services.fhir, study_instance_uid, writes)
+        return write.store_approved(self.services.results, self.services.fhir, study_instance_uid, writes)
+
+    def record_lineage(
+        self, study_instance_uid: str, task_id: str, fetched: FetchedSeries, writes: Sequence[PendingDicomWrite],
+        decision: ApprovalDecision,
+    ) -> None:
+        inputs = source_instances(fetched.work_dir / prepare.SOURCE_DIR)
+        self.services.lineage.record(study_instance_uid, task_id, writes, inputs, decision, self.services.results.destination)
 
     def report(self, task_id: str, approved: ApprovedPlan) -> str:
         return write.report_to_fhir(self.services.fhir, task_id, approved)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from tools.results.fhir_report import StructureVolume, WritebackPlan, describe_c
 from tools.results.package import ResultPackage, build_package
 from tools.segmentation.base import STRUCTURES, EngineError, SegmentationResult
 from tools.segmentation.catalog import EngineCatalog
+from tools.segmentation.exclusion import Exclusion, without
 from tools.segmentation.qa import assess
 from tools.segmentation.result_store import load_result, save_result
 from tools.workflow.approval import SOP_CLASS_NAMES, ApprovalRequest, PendingDicomWrite, StructureForReview
@@ -48,6 +49,9 @@ from tools.workflow.records import (
 )
 
 log = logging.getLogger(__name__)
+
+# The fetched series' Part 10 files, inside a study's work folder.
+SOURCE_DIR = "source"
 
 
 def read_study(fhir: FhirClient, imaging_study_id: str, patient_identifier_system: str) -> StudyRecord:
@@ -159,7 +163,7 @@ def fetch_series(
         for i in pacs.search_instances(study_uid, series_uid)
     ]
     work = work_root / content_key(series_uid, listed)
-    source = work / "source"
+    source = work / SOURCE_DIR
     have = {p.stem for p in source.glob("*.dcm")}
     downloaded = None
     if have != set(listed):
@@ -179,7 +183,7 @@ def fetch_series(
 
 def assemble_stored(work_dir: Path) -> StoredFile:
     """The downloaded series as one geometry-checked volume in the work store."""
-    volume = assemble_volume(read_series_dir(work_dir / "source"))
+    volume = assemble_volume(read_series_dir(work_dir / SOURCE_DIR))
     path = work_dir / "volume.npz"
     return StoredFile(path=path, sha256=save_volume(volume, path))
 
@@ -195,16 +199,22 @@ def engine_chain(requested: str, fallbacks: Sequence[str]) -> list[str]:
 
 
 def segment_with_fallback(
-    engines: EngineCatalog, volume: Volume, chain: Sequence[str], targets: Sequence[str]
+    engines: EngineCatalog,
+    volume: Volume,
+    chain: Sequence[str],
+    targets: Sequence[str],
+    exclusion: Exclusion | None = None,
 ) -> tuple[SegmentationResult, list[str]]:
     """The first engine in `chain` whose result exists and passes QA (the last one's result stands
     even with failed QA, so the reviewer sees it); returns the assessed result and why the engines
-    before it were not used.
+    before it were not used. `exclusion` (the study's GTV) is left out of every engine's result
+    before QA.
     """
     not_used: list[str] = []
     for name in chain:
         try:
-            result = assess(volume, engines.get(name).segment(volume, list(targets)))
+            raw = engines.get(name).segment(volume, list(targets))
+            result = assess(volume, without(raw, exclusion, volume) if exclusion is not None else raw)
         except (EngineError, ServiceUnavailableError, ValueError) as exc:
             not_used.append(f"{name}: {exc}")
             continue
@@ -227,10 +237,13 @@ def segment_stored(
     chain: Sequence[str],
     targets: Sequence[str],
     variant: Variant,
+    exclusion_for: Callable[[Volume], Exclusion | None] | None = None,
 ) -> StoredSegmentation:
-    """`segment_with_fallback` on a stored volume; the result goes to the work store."""
+    """`segment_with_fallback` on a stored volume, leaving out what `exclusion_for` finds for it (the
+    study's GTV); the result goes to the work store."""
     volume = load_volume(volume_file.path, volume_file.sha256)
-    result, not_used = segment_with_fallback(engines, volume, chain, targets)
+    exclusion = exclusion_for(volume) if exclusion_for is not None else None
+    result, not_used = segment_with_fallback(engines, volume, chain, targets, exclusion)
     path = work_dir / f"{variant}-segmentation-{result.engine}.npz"
     return StoredSegmentation(path=path, sha256=save_result(result, path), engine_fallbacks=not_used)
 
@@ -246,7 +259,7 @@ def build_results(
     """RTSTRUCT, SEG, SR, previews and report on disk, hashed; the approval request and write plan."""
     volume = load_volume(volume_file.path, volume_file.sha256)
     result = load_result(segmentation.path, segmentation.sha256)
-    source = [dcmread(p, stop_before_pixels=True) for p in sorted((fetched.work_dir / "source").glob("*.dcm"))]
+    source = [dcmread(p, stop_before_pixels=True) for p in sorted((fetched.work_dir / SOURCE_DIR).glob("*.dcm"))]
     out_dir = fetched.work_dir / f"{variant}-results-{result.engine}"
     package = build_package(source, volume, result, out_dir, created=datetime.fromisoformat(created_at))
     plan = _writeback_plan(study, package, segmentation.engine_fallbacks)

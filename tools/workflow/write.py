@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirConflictError, FhirError
 from tools.fhir.task import set_status
@@ -26,6 +25,7 @@ from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDi
 from tools.workflow.audit import record_pacs_mismatch
 from tools.workflow.decisions import DecisionStore, request_sha256
 from tools.workflow.records import ApprovedPlan, StudyFailure
+from tools.workflow.result_stores import ResultStore
 
 
 def recorded_decision(
@@ -60,14 +60,15 @@ def record_approval(fhir: FhirClient, decisions: DecisionStore, task_id: str, ap
 
 
 def store_approved(
-    pacs: DicomwebClient, fhir: FhirClient, study_instance_uid: str, writes: Sequence[PendingDicomWrite]
+    results: ResultStore, fhir: FhirClient, study_instance_uid: str, writes: Sequence[PendingDicomWrite]
 ) -> list[str]:
-    """STOW exactly the approved objects; returns the SOP Instance UIDs stored by this call.
+    """Store exactly the approved objects; returns the SOP Instance UIDs stored by this call.
 
     Derived UIDs are predictable, so an object already in the PACS under one of them is compared
-    byte for byte (sha256 of its stored file) with the approved one: the same bytes are a repeat of
-    our own earlier store, other bytes fail the study with an AuditEvent. Every object stored is read
-    back and hashed too: a PACS that answers 200 without storing, or stores something else, fails it.
+    with the approved one (tools/workflow/result_stores.py says how, per protocol): the same is a
+    repeat of our own earlier store, anything else fails the study with an AuditEvent. Every object
+    stored is read back and compared too: a PACS that answers success without storing, or stores
+    something else, fails it.
     """
     blobs: list[tuple[PendingDicomWrite, bytes]] = []
     for write in writes:
@@ -81,41 +82,49 @@ def store_approved(
         blobs.append((write, data))
     missing = []
     for write, data in blobs:
-        held = pacs.retrieve_instance_bytes(study_instance_uid, write.series_instance_uid, write.sop_instance_uid)
+        held = results.held_digest(study_instance_uid, write)
         if held is None:
             missing.append((write, data))
         else:
-            _check_held(fhir, study_instance_uid, write, held, "already there before this store; nothing was stored")
+            _check_held(fhir, results, study_instance_uid, write, data, held, "already there before this store; nothing was stored")
     if not missing:
         return []
-    result = pacs.store_part10([data for _, data in missing])
+    result = results.store([data for _, data in missing])
     if result.failed:
         reasons = "; ".join(f"{f.sop_instance_uid}: {f.reason}" for f in result.failed)
         raise StudyFailure(f"the PACS refused results of study {study_instance_uid}: {reasons}")
-    for write, _ in missing:
-        held = pacs.retrieve_instance_bytes(study_instance_uid, write.series_instance_uid, write.sop_instance_uid)
+    for write, data in missing:
+        held = results.held_digest(study_instance_uid, write)
         if held is None:
             raise StudyFailure(
                 f"the PACS accepted {write.kind} {write.sop_instance_uid} of study {study_instance_uid} but does "
                 "not hold it when read back; nothing was reported in FHIR. Check the PACS (storage, logs), "
                 "then run the study again."
             )
-        _check_held(fhir, study_instance_uid, write, held, "read back after this store")
+        _check_held(fhir, results, study_instance_uid, write, data, held, "read back after this store")
     return [w.sop_instance_uid for w, _ in missing]
 
 
-def _check_held(fhir: FhirClient, study_instance_uid: str, write: PendingDicomWrite, held: bytes, when: str) -> None:
-    """The PACS's file is the approved one, or an AuditEvent records the difference and the study fails."""
-    pacs_sha256 = hashlib.sha256(held).hexdigest()
-    if pacs_sha256 == write.sha256:
+def _check_held(
+    fhir: FhirClient,
+    results: ResultStore,
+    study_instance_uid: str,
+    write: PendingDicomWrite,
+    data: bytes,
+    held: str,
+    when: str,
+) -> None:
+    """The PACS's object is the approved one, or an AuditEvent records the difference and the study fails."""
+    approved = results.approved_digest(data)
+    if held == approved:
         return
     try:
-        audit = record_pacs_mismatch(fhir, study_instance_uid, write, pacs_sha256, when)
+        audit = record_pacs_mismatch(fhir, study_instance_uid, write, held, f"{when}; PACS digest: {results.digest_name}")
     except (FhirError, ServiceUnavailableError) as exc:
         audit = f"no AuditEvent (the FHIR server failed: {exc})"
     raise StudyFailure(
         f"the PACS holds another object than the approved one under {write.kind} {write.sop_instance_uid} "
-        f"of study {study_instance_uid} ({when}): approved sha256 {write.sha256}, PACS sha256 {pacs_sha256}; "
+        f"of study {study_instance_uid} ({when}): approved {results.digest_name} {approved}, PACS {held}; "
         f"recorded as {audit}. Nothing was reported in FHIR. Have the PACS administrator inspect and remove "
         "that object (it may be forged), then run the study again."
     )

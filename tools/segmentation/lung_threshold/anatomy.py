@@ -41,6 +41,15 @@ _JOINED_SIDE_FRACTION = 0.2
 _THIN_JUNCTION_STEPS = 4
 _SPLIT_STEP_MM = 1.5
 _SPLIT_MIN_CORE_FRACTION = 0.1
+# A part of a lung cut off by dense tissue (an apex behind scarring, a segment behind
+# atelectasis) is a further air region this close to a lung, lung tissue (hardly any pure
+# gas: bowel gas is mostly below -950 HU) and on that lung's side of the body's midline.
+_FRAGMENT_MIN_ML = 2.0
+_FRAGMENT_REACH_MM = 10.0
+_FRAGMENT_MAX_GAS_FRACTION = 0.15
+# ...and aerated: lung parenchyma's median sits near -850 HU (nsclc-lung1-001's cut-off apex:
+# -821). Stool in the colon under the diaphragm mixes gas and matter to well above this.
+_FRAGMENT_MAX_MEDIAN_HU = -750.0
 
 
 def body_mask(air: np.ndarray) -> np.ndarray:
@@ -149,13 +158,57 @@ def select_lungs(candidates: np.ndarray, work: np.ndarray, body: np.ndarray, spa
         return None
     first = labels == lung_like[0]
     out = np.zeros(labels.shape, dtype=np.uint8)
+    cut = False
     if _spans_midline(first, body):
-        split, cut = _split(first, spacing, body)
-        return Lungs(labels=split, cut_at_midline=cut)
-    out[first] = 1
-    if len(lung_like) > 1:
-        out[labels == lung_like[1]] = 2
-    return Lungs(labels=out, cut_at_midline=False)
+        out, cut = _split(first, spacing, body)
+        chosen = lung_like[:1]
+    else:
+        out[first] = 1
+        if len(lung_like) > 1:
+            out[labels == lung_like[1]] = 2
+        chosen = lung_like[:2]
+    gas_fraction = np.bincount(labels[work < _GAS_HU].ravel(), minlength=count + 1) / np.maximum(sizes, 1)
+    fragments = [
+        i for i in order
+        if i not in chosen and sizes[i] * voxel_ml >= _FRAGMENT_MIN_ML and gas_fraction[i] <= _FRAGMENT_MAX_GAS_FRACTION
+    ]
+    boxes = ndimage.find_objects(labels)
+    fragments = [
+        i for i in fragments if float(np.median(work[boxes[i - 1]][labels[boxes[i - 1]] == i])) <= _FRAGMENT_MAX_MEDIAN_HU
+    ]
+    _attach_fragments(out, labels, [(i, boxes[i - 1]) for i in fragments], spacing, _body_mid_column(body))
+    return Lungs(labels=out, cut_at_midline=cut)
+
+
+def _attach_fragments(
+    out: np.ndarray, labels: np.ndarray, fragments: list[tuple[int, tuple[slice, ...]]], spacing: Spacing, mid: float
+) -> None:
+    """Give each fragment (a label in ``labels``, with its box) to the lung within reach on its side, in place.
+
+    Looked at in the fragment's box only, grown by the reach: cheap whatever the volume.
+    """
+    if not fragments:
+        return
+    reach = [int(np.ceil(_FRAGMENT_REACH_MM / s)) for s in spacing]
+    lung_columns = [_mean_column(out == value) for value in (1, 2)]
+    for i, found in fragments:
+        box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(found, reach, labels.shape, strict=True))
+        own = labels[box] == i
+        near = ndimage.maximum_filter(own.view(np.uint8), size=filter_size(_FRAGMENT_REACH_MM, spacing)) > 0
+        hits = np.bincount(out[box][near].ravel(), minlength=3)[1:]
+        if not hits.any():
+            continue
+        value = int(np.argmax(hits)) + 1
+        column = _mean_column(own) + box[2].start
+        lung_column = lung_columns[value - 1]
+        if lung_column is not None and (column - mid) * (lung_column - mid) > 0:
+            out[box][own] = value
+
+
+def _mean_column(mask: np.ndarray) -> float | None:
+    counts = np.count_nonzero(mask, axis=(0, 1))
+    total = counts.sum()
+    return float(counts @ np.arange(counts.size)) / total if total else None
 
 
 def _body_mid_column(body: np.ndarray) -> float:

@@ -17,6 +17,7 @@ from tools.imaging.orientation import reorient
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError, SegmentationResult, StructureMask, resolve_targets
 from tools.segmentation.lung_threshold.anatomy import MIN_LUNG_ML, airway_mask, body_mask, select_lungs
+from tools.segmentation.lung_threshold.body import body_outline
 from tools.segmentation.lung_threshold.grid import (
     Spacing,
     block_mean,
@@ -32,9 +33,9 @@ from tools.segmentation.qa import centroid_x
 logger = logging.getLogger(__name__)
 
 ENGINE_NAME = "lung-threshold"
-ENGINE_VERSION = "1.0.0"
+ENGINE_VERSION = "1.1.0"
 
-_SUPPORTED = ("left-lung", "right-lung")
+_SUPPORTED = ("left-lung", "right-lung", "body")
 # Midpoint between aerated lung (~-850 HU) and soft tissue (~+40 HU): where a voxel is half
 # lung by partial volume. Used to find the regions; the final threshold is measured.
 _INITIAL_THRESHOLD_HU = -400.0
@@ -54,6 +55,13 @@ _RING_OUTER = 3
 _CLOSING_RADIUS_MM = 3.0
 # Working voxels around a lung's box, so that the closing does not meet the box's edge.
 _CLOSING_PAD_W = 3
+# The lung's edge as a radiotherapy contour draws it: the in-plane ring of partial-volume
+# voxels just outside the half-way iso-line, as long as a voxel is still at least a quarter
+# lung (below lung + 0.75 x (tissue - lung)). Manual contours follow the visible edge in a
+# lung window, about a pixel outside the midpoint (nsclc-lung1-001: the missed lung was 1-2
+# mm deep at -390 to -70 HU all around). Not along the slice axis: slices are 2.5-5 mm apart.
+_EDGE_RING_MM = 1.0
+_EDGE_FRACTION = 0.75
 # Largest axial hole filled: a hilar vessel or a bronchus with its wall (about 25 mm across).
 _MAX_AXIAL_HOLE_MM2 = 500.0
 
@@ -87,19 +95,34 @@ def _ring_median(work: np.ndarray, mask: np.ndarray, exclude: np.ndarray) -> flo
     return float(np.median(work[ring])) if ring.any() else None
 
 
-def _refine(hu: np.ndarray, territory: np.ndarray, blocked: np.ndarray, threshold: float, spacing: Spacing) -> np.ndarray:
-    """One lung at full resolution: threshold inside its territory, close, fill holes.
+def _refine(
+    hu: np.ndarray, territory: np.ndarray, blocked: np.ndarray, thresholds: tuple[float, float], spacing: Spacing
+) -> np.ndarray:
+    """One lung at full resolution: threshold inside its territory, close, fill holes, add the edge ring.
 
-    Axial holes are filled up to the size of a vessel or bronchus section: a larger one is
-    the dome of the diaphragm rising into the slice, not lung. Holes closed in 3D (a nodule
-    or mass inside the lung) are filled whatever their size.
+    ``thresholds``: the partial-volume midpoint and the edge ring's limit (``_EDGE_FRACTION``).
+    Axial holes are filled up to the size of a vessel or bronchus section. A larger one is
+    the dome of the diaphragm rising into the slice, or the airway (kept out by ``blocked``):
+    it stays out where it is tissue or air, and is filled where its median voxel is partial
+    volume, between the midpoint and a quarter lung (``edge_threshold``): the dome's cap seen
+    through lung in a thick slice, which radiotherapy contours include. Holes closed in 3D
+    (a nodule or mass inside the lung) are filled whatever their size.
     """
-    mask = territory & (hu < threshold) & ~blocked
+    threshold, edge_threshold = thresholds
+    allowed = territory & ~blocked
+    mask = allowed & (hu < threshold)
     size = filter_size(_CLOSING_RADIUS_MM, spacing)
     closed = ndimage.minimum_filter(ndimage.maximum_filter(mask.view(np.uint8), size=size), size=size) > 0
-    mask |= closed & territory & ~blocked
+    mask |= closed & allowed
     max_hole_px = int(_MAX_AXIAL_HOLE_MM2 / (spacing[1] * spacing[2]))
-    return fill_holes_3d(fill_holes_axial(mask, max_hole_px))
+    mask = fill_holes_3d(fill_holes_axial(mask, max_hole_px, hu, thresholds))
+    return mask | (_in_plane_ring(mask, _EDGE_RING_MM, spacing) & allowed & (hu < edge_threshold))
+
+
+def _in_plane_ring(mask: np.ndarray, radius_mm: float, spacing: Spacing) -> np.ndarray:
+    """Voxels within ``radius_mm`` of ``mask`` in their own slice (none where pixels are larger)."""
+    size = (1, *filter_size(radius_mm, spacing)[1:])
+    return (ndimage.maximum_filter(mask.view(np.uint8), size=size) > 0) & ~mask
 
 
 class LungThresholdEngine:
@@ -109,7 +132,11 @@ class LungThresholdEngine:
     version = ENGINE_VERSION
 
     def segment(self, volume: Volume, targets: Sequence[str]) -> SegmentationResult:
-        """Segment the requested lungs of ``volume`` (a CT in HU) on its own voxel grid."""
+        """Segment the requested lungs of ``volume`` (a CT in HU) on its own voxel grid.
+
+        A tumour enclosed by lung is lung here; a known GTV is left out afterwards, for every
+        engine alike (tools/segmentation/exclusion.py).
+        """
         specs = resolve_targets(targets)
         unsupported = [s.key for s in specs if s.key not in _SUPPORTED]
         if unsupported:
@@ -144,6 +171,7 @@ class LungThresholdEngine:
         tissue = _ring_median(work_w, any_lung, air_w)
         tissue = float(np.clip(tissue if tissue is not None else _SOFT_TISSUE_HU, *_TISSUE_RANGE_HU))
         threshold = (lung_median + tissue) / 2.0
+        edge_threshold = lung_median + _EDGE_FRACTION * (tissue - lung_median)
 
         territory_w = _grow_labels(labels_w, _TERRITORY_STEPS, factors)
         airway_guard = ndimage.binary_dilation(airway_w)
@@ -165,7 +193,7 @@ class LungThresholdEngine:
                     hu[box],
                     upsample(own_w, factors, local),
                     upsample(airway_guard, factors, local),
-                    threshold,
+                    (threshold, edge_threshold),
                     canon.spacing,
                 )
             masks.append(canon.backward(full))
@@ -181,6 +209,10 @@ class LungThresholdEngine:
             penalty = _SPLIT_PENALTY if lungs.cut_at_midline else 1.0
             confidences[key] = round(float(np.clip(contrast / _EXPECTED_CONTRAST_HU, 0.0, 1.0)) * penalty, 3)
 
+        if any(spec.key == "body" for spec in specs):
+            by_side["body"] = canon.backward(body_outline(hu, air, factors, work_spacing, _INITIAL_THRESHOLD_HU))
+            # The skin against room air is the sharpest edge on CT: nothing here is a guess.
+            confidences["body"] = 1.0
         structures = [
             StructureMask(structure=spec, mask=by_side[spec.key], confidence=confidences[spec.key]) for spec in specs
         ]

@@ -48,18 +48,32 @@ def upsample(labels: np.ndarray, factors: tuple[int, int, int], box: Box) -> np.
     return labels[index]
 
 
-def fill_holes_axial(mask: np.ndarray, max_area_px: int | None = None) -> np.ndarray:
+def fill_holes_axial(
+    mask: np.ndarray,
+    max_area_px: int | None = None,
+    hu: np.ndarray | None = None,
+    large_hu_range: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Fill holes in every axial slice: background not 4-connected to the slice border.
 
-    With ``max_area_px``, only holes up to that many pixels are filled.
+    With ``max_area_px``, only holes up to that many pixels are filled; with ``hu`` and
+    ``large_hu_range`` (low, high) also larger holes whose median HU lies in that range.
     """
     labels, _ = ndimage.label(~mask, structure=SLICE_2D_4)
-    fill = np.ones(int(labels.max()) + 1, dtype=bool)
+    enclosed = np.ones(int(labels.max()) + 1, dtype=bool)
     for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
-        fill[edge] = False
+        enclosed[edge] = False
+    enclosed[0] = False
+    fill = enclosed.copy()
     if max_area_px is not None:
-        fill &= np.bincount(labels.ravel(), minlength=fill.size) <= max_area_px
-    fill[0] = False
+        large = np.bincount(labels.ravel(), minlength=fill.size) > max_area_px
+        fill &= ~large
+        if hu is not None and large_hu_range is not None:
+            boxes = ndimage.find_objects(labels)
+            for index in np.flatnonzero(enclosed & large):
+                box = boxes[index - 1]
+                median = float(np.median(hu[box][labels[box] == index]))
+                fill[index] = large_hu_range[0] <= median < large_hu_range[1]
     return mask | fill[labels]
 
 
