@@ -20,6 +20,7 @@ import pytest
 from pydantic import SecretStr
 
 from agent.runtime import AgentRuntime
+from agent.services.postgres import PostgresCluster
 from agent.settings import Settings
 from tests.conftest import free_port
 from tests.integration.worker_processes import CLI, Worker, settings_env, wait_until
@@ -49,10 +50,10 @@ def visibility_s() -> float:
 
 @pytest.fixture()
 def scale_settings(
-    settings: Settings, postgres_cluster: object, redis_broker: str, visibility_s: float, tmp_path: Path
+    settings: Settings, postgres_cluster: PostgresCluster, redis_broker: str, visibility_s: float, tmp_path: Path
 ) -> Iterator[Settings]:
     broker = f"{redis_broker.rsplit('/', 1)[0]}/{next(_redis_databases) % 16}"
-    with fresh_database(postgres_cluster) as database_url:  # type: ignore[arg-type]
+    with fresh_database(postgres_cluster) as database_url:
         yield settings.model_copy(
             update={
                 "database_url": SecretStr(database_url),
