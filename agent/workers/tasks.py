@@ -4,7 +4,8 @@ Each task is one call into the runtime (graphs/runtime.py), which holds the job'
 runs, so a message delivered twice never runs a job twice at once: a copy that finds the job held
 by a live runner elsewhere comes back after `job_lease_heartbeat_s` (a Celery retry) and then
 either finds the job finished or waiting (nothing to do) or takes over from a runner that died.
-A job with a checkpoint continues from it and never starts over.
+A job with a checkpoint continues from it and never starts over. A task that cannot reach the
+state database is retried with backoff rather than acknowledged as failed.
 """
 
 from __future__ import annotations
@@ -14,17 +15,23 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from celery import Celery, Task
 from celery.signals import worker_process_shutdown, worker_shutdown
+from psycopg_pool import PoolTimeout
 
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from agent.workers.celery_app import RESUME, START_BATCH, START_STUDY
 from agent.workers.queue import CeleryJobQueue
 from graphs.runtime import JobNotStartedError, ProgressHandler, RunReport
+from tools.state.migrate import StateDatabaseError
 from tools.workflow.leases import JobBusyError
 
 log = logging.getLogger(__name__)
+
+DATABASE_UNREACHABLE = (StateDatabaseError, sqlalchemy.exc.OperationalError, psycopg.OperationalError, PoolTimeout)
 
 
 class ProcessRuntime:
@@ -81,8 +88,18 @@ def register_tasks(app: Celery, settings: Settings) -> ProcessRuntime:
         except JobNotStartedError as exc:
             log.info("%s", exc)
 
-    # max_retries None: a copy waits as long as a live runner holds its job.
-    options: dict[str, Any] = {"bind": True, "max_retries": None}
+    options: dict[str, Any] = {
+        "bind": True,
+        # This app's tasks only (Celery shares decorated tasks with every app made later by default).
+        "shared": False,
+        # A copy waits as long as a live runner holds its job, and a job waits out a database outage.
+        "max_retries": None,
+        # The state database restarting or out of reach: the job goes on from its last checkpoint once
+        # it is back (exponential backoff up to a minute), instead of being acknowledged as failed.
+        "autoretry_for": DATABASE_UNREACHABLE,
+        "retry_backoff": 2,
+        "retry_backoff_max": 60,
+    }
 
     @app.task(name=START_STUDY, **options)
     def start_study(self: Task, thread_id: str, imaging_study_id: str, engine: str) -> None:
