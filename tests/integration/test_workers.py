@@ -207,8 +207,9 @@ def test_jobs_and_approvals_through_the_api_run_on_the_workers(
         )
         assert decided.status_code == 200, decided.text
         assert decided.json()["queued"] and not decided.json()["pending"]
-        wait_until(lambda: job()["report"]["done"], 600, "the job done", workers)
-        assert job()["status"] == "done" and job()["error"] is None
+        # The status follows the report: the worker writes "done" once its run has returned.
+        wait_until(lambda: job()["status"] == "done", 600, "the job done", workers)
+        assert job()["report"]["done"] and job()["error"] is None
     finally:
         service.terminate()
         service.wait(timeout=60)
