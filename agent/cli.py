@@ -12,9 +12,10 @@ from agent.commands import audit, identity, jobs, listen, offline, output, purge
 from agent.commands.approvals import approvals_app
 from agent.commands.identity import users_app
 from agent.commands.services import services_app
+from agent.memory import keep_large_blocks_out_of_the_heap
 from agent.private_files import protect_run_dir
 from agent.settings import Settings, get_settings
-from tools.state.migrate import StateDatabaseError
+from tools.state.database import StateDatabaseError
 
 app = typer.Typer(
     help="imaging-agent: AI results between PACS and EHR, with radiologist approval before every write.",
@@ -58,6 +59,7 @@ def ui(port: Annotated[int | None, typer.Option("--port", help="Port (default fr
 
 
 def main() -> None:
+    keep_large_blocks_out_of_the_heap()
     try:
         app()
     except StateDatabaseError as exc:

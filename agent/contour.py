@@ -15,7 +15,7 @@ from tools.imaging.preflight import preflight
 from tools.imaging.volume import SeriesRefusedError, assemble_volume, group_by_series, read_series_dir
 from tools.results.package import OutputFormat, ResultPackage, build_package
 from tools.segmentation.catalog import EngineCatalog
-from tools.workflow.prepare import segment_with_fallback
+from tools.workflow.segment import segment_with_fallback
 
 Progress = Callable[[str, float], None]
 

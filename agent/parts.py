@@ -4,23 +4,28 @@ into clients. Everything below `agent/` takes these parts as parameters and neve
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from agent.settings import Settings
-from graphs.runtime import JobQueue
-from tools.dicomweb.client import DicomwebClient
-from tools.dimse.client import DimseClient
-from tools.fhir.client import FhirClient
-from tools.segmentation.catalog import EngineCatalog
-from tools.state.database import state_engine
-from tools.workflow.decisions import DecisionStore
-from tools.workflow.lineage import LineageStore
-from tools.workflow.pipeline import StudyServices
-from tools.workflow.result_stores import DicomwebResults, DimseResults
+
+# Each builder imports its own stack: `imaging-agent contour` needs the engines only, and the
+# FHIR, DICOMweb and DIMSE clients and the database layer cost more to import than its whole
+# output stage (issue 11).
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from graphs.runtime import JobQueue
+    from tools.dicomweb.client import DicomwebClient
+    from tools.dimse.client import DimseClient
+    from tools.fhir.client import FhirClient
+    from tools.segmentation.catalog import EngineCatalog
+    from tools.workflow.pipeline import StudyServices
 
 
 def fhir_client(settings: Settings) -> FhirClient:
     """The FHIR R4 client for `settings.fhir_url`, with its auth, retry policy and page size."""
+    from tools.fhir.client import FhirClient
+
     return FhirClient(
         settings.fhir_url,
         auth=settings.fhir_http_auth(),
@@ -31,6 +36,8 @@ def fhir_client(settings: Settings) -> FhirClient:
 
 def pacs_client(settings: Settings) -> DicomwebClient:
     """The DICOMweb client for `settings.dicomweb_url`, with its auth, retry policy and STOW batch size."""
+    from tools.dicomweb.client import DicomwebClient
+
     return DicomwebClient(
         settings.dicomweb_url,
         auth=settings.dicomweb_http_auth(),
@@ -41,6 +48,8 @@ def pacs_client(settings: Settings) -> DicomwebClient:
 
 def dimse_client(settings: Settings) -> DimseClient:
     """The DIMSE client for the configured PACS AE (C-ECHO, C-STORE, C-FIND)."""
+    from tools.dimse.client import DimseClient
+
     return DimseClient(
         settings.dimse_host,
         settings.dimse_port,
@@ -52,6 +61,8 @@ def dimse_client(settings: Settings) -> DimseClient:
 
 def engine_catalog(settings: Settings) -> EngineCatalog:
     """The segmentation engines, built by name from the settings' engine options."""
+    from tools.segmentation.catalog import EngineCatalog
+
     return EngineCatalog(settings.engine_options())
 
 
@@ -59,6 +70,8 @@ def database(settings: Settings) -> Engine:
     """The engine over the runtime's database (SQLite by default, PostgreSQL when configured).
 
     Built once per runtime and handed to every store over it; the caller disposes of it."""
+    from tools.state.database import state_engine
+
     return state_engine(settings.state_database_url())
 
 
@@ -78,6 +91,11 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
 
     The caller owns the clients and the engine and closes them (AgentRuntime does, on close).
     """
+    from tools.workflow.decisions import DecisionStore
+    from tools.workflow.lineage import LineageStore
+    from tools.workflow.pipeline import StudyServices
+    from tools.workflow.result_stores import DicomwebResults, DimseResults
+
     pacs = pacs_client(settings)
     results = DimseResults(dimse_client(settings)) if settings.pacs_store == "dimse" else DicomwebResults(pacs)
     return StudyServices(

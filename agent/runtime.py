@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from agent.memory import keep_large_blocks_out_of_the_heap
 from agent.parts import database, job_queue, study_services
 from agent.private_files import protect_run_dir
 from agent.settings import Settings
@@ -23,6 +24,8 @@ class AgentRuntime(WorkflowRuntime):
         """`queue`: where jobs go instead of running here; by default the workers' when a broker is
         configured (agent/workers/), else none (every job runs in this process)."""
         self.settings = settings
+        # Studies run here, a few at a time: without this the C heap keeps freed masks resident.
+        keep_large_blocks_out_of_the_heap()
         # Checkpoints and work files are PHI: a 0700 run directory, 0600 files (agent/private_files.py).
         protect_run_dir(settings.run_dir)
         self.engine = database(settings)

@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.private_files import read_or_create_secret
-from tools.dimse.scp import Peer
+from tools.dimse.peers import Peer
 from tools.http.config import AuthKind, HttpAuth, RetryPolicy
 from tools.intake.routing import DEFAULT_RULES, RoutingRule
 from tools.segmentation.catalog import EngineOptions, MedImageParseOptions

@@ -29,7 +29,7 @@ from agent.runtime import AgentRuntime
 from agent.services import down, up
 from agent.services.process import free_port
 from agent.settings import PROJECT_ROOT, Settings
-from tools.dimse.scp import Peer
+from tools.dimse.peers import Peer
 from tools.intake.inbox import Inbox
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"

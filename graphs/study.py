@@ -93,6 +93,9 @@ class StudySteps(Protocol):
         self, study_instance_uid: str, task_id: str, fetched: FetchedSeries, writes: Sequence[PendingDicomWrite],
         decision: ApprovalDecision,
     ) -> None: ...
+    def record_assessment(
+        self, study_instance_uid: str, task_id: str, writes: Sequence[PendingDicomWrite], decision: ApprovalDecision
+    ) -> str: ...
     def report(self, task_id: str, approved: ApprovedPlan) -> str: ...
     def record_rejection(self, task_id: str, decision: ApprovalDecision) -> None: ...
     def record_failure(self, task_id: str, reason: str) -> None: ...
@@ -214,6 +217,7 @@ def _nodes(steps: StudySteps) -> dict[str, Node]:
         study_uid, writes = state["study"].study_instance_uid, state["built"].request.dicom_writes
         stored = steps.store(study_uid, writes)
         steps.record_lineage(study_uid, state["task"].task_id, state["fetched"], writes, state["decision"])
+        steps.record_assessment(study_uid, state["task"].task_id, writes, state["decision"])
         return {"stored": stored}
 
     def write_fhir(state: StudyState) -> dict[str, Any]:
@@ -221,6 +225,9 @@ def _nodes(steps: StudySteps) -> dict[str, Node]:
 
     def record_rejection(state: StudyState) -> dict[str, Any]:
         steps.record_rejection(state["task"].task_id, state["decision"])
+        steps.record_assessment(
+            state["study"].study_instance_uid, state["task"].task_id, state["built"].request.dicom_writes, state["decision"]
+        )
         return {"outcome": "rejected"}
 
     def record_failure(state: StudyState) -> dict[str, Any]:

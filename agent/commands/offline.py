@@ -31,8 +31,8 @@ def contour(
     from agent.parts import engine_catalog
     from tools.results.package import ALL_FORMATS
     from tools.segmentation.base import EngineError
-    from tools.workflow.prepare import engine_chain
-    from tools.workflow.records import StudyFailure
+    from tools.workflow.failure import StudyFailure
+    from tools.workflow.segment import engine_chain
 
     wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
     unknown = sorted(set(wanted) - set(ALL_FORMATS))

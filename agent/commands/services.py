@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from agent import services
 from agent.commands import output
 from agent.settings import get_settings
+
+# agent.services pulls in httpx for its health checks; every other command starts without it.
+if TYPE_CHECKING:
+    from agent import services
 
 services_app = typer.Typer(
     help="Start, stop and inspect the local Orthanc (PACS) and FHIR server (with --scale: PostgreSQL, Redis).",
@@ -32,6 +35,8 @@ def services_up(
     scale: Annotated[bool, typer.Option("--scale", help="Also PostgreSQL 15 (state) and Redis (broker), on 127.0.0.1.")] = False,
 ) -> None:
     """Start Orthanc and the FHIR server (or find them running) and wait until both answer."""
+    from agent import services
+
     settings = get_settings()
     try:
         rows = services.up(settings, scale=scale)
@@ -59,6 +64,8 @@ def services_up(
 @services_app.command("down")
 def services_down() -> None:
     """Stop the servers started by `services up` (by their PID files, nothing else)."""
+    from agent import services
+
     for name, was_running in services.down(get_settings()):
         output.console.print(f"{name}: {'stopped' if was_running else 'was not running'}")
 
@@ -66,6 +73,8 @@ def services_down() -> None:
 @services_app.command("status")
 def services_status() -> None:
     """Show what runs where."""
+    from agent import services
+
     rows = services.status(get_settings())
     print_status(rows)
     if not all(r.healthy for r in rows):

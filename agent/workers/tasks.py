@@ -26,7 +26,7 @@ from agent.settings import Settings
 from agent.workers.celery_app import RESUME, START_BATCH, START_STUDY
 from agent.workers.queue import CeleryJobQueue
 from graphs.runtime import JobNotStartedError, ProgressHandler, RunReport
-from tools.state.migrate import StateDatabaseError
+from tools.state.database import StateDatabaseError
 from tools.workflow.leases import JobBusyError
 
 log = logging.getLogger(__name__)

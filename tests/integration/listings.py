@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from agent.parts import fhir_client, pacs_client
 from agent.settings import Settings
+from tools.results.assessment import ASSESSMENT_SERIES_NUMBER
 
 FHIR_TYPES = (
     "Patient",
@@ -44,6 +45,21 @@ def fhir_listing(settings: Settings, exclude: Sequence[str] = ()) -> dict[str, l
 
 
 def result_series(settings: Settings, study_instance_uid: str) -> list[str]:
-    """Modalities of the non-CT series of a study: the results the agent stored."""
+    """Modalities of the AI result series of a study (not the CT, not the assessment record)."""
     with pacs_client(settings) as pacs:
-        return [s.modality or "?" for s in pacs.search_series(study_instance_uid) if s.modality != "CT"]
+        return [
+            s.modality or "?"
+            for s in pacs.search_series(study_instance_uid)
+            if s.modality != "CT" and s.series_number != ASSESSMENT_SERIES_NUMBER
+        ]
+
+
+def assessment_instances(settings: Settings, study_instance_uid: str) -> list[str]:
+    """SOP Instance UIDs of the study's AI result assessment records (tools/results/assessment.py)."""
+    with pacs_client(settings) as pacs:
+        return [
+            i.sop_instance_uid
+            for s in pacs.search_series(study_instance_uid)
+            if s.series_number == ASSESSMENT_SERIES_NUMBER
+            for i in pacs.search_instances(study_instance_uid, s.series_instance_uid)
+        ]

@@ -15,7 +15,7 @@ from agent.seed import seed_datasets
 from agent.settings import Settings
 from graphs.chat import answer
 from tests.identities import signed_decision
-from tests.integration.listings import fhir_listing, pacs_listing, result_series
+from tests.integration.listings import assessment_instances, fhir_listing, pacs_listing, result_series
 from tests.scripted_model import ScriptedModel, tool_call
 from tools.imaging.volume import read_series_dir
 from tools.phantom import PhantomSpec, make_phantom, write_phantom
@@ -94,8 +94,16 @@ def test_reject_writes_nothing(live_settings: Settings, runtime: AgentRuntime, t
 
     final = chat.invoke(answer(card["approval_id"], signed_decision("reject", "dr-chat", "Dr. Chat", "right lung misses the base")), config)
     assert "rejected" in final["messages"][-1].content
-    assert pacs_listing(live_settings) == pacs_before
-    assert fhir_listing(live_settings, exclude=("Task",)) == fhir_before
+    # Nothing but the record of the rejection: the assessment SR and its Observation.
+    [assessment_uid] = assessment_instances(live_settings, study_uid)
+    assert sorted(set(pacs_listing(live_settings)) - set(pacs_before)) == [(study_uid, "", assessment_uid)]
+    after = fhir_listing(live_settings, exclude=("Task",))
+    added = {t: sorted(set(after[t]) - set(fhir_before[t])) for t in after if set(after[t]) != set(fhir_before[t])}
+    assert list(added) == ["Observation"] and len(added["Observation"]) == 1, added
+    with fhir_client(live_settings) as fhir:
+        observation = fhir.read("Observation", added["Observation"][0][0])
+    assert observation.valueCodeableConcept.coding[0].code == "rejected"
+    assert observation.note[0].text == "right lung misses the base"
     assert result_series(live_settings, study_uid) == []
 
 
@@ -144,4 +152,6 @@ def test_several_write_calls_and_injected_text_never_write_without_approval(
         chat.invoke(answer(interrupts[0].value["approval_id"], signed_decision("reject", "dr-chat", "Dr. Chat", "test")), config)
     assert not chat.get_state(config).interrupts
     assert result_series(live_settings, first_uid) == [] and result_series(live_settings, second_uid) == []
-    assert pacs_listing(live_settings) == pacs_before
+    # After the rejections the PACS holds only their records (one assessment per rejected result set).
+    records = {(uid, "", sop) for uid in (first_uid, second_uid) for sop in assessment_instances(live_settings, uid)}
+    assert records and set(pacs_listing(live_settings)) - set(pacs_before) == records

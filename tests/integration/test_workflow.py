@@ -11,7 +11,7 @@ from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets, seed_folder
 from agent.settings import Settings
 from tests.identities import signed_decision
-from tests.integration.listings import fhir_listing, pacs_listing, result_series
+from tests.integration.listings import assessment_instances, fhir_listing, pacs_listing, result_series
 from tools.fhir.task import task_token
 from tools.imaging.volume import read_series_dir
 from tools.phantom import PhantomSpec, make_phantom, write_phantom
@@ -135,9 +135,17 @@ def test_same_study_twice_writes_nothing_twice(live_settings: Settings, runtime:
     assert second.pending[0].request.dicom_writes == _approved_writes(runtime, first.thread_id)
     second = runtime.decide(second.thread_id, {second.pending[0].interrupt_id: _approve()})
     assert second.outcomes[0]["outcome"] == "completed"
-    assert pacs_listing(live_settings) == pacs_after_first
+    # The results are not written again; the second decision is a second assessment, recorded as such.
+    study_uid = _study_uid(runtime, first.thread_id)
+    assert len(assessment_instances(live_settings, study_uid)) == 2
+    assert len(set(pacs_listing(live_settings)) - set(pacs_after_first)) == 1
     after = fhir_listing(live_settings, exclude=("Task",))
-    assert {k: len(v) for k, v in after.items()} == {k: len(v) for k, v in fhir_after_first.items()}
+    grown = {k: len(after[k]) - len(fhir_after_first[k]) for k in after if len(after[k]) != len(fhir_after_first[k])}
+    assert grown == {"Observation": 1}, grown
+
+
+def _study_uid(runtime: AgentRuntime, thread_id: str) -> str:
+    return runtime.graphs["study"].get_state({"configurable": {"thread_id": thread_id}}).values["study"].study_instance_uid
 
 
 def _approved_writes(runtime: AgentRuntime, thread_id: str) -> list[PendingDicomWrite]:

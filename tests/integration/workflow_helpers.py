@@ -33,11 +33,13 @@ from agent.parts import fhir_client, pacs_client
 from agent.seed import seed_datasets
 from agent.settings import PROJECT_ROOT, Settings
 from tests.identities import signed_decision
+from tests.integration.listings import assessment_instances
 from tools.fhir.builders import DICOM_UID_SYSTEM
 from tools.fhir.client import FhirClient
 from tools.fhir.task import task_token
 from tools.imaging.volume import read_series_dir
 from tools.phantom import PhantomSpec, make_phantom, write_phantom
+from tools.results.assessment import ASSESSMENT_SERIES_NUMBER
 from tools.workflow.approval import ApprovalDecision
 
 ENGINE = "lung-threshold"
@@ -94,12 +96,13 @@ def retire(settings: Settings, studies: Sequence[SeededStudy]) -> None:
 
 
 def result_instances(settings: Settings, study_uid: str) -> dict[str, list[str]]:
-    """SOP Instance UIDs of the study's non-CT instances, by modality, over all its series
-    (one UID per modality means one series and one instance: the PACS holds no empty series)."""
+    """SOP Instance UIDs of the study's AI results (not the CT, not the assessment record), by modality,
+    over all its series (one UID per modality means one series and one instance: the PACS holds no
+    empty series)."""
     found: dict[str, list[str]] = {}
     with pacs_client(settings) as pacs:
         for series in pacs.search_series(study_uid):
-            if series.modality == "CT":
+            if series.modality == "CT" or series.series_number == ASSESSMENT_SERIES_NUMBER:
                 continue
             uids = [i.sop_instance_uid for i in pacs.search_instances(study_uid, series.series_instance_uid)]
             found.setdefault(series.modality or "?", []).extend(uids)
@@ -139,7 +142,10 @@ def assert_written_once(settings: Settings, seeded: SeededStudy) -> WrittenResul
     pacs = result_instances(settings, seeded.study_instance_uid)
     for modality in RESULT_MODALITIES:
         assert len(pacs.get(modality, [])) == 1, f"{modality} of {seeded.study_instance_uid}: {pacs}"
+    [assessment_uid] = assessment_instances(settings, seeded.study_instance_uid)
     with fhir_client(settings) as fhir:
+        [assessment] = fhir.search("Observation", {"identifier": f"{DICOM_UID_SYSTEM}|urn:oid:{assessment_uid}"})
+        assert assessment.valueCodeableConcept.coding[0].code == "accepted"
         [report] = reports_of(fhir, seeded)
         result_uid = next(i.value for i in report.identifier if i.system == DICOM_UID_SYSTEM)
         assert len(fhir.search("DiagnosticReport", {"identifier": f"{DICOM_UID_SYSTEM}|{result_uid}"})) == 1

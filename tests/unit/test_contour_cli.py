@@ -286,7 +286,7 @@ def test_a_writer_failing_midway_leaves_nothing(
     def failing_seg(*args: object, **kwargs: object) -> None:
         raise ResultBuildError("SEG writer failed on purpose (test)")
 
-    monkeypatch.setattr(package_module, "build_seg", failing_seg)
+    monkeypatch.setattr(package_module, "seg_dataset", failing_seg)
     out = tmp_path / "out"
     assert_refused(invoke(written.directory, "-o", out), out, "SEG writer failed on purpose")
     assert list(tmp_path.iterdir()) == []
@@ -300,7 +300,7 @@ def test_refusal_keeps_an_existing_output_when_overwriting(
     def failing_seg(*args: object, **kwargs: object) -> None:
         raise ResultBuildError("SEG writer failed on purpose (test)")
 
-    monkeypatch.setattr(package_module, "build_seg", failing_seg)
+    monkeypatch.setattr(package_module, "seg_dataset", failing_seg)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("earlier work")

@@ -18,7 +18,8 @@ from pydicom import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from tools.dimse.scp import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, Peer, Refused, StorageNode
+from tools.dimse.peers import Peer
+from tools.dimse.scp import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, Refused, StorageNode
 from tools.intake.inbox import Inbox, RefusedInstance
 from tools.intake.routing import DEFAULT_RULES, RoutingRule, route
 from tools.phantom import PhantomSpec, make_phantom, write_phantom

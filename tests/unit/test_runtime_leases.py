@@ -27,7 +27,7 @@ from tools.workflow.records import FetchedSeries, StoredFile, StoredSegmentation
 
 pytestmark = pytest.mark.unit
 
-WRITES = ["record_approval", "store", "record_lineage", "report"]
+WRITES = ["record_approval", "store", "record_lineage", "record_assessment", "report"]
 
 
 @dataclass(frozen=True)

@@ -246,3 +246,50 @@ def test_refuses_mismatched_inputs(case: Case, seg: Dataset) -> None:
     other.ReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.3.4"
     with pytest.raises(ResultBuildError, match="1.2.3.4"):
         build_sr(case.datasets, case.volume, case.result, other, case.volumes_ml)
+
+
+def test_the_assessment_sr_reads_back_with_its_references_and_has_no_dciodvfy_error(tmp_path: Path) -> None:
+    """The AI result assessment record (tools/results/assessment.py): accepted / rejected, by whom, why."""
+    from datetime import UTC, datetime
+
+    import highdicom as hd
+
+    from tests.dicom_checks import dciodvfy_errors
+    from tools.results.assessment import build_assessment_sr
+
+    results = []
+    for kind, sop_class in (("RTSTRUCT", "1.2.840.10008.5.1.4.1.1.481.3"), ("SEG", "1.2.840.10008.5.1.4.1.1.66.4")):
+        ds = pydicom.Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, pydicom.uid.generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1", pydicom.uid.generate_uid()
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "P-1", "Test^Patient", "", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20261202", "100000", "1", "", ""
+        ds.Modality = kind
+        results.append(ds)
+    decided = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    sr = build_assessment_sr(
+        results, "rejected", reviewer_name="Dr. Ana Lee", reviewer_id="dr-lee", issuer="urn:imaging-agent:local",
+        decided_at=decided, reason="misses the left base",
+    )
+    path = tmp_path / "assessment.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    back = hd.sr.srread(path)
+    assert back.StudyInstanceUID == "1.2.826.0.1.3680043.10.1" and back.VerificationFlag == "VERIFIED"
+    referenced = [
+        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for container in back.ContentSequence if container.ValueType == "CONTAINER"
+        for item in container.ContentSequence if item.ValueType == "COMPOSITE"
+    ]
+    assert referenced == [r.SOPInstanceUID for r in results]
+    values = [
+        str(item.get("TextValue", "")) or (item.ConceptCodeSequence[0].CodeValue if "ConceptCodeSequence" in item else "")
+        for container in back.ContentSequence
+        for item in (container.get("ContentSequence") or [container])
+    ]
+    assert "REJECTED" in values and "misses the left base" in values and "dr-lee" in values
+    again = build_assessment_sr(
+        results, "rejected", reviewer_name="Dr. Ana Lee", reviewer_id="dr-lee", issuer="urn:imaging-agent:local",
+        decided_at=decided, reason="misses the left base",
+    )
+    assert again.SOPInstanceUID == sr.SOPInstanceUID, "a retry of one decision is the same object"

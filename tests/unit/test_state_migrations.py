@@ -24,8 +24,8 @@ from agent.settings import get_settings
 from tests.conftest import free_port
 from tests.identities import signed_decision
 from tools.identity.accounts import AccountStore
-from tools.state.database import sqlite_url, state_engine
-from tools.state.migrate import StateDatabaseError, current_revision, head_revision, upgrade
+from tools.state.database import StateDatabaseError, sqlite_url, state_engine
+from tools.state.migrate import current_revision, head_revision, upgrade
 from tools.state.schema import metadata
 from tools.workflow.decisions import DecisionStore, payload_sha256
 from tools.workflow.jobs import JobStore

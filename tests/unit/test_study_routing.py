@@ -170,6 +170,10 @@ class FakeWorkflow:
     ) -> None:
         self._call("record_lineage", study_instance_uid)
 
+    def record_assessment(self, study_instance_uid: str, task_id: str, writes: Sequence[Any], decision: ApprovalDecision) -> str:
+        self._call("record_assessment", study_instance_uid)
+        return "2.25.2"
+
     def report(self, task_id: str, approved: ApprovedPlan) -> str:
         self._call("report", approved.plan.imaging_study_id)
         return "DiagnosticReport/r-1"
@@ -198,7 +202,7 @@ def test_an_approved_study_is_written_only_after_the_interrupt() -> None:
     assert [i.value["request_id"] for i in waiting.interrupts] == [_plan("s-1").result_uid]
 
     done = _run(graph, Command(resume=_decision().model_dump(mode="json")))
-    assert fake.steps() == [*PREPARE, "record_approval", "store", "record_lineage", "report"]
+    assert fake.steps() == [*PREPARE, "record_approval", "store", "record_lineage", "record_assessment", "report"]
     assert outcome_of(done.values)["outcome"] == "completed"
     assert done.values["report_reference"] == "DiagnosticReport/r-1"
 
@@ -208,7 +212,7 @@ def test_a_rejection_writes_nothing_and_records_why() -> None:
     graph = build_study_graph(fake, InMemorySaver())
     _run(graph, {"imaging_study_id": "s-1"})
     done = _run(graph, Command(resume=_decision("reject").model_dump(mode="json")))
-    assert fake.steps() == [*PREPARE, "record_rejection"]
+    assert fake.steps() == [*PREPARE, "record_rejection", "record_assessment"]
     assert outcome_of(done.values) == StudyOutcome(
         imaging_study_id="s-1", study_instance_uid=STUDY_UID, outcome="rejected", detail="rejected: wrong side",
         seconds=outcome_of(done.values)["seconds"],
@@ -244,7 +248,7 @@ def test_a_recorded_decision_is_not_asked_again() -> None:
     fake = FakeWorkflow(recorded=_decision())
     state = _run(build_study_graph(fake, InMemorySaver()), {"imaging_study_id": "s-1"})
     assert not state.interrupts
-    assert fake.steps() == [*PREPARE, "record_approval", "store", "record_lineage", "report"]
+    assert fake.steps() == [*PREPARE, "record_approval", "store", "record_lineage", "record_assessment", "report"]
 
 
 def test_a_failing_write_after_approval_is_a_failure_not_a_completion() -> None:

@@ -17,8 +17,9 @@ from tools.fhir.client import FhirClient
 from tools.fhir.errors import FhirError
 from tools.http import RetryPolicy
 from tools.ids import UnsafeIdentifierError, check_dicom_uid, check_fhir_id
+from tools.workflow.failure import StudyFailure
 from tools.workflow.identity import check_membership, check_same_patient, series_patient
-from tools.workflow.records import DicomPatient, StudyFailure, StudyRecord
+from tools.workflow.records import DicomPatient, StudyRecord
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,7 @@ from agent.settings import Settings
 from agent.workers.celery_app import RESUME, START_BATCH, START_STUDY, build_celery_app
 from agent.workers.tasks import register_tasks
 from graphs.runtime import JobNotStartedError, RunReport
-from tools.state.migrate import StateDatabaseError
+from tools.state.database import StateDatabaseError
 from tools.workflow.leases import JobBusyError, LeaseHolder
 
 pytestmark = pytest.mark.unit

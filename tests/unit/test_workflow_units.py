@@ -20,7 +20,7 @@ from tests.identities import TEST_ISSUER, signed_decision
 from tools.dicomweb.models import SeriesSummary
 from tools.fhir.builders import DICOM_CODE_SYSTEM, DICOM_UID_SYSTEM
 from tools.imaging.geometry import Geometry
-from tools.imaging.npz_store import file_sha256
+from tools.imaging.npz_store import file_sha256, save_npz
 from tools.imaging.preflight import PreflightError, PreflightLimits, preflight
 from tools.imaging.series_choice import NoSuitableSeriesError, choose_ct_series
 from tools.imaging.volume import Volume
@@ -214,6 +214,20 @@ def test_segmentation_round_trip_and_a_changed_file_is_refused(tmp_path: Path) -
     path.write_bytes(b"not a segmentation")
     with pytest.raises(ValueError, match="changed since it was written"):
         load_result(path, digest)
+
+
+def test_a_segmentation_stored_before_masks_were_packed_still_loads(tmp_path: Path) -> None:
+    """A study paused between segment and build across an upgrade finds its boolean masks."""
+    result = _result()
+    path = tmp_path / "segmentation.npz"
+    save_result(result, path)
+    with np.load(path) as stored:
+        meta = json.loads(str(stored["meta"]))
+    del meta["shape"]
+    digest = save_npz(path, meta, compressed=True, **{f"mask_{i}": s.mask for i, s in enumerate(result.structures)})
+    loaded = load_result(path, digest)
+    for before, after in zip(result.structures, loaded.structures, strict=True):
+        assert after.mask.dtype == bool and np.array_equal(after.mask, before.mask)
 
 
 # -- the text report ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import pydicom
 import requests
@@ -179,6 +179,31 @@ class DicomwebClient:
             time.monotonic() - started,
         )
         return datasets
+
+    def iter_series_bytes(self, study_uid: str, series_uid: str) -> Iterator[bytes]:
+        """Every instance of a series as the PS3.10 file the PACS stored, one at a time as it arrives.
+
+        Streamed, so only one instance is held at a time, and not parsed: a caller that keeps
+        the files writes these bytes as they are instead of decoding the pixels and encoding
+        the dataset again (issue 11).
+        """
+        self._check_path_uids(study_uid, series_uid)
+        what = f"WADO-RS retrieve of series {series_uid} (study {study_uid})"
+        url = f"{self.url}/studies/{study_uid}/series/{series_uid}"
+        started = time.monotonic()
+        count = 0
+        with pacs_errors(what, url, self.retry.attempts):
+            response = self._session.get(
+                url, headers={"Accept": _AS_STORED_PART10}, timeout=self.retry.timeout_s, stream=True
+            )
+            with response:
+                if response.status_code >= 400:
+                    raise requests.HTTPError(response=response)
+                # dicomweb-client's multipart decoder, as in retrieve_instance_bytes.
+                for part in self._dw._decode_multipart_message(response, stream=True):
+                    count += 1
+                    yield part
+        log.info("WADO %s (bytes): %d instances, %.3f s", without_query(url), count, time.monotonic() - started)
 
     def retrieve_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> Dataset:
         """One instance, in the transfer syntax the PACS stored it in."""

@@ -1,6 +1,6 @@
 """The `requests.Session` every DICOMweb request goes through, dicomweb-client's included.
 
-It authenticates as configured and retries through `tools.http.RetryingAdapter`, the
+It authenticates as configured and retries through `tools.http.retry.RetryingAdapter`, the
 project's one retry loop: 429/5xx and transport errors are retried with exponential
 backoff honouring ``Retry-After``; other 4xx are not. STOW-RS (a POST) is retried too:
 a PACS stores a SOP Instance UID once (PS3.4 B.4.1.3), so a repeat is harmless.

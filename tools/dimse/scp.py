@@ -16,11 +16,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
 from pydicom import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, _config, build_context, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
+
+from tools.dimse.peers import Peer
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,6 @@ _config.LOG_RESPONSE_IDENTIFIERS = False
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
-
-
-class Peer(BaseModel):
-    """A sender allowed to store: its calling AE title and the host it calls from."""
-
-    ae_title: str = Field(min_length=1, max_length=16)
-    host: str = Field(min_length=1)
 
 
 class Refused(ValueError):

@@ -22,6 +22,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tools.http.config import RetryPolicy
+from tools.http.errors import ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +32,6 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _TRANSPORT_ERRORS = (httpx.TransportError, requests.ConnectionError, requests.Timeout)
 
 Answer = TypeVar("Answer", httpx.Response, requests.Response)
-
-
-class ServiceUnavailableError(RuntimeError):
-    """The server could not be reached, or kept failing, after every retry."""
-
-    def __init__(self, service: str, url: str, detail: str, attempts: int) -> None:
-        self.service = service
-        self.url = url
-        self.detail = detail
-        self.attempts = attempts
-        super().__init__(
-            f"{service} at {url} did not answer usefully after {attempts} tries: {detail}. "
-            f"Check that the server is running and reachable (imaging-agent services status)."
-        )
 
 
 def _retry_after_s(answer: httpx.Response | requests.Response) -> float | None:

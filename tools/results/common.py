@@ -8,6 +8,7 @@ retry or a resumed run produces objects the PACS already has instead of duplicat
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
@@ -19,6 +20,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 DerivedKind = Literal["RTSTRUCT", "SEG", "SR"]
+
+logger = logging.getLogger(__name__)
 
 MANUFACTURER = "imaging-agent"
 SOFTWARE_VERSION = "0.1.0"
@@ -51,6 +54,17 @@ def dataset_bytes(ds: Dataset) -> bytes:
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def encoded(ds: Dataset, kind: DerivedKind) -> tuple[bytes, DerivedObject]:
+    """The Part 10 bytes of `ds` and their description, from one serialisation.
+
+    Serialising is the costly half of a large SEG (thousands of per-frame items): callers that
+    write the file take the bytes from here instead of serialising the dataset again.
+    """
+    data = dataset_bytes(ds)
+    logger.info("Encoded %s %s for series %s: %d bytes", kind, ds.SOPInstanceUID, ds.SeriesInstanceUID, len(data))
+    return data, describe(ds, kind, data)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -18,12 +18,12 @@ from pydantic import BaseModel
 from pydicom import Dataset
 
 from tools.imaging.volume import Volume
-from tools.results.common import DerivedObject, dataset_bytes, derived_uid, describe
+from tools.results.common import DerivedObject, derived_uid, encoded
 from tools.results.previews import render_previews
 from tools.results.report import ReportInput, ReportStructure, conclusion, render_report
-from tools.results.rtstruct import build_rtstruct
-from tools.results.seg import build_seg
-from tools.results.sr import build_sr
+from tools.results.rtstruct import rtstruct_dataset
+from tools.results.seg import seg_dataset
+from tools.results.sr import sr_dataset
 from tools.segmentation.base import QAFlag, SegmentationResult, StructureMeasurements
 from tools.segmentation.qa import assess
 
@@ -76,9 +76,9 @@ def _measured(measurements: StructureMeasurements | None, series: str, key: str)
 
 
 def _write(ds: Dataset, kind: Literal["RTSTRUCT", "SEG", "SR"], path: Path) -> DerivedObject:
-    data = dataset_bytes(ds)
+    data, described = encoded(ds, kind)
     path.write_bytes(data)
-    return describe(ds, kind, data, path)
+    return described.model_copy(update={"path": path})
 
 
 def build_package(
@@ -119,18 +119,18 @@ def build_package(
     objects: list[DerivedObject] = []
     if "rtstruct" in formats:
         done = timed("rtstruct", 0.2)
-        rtstruct, _ = build_rtstruct(source, volume, result, created=created)
+        rtstruct = rtstruct_dataset(source, volume, result, created=created)
         objects.append(_write(rtstruct, "RTSTRUCT", out_dir / "rtstruct.dcm"))
         done()
     if "seg" in formats:
         done = timed("seg", 0.4)
-        seg, _ = build_seg(source, volume, result, created=created)
+        seg = seg_dataset(source, volume, result, created=created)
         objects.append(_write(seg, "SEG", out_dir / "seg.dcm"))
         done()
         if "sr" in formats:
             done = timed("sr", 0.6)
             volumes_ml = {key: m.volume_ml for key, m in measurements.items()}
-            sr, _ = build_sr(source, volume, result, seg, volumes_ml, created=created)
+            sr = sr_dataset(source, volume, result, seg, volumes_ml, created=created)
             objects.append(_write(sr, "SR", out_dir / "sr.dcm"))
             done()
     previews: list[Path] = []

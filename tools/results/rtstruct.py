@@ -24,7 +24,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import Tag
 from pydicom.uid import RTStructureSetStorage
 
 from tools.imaging.volume import Volume
@@ -33,15 +33,15 @@ from tools.results.common import (
     SOFTWARE_VERSION,
     DerivedObject,
     contributing_equipment,
-    dataset_bytes,
     derived_uid,
-    describe,
+    encoded,
     new_dataset,
 )
 from tools.results.contours import SliceContour, contours_to_mask, mask_to_contours
+from tools.results.encoding import encoded_element, encoded_item, padded
 from tools.segmentation.base import SegmentationResult, StructureMask
 
-__all__ = ["RTStructError", "build_rtstruct", "rtstruct_masks"]
+__all__ = ["RTStructError", "build_rtstruct", "rtstruct_dataset", "rtstruct_masks"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 _DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 _SERIES_NUMBER = 9001
 _STRUCTURE_SET_LABEL = "Auto contours"
+_CONTOUR_SEQUENCE = Tag(0x3006, 0x0040)
+_CONTOUR_IMAGE_SEQUENCE = Tag(0x3006, 0x0016)
 _CONTOUR_DATA = Tag(0x3006, 0x0050)
 _CONTOUR_GEOMETRIC_TYPE = Tag(0x3006, 0x0042)
 _NUMBER_OF_CONTOUR_POINTS = Tag(0x3006, 0x0046)
@@ -96,6 +98,18 @@ def build_rtstruct(
     *,
     created: datetime | None = None,
 ) -> tuple[Dataset, DerivedObject]:
+    """:func:`rtstruct_dataset` and the description of its Part 10 bytes (sha256, size)."""
+    ds = rtstruct_dataset(source, volume, result, created=created)
+    return ds, encoded(ds, "RTSTRUCT")[1]
+
+
+def rtstruct_dataset(
+    source: Sequence[Dataset],
+    volume: Volume,
+    result: SegmentationResult,
+    *,
+    created: datetime | None = None,
+) -> Dataset:
     """Build the RT Structure Set for ``result`` on the CT series ``volume`` came from.
 
     Args:
@@ -107,8 +121,7 @@ def build_rtstruct(
             fix it to get identical bytes (and sha256) from identical inputs.
 
     Returns:
-        The dataset (with file meta, ready for ``dataset_bytes``) and its description
-        with the sha256 of its Part 10 bytes.
+        The dataset, with file meta, ready for ``dataset_bytes`` (serialised once by the caller).
 
     Raises:
         RTStructError: there is no structure, a mask does not match the volume, ROI names
@@ -146,12 +159,11 @@ def build_rtstruct(
     # Everything here is already in the file's encoding; saying so lets pydicom write the
     # raw contour items as they are instead of re-checking thousands of them.
     ds.set_original_encoding(False, True, convert_encodings(ds.SpecificCharacterSet))
-    data = dataset_bytes(ds)
     logger.info(
-        "Built RTSTRUCT %s for series %s: %d ROIs, %d contours, %d bytes in %.2f s",
-        sop_uid, series_uid, len(result.structures), contour_count, len(data), time.perf_counter() - started,
+        "Built RTSTRUCT %s for series %s: %d ROIs, %d contours in %.2f s",
+        sop_uid, series_uid, len(result.structures), contour_count, time.perf_counter() - started,
     )
-    return ds, describe(ds, "RTSTRUCT", data)
+    return ds
 
 
 def rtstruct_masks(ds: Dataset, volume: Volume, max_plane_distance_mm: float = 0.05) -> dict[str, np.ndarray]:
@@ -317,48 +329,40 @@ def _roi_contour(
     item.ROIDisplayColor = list(structure.structure.color_rgb)
     if contours:
         texts = _ds_strings(contours)
-        item.ContourSequence = [
-            _contour(index, contour, text, references[contour.slice_index])
+        encoded_items = b"".join(
+            _contour_item(index, contour, text, references[contour.slice_index])
             for index, (contour, text) in enumerate(zip(contours, texts, strict=True), start=1)
-        ]
+        )
+        item[_CONTOUR_SEQUENCE] = RawDataElement(
+            _CONTOUR_SEQUENCE, "SQ", len(encoded_items), encoded_items, 0, False, True
+        )
         item.set_original_encoding(False, True, default_encoding)
     return item
 
 
-def _contour(number: int, contour: SliceContour, text: bytes, image: Dataset) -> Dataset:
-    # Thousands of these items make up most of the object: their elements are stored already
-    # encoded, since converting and validating each value would take most of the writer's
-    # time. pydicom writes raw elements as they are (Dataset.set_original_encoding).
-    reference = _raw_item(
-        (_REFERENCED_SOP_CLASS_UID, "UI", _uid_bytes(image.SOPClassUID)),
-        (_REFERENCED_SOP_INSTANCE_UID, "UI", _uid_bytes(image.SOPInstanceUID)),
-    )
-    item = _raw_item(
-        (_CONTOUR_GEOMETRIC_TYPE, "CS", b"CLOSED_PLANAR "),
-        (_NUMBER_OF_CONTOUR_POINTS, "IS", _padded(str(len(contour.points)).encode("ascii"))),
-        (_CONTOUR_NUMBER, "IS", _padded(str(number).encode("ascii"))),
-        (_CONTOUR_DATA, "DS", text),
-    )
-    item.ContourImageSequence = [reference]
-    return item
+def _contour_item(number: int, contour: SliceContour, text: bytes, image: Dataset) -> bytes:
+    """One Contour Sequence item, encoded (explicit VR little endian, defined lengths).
 
-
-def _raw_item(*elements: tuple[BaseTag, str, bytes]) -> Dataset:
-    """A sequence item of pre-encoded (explicit VR little endian, even length) elements."""
-    item = Dataset()
-    for tag, vr, value in elements:
-        item[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
-    item.set_original_encoding(False, True, default_encoding)
-    return item
+    Thousands of these make up most of the object: encoding them here, as the bytes pydicom
+    would write, and handing pydicom the whole sequence as one raw element, spares it
+    building, validating and walking thousands of datasets. Reading the dataset back parses
+    the raw sequence like any file's.
+    """
+    reference = encoded_item(
+        encoded_element(_REFERENCED_SOP_CLASS_UID, "UI", _uid_bytes(image.SOPClassUID))
+        + encoded_element(_REFERENCED_SOP_INSTANCE_UID, "UI", _uid_bytes(image.SOPInstanceUID))
+    )
+    return encoded_item(
+        encoded_element(_CONTOUR_IMAGE_SEQUENCE, "SQ", reference)
+        + encoded_element(_CONTOUR_GEOMETRIC_TYPE, "CS", b"CLOSED_PLANAR ")
+        + encoded_element(_NUMBER_OF_CONTOUR_POINTS, "IS", padded(str(len(contour.points)).encode("ascii")))
+        + encoded_element(_CONTOUR_NUMBER, "IS", padded(str(number).encode("ascii")))
+        + encoded_element(_CONTOUR_DATA, "DS", text)
+    )
 
 
 def _uid_bytes(uid: str) -> bytes:
-    return _padded(str(uid).encode("ascii"), b"\x00")
-
-
-def _padded(value: bytes, pad: bytes = b" ") -> bytes:
-    """Values have even length (PS3.5 7.1.1): UIs pad with NUL, text VRs with a space."""
-    return value + pad if len(value) % 2 else value
+    return padded(str(uid).encode("ascii"), b"\x00")
 
 
 def _ds_strings(contours: Sequence[SliceContour]) -> list[bytes]:
@@ -370,7 +374,7 @@ def _ds_strings(contours: Sequence[SliceContour]) -> list[bytes]:
     for contour in contours:
         stop = start + contour.points.size
         text = "\\".join(values[start:stop]).encode("ascii")
-        texts.append(_padded(text))
+        texts.append(padded(text))
         start = stop
     return texts
 

@@ -28,10 +28,10 @@ from tools.results.common import (
     SOFTWARE_VERSION,
     DerivedObject,
     contributing_equipment,
-    dataset_bytes,
     derived_uid,
-    describe,
+    encoded,
 )
+from tools.results.encoding import freeze_sequence, mark_encoded
 from tools.segmentation.base import SegmentationResult, StructureMask
 
 logger = logging.getLogger(__name__)
@@ -169,6 +169,18 @@ def build_seg(
     *,
     created: datetime | None = None,
 ) -> tuple[Dataset, DerivedObject]:
+    """:func:`seg_dataset` and the description of its Part 10 bytes (sha256, size)."""
+    seg = seg_dataset(source, volume, result, created=created)
+    return seg, encoded(seg, "SEG")[1]
+
+
+def seg_dataset(
+    source: Sequence[Dataset],
+    volume: Volume,
+    result: SegmentationResult,
+    *,
+    created: datetime | None = None,
+) -> Dataset:
     """Build a binary DICOM SEG (PS3.3 A.51) of ``result`` on the source CT series.
 
     Args:
@@ -178,7 +190,7 @@ def build_seg(
         created: content and instance creation time; fix it for reproducible bytes.
 
     Returns:
-        The SEG dataset and its description (UIDs, sha256 of the Part 10 bytes, size).
+        The SEG dataset, ready for ``dataset_bytes`` (serialised once by the caller).
 
     Raises:
         ResultBuildError: no structures, a mask off the volume grid, or source datasets
@@ -224,9 +236,11 @@ def build_seg(
     )
     pin_times(seg, created)
     _pin_dimension_organization(seg, uid("dimension-organization"))
-    data = dataset_bytes(seg)
+    # One item per frame: most of pydicom's writing time, so encoded at once (tools/results/encoding.py).
+    if freeze_sequence(seg, "PerFrameFunctionalGroupsSequence"):
+        mark_encoded(seg)
     logger.info(
-        "Built SEG %s for series %s: %d segments, %d frames, %d bytes",
-        seg.SOPInstanceUID, volume.series_instance_uid, len(descriptions), int(seg.NumberOfFrames), len(data),
+        "Built SEG %s for series %s: %d segments, %d frames",
+        seg.SOPInstanceUID, volume.series_instance_uid, len(descriptions), int(seg.NumberOfFrames),
     )
-    return seg, describe(seg, "SEG", data)
+    return seg

@@ -21,7 +21,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from tools.imaging.volume import Volume
-from tools.results.common import MANUFACTURER, DerivedObject, dataset_bytes, derived_uid, describe
+from tools.results.common import MANUFACTURER, DerivedObject, derived_uid, encoded
 from tools.results.seg import (
     ResultBuildError,
     check_masks,
@@ -119,13 +119,27 @@ def build_sr(
     *,
     created: datetime | None = None,
 ) -> tuple[Dataset, DerivedObject]:
+    """:func:`sr_dataset` and the description of its Part 10 bytes (sha256, size)."""
+    sr = sr_dataset(source, volume, result, seg, measurements, created=created)
+    return sr, encoded(sr, "SR")[1]
+
+
+def sr_dataset(
+    source: Sequence[Dataset],
+    volume: Volume,
+    result: SegmentationResult,
+    seg: Dataset,
+    measurements: Mapping[str, float],
+    *,
+    created: datetime | None = None,
+) -> Dataset:
     """Build a Comprehensive 3D SR (PS3.3 A.35.13) holding a TID 1500 Measurement Report.
 
     Args:
         source: the CT datasets the volume was assembled from (pixel data not needed).
         volume: the assembled volume.
         result: the segmentation result the SEG was built from.
-        seg: the SEG built by :func:`tools.results.seg.build_seg` for this result.
+        seg: the SEG built by :func:`tools.results.seg.seg_dataset` for this result.
         measurements: structure key -> volume in millilitres, one per structure of ``result``.
         created: content and instance creation time; fix it for reproducible bytes.
 
@@ -191,9 +205,8 @@ def build_sr(
         series_time=created.time().replace(tzinfo=None),
     )
     pin_times(sr, created)
-    data = dataset_bytes(sr)
     logger.info(
-        "Built SR %s for series %s referencing SEG %s: %d measurement groups, %d bytes",
-        sr.SOPInstanceUID, volume.series_instance_uid, seg.SOPInstanceUID, len(groups), len(data),
+        "Built SR %s for series %s referencing SEG %s: %d measurement groups",
+        sr.SOPInstanceUID, volume.series_instance_uid, seg.SOPInstanceUID, len(groups),
     )
-    return sr, describe(sr, "SR", data)
+    return sr

@@ -8,9 +8,12 @@ machines). PostgreSQL is reached through psycopg 3, the driver LangGraph's check
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Engine, create_engine, make_url
-from sqlalchemy.exc import ArgumentError
+# SQLAlchemy is imported where a URL is parsed or an engine built: the settings import this
+# module, and `imaging-agent contour` never opens the database (issue 11).
+if TYPE_CHECKING:
+    from sqlalchemy import URL, Engine
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -20,8 +23,15 @@ class DatabaseUrlError(ValueError):
     """A database URL this project cannot use; the message says which forms it takes."""
 
 
+class StateDatabaseError(RuntimeError):
+    """The runtime's database cannot be reached or upgraded; the message says which and what to do."""
+
+
 def parse_database_url(database_url: str) -> URL:
     """The URL with its driver made explicit (psycopg 3 for PostgreSQL), or DatabaseUrlError."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(database_url)
     except ArgumentError as exc:
@@ -50,6 +60,8 @@ def sqlite_url(path: Path) -> str:
 
 def state_engine(database_url: str) -> Engine:
     """An engine (a connection pool) over the database; nothing is connected until first use."""
+    from sqlalchemy import create_engine
+
     url = parse_database_url(database_url)
     if url.get_backend_name() == SQLITE:
         Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
-from tools.state.database import SQLITE
+from tools.state.database import SQLITE, StateDatabaseError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any fixed 64-bit number, the same in every process of this project.
@@ -41,10 +41,6 @@ def head_revision() -> str:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
-
-
-class StateDatabaseError(RuntimeError):
-    """The runtime's database cannot be reached or upgraded; the message says which and what to do."""
 
 
 def upgrade(engine: Engine, *, also: Callable[[], None] | None = None) -> None:

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pydicom import Dataset
 
 from tools.ids import check_dicom_uid
-from tools.workflow.records import DicomPatient, StudyFailure, StudyRecord
+from tools.workflow.failure import StudyFailure
+from tools.workflow.records import DicomPatient, StudyRecord
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:

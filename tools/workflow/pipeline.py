@@ -20,6 +20,7 @@ from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
 from tools.workflow import prepare, write
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
+from tools.workflow.assessment import record_assessment
 from tools.workflow.decisions import DecisionStore
 from tools.workflow.gtv import find_gtv
 from tools.workflow.lineage import LineageStore, source_instances
@@ -35,6 +36,7 @@ from tools.workflow.records import (
     Variant,
 )
 from tools.workflow.result_stores import ResultStore
+from tools.workflow.segment import engine_chain
 from tools.workflow.worklist import select_worklist
 
 
@@ -90,7 +92,7 @@ class StudyWorkflow:
     def segment(
         self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: Variant
     ) -> StoredSegmentation:
-        chain = prepare.engine_chain(engine, self.services.fallback_engines)
+        chain = engine_chain(engine, self.services.fallback_engines)
 
         def study_gtv(volume: Volume) -> Exclusion | None:
             # The volume's study is the ImagingStudy's: fetch checked every instance against it.
@@ -126,6 +128,11 @@ class StudyWorkflow:
     ) -> None:
         inputs = source_instances(fetched.work_dir / prepare.SOURCE_DIR)
         self.services.lineage.record(study_instance_uid, task_id, writes, inputs, decision, self.services.results.destination)
+
+    def record_assessment(
+        self, study_instance_uid: str, task_id: str, writes: Sequence[PendingDicomWrite], decision: ApprovalDecision
+    ) -> str:
+        return record_assessment(self.services.results, self.services.fhir, study_instance_uid, task_id, writes, decision)
 
     def report(self, task_id: str, approved: ApprovedPlan) -> str:
         return write.report_to_fhir(self.services.fhir, task_id, approved)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,6 @@ from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.task import approved_plan, ensure_task
 from tools.fhir.worklist import study_instance_uid as uid_of_study
-from tools.http import ServiceUnavailableError
 from tools.ids import check_dicom_uid, check_fhir_id
 from tools.imaging.preflight import preflight
 from tools.imaging.series_choice import choose_ct_series
@@ -28,13 +28,13 @@ from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.imaging.volume_store import content_key, load_volume, save_volume
 from tools.results.fhir_report import StructureVolume, WritebackPlan, describe_changes
 from tools.results.package import ResultPackage, build_package
-from tools.segmentation.base import STRUCTURES, EngineError, SegmentationResult
+from tools.segmentation.base import STRUCTURES
 from tools.segmentation.catalog import EngineCatalog
-from tools.segmentation.exclusion import Exclusion, without
-from tools.segmentation.qa import assess
+from tools.segmentation.exclusion import Exclusion
 from tools.segmentation.result_store import load_result, save_result
 from tools.workflow.approval import SOP_CLASS_NAMES, ApprovalRequest, PendingDicomWrite, StructureForReview
 from tools.workflow.decisions import DecisionStore
+from tools.workflow.failure import StudyFailure
 from tools.workflow.identity import check_membership, check_same_patient, series_patient
 from tools.workflow.records import (
     ApprovedPlan,
@@ -42,11 +42,11 @@ from tools.workflow.records import (
     FetchedSeries,
     StoredFile,
     StoredSegmentation,
-    StudyFailure,
     StudyRecord,
     TaskRecord,
     Variant,
 )
+from tools.workflow.segment import segment_with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -165,20 +165,39 @@ def fetch_series(
     work = work_root / content_key(series_uid, listed)
     source = work / SOURCE_DIR
     have = {p.stem for p in source.glob("*.dcm")}
-    downloaded = None
+    downloaded: list[Path] = []
     if have != set(listed):
-        downloaded = pacs.retrieve_series(study_uid, series_uid)
-        headers = downloaded
+        downloaded = _download(pacs, study_uid, series_uid, work / "source.partial")
+        headers = [dcmread(p, stop_before_pixels=True) for p in downloaded]
     else:
         headers = [dcmread(p, stop_before_pixels=True) for p in sorted(source.glob("*.dcm"))]
     check_membership(headers, study_uid, series_uid, listed)
     patient = series_patient(headers, series_uid)
     check_same_patient(study, patient, series_uid, patient_identifier_system)
-    if downloaded is not None:
-        source.mkdir(parents=True, exist_ok=True)
-        for ds in downloaded:
-            ds.save_as(source / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    if downloaded:
+        shutil.rmtree(source, ignore_errors=True)  # what an interrupted earlier run left
+        source.mkdir(parents=True)
+        for ds, path in zip(headers, downloaded, strict=True):
+            path.replace(source / f"{ds.SOPInstanceUID}.dcm")
+        downloaded[0].parent.rmdir()
     return FetchedSeries(series=chosen, work_dir=work, patient=patient)
+
+
+def _download(pacs: DicomwebClient, study_uid: str, series_uid: str, folder: Path) -> list[Path]:
+    """The series' files as the PACS stored them, into `folder`, named by arrival.
+
+    The bytes are kept as sent, never decoded and encoded again, and one instance at a time is
+    in memory. The files get their SOP Instance UID names only after check_membership has
+    checked those UIDs.
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    paths = []
+    for number, data in enumerate(pacs.iter_series_bytes(study_uid, series_uid)):
+        path = folder / f"{number:06d}.dcm"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
 
 
 def assemble_stored(work_dir: Path) -> StoredFile:
@@ -191,43 +210,6 @@ def assemble_stored(work_dir: Path) -> StoredFile:
 def preflight_stored(volume_file: StoredFile) -> None:
     """Refuse a volume the engines cannot contour (modality, coverage, spacing), with the reason."""
     preflight(load_volume(volume_file.path, volume_file.sha256))
-
-
-def engine_chain(requested: str, fallbacks: Sequence[str]) -> list[str]:
-    """The requested engine first, then each configured fallback once."""
-    return [requested, *[e for e in dict.fromkeys(fallbacks) if e != requested]]
-
-
-def segment_with_fallback(
-    engines: EngineCatalog,
-    volume: Volume,
-    chain: Sequence[str],
-    targets: Sequence[str],
-    exclusion: Exclusion | None = None,
-) -> tuple[SegmentationResult, list[str]]:
-    """The first engine in `chain` whose result exists and passes QA (the last one's result stands
-    even with failed QA, so the reviewer sees it); returns the assessed result and why the engines
-    before it were not used. `exclusion` (the study's GTV) is left out of every engine's result
-    before QA.
-    """
-    not_used: list[str] = []
-    for name in chain:
-        try:
-            raw = engines.get(name).segment(volume, list(targets))
-            result = assess(volume, without(raw, exclusion, volume) if exclusion is not None else raw)
-        except (EngineError, ServiceUnavailableError, ValueError) as exc:
-            not_used.append(f"{name}: {exc}")
-            continue
-        failed = [f.message for f in result.all_flags() if f.severity == "fail"]
-        if failed and name != chain[-1]:
-            not_used.append(f"{name}: QA failed ({'; '.join(failed)})")
-            continue
-        return result, not_used
-    raise StudyFailure(
-        f"no segmentation engine produced a result for series {volume.series_instance_uid}: "
-        + " | ".join(not_used)
-        + ". Check the engines' configuration (imaging-agent --help, .env.example)."
-    )
 
 
 def segment_stored(

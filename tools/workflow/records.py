@@ -25,10 +25,6 @@ Variant = Literal["approval", "draft"]
 so a draft never overwrites a file whose hash a pending approval holds."""
 
 
-class StudyFailure(RuntimeError):
-    """A study cannot go on; the message is for the radiologist and names what to do."""
-
-
 class StudyRecord(BaseModel):
     """The ImagingStudy and its patient as FHIR holds them when the job starts."""
 

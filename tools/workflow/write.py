@@ -24,7 +24,8 @@ from tools.results.fhir_report import WritebackPlan, build_writeback_transaction
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.audit import record_pacs_mismatch
 from tools.workflow.decisions import DecisionStore, request_sha256
-from tools.workflow.records import ApprovedPlan, StudyFailure
+from tools.workflow.failure import StudyFailure
+from tools.workflow.records import ApprovedPlan
 from tools.workflow.result_stores import ResultStore
 
 

@@ -6,7 +6,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tools.http import RETRYABLE_STATUS, RetryPolicy, send_with_retry
+from tools.http import RetryPolicy
+from tools.http.retry import RETRYABLE_STATUS, send_with_retry
 from tools.segmentation.base import EngineError
 from tools.segmentation.medimageparse.wire import ScoringError
 

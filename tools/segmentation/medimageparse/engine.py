@@ -17,7 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from tools.http import RetryPolicy, ServiceUnavailableError
+from tools.http import RetryPolicy
+from tools.http.errors import ServiceUnavailableError
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError, QAFlag, SegmentationResult, StructureMask, resolve_targets
 from tools.segmentation.medimageparse.client import MedImageParseClient, check_endpoint

@@ -1,0 +1,54 @@
+"""The segment step: the requested engine, then its fallbacks, each result QA-assessed.
+
+Kept apart from prepare.py, which imports the FHIR and DICOMweb clients, so the offline
+`contour` command starts without them (issue 11: start-up imports only where used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tools.http.errors import ServiceUnavailableError
+from tools.imaging.volume import Volume
+from tools.segmentation.base import EngineError, SegmentationResult
+from tools.segmentation.catalog import EngineCatalog
+from tools.segmentation.exclusion import Exclusion, without
+from tools.segmentation.qa import assess
+from tools.workflow.failure import StudyFailure
+
+
+def engine_chain(requested: str, fallbacks: Sequence[str]) -> list[str]:
+    """The requested engine first, then each configured fallback once."""
+    return [requested, *[e for e in dict.fromkeys(fallbacks) if e != requested]]
+
+
+def segment_with_fallback(
+    engines: EngineCatalog,
+    volume: Volume,
+    chain: Sequence[str],
+    targets: Sequence[str],
+    exclusion: Exclusion | None = None,
+) -> tuple[SegmentationResult, list[str]]:
+    """The first engine in `chain` whose result exists and passes QA (the last one's result stands
+    even with failed QA, so the reviewer sees it); returns the assessed result and why the engines
+    before it were not used. `exclusion` (the study's GTV) is left out of every engine's result
+    before QA.
+    """
+    not_used: list[str] = []
+    for name in chain:
+        try:
+            raw = engines.get(name).segment(volume, list(targets))
+            result = assess(volume, without(raw, exclusion, volume) if exclusion is not None else raw)
+        except (EngineError, ServiceUnavailableError, ValueError) as exc:
+            not_used.append(f"{name}: {exc}")
+            continue
+        failed = [f.message for f in result.all_flags() if f.severity == "fail"]
+        if failed and name != chain[-1]:
+            not_used.append(f"{name}: QA failed ({'; '.join(failed)})")
+            continue
+        return result, not_used
+    raise StudyFailure(
+        f"no segmentation engine produced a result for series {volume.series_instance_uid}: "
+        + " | ".join(not_used)
+        + ". Check the engines' configuration (imaging-agent --help, .env.example)."
+    )
