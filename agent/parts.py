@@ -14,6 +14,7 @@ from agent.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from graphs.runtime import JobQueue
     from tools.dicomweb.client import DicomwebClient
     from tools.dimse.client import DimseClient
     from tools.fhir.client import FhirClient
@@ -74,6 +75,17 @@ def database(settings: Settings) -> Engine:
     return state_engine(settings.state_database_url())
 
 
+def job_queue(settings: Settings) -> JobQueue | None:
+    """The workers' queue when a broker is configured; None: jobs run in the process that starts them."""
+    if settings.broker_url is None:
+        return None
+    # Celery is imported only where there are workers: the demo never loads it.
+    from agent.workers.celery_app import build_celery_app
+    from agent.workers.queue import CeleryJobQueue
+
+    return CeleryJobQueue(build_celery_app(settings))
+
+
 def study_services(settings: Settings, engine: Engine) -> StudyServices:
     """Everything a study job talks to: FHIR, the PACS, the engines, the decision store and the work store.
 
@@ -93,7 +105,7 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
         engines=engine_catalog(settings),
         decisions=DecisionStore(engine),
         lineage=LineageStore(engine),
-        work_root=settings.run_dir / "work",
+        work_root=settings.work_root,
         default_engine=settings.default_engine,
         patient_identifier_system=settings.patient_identifier_system,
         fallback_engines=tuple(settings.fallback_engines),

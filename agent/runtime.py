@@ -10,17 +10,19 @@
 from __future__ import annotations
 
 from agent.memory import keep_large_blocks_out_of_the_heap
-from agent.parts import database, study_services
+from agent.parts import database, job_queue, study_services
 from agent.private_files import protect_run_dir
 from agent.settings import Settings
-from graphs.runtime import WorkflowRuntime
+from graphs.runtime import JobQueue, WorkflowRuntime
 from tools.workflow.pipeline import StudyWorkflow
 
 
 class AgentRuntime(WorkflowRuntime):
     """`WorkflowRuntime` over the clients and engines the settings describe; closes them on close."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, queue: JobQueue | None = None) -> None:
+        """`queue`: where jobs go instead of running here; by default the workers' when a broker is
+        configured (agent/workers/), else none (every job runs in this process)."""
         self.settings = settings
         # Studies run here, a few at a time: without this the C heap keeps freed masks resident.
         keep_large_blocks_out_of_the_heap()
@@ -35,6 +37,7 @@ class AgentRuntime(WorkflowRuntime):
                 batch_concurrency=settings.batch_concurrency,
                 job_lease_s=settings.job_lease_s,
                 job_lease_heartbeat_s=settings.job_lease_heartbeat_s,
+                queue=queue if queue is not None else job_queue(settings),
             )
         except BaseException:  # the database is unreachable, say: no clients left open behind the error
             self._close_parts()

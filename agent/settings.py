@@ -127,6 +127,33 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(default=60.0, gt=0, description="heartbeat age after which another host's runner counts as gone")
     job_lease_heartbeat_s: float = Field(default=10.0, gt=0, description="how often a running job renews its lease")
 
+    # Workers (`imaging-agent worker`, Celery over Redis). Unset broker: every job runs in the process
+    # that starts it, as in the demo. Set: the API, the CLI and the chat put jobs on the broker and
+    # the workers run them. A worker that dies mid-task leaves its message unacknowledged; Redis hands
+    # it to another worker once it is older than the visibility timeout, so keep that above the
+    # longest single task (one study, or a resume up to its writes) and as short as you can wait.
+    broker_url: SecretStr | None = Field(
+        default=None, description="redis://:PASSWORD@HOST:PORT/0 (`services up --scale` writes run/redis/broker-url)"
+    )
+    broker_visibility_timeout_s: float = Field(
+        default=300.0, gt=0, description="an unfinished task of a dead worker goes to another worker after this long"
+    )
+    # The work store: DICOM copies, volumes, masks, built results (checkpoints hold their paths and
+    # hashes). A job resumed on another machine needs them, so workers on several machines share
+    # one folder, mounted at the same path on each.
+    work_dir: Path | None = Field(default=None, description="the work store; default RUN_DIR/work; shared by all workers")
+
+    @model_validator(mode="after")
+    def _broker_url_is_redis(self) -> Settings:
+        if self.broker_url is not None:
+            scheme = urlsplit(self.broker_url.get_secret_value()).scheme
+            if scheme not in ("redis", "rediss"):
+                raise ValueError(
+                    f"IMAGING_AGENT_BROKER_URL must be a Redis URL (redis://:PASSWORD@HOST:PORT/0), not a {scheme or 'schemeless'} "
+                    "URL; the workers run on Celery with Redis only"
+                )
+        return self
+
     @model_validator(mode="after")
     def _database_url_is_usable(self) -> Settings:
         if self.database_url is not None:
@@ -239,6 +266,8 @@ class Settings(BaseSettings):
             self.run_dir = PROJECT_ROOT / self.run_dir
         if not self.fhir_venv.is_absolute():
             self.fhir_venv = PROJECT_ROOT / self.fhir_venv
+        if self.work_dir is not None and not self.work_dir.is_absolute():
+            self.work_dir = PROJECT_ROOT / self.work_dir
         if self.trusted_bundle_dir is not None and not self.trusted_bundle_dir.is_absolute():
             self.trusted_bundle_dir = PROJECT_ROOT / self.trusted_bundle_dir
         # Moving a local service to another port should not also require editing its URL.
@@ -249,6 +278,11 @@ class Settings(BaseSettings):
         if "dimse_port" not in self.model_fields_set:
             self.dimse_port = self.orthanc_dicom_port
         return self
+
+    @property
+    def work_root(self) -> Path:
+        """The work store every job of this process reads and writes."""
+        return self.work_dir if self.work_dir is not None else self.run_dir / "work"
 
     @property
     def api_url(self) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from langgraph.config import get_stream_writer
 from langgraph.types import Command, Interrupt
@@ -40,6 +40,31 @@ from tools.workflow.records import StudyOutcome
 log = logging.getLogger(__name__)
 
 ProgressHandler = Callable[[dict[str, Any]], None]
+
+
+class JobQueue(Protocol):
+    """Where jobs go when workers run them (agent/workers/): messages carry ids, never records or arrays.
+
+    Each method raises QueueUnavailableError when the message could not be queued."""
+
+    def start_study(self, thread_id: str, imaging_study_id: str, engine: str) -> None: ...
+
+    def start_batch(self, thread_id: str, query: Mapping[str, str] | None, engine: str) -> None: ...
+
+    def resume(self, thread_id: str) -> None: ...
+
+
+class QueueUnavailableError(RuntimeError):
+    """The queue could not take a job or a resume (the broker is down); the message says what to check."""
+
+
+class JobNotStartedError(RuntimeError):
+    """A queued job has no checkpoint yet: only its start message can run it."""
+
+
+def study_job_of(batch_thread_id: str, imaging_study_id: str) -> str:
+    """The thread id of a dispatched batch's study job: the same for a redelivered dispatch, so it adds no second job."""
+    return f"{batch_thread_id}--{imaging_study_id}"
 
 
 class PendingApproval(BaseModel):
@@ -69,6 +94,8 @@ class RunReport(BaseModel):
     # Set when another live runner holds the job: the decisions given here are recorded, and
     # that runner applies them (docs/architecture.md, "Durability").
     running_elsewhere: str | None = None
+    # Set when the job (or the decision's resume) went to the workers instead of running here.
+    queued: bool = False
 
 
 def _enclosing_stream_writer() -> ProgressHandler | None:
@@ -90,6 +117,10 @@ class WorkflowRuntime:
     A job runs only while this runtime holds its lease (`tools/workflow/leases.py`): `job_lease_s`
     is how old a heartbeat may get before a runner on another host counts as gone,
     `job_lease_heartbeat_s` how often a running job renews it.
+
+    With a `queue` (workers configured), `start_batch`, `start_study`, `decide` and `resume` record
+    what they must and put the job on the queue instead of running it; the workers run it through
+    `run_queued` and `dispatch_batch`, which always run here.
     """
 
     def __init__(
@@ -100,8 +131,10 @@ class WorkflowRuntime:
         batch_concurrency: int,
         job_lease_s: float = 60.0,
         job_lease_heartbeat_s: float = 10.0,
+        queue: JobQueue | None = None,
     ) -> None:
         self.workflow = workflow
+        self.queue = queue
         self.decisions = workflow.services.decisions
         self.batch_concurrency = batch_concurrency
         # The project's tables first: a database that cannot be reached stops here, with a clear
@@ -251,6 +284,9 @@ class WorkflowRuntime:
         initial: dict[str, Any] = {"engine": check_engine_name(engine or self.workflow.default_engine)}
         if query:
             initial["query"] = dict(query)
+        if self.queue is not None and opened is None:
+            queue = self.queue
+            return self._enqueue("batch", self.batch_label(query), lambda t: queue.start_batch(t, query, initial["engine"]))
         return self._start("batch", self.batch_label(query), initial, on_progress, opened)
 
     def start_study(
@@ -266,12 +302,33 @@ class WorkflowRuntime:
         `opened`: the job made by `open_job` beforehand (its id already given out); by default a new one.
         Raises UnknownEngineError (a ValueError) before any job starts when the engine is not in the catalog."""
         initial = {"imaging_study_id": imaging_study_id, "engine": check_engine_name(engine or self.workflow.default_engine)}
+        if self.queue is not None and opened is None:
+            queue = self.queue
+            return self._enqueue(
+                "study", f"ImagingStudy/{imaging_study_id}", lambda t: queue.start_study(t, imaging_study_id, initial["engine"])
+            )
         return self._start("study", f"ImagingStudy/{imaging_study_id}", initial, on_progress, opened)
+
+    @staticmethod
+    def _new_thread_id(kind: JobKind) -> str:
+        return f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+    def _enqueue(self, kind: JobKind, label: str, send: Callable[[str], None]) -> RunReport:
+        """A new job for the workers, status "queued", without a lease (the worker that takes the message
+        takes it). A message the broker refuses leaves no job behind that nothing would ever run."""
+        thread_id = self._new_thread_id(kind)
+        self._jobs.add(thread_id, kind, label, status="queued")
+        try:
+            send(thread_id)
+        except BaseException:
+            self._jobs.remove(thread_id)
+            raise
+        return self.report(thread_id).model_copy(update={"queued": True})
 
     def open_job(self, kind: JobKind, label: str) -> OpenedJob:
         """A new job with its lease held by this process: its id can be given out before it runs
         (the API answers with it and runs the job on a thread of its own)."""
-        thread_id = f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        thread_id = self._new_thread_id(kind)
         # The lease first, then the row: a job another process can see is never without its runner.
         lease = self.leases.acquire(thread_id)
         try:
@@ -295,9 +352,69 @@ class WorkflowRuntime:
     def resume(self, thread_id: str, on_progress: ProgressHandler | None = None) -> RunReport:
         """Continue a job that stopped without finishing (for example, its process was killed).
 
-        Raises JobBusyError when a live runner (another process, or another thread here) runs it."""
+        Raises JobBusyError when a live runner (another process, or another thread here) runs it.
+        With workers, the resume goes on the queue and this returns at once."""
         job = self.job(thread_id)
+        if self.queue is not None:
+            self.queue.resume(thread_id)
+            return self.report(thread_id).model_copy(update={"queued": True})
+        if not self._started(thread_id):
+            raise JobNotStartedError(
+                f"job {thread_id} never reached its first step: it was queued for the workers (run `imaging-agent "
+                "worker` with IMAGING_AGENT_BROKER_URL set to that broker), or the process that opened it stopped first"
+            )
         return self._run(job.kind, thread_id, None, on_progress)
+
+    # -- what the workers run -----------------------------------------------------------
+    def _started(self, thread_id: str) -> bool:
+        """Whether the job has a checkpoint (a run of it began)."""
+        return self.checkpointer.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}) is not None
+
+    def run_queued(
+        self, thread_id: str, initial: dict[str, Any] | None, on_progress: ProgressHandler | None = None
+    ) -> RunReport:
+        """Run a queued job here: from `initial` when it never started, else on from its last checkpoint.
+
+        A message may arrive twice (a worker died after starting it, or Redis handed it on after its
+        visibility timeout), so a job with a checkpoint always continues and never starts over; one
+        waiting for a decision nobody gave stays waiting. Raises JobBusyError when a live runner holds
+        it, JobNotStartedError for a resume (`initial` None) of a job whose start has not run yet."""
+        job = self.job(thread_id)
+        lease = self.leases.acquire(thread_id)
+        try:
+            started = self._started(thread_id)
+        except BaseException:
+            self.leases.release(lease)
+            raise
+        if not started and initial is None:
+            self.leases.release(lease)
+            raise JobNotStartedError(f"job {thread_id} has not started yet; its start message, still queued, runs it")
+        return self._run(job.kind, thread_id, None if started else initial, on_progress, lease)
+
+    def dispatch_batch(self, thread_id: str, query: Mapping[str, str] | None, engine: str) -> list[str]:
+        """A queued batch on a worker: one study job per study of the work list, each put on the queue
+        (so the studies spread over the workers); the batch ends "dispatched". Returns the study jobs.
+
+        The study jobs' ids follow from the batch's, so a dispatch cut short and delivered again adds
+        none twice (it sends their start messages again, which a started job ignores); a copy of a
+        dispatch that finished sends nothing."""
+        if self.queue is None:
+            raise RuntimeError("dispatch_batch needs the workers' queue (IMAGING_AGENT_BROKER_URL)")
+        engine = check_engine_name(engine)
+        with self.leases.acquire(thread_id):
+            if self.job(thread_id).status == "dispatched":  # a copy of a dispatch that finished: all was sent
+                return [j.thread_id for j in self.jobs() if j.thread_id.startswith(study_job_of(thread_id, ""))]
+            studies, skipped = self.workflow.select(query or DEFAULT_WORKLIST_QUERY, engine)
+            children = []
+            for item in studies:
+                child = study_job_of(thread_id, item.imaging_study_id)
+                self._jobs.add_if_absent(child, "study", f"ImagingStudy/{item.imaging_study_id}", status="queued")
+                self.queue.start_study(child, item.imaging_study_id, engine)
+                children.append(child)
+            for outcome in skipped:
+                log.info("batch %s: study %s skipped: %s", thread_id, outcome["imaging_study_id"], outcome["outcome"])
+            self._jobs.set_status(thread_id, "dispatched")
+        return children
 
     def decide(
         self,
@@ -320,6 +437,10 @@ class WorkflowRuntime:
         for iid, decision in decisions.items():
             request = open_requests[iid]
             self.decisions.record(thread_id, request.request_id, request_sha256(request), decision)
+        if self.queue is not None:
+            # The worker that takes the resume finds the recorded decisions (the approval node reads them).
+            self.queue.resume(thread_id)
+            return self.report(thread_id).model_copy(update={"queued": True})
         resume = {iid: d.model_dump(mode="json") for iid, d in decisions.items()}
         try:
             return self._run(job.kind, thread_id, Command(resume=resume), on_progress)
@@ -330,7 +451,11 @@ class WorkflowRuntime:
     # -- reading ----------------------------------------------------------------------
     def report(self, thread_id: str) -> RunReport:
         job = self.job(thread_id)
+        if job.status == "dispatched":
+            return self._dispatched_report(job)
         state = self.graphs[job.kind].get_state(self._config(thread_id))
+        if state.created_at is None:  # queued, not taken by a worker yet
+            return RunReport(thread_id=thread_id, kind=job.kind, done=False, pending=[], outcomes=[])
         pending, _answered = self._split_interrupts(thread_id, state.interrupts)
         values = state.values or {}
         outcomes: list[StudyOutcome]
@@ -343,10 +468,30 @@ class WorkflowRuntime:
         return RunReport(
             thread_id=thread_id,
             kind=job.kind,
-            done=not state.next and not pending,
+            # Read while a runner (a worker, a thread) is between two steps, the last checkpoint's task
+            # already has its writes but the next checkpoint is not written yet: LangGraph then lists
+            # no `next`, yet that task is still in `tasks`. Done means neither is left.
+            done=not state.next and not state.tasks and not pending,
             pending=pending,
             outcomes=outcomes,
             summary=values.get("summary"),
+        )
+
+    def _dispatched_report(self, batch: Job) -> RunReport:
+        """A dispatched batch stands where its study jobs stand: done when all are, their approvals and outcomes."""
+        prefix = study_job_of(batch.thread_id, "")
+        reports = [self.report(j.thread_id) for j in self.jobs() if j.thread_id.startswith(prefix)]
+        outcomes = [o for r in reports for o in r.outcomes]
+        summary: dict[str, int] = {"studies": len(reports)}
+        for outcome in outcomes:
+            summary[outcome["outcome"]] = summary.get(outcome["outcome"], 0) + 1
+        return RunReport(
+            thread_id=batch.thread_id,
+            kind=batch.kind,
+            done=all(r.done for r in reports),
+            pending=[p for r in reports for p in r.pending],
+            outcomes=outcomes,
+            summary=summary,
         )
 
     def pending_approvals(self) -> list[PendingApproval]:
@@ -373,4 +518,14 @@ class WorkflowRuntime:
         return matches[0]
 
 
-__all__ = ["Job", "PendingApproval", "RunReport", "StudyOutcome", "WorkflowRuntime"]
+__all__ = [
+    "Job",
+    "JobNotStartedError",
+    "JobQueue",
+    "PendingApproval",
+    "QueueUnavailableError",
+    "RunReport",
+    "StudyOutcome",
+    "WorkflowRuntime",
+    "study_job_of",
+]

@@ -4,7 +4,7 @@
 a temporary run directory) and stops exactly those processes afterwards, so the suite never
 touches the user's own demo services. `postgres_cluster` does the same for PostgreSQL, and
 `state_url` / `state_engine` give a test the runtime's database on each backend it is
-parametrized over (`tests/state_databases.py`). `shared_data` is the real CT data in ../shared/data.
+parametrized over (`tests/state_databases.py`); `redis_broker` is a private Redis for the workers. `shared_data` is the real CT data in ../shared/data.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from agent.services import process
 from agent.services.postgres import PostgresCluster
 from agent.services.process import free_port
 from agent.settings import PROJECT_ROOT, Settings
+from tests.brokers import running_redis
 from tests.oidc_provider import Provider, running_provider
 from tests.state_databases import BACKENDS, ServiceError, fresh_database, running_cluster, unavailable
 from tools.state.database import sqlite_url
@@ -135,6 +136,19 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
             yield cluster
     except ServiceError as exc:
         unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def redis_broker() -> Iterator[str]:
+    """A private Redis (Debian's redis-server, free 127.0.0.1 port, password) for the session; its broker URL."""
+    try:
+        with running_redis(free_port()) as url:
+            yield url
+    except ServiceError as exc:
+        message = f"Redis for the worker tests: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI requires it (./scripts/bootstrap.sh installs the Debian package redis-server)")
+        pytest.skip(message)
 
 
 @pytest.fixture(params=BACKENDS)

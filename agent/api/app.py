@@ -32,7 +32,7 @@ from agent.review import DecisionError, build_decision
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from agent.ui.layout import build_app
-from graphs.runtime import PendingApproval, RunReport
+from graphs.runtime import PendingApproval, QueueUnavailableError, RunReport
 from tools.identity.accounts import AuthenticationError
 from tools.identity.principal import Principal, StaleAuthenticationError, require_fresh
 from tools.segmentation.catalog import UnknownEngineError
@@ -116,7 +116,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/api/v1/approvals/{approval_id}/decision", tags=["approvals"])
     def decide(request: Request, approval_id: str, body: DecisionBody, principal: Radiologist) -> RunReport:
-        """Approve or reject as the signed-in radiologist; runs the writes before answering."""
+        """Approve or reject as the signed-in radiologist; runs the writes before answering, or with workers
+        records the decision and queues the job's resume (`queued` in the answer)."""
         try:
             require_fresh(principal, settings.signing_window_s)
         except StaleAuthenticationError as exc:
@@ -133,6 +134,8 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
         except KeyError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=exc.args[0]) from exc
+        except QueueUnavailableError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
 
     @app.post("/api/v1/jobs", tags=["jobs"], status_code=status.HTTP_202_ACCEPTED)
     def start_job(request: Request, body: JobBody, _: Reader) -> JobView:
@@ -145,6 +148,8 @@ def create_app(settings: Settings) -> FastAPI:
                 job_id = runner.start_study(body.imaging_study_id, body.engine)
         except UnknownEngineError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+        except QueueUnavailableError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
         return JobView.of(runner.runtime.job(job_id))
 
     @app.get("/api/v1/jobs", tags=["jobs"])

@@ -1,9 +1,12 @@
-"""Jobs of the API service: each run on a background thread of the service.
+"""Jobs of the API service: on the workers when a broker is configured, else each on a background
+thread of the service.
 
-A request never waits for a batch to segment: the job is opened first (its id, and its lease
-held by this process, so no other runner takes it), the id is the answer, and the run goes on
-in a thread; `GET /api/v1/jobs/{job_id}` watches it. A decision for a job whose run is still
-going is recorded and applied by that run (the runtime's leases, graphs/runtime.py).
+A request never waits for a batch to segment. With workers, the job is queued (its id is the
+answer) and a decision is recorded and its resume queued: whichever worker is free runs it.
+Without, the job is opened first (its id, and its lease held by this process, so no other runner
+takes it), the id is the answer, and the run goes on in a thread. `GET /api/v1/jobs/{job_id}`
+watches it either way. A decision for a job whose run is still going is recorded and applied by
+that run (the runtime's leases, graphs/runtime.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class JobRunner:
     def start_batch(self, query: Mapping[str, str] | None, engine: str | None) -> str:
         """The new job's id. Raises UnknownEngineError (a ValueError) before any job exists."""
         self._check_engine(engine)
+        if self.runtime.queue is not None:
+            return self.runtime.start_batch(query, engine=engine).thread_id
         opened = self.runtime.open_job("batch", self.runtime.batch_label(query))
         self._background(opened, lambda: self.runtime.start_batch(query, engine=engine, opened=opened))
         return opened.thread_id
@@ -35,6 +40,8 @@ class JobRunner:
     def start_study(self, imaging_study_id: str, engine: str | None) -> str:
         """The new job's id. Raises UnknownEngineError (a ValueError) before any job exists."""
         self._check_engine(engine)
+        if self.runtime.queue is not None:
+            return self.runtime.start_study(imaging_study_id, engine=engine).thread_id
         opened = self.runtime.open_job("study", f"ImagingStudy/{imaging_study_id}")
         self._background(opened, lambda: self.runtime.start_study(imaging_study_id, engine=engine, opened=opened))
         return opened.thread_id

@@ -51,6 +51,7 @@ def _decide(approval_id: str, action: str, reason: str | None) -> None:
     from agent.identity import SignInError, cli_principal
     from agent.review import DecisionError, build_decision
     from agent.runtime import AgentRuntime
+    from graphs.runtime import QueueUnavailableError
 
     settings = get_settings()
     try:
@@ -64,8 +65,14 @@ def _decide(approval_id: str, action: str, reason: str | None) -> None:
         except KeyError as exc:
             output.error(exc.args[0])
             raise typer.Exit(1) from exc
-        with ProgressDisplay(output.console) as on_progress:
-            report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
+        try:
+            with ProgressDisplay(output.console) as on_progress:
+                report = runtime.decide(pending.thread_id, {pending.interrupt_id: decision}, on_progress=on_progress)
+        except QueueUnavailableError as exc:  # the decision is recorded; only its resume is not queued
+            output.error(f"{exc}. The decision is recorded: `imaging-agent process` queues the job's resume later.")
+            raise typer.Exit(1) from exc
+    if report.queued:
+        output.console.print(f"Recorded; job {report.thread_id} goes on on the first free worker.")
     render_outcomes(output.console, report)
 
 

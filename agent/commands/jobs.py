@@ -96,6 +96,7 @@ def process(
     from agent.auto_approval import AutoApprovalScope
     from agent.cli_review import ProgressDisplay, render_outcomes
     from agent.runtime import AgentRuntime
+    from graphs.runtime import JobNotStartedError
     from tools.segmentation.catalog import UnknownEngineError, check_engine_name
     from tools.workflow.leases import JobBusyError
 
@@ -109,12 +110,22 @@ def process(
         output.error(exc)
         raise typer.Exit(2) from exc
     settings = get_settings()
+    if yes and settings.broker_url is not None:
+        output.error(
+            "--yes approves only what runs in this process, and with IMAGING_AGENT_BROKER_URL set the workers run "
+            "the job. Leave out --yes and approve with `imaging-agent approvals approve ID` (or the app), or unset "
+            "IMAGING_AGENT_BROKER_URL to run here."
+        )
+        raise typer.Exit(2)
     scope = AutoApprovalScope(enabled=yes)
     reviewer = reviewer_here(settings)
     window = settings.signing_window_s
     with AgentRuntime(settings) as runtime:
         batch_query = dict(parse_qsl(query)) if query else None
         wanted_label = f"ImagingStudy/{study}" if study is not None else runtime.batch_label(batch_query)
+        if runtime.queue is not None:
+            _process_on_workers(runtime, study, batch_query, engine, wanted_label, reviewer, window)
+            return
         reports = []
         resumed_labels = set()
         for job in runtime.jobs(unfinished_only=True):
@@ -135,7 +146,7 @@ def process(
                 try:
                     with ProgressDisplay(output.console) as on_progress:
                         report = runtime.resume(job.thread_id, on_progress=on_progress)
-                except JobBusyError as exc:  # another process took it between the look and the resume
+                except (JobBusyError, JobNotStartedError) as exc:  # taken meanwhile, or only a worker can start it
                     output.console.print(f"[yellow]Skipping: {escape(str(exc))}[/yellow]")
                     continue
             # A resumed job was started elsewhere (another terminal, the app, an earlier run), even
@@ -155,6 +166,47 @@ def process(
                 output.console.print("No study waiting: the work list is empty.")
     if any(o["outcome"] == "failed" for r in reports for o in r.outcomes):
         raise typer.Exit(1)
+
+
+def _process_on_workers(
+    runtime: Any, study: str | None, batch_query: Any, engine: str | None, wanted_label: str, reviewer: Any, window: float
+) -> None:
+    """With workers: ask here the approvals open jobs wait for (each decision queues its job's resume), then
+    queue the job asked for unless an open job covers the same studies. Nothing runs in this process."""
+    from agent.auto_approval import AutoApprovalScope
+    from graphs.runtime import QueueUnavailableError
+
+    open_labels = set()
+    for job in runtime.jobs():
+        if job.status == "done":
+            continue
+        report = runtime.report(job.thread_id)
+        if report.done:
+            continue
+        open_labels.add(job.label)
+        if report.pending:
+            decide_interactively(runtime, report, AutoApprovalScope(enabled=False), reviewer, window)
+        elif job.status in ("running", "waiting-approval") and runtime.runner(job.thread_id) is None:
+            # Its worker died and its task was acknowledged or lost, or a recorded decision's resume was not
+            # queued (the broker was down): a resume goes on from its checkpoint.
+            runtime.resume(job.thread_id)
+            output.console.print(f"Job {escape(job.thread_id)} ({escape(job.label)}) has no live runner: resume queued.")
+        elif job.status != "dispatched":
+            output.console.print(f"Job {escape(job.thread_id)} ({escape(job.label)}) is {escape(job.status)} on the workers.")
+    if wanted_label in open_labels:
+        return
+    try:
+        if study is not None:
+            report = runtime.start_study(study, engine=engine)
+        else:
+            report = runtime.start_batch(batch_query, engine=engine)
+    except QueueUnavailableError as exc:
+        output.error(exc)
+        raise typer.Exit(1) from exc
+    output.console.print(
+        f"Queued job {escape(report.thread_id)} ({escape(wanted_label)}) for the workers. Its approvals show in "
+        "`imaging-agent approvals list` and the app when they are ready; run `process` again to answer them here."
+    )
 
 
 def ask(

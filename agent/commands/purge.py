@@ -31,7 +31,7 @@ def purge(
     if days is None:
         output.error("how old must work files be to go? Pass --older-than DAYS or set IMAGING_AGENT_RETENTION_DAYS.")
         raise typer.Exit(2)
-    work_root = settings.run_dir / "work"
+    work_root = settings.work_root
     with AgentRuntime(settings) as runtime:
         in_use = work_folders_in_use(runtime, work_root)
         report = purge_work(work_root, days, in_use, dry_run=dry_run)

@@ -53,6 +53,12 @@ def services_up(
             f'e.g. export IMAGING_AGENT_DATABASE_URL="$(cat {escape(str(url_file))})"',
             soft_wrap=True,
         )
+        broker_file = services.broker_url_file(settings)
+        output.console.print(
+            f"Redis: for workers, set IMAGING_AGENT_BROKER_URL to the URL in {escape(str(broker_file))}, "
+            f'e.g. export IMAGING_AGENT_BROKER_URL="$(cat {escape(str(broker_file))})", and run `imaging-agent worker`',
+            soft_wrap=True,
+        )
 
 
 @services_app.command("down")

@@ -5,7 +5,14 @@ from __future__ import annotations
 from agent.services import process
 from agent.services.local import fhir_spec, local_services, orthanc_spec
 from agent.services.process import ServiceError, ServiceSpec, ServiceStatus
-from agent.services.scale import after_start, database_url_file, prepare_postgres, scale_services, scale_services_made
+from agent.services.scale import (
+    after_start,
+    broker_url_file,
+    database_url_file,
+    prepare_postgres,
+    scale_services,
+    scale_services_made,
+)
 from agent.settings import Settings
 
 
@@ -38,6 +45,7 @@ def status(settings: Settings) -> list[ServiceStatus]:
 
 
 __all__ = [
+    "broker_url_file",
     "database_url_file",
     "ServiceError",
     "ServiceSpec",

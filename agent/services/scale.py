@@ -1,5 +1,5 @@
 """The scale-out servers of `services up --scale`: PostgreSQL 15 (the runtime's state) and Redis
-(the broker the workers will use), both from Debian, on 127.0.0.1, their data in the run directory.
+(the workers' broker), both from Debian, on 127.0.0.1, their data in the run directory.
 
 Without `--scale` none of this runs and nothing changes for the demo.
 """
@@ -60,6 +60,11 @@ def database_url_file(settings: Settings) -> Path:
     return settings.run_dir / "postgres" / "database-url"
 
 
+def broker_url_file(settings: Settings) -> Path:
+    """Where `services up --scale` leaves the local Redis's URL for IMAGING_AGENT_BROKER_URL (0600: it holds the password)."""
+    return settings.run_dir / "redis" / "broker-url"
+
+
 def _redis_server() -> str:
     found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
     if found is None:
@@ -92,6 +97,7 @@ def redis_spec(settings: Settings) -> ServiceSpec:
             "",
         ])
     )
+    broker_url_file(settings).write_text(f"redis://:{password}@127.0.0.1:{settings.redis_port}/0\n")
     redis_cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
     return ServiceSpec(
         name="Redis",
@@ -122,4 +128,4 @@ def after_start(settings: Settings) -> None:
     create_database(postgres_cluster(settings))
 
 
-__all__ = ["after_start", "database_url_file", "prepare_postgres", "redis_spec", "scale_services", "scale_services_made"]
+__all__ = ["after_start", "broker_url_file", "database_url_file", "prepare_postgres", "redis_spec", "scale_services", "scale_services_made"]

@@ -107,6 +107,8 @@ class ApprovalsTab:
                     outcome = outcomes_markdown(report)
                     if report.running_elsewhere:  # recorded; the process that runs the job applies it
                         outcome = f"⚠ {markdown_literal(report.running_elsewhere)}\n\n{outcome}"
+                    elif report.queued:  # recorded; a worker resumes the job (IMAGING_AGENT_BROKER_URL)
+                        outcome = f"Recorded: job {markdown_literal(report.thread_id)} goes on on the first free worker."
                 elif event.kind == "error":
                     outcome = f"⚠ {event.payload}"
             yield [self.choices(None), *card_updates(None), outcome]

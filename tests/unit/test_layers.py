@@ -44,6 +44,7 @@ def test_the_contract_covers_every_layer_rule() -> None:
         (frozenset({"graphs", "tools"}), frozenset({"app"})),
         (frozenset({"tools"}), frozenset({"langchain", "langchain_core", "langchain_openai", "langgraph", "gradio", "fastapi", "uvicorn"})),
         (frozenset({"graphs"}), frozenset({"gradio"})),
+        (frozenset({"graphs", "tools"}), frozenset({"celery", "kombu", "redis"})),
     }
     assert [c["ancestors"] for c in by_type["acyclic_siblings"]] == [["tools"]]
 

@@ -12,10 +12,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, update
+from sqlalchemy.exc import OperationalError
 
+from tools.state.database import sqlite_url, state_engine
 from tools.state.schema import job_leases
 from tools.workflow.leases import JobBusyError, LeaseLostError, LeaseStore, ProcessIdentity, this_process
 
@@ -189,3 +192,17 @@ def test_taking_over_a_gone_runners_lease_is_atomic(db: Engine) -> None:
 def test_the_heartbeat_must_be_shorter_than_the_expiry(db: Engine) -> None:
     with pytest.raises(ValueError, match="below its expiry"):
         _store(db, expiry_s=10, heartbeat_s=10)
+
+
+def test_a_lease_left_behind_by_a_run_of_this_process_is_taken_over(db: Engine, tmp_path: Path) -> None:
+    """The database was unreachable when a run released its lease: the row stays, naming this (live)
+    process. The next run here takes it over instead of waiting forever for itself."""
+    store = _store(db)
+    lease = store.acquire(JOB)
+    store.engine = state_engine(sqlite_url(tmp_path / "missing" / "agent.sqlite"))  # unreachable
+    with pytest.raises(OperationalError):
+        store.release(lease)
+    store.engine = db
+    assert store.last_holder(JOB) == lease.holder and store.holder(JOB) is None
+    with _store(db).acquire(JOB) as again:
+        assert store.holder(JOB) == again.holder

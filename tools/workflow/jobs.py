@@ -2,7 +2,8 @@
 
 The runtime (graphs/runtime.py) adds a row after it took the job's lease and keeps its status:
 "running" from before a run until it ends (a process killed mid-run leaves it, which `resume`
-picks up), then "waiting-approval" or "done".
+picks up), then "waiting-approval" or "done". With workers, a job starts as "queued" until a
+worker takes it, and a batch ends as "dispatched" once each of its studies is a job of its own.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from tools.state.schema import jobs
 
 JobKind = Literal["batch", "study"]
+# "dispatched": a batch whose studies went to the workers as study jobs of their own (graphs/runtime.py).
+FINISHED = ("done", "dispatched")
 
 
 class Job(BaseModel):
@@ -30,10 +34,23 @@ class JobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def add(self, thread_id: str, kind: JobKind, label: str) -> None:
-        row = Job(thread_id=thread_id, kind=kind, label=label, created_at=datetime.now(UTC).isoformat(), status="running")
+    def add(self, thread_id: str, kind: JobKind, label: str, status: str = "running") -> None:
+        row = Job(thread_id=thread_id, kind=kind, label=label, created_at=datetime.now(UTC).isoformat(), status=status)
         with self.engine.begin() as conn:
             conn.execute(insert(jobs).values(**row.model_dump()))
+
+    def add_if_absent(self, thread_id: str, kind: JobKind, label: str, status: str) -> bool:
+        """Add the row unless it exists (a redelivered task adds it again); whether it was added."""
+        try:
+            self.add(thread_id, kind, label, status)
+        except IntegrityError:
+            return False
+        return True
+
+    def remove(self, thread_id: str) -> None:
+        """Forget a job that never ran (its message could not be queued)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(jobs).where(jobs.c.thread_id == thread_id))
 
     def set_status(self, thread_id: str, status: str) -> None:
         with self.engine.begin() as conn:
@@ -42,6 +59,6 @@ class JobStore:
     def list(self, unfinished_only: bool = False) -> list[Job]:
         query = select(jobs).order_by(jobs.c.created_at)
         if unfinished_only:
-            query = query.where(jobs.c.status != "done")
+            query = query.where(jobs.c.status.not_in(FINISHED))
         with self.engine.connect() as conn:
             return [Job(**row) for row in conn.execute(query).mappings()]

@@ -41,6 +41,12 @@ from tools.state.schema import job_leases
 
 log = logging.getLogger(__name__)
 
+# The tokens of the leases this process holds now. A row naming this very process with a token not
+# here was left by a run that ended without deleting it (the database was unreachable when it
+# released): that runner is gone, though its process lives on (a worker's pool process, the API).
+_HELD: set[str] = set()
+_HELD_LOCK = threading.Lock()
+
 
 class LeaseHolder(BaseModel):
     """A row of `job_leases`: who runs the job, since when, and when it last said so."""
@@ -187,6 +193,9 @@ class LeaseStore:
 
     def owner_gone(self, holder: LeaseHolder, now: float | None = None) -> bool:
         same_host = holder.host == self.me.host and holder.boot_id is not None and holder.boot_id == self.me.boot_id
+        if same_host and (holder.pid, holder.pid_started) == (self.me.pid, self.me.pid_started):
+            with _HELD_LOCK:
+                return holder.token not in _HELD
         if same_host:
             return not process_alive(holder.pid, holder.pid_started)
         return (now if now is not None else time.time()) - holder.heartbeat_at > self.expiry_s
@@ -214,17 +223,31 @@ class LeaseStore:
                 acquired_at=now,
                 heartbeat_at=now,
             )
-            if self._insert(mine):
+            # Held before the row exists, so no other run in this process ever sees the row as left behind.
+            with _HELD_LOCK:
+                _HELD.add(mine.token)
+            taken = False
+            try:
+                taken = self._take(mine, now)
+            finally:
+                if not taken:
+                    _forget(mine.token)
+            if taken:
                 return Lease(self, mine)
-            current = self._row(thread_id)
-            if current is None:
-                continue  # released between the two statements: try the insert again
-            if not self.owner_gone(current, now):
-                raise JobBusyError(current)
-            if self._replace(current, mine):
-                log.info("job %s: taking over from pid %s on %s (gone)", thread_id, current.pid, current.host)
-                return Lease(self, mine)
-            # Another runner took it over, or the owner heartbeated, in between: judge the row anew.
+
+    def _take(self, mine: LeaseHolder, now: float) -> bool:
+        """One try at the job's row: True when it is ours, False to try again, JobBusyError when a live runner has it."""
+        if self._insert(mine):
+            return True
+        current = self._row(mine.thread_id)
+        if current is None:
+            return False  # released between the two statements: try the insert again
+        if not self.owner_gone(current, now):
+            raise JobBusyError(current)
+        if self._replace(current, mine):
+            log.info("job %s: taking over from pid %s on %s (gone)", mine.thread_id, current.pid, current.host)
+            return True
+        return False  # another runner took it over, or the owner heartbeated, in between: judge the row anew
 
     def _insert(self, mine: LeaseHolder) -> bool:
         try:
@@ -255,9 +278,17 @@ class LeaseStore:
         return cursor.rowcount == 1
 
     def release(self, lease: Lease) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                delete(job_leases).where(
-                    job_leases.c.thread_id == lease.thread_id, job_leases.c.token == lease.holder.token
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    delete(job_leases).where(
+                        job_leases.c.thread_id == lease.thread_id, job_leases.c.token == lease.holder.token
+                    )
                 )
-            )
+        finally:  # a row the database kept is now one a later run here (or elsewhere) may take over
+            _forget(lease.holder.token)
+
+
+def _forget(token: str) -> None:
+    with _HELD_LOCK:
+        _HELD.discard(token)
