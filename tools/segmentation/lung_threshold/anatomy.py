@@ -14,7 +14,14 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from tools.segmentation.lung_threshold.grid import SLICE_2D, SLICE_2D_4, Spacing, fill_holes_axial, filter_size
+from tools.segmentation.lung_threshold.grid import (
+    SLICE_2D,
+    SLICE_2D_4,
+    Spacing,
+    fill_holes_axial,
+    filter_size,
+    in_plane_box,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +66,11 @@ def body_mask(air: np.ndarray) -> np.ndarray:
         return np.zeros_like(air)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return fill_holes_axial(labels == int(np.argmax(sizes)))
+    body = labels == int(np.argmax(sizes))
+    # A hole is enclosed by the body, so it lies within the body's in-plane box: filled there.
+    box = in_plane_box(body)
+    body[box] = fill_holes_axial(body[box])
+    return body
 
 
 def _find_trachea(inside_air: np.ndarray, work: np.ndarray, body: np.ndarray, spacing: Spacing) -> np.ndarray | None:

@@ -19,11 +19,13 @@ from tools.segmentation.base import EngineError, SegmentationResult, StructureMa
 from tools.segmentation.lung_threshold.anatomy import MIN_LUNG_ML, airway_mask, body_mask, select_lungs
 from tools.segmentation.lung_threshold.body import body_outline
 from tools.segmentation.lung_threshold.grid import (
+    Box,
     Spacing,
     block_mean,
     fill_holes_3d,
     fill_holes_axial,
     filter_size,
+    in_plane_box,
     padded_box,
     upsample,
     working_factors,
@@ -81,6 +83,13 @@ def _grow_labels(labels: np.ndarray, steps: int, factors: tuple[int, int, int]) 
     free = labels == 0
     out[free & grown[0] & ~grown[1]] = 1
     out[free & grown[1] & ~grown[0]] = 2
+    return out
+
+
+def _embed(part: np.ndarray, box: Box, shape: tuple[int, ...]) -> np.ndarray:
+    """``part`` placed at ``box`` in an array of ``shape``, zero elsewhere."""
+    out = np.zeros(shape, dtype=part.dtype)
+    out[box] = part
     return out
 
 
@@ -154,14 +163,22 @@ class LungThresholdEngine:
 
         air = work < _INITIAL_THRESHOLD_HU
         body = body_mask(air)
-        inside_air = air & body
-        airway = airway_mask(inside_air, work, body, work_spacing)
-        lungs = select_lungs(inside_air & ~airway, work, body, work_spacing)
+        # Airways and lungs are air inside the body: found within the body's in-plane box
+        # (room air, table and padding around it are often half the grid), all slices kept
+        # so that "the top of the scan" stays the same, then put back on the whole grid.
+        roi = in_plane_box(body)
+        body_r = body[roi]
+        inside_air = air[roi] & body_r
+        airway_r = airway_mask(inside_air, work[roi], body_r, work_spacing)
+        lungs = select_lungs(inside_air & ~airway_r, work[roi], body_r, work_spacing)
         if lungs is None:
             raise EngineError(
                 f"{ENGINE_NAME}: series {series} has no lung-like air region of at least {MIN_LUNG_ML:.0f} mL "
                 "inside the body; check that the series is a CT covering the chest."
             )
+        airway = np.zeros(work.shape, dtype=bool)
+        airway[roi] = airway_r
+        lungs.labels = _embed(lungs.labels, roi, work.shape)
 
         # Everything from here on happens near the lungs only.
         box_w = padded_box(lungs.labels > 0, _TERRITORY_STEPS + _RING_OUTER + 1)

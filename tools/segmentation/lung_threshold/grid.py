@@ -97,3 +97,12 @@ def padded_box(mask: np.ndarray, pad: int) -> Box:
     """The bounding box of a non-empty mask, grown by ``pad`` voxels on every side (clipped)."""
     box = ndimage.find_objects(mask.view(np.uint8))[0]
     return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(box, mask.shape, strict=True))  # type: ignore[return-value]
+
+
+def in_plane_box(mask: np.ndarray) -> Box:
+    """All slices, and the rows and columns where ``mask`` has voxels (the whole grid when empty)."""
+    rows = np.flatnonzero(mask.any(axis=(0, 2)))
+    cols = np.flatnonzero(mask.any(axis=(0, 1)))
+    if rows.size == 0:
+        return (slice(None),) * 3  # type: ignore[return-value]
+    return (slice(None), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
