@@ -16,14 +16,18 @@ from skimage.segmentation import watershed
 
 from tools.segmentation.lung_threshold.grid import (
     SLICE_2D,
-    SLICE_2D_4,
     Spacing,
+    dilate,
+    erode,
     fill_holes_axial,
     filter_size,
     in_plane_box,
 )
 
 logger = logging.getLogger(__name__)
+
+# The axes of a slice: in-plane (4-connected) erosion and growth.
+_IN_PLANE = (1, 2)
 
 # Pure gas (bowel, stomach): most voxels below this. Even emphysematous lung stays above.
 _GAS_HU = -950.0
@@ -245,8 +249,10 @@ def _split(mask: np.ndarray, spacing: Spacing, body: np.ndarray) -> tuple[np.nda
     out = np.zeros(mask.shape, dtype=np.uint8)
     # Usually the lungs meet along a junction line a voxel or two thick: a small in-plane
     # erosion separates them and growing back inside the region restores the rest.
+    eroded = sub
     for steps in range(1, _THIN_JUNCTION_STEPS + 1):
-        cores, count = ndimage.label(ndimage.binary_erosion(sub, structure=SLICE_2D_4, iterations=steps))
+        eroded = erode(eroded, 1, _IN_PLANE)
+        cores, count = ndimage.label(eroded)
         markers = _two_cores(cores, count)
         if markers is not None:
             out[box] = _grow_inside(markers, sub, steps)
@@ -289,7 +295,7 @@ def _grow_inside(markers: np.ndarray, region: np.ndarray, steps: int) -> np.ndar
     out = markers.astype(np.uint8)
     for _ in range(steps + 1):
         free = region & (out == 0)
-        grown = [ndimage.binary_dilation(out == value, structure=SLICE_2D_4) & free for value in (1, 2)]
+        grown = [dilate(out == value, 1, _IN_PLANE) & free for value in (1, 2)]
         out[grown[0]] = 1
         out[grown[1] & ~grown[0]] = 2
     rest = region & (out == 0)

@@ -22,6 +22,7 @@ from tools.segmentation.lung_threshold.grid import (
     Box,
     Spacing,
     block_mean,
+    dilate,
     fill_holes_3d,
     fill_holes_axial,
     filter_size,
@@ -75,10 +76,8 @@ def _grow_labels(labels: np.ndarray, steps: int, factors: tuple[int, int, int]) 
     the slice axis only where working voxels span several slices: a thick slice is the
     same at both resolutions, and growing through it would reach the abdomen's gas.
     """
-    structure = ndimage.generate_binary_structure(3, 1)
-    if factors[0] == 1:
-        structure[0] = structure[2] = False
-    grown = [ndimage.binary_dilation(labels == value, structure=structure, iterations=steps) for value in (1, 2)]
+    axes = (1, 2) if factors[0] == 1 else (0, 1, 2)
+    grown = [dilate(labels == value, steps, axes) for value in (1, 2)]
     out = labels.copy()
     free = labels == 0
     out[free & grown[0] & ~grown[1]] = 1
@@ -98,8 +97,8 @@ def _ring_median(work: np.ndarray, mask: np.ndarray, exclude: np.ndarray) -> flo
 
     Voxels in ``exclude`` (air: other lung, airways, outside) are not tissue and are left out.
     """
-    near = ndimage.binary_dilation(mask, iterations=_RING_INNER)
-    far = ndimage.binary_dilation(near, iterations=_RING_OUTER - _RING_INNER)
+    near = dilate(mask, _RING_INNER)
+    far = dilate(near, _RING_OUTER - _RING_INNER)
     ring = far & ~near & ~exclude
     return float(np.median(work[ring])) if ring.any() else None
 
@@ -191,7 +190,7 @@ class LungThresholdEngine:
         edge_threshold = lung_median + _EDGE_FRACTION * (tissue - lung_median)
 
         territory_w = _grow_labels(labels_w, _TERRITORY_STEPS, factors)
-        airway_guard = ndimage.binary_dilation(airway_w)
+        airway_guard = dilate(airway_w)
         masks: list[np.ndarray] = []
         for value in (1, 2):
             full = np.zeros(hu.shape, dtype=bool)

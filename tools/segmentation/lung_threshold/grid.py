@@ -106,3 +106,46 @@ def in_plane_box(mask: np.ndarray) -> Box:
     if rows.size == 0:
         return (slice(None),) * 3  # type: ignore[return-value]
     return (slice(None), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+
+
+def dilate(mask: np.ndarray, steps: int = 1, axes: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+    """``ndimage.binary_dilation`` with the cross along ``axes``, ``steps`` times, nothing outside.
+
+    The same voxels, by shifted ORs: several times faster than scipy's generic structure loop.
+    """
+    out = mask
+    for _ in range(steps):
+        grown = out.copy()
+        for axis in axes:
+            grown[_shifted(axis, 1)] |= out[_shifted(axis, -1)]
+            grown[_shifted(axis, -1)] |= out[_shifted(axis, 1)]
+        out = grown
+    return out
+
+
+def erode(mask: np.ndarray, steps: int = 1, axes: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+    """``ndimage.binary_erosion`` with the cross along ``axes``, ``steps`` times, nothing outside."""
+    out = mask
+    for _ in range(steps):
+        kept = out.copy()
+        for axis in axes:
+            kept[_shifted(axis, 1)] &= out[_shifted(axis, -1)]
+            kept[_shifted(axis, -1)] &= out[_shifted(axis, 1)]
+            # Outside the array is background: the faces along the axis erode.
+            kept[_face(axis, 0)] = False
+            kept[_face(axis, -1)] = False
+        out = kept
+    return out
+
+
+def _shifted(axis: int, side: int) -> tuple[slice, ...]:
+    """All but the first (``side`` 1) or last (-1) layer along ``axis`` of a 3D array."""
+    index = [slice(None)] * 3
+    index[axis] = slice(1, None) if side == 1 else slice(0, -1)
+    return tuple(index)
+
+
+def _face(axis: int, end: int) -> tuple[slice | int, ...]:
+    index: list[slice | int] = [slice(None)] * 3
+    index[axis] = end
+    return tuple(index)
