@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from tools.imaging.orientation import reorient
+from tools.imaging.orientation import Reorientation, reorient
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError, SegmentationResult, StructureMask, resolve_targets
 from tools.segmentation.lung_threshold.anatomy import MIN_LUNG_ML, airway_mask, body_mask, select_lungs
@@ -192,8 +192,11 @@ class LungThresholdEngine:
         territory_w = _grow_labels(labels_w, _TERRITORY_STEPS, factors)
         airway_guard = dilate(airway_w)
         masks: list[np.ndarray] = []
+        source_boxes: list[Box | None] = []
         for value in (1, 2):
-            full = np.zeros(hu.shape, dtype=bool)
+            # Written through the canonical view straight into the volume's layout: no copy back.
+            full = np.zeros(volume.array.shape, dtype=bool)
+            source_box = None
             own_w = territory_w == value
             if own_w.any():
                 # Each lung is refined in its own box: half the voxels of both together.
@@ -205,16 +208,18 @@ class LungThresholdEngine:
                 local = tuple(
                     slice(s.start - b.start * f, s.stop - b.start * f) for b, s, f in zip(box_w, box, factors, strict=True)
                 )
-                full[box] = _refine(
+                canon.forward(full)[box] = _refine(
                     hu[box],
                     upsample(own_w, factors, local),
                     upsample(airway_guard, factors, local),
                     (threshold, edge_threshold),
                     canon.spacing,
                 )
-            masks.append(canon.backward(full))
+                source_box = _source_box(canon, box)
+            masks.append(full)
+            source_boxes.append(source_box)
 
-        by_side = _assign_sides(masks, volume)
+        by_side = _assign_sides(masks, source_boxes, volume)
         confidences = {}
         for value, mask in zip((1, 2), masks, strict=True):
             key = "left-lung" if mask is by_side["left-lung"] else "right-lung"
@@ -245,17 +250,27 @@ class LungThresholdEngine:
         )
 
 
-def _assign_sides(masks: list[np.ndarray], volume: Volume) -> dict[str, np.ndarray]:
+def _source_box(canon: Reorientation, box: Box) -> Box:
+    """``box`` of the canonical view as the same voxels' box in the source array."""
+    source: list[slice] = [slice(None)] * 3
+    for axis, (part, n) in enumerate(zip(box, canon.shape, strict=True)):
+        start, stop, _ = part.indices(n)
+        source[canon.perm[axis]] = slice(n - stop, n - start) if canon.flip[axis] else slice(start, stop)
+    return tuple(source)  # type: ignore[return-value]
+
+
+def _assign_sides(masks: list[np.ndarray], boxes: list[Box | None], volume: Volume) -> dict[str, np.ndarray]:
     """Name the two masks by their centroid's patient x (LPS: +x is the patient's left).
 
-    With one lung found, it is named by which side of the body centre it lies.
+    ``boxes``: where each mask can have voxels (None: nowhere). With one lung found, it is
+    named by which side of the body centre it lies.
     """
     xs: list[float | None] = []
-    for mask in masks:
-        if not mask.any():
+    for mask, box in zip(masks, boxes, strict=True):
+        if box is None or not mask[box].any():
             xs.append(None)
             continue
-        xs.append(centroid_x(mask, volume.geometry))
+        xs.append(centroid_x(mask, volume.geometry, box))
     if xs[0] is not None and xs[1] is not None:
         first_is_left = xs[0] >= xs[1]
     else:
