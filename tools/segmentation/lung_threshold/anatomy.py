@@ -166,7 +166,8 @@ def select_lungs(candidates: np.ndarray, work: np.ndarray, body: np.ndarray, spa
     voxel_ml = float(np.prod(spacing)) / 1000.0
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     # Gas is pure air: most of its voxels sit near -1000 HU. Lung tissue keeps the median higher.
-    gas_like = np.bincount(labels[work < _GAS_HU].ravel(), minlength=count + 1) > 0.5 * sizes
+    gas = np.bincount(labels[work < _GAS_HU].ravel(), minlength=count + 1)
+    gas_like = gas > 0.5 * sizes
     order = [int(i) for i in np.argsort(sizes[1:])[::-1] + 1]
     lung_like = [i for i in order if sizes[i] * voxel_ml >= MIN_LUNG_ML and not gas_like[i]]
     if not lung_like:
@@ -182,17 +183,37 @@ def select_lungs(candidates: np.ndarray, work: np.ndarray, body: np.ndarray, spa
         if len(lung_like) > 1:
             out[labels == lung_like[1]] = 2
         chosen = lung_like[:2]
-    gas_fraction = np.bincount(labels[work < _GAS_HU].ravel(), minlength=count + 1) / np.maximum(sizes, 1)
+    gas_fraction = gas / np.maximum(sizes, 1)
     fragments = [
         i for i in order
         if i not in chosen and sizes[i] * voxel_ml >= _FRAGMENT_MIN_ML and gas_fraction[i] <= _FRAGMENT_MAX_GAS_FRACTION
     ]
-    boxes = ndimage.find_objects(labels)
-    fragments = [
-        i for i in fragments if float(np.median(work[boxes[i - 1]][labels[boxes[i - 1]] == i])) <= _FRAGMENT_MAX_MEDIAN_HU
-    ]
-    _attach_fragments(out, labels, [(i, boxes[i - 1]) for i in fragments], spacing, _body_mid_column(body))
+    measured = _boxes_and_medians(labels, count, work, fragments)
+    kept = [(i, box) for i, (box, median) in zip(fragments, measured, strict=True) if median <= _FRAGMENT_MAX_MEDIAN_HU]
+    _attach_fragments(out, labels, kept, spacing, _body_mid_column(body))
     return Lungs(labels=out, cut_at_midline=cut)
+
+
+def _boxes_and_medians(
+    labels: np.ndarray, count: int, work: np.ndarray, wanted: list[int]
+) -> list[tuple[tuple[slice, ...], float]]:
+    """Bounding box and median HU of each label in ``wanted``, from one pass over the array.
+
+    The same as ``ndimage.find_objects`` and a median per box, without scanning for every
+    other (small) region.
+    """
+    if not wanted:
+        return []
+    lookup = np.zeros(count + 1, dtype=bool)
+    lookup[wanted] = True
+    where = np.nonzero(lookup[labels])
+    found = labels[where]
+    out = []
+    for i in wanted:
+        own = tuple(axis[found == i] for axis in where)
+        box = tuple(slice(int(axis.min()), int(axis.max()) + 1) for axis in own)
+        out.append((box, float(np.median(work[own]))))
+    return out
 
 
 def _attach_fragments(
