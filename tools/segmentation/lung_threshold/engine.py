@@ -24,7 +24,7 @@ from tools.segmentation.lung_threshold.grid import (
     block_mean,
     dilate,
     fill_holes_3d,
-    fill_holes_axial,
+    fill_holes_axial_rest,
     filter_size,
     in_plane_box,
     padded_box,
@@ -123,7 +123,10 @@ def _refine(
     closed = ndimage.minimum_filter(ndimage.maximum_filter(mask.view(np.uint8), size=size), size=size) > 0
     mask |= closed & allowed
     max_hole_px = int(_MAX_AXIAL_HOLE_MM2 / (spacing[1] * spacing[2]))
-    mask = fill_holes_3d(fill_holes_axial(mask, max_hole_px, hu, thresholds))
+    mask, open_holes = fill_holes_axial_rest(mask, max_hole_px, hu, thresholds)
+    # A hole enclosed in 3D is made of axial holes left open: none left, nothing to look for.
+    if open_holes is not None:
+        mask = fill_holes_3d(mask, open_holes)
     return mask | (_in_plane_ring(mask, _EDGE_RING_MM, spacing) & allowed & (hu < edge_threshold))
 
 

@@ -76,6 +76,20 @@ def fill_holes_axial(
     With ``max_area_px``, only holes up to that many pixels are filled; with ``hu`` and
     ``large_hu_range`` (low, high) also larger holes whose median HU lies in that range.
     """
+    return fill_holes_axial_rest(mask, max_area_px, hu, large_hu_range)[0]
+
+
+def fill_holes_axial_rest(
+    mask: np.ndarray,
+    max_area_px: int | None = None,
+    hu: np.ndarray | None = None,
+    large_hu_range: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, Box | None]:
+    """``fill_holes_axial``, and the bounding box of the holes it left open (None: none).
+
+    Only those can be part of a hole enclosed in 3D (``fill_holes_3d``): a background region
+    enclosed in 3D is enclosed in each of its slices, and every axial hole is filled or left.
+    """
     labels, count = ndimage.label(~mask, structure=SLICE_2D_4)
     enclosed = np.ones(count + 1, dtype=bool)
     for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
@@ -83,7 +97,7 @@ def fill_holes_axial(
     enclosed[0] = False
     holes = enclosed[labels]
     if max_area_px is None:
-        return mask | holes
+        return mask | holes, None
     # Sizes and medians are taken over the holes' voxels only: a few percent of the array.
     where = np.nonzero(holes)
     hole_labels = labels[where]
@@ -96,18 +110,33 @@ def fill_holes_axial(
     out = mask.copy()
     keep = fill[hole_labels]
     out[tuple(axis[keep] for axis in where)] = True
-    return out
+    left = [axis[~keep] for axis in where]
+    if left[0].size == 0:
+        return out, None
+    return out, tuple(slice(int(axis.min()), int(axis.max()) + 1) for axis in left)  # type: ignore[return-value]
 
 
-def fill_holes_3d(mask: np.ndarray) -> np.ndarray:
-    """Fill background regions enclosed in 3D (a nodule or mass surrounded by lung)."""
-    labels, _ = ndimage.label(~mask)
-    fill = np.ones(int(labels.max()) + 1, dtype=bool)
+def fill_holes_3d(mask: np.ndarray, within: Box | None = None) -> np.ndarray:
+    """Fill background regions enclosed in 3D (a nodule or mass surrounded by lung).
+
+    ``within``: a box that holds every voxel of such a region (``fill_holes_axial_rest``);
+    only it, grown by a voxel, is labelled. A region there that does not touch that margin
+    cannot reach further, and one that touches the array's edge is not enclosed either way.
+    """
+    box = (
+        tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(within, mask.shape, strict=True))
+        if within is not None
+        else tuple(slice(0, n) for n in mask.shape)
+    )
+    labels, count = ndimage.label(~mask[box])
+    fill = np.ones(count + 1, dtype=bool)
     for axis in range(3):
         for end in (0, -1):
             fill[np.take(labels, end, axis=axis)] = False
     fill[0] = False
-    return mask | fill[labels]
+    out = mask.copy()
+    out[box] |= fill[labels]
+    return out
 
 
 def filter_size(radius_mm: float, spacing: Spacing) -> tuple[int, int, int]:
