@@ -135,10 +135,10 @@ def airway_mask(inside_air: np.ndarray, work: np.ndarray, body: np.ndarray, spac
     region = seed
     for _ in range(_AIRWAY_LEAK_RETRIES):
         lumen = (work < threshold) & inside_air
-        labels, _ = ndimage.label(lumen)
+        labels, count = ndimage.label(lumen)
         hit = np.unique(labels[seed & lumen])
         hit = hit[hit > 0]
-        grown = np.isin(labels, hit) if hit.size else seed
+        grown = _members(labels, count, hit) if hit.size else seed
         if np.count_nonzero(grown) * voxel_ml <= _AIRWAY_MAX_ML:
             region = grown | seed
             break
@@ -147,6 +147,13 @@ def airway_mask(inside_air: np.ndarray, work: np.ndarray, body: np.ndarray, spac
         logger.warning("airway growth leaked at every threshold down to %.0f HU; only the trachea section is removed", threshold)
     wall = ndimage.maximum_filter(region.view(np.uint8), size=filter_size(_AIRWAY_WALL_MM, spacing)) > 0
     return wall & inside_air
+
+
+def _members(labels: np.ndarray, count: int, wanted: np.ndarray) -> np.ndarray:
+    """``np.isin(labels, wanted)`` for labels 0..count, by one lookup per voxel (no sorting)."""
+    lookup = np.zeros(count + 1, dtype=bool)
+    lookup[wanted] = True
+    return lookup[labels]
 
 
 @dataclass
@@ -301,10 +308,10 @@ def _two_cores(cores: np.ndarray, count: int) -> np.ndarray | None:
     first, second = (int(i) for i in np.argsort(sizes)[::-1][:2])
     if sizes[second] < _SPLIT_MIN_CORE_FRACTION * sizes[first]:
         return None
-    markers = np.zeros(cores.shape, dtype=np.int32)
-    markers[cores == first] = 1
-    markers[cores == second] = 2
-    return markers
+    values = np.zeros(count + 1, dtype=np.int32)
+    values[first] = 1
+    values[second] = 2
+    return values[cores]
 
 
 def _grow_inside(markers: np.ndarray, region: np.ndarray, steps: int) -> np.ndarray:
