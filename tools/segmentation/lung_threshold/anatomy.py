@@ -22,6 +22,7 @@ from tools.segmentation.lung_threshold.grid import (
     fill_holes_axial,
     filter_size,
     in_plane_box,
+    padded_box,
 )
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,11 @@ def airway_mask(inside_air: np.ndarray, work: np.ndarray, body: np.ndarray, spac
         threshold -= _AIRWAY_LEAK_STEP_HU
     else:
         logger.warning("airway growth leaked at every threshold down to %.0f HU; only the trachea section is removed", threshold)
-    wall = ndimage.maximum_filter(region.view(np.uint8), size=filter_size(_AIRWAY_WALL_MM, spacing)) > 0
+    # The wall is looked for around the tree only: its box, grown by the filter's reach.
+    size = filter_size(_AIRWAY_WALL_MM, spacing)
+    box = padded_box(region, max(size) // 2)
+    wall = np.zeros_like(region)
+    wall[box] = ndimage.maximum_filter(region[box].view(np.uint8), size=size) > 0
     return wall & inside_air
 
 
