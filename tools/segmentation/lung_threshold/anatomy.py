@@ -69,13 +69,30 @@ def body_mask(air: np.ndarray) -> np.ndarray:
     labels, count = ndimage.label(~air)
     if count == 0:
         return np.zeros_like(air)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    body = labels == int(np.argmax(sizes))
+    body = labels == _largest_label(labels)
     # A hole is enclosed by the body, so it lies within the body's in-plane box: filled there.
     box = in_plane_box(body)
     body[box] = fill_holes_axial(body[box])
     return body
+
+
+def _largest_label(labels: np.ndarray) -> int:
+    """The label with the most voxels (the lowest of equals), as an argmax of all the counts.
+
+    Counted in the largest bounding boxes only: a label cannot hold more voxels than its
+    box, so once a box is smaller than the best count so far, no later label can win. A
+    whole-array bincount costs several times more on a full-resolution grid.
+    """
+    boxes = ndimage.find_objects(labels)
+    volumes = np.array([np.prod([s.stop - s.start for s in box]) for box in boxes])
+    best, best_size = 0, -1
+    for index in np.argsort(volumes, kind="stable")[::-1]:
+        if volumes[index] < best_size:
+            break
+        size = int(np.count_nonzero(labels[boxes[index]] == index + 1))
+        if size > best_size or (size == best_size and index + 1 < best):
+            best, best_size = int(index) + 1, size
+    return best
 
 
 def _find_trachea(inside_air: np.ndarray, work: np.ndarray, body: np.ndarray, spacing: Spacing) -> np.ndarray | None:
