@@ -14,9 +14,21 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from tools.segmentation.lung_threshold.grid import SLICE_2D, SLICE_2D_4, Spacing, fill_holes_axial, filter_size
+from tools.segmentation.lung_threshold.grid import (
+    SLICE_2D,
+    Spacing,
+    dilate,
+    erode,
+    fill_holes_axial,
+    filter_size,
+    in_plane_box,
+    padded_box,
+)
 
 logger = logging.getLogger(__name__)
+
+# The axes of a slice: in-plane (4-connected) erosion and growth.
+_IN_PLANE = (1, 2)
 
 # Pure gas (bowel, stomach): most voxels below this. Even emphysematous lung stays above.
 _GAS_HU = -950.0
@@ -57,9 +69,30 @@ def body_mask(air: np.ndarray) -> np.ndarray:
     labels, count = ndimage.label(~air)
     if count == 0:
         return np.zeros_like(air)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return fill_holes_axial(labels == int(np.argmax(sizes)))
+    body = labels == _largest_label(labels)
+    # A hole is enclosed by the body, so it lies within the body's in-plane box: filled there.
+    box = in_plane_box(body)
+    body[box] = fill_holes_axial(body[box])
+    return body
+
+
+def _largest_label(labels: np.ndarray) -> int:
+    """The label with the most voxels (the lowest of equals), as an argmax of all the counts.
+
+    Counted in the largest bounding boxes only: a label cannot hold more voxels than its
+    box, so once a box is smaller than the best count so far, no later label can win. A
+    whole-array bincount costs several times more on a full-resolution grid.
+    """
+    boxes = ndimage.find_objects(labels)
+    volumes = np.array([np.prod([s.stop - s.start for s in box]) for box in boxes])
+    best, best_size = 0, -1
+    for index in np.argsort(volumes, kind="stable")[::-1]:
+        if volumes[index] < best_size:
+            break
+        size = int(np.count_nonzero(labels[boxes[index]] == index + 1))
+        if size > best_size or (size == best_size and index + 1 < best):
+            best, best_size = int(index) + 1, size
+    return best
 
 
 def _find_trachea(inside_air: np.ndarray, work: np.ndarray, body: np.ndarray, spacing: Spacing) -> np.ndarray | None:
@@ -120,18 +153,29 @@ def airway_mask(inside_air: np.ndarray, work: np.ndarray, body: np.ndarray, spac
     region = seed
     for _ in range(_AIRWAY_LEAK_RETRIES):
         lumen = (work < threshold) & inside_air
-        labels, _ = ndimage.label(lumen)
+        labels, count = ndimage.label(lumen)
         hit = np.unique(labels[seed & lumen])
         hit = hit[hit > 0]
-        grown = np.isin(labels, hit) if hit.size else seed
+        grown = _members(labels, count, hit) if hit.size else seed
         if np.count_nonzero(grown) * voxel_ml <= _AIRWAY_MAX_ML:
             region = grown | seed
             break
         threshold -= _AIRWAY_LEAK_STEP_HU
     else:
         logger.warning("airway growth leaked at every threshold down to %.0f HU; only the trachea section is removed", threshold)
-    wall = ndimage.maximum_filter(region.view(np.uint8), size=filter_size(_AIRWAY_WALL_MM, spacing)) > 0
+    # The wall is looked for around the tree only: its box, grown by the filter's reach.
+    size = filter_size(_AIRWAY_WALL_MM, spacing)
+    box = padded_box(region, max(size) // 2)
+    wall = np.zeros_like(region)
+    wall[box] = ndimage.maximum_filter(region[box].view(np.uint8), size=size) > 0
     return wall & inside_air
+
+
+def _members(labels: np.ndarray, count: int, wanted: np.ndarray) -> np.ndarray:
+    """``np.isin(labels, wanted)`` for labels 0..count, by one lookup per voxel (no sorting)."""
+    lookup = np.zeros(count + 1, dtype=bool)
+    lookup[wanted] = True
+    return lookup[labels]
 
 
 @dataclass
@@ -151,7 +195,8 @@ def select_lungs(candidates: np.ndarray, work: np.ndarray, body: np.ndarray, spa
     voxel_ml = float(np.prod(spacing)) / 1000.0
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     # Gas is pure air: most of its voxels sit near -1000 HU. Lung tissue keeps the median higher.
-    gas_like = np.bincount(labels[work < _GAS_HU].ravel(), minlength=count + 1) > 0.5 * sizes
+    gas = np.bincount(labels[work < _GAS_HU].ravel(), minlength=count + 1)
+    gas_like = gas > 0.5 * sizes
     order = [int(i) for i in np.argsort(sizes[1:])[::-1] + 1]
     lung_like = [i for i in order if sizes[i] * voxel_ml >= MIN_LUNG_ML and not gas_like[i]]
     if not lung_like:
@@ -167,17 +212,37 @@ def select_lungs(candidates: np.ndarray, work: np.ndarray, body: np.ndarray, spa
         if len(lung_like) > 1:
             out[labels == lung_like[1]] = 2
         chosen = lung_like[:2]
-    gas_fraction = np.bincount(labels[work < _GAS_HU].ravel(), minlength=count + 1) / np.maximum(sizes, 1)
+    gas_fraction = gas / np.maximum(sizes, 1)
     fragments = [
         i for i in order
         if i not in chosen and sizes[i] * voxel_ml >= _FRAGMENT_MIN_ML and gas_fraction[i] <= _FRAGMENT_MAX_GAS_FRACTION
     ]
-    boxes = ndimage.find_objects(labels)
-    fragments = [
-        i for i in fragments if float(np.median(work[boxes[i - 1]][labels[boxes[i - 1]] == i])) <= _FRAGMENT_MAX_MEDIAN_HU
-    ]
-    _attach_fragments(out, labels, [(i, boxes[i - 1]) for i in fragments], spacing, _body_mid_column(body))
+    measured = _boxes_and_medians(labels, count, work, fragments)
+    kept = [(i, box) for i, (box, median) in zip(fragments, measured, strict=True) if median <= _FRAGMENT_MAX_MEDIAN_HU]
+    _attach_fragments(out, labels, kept, spacing, _body_mid_column(body))
     return Lungs(labels=out, cut_at_midline=cut)
+
+
+def _boxes_and_medians(
+    labels: np.ndarray, count: int, work: np.ndarray, wanted: list[int]
+) -> list[tuple[tuple[slice, ...], float]]:
+    """Bounding box and median HU of each label in ``wanted``, from one pass over the array.
+
+    The same as ``ndimage.find_objects`` and a median per box, without scanning for every
+    other (small) region.
+    """
+    if not wanted:
+        return []
+    lookup = np.zeros(count + 1, dtype=bool)
+    lookup[wanted] = True
+    where = np.nonzero(lookup[labels])
+    found = labels[where]
+    out = []
+    for i in wanted:
+        own = tuple(axis[found == i] for axis in where)
+        box = tuple(slice(int(axis.min()), int(axis.max()) + 1) for axis in own)
+        out.append((box, float(np.median(work[own]))))
+    return out
 
 
 def _attach_fragments(
@@ -234,8 +299,10 @@ def _split(mask: np.ndarray, spacing: Spacing, body: np.ndarray) -> tuple[np.nda
     out = np.zeros(mask.shape, dtype=np.uint8)
     # Usually the lungs meet along a junction line a voxel or two thick: a small in-plane
     # erosion separates them and growing back inside the region restores the rest.
+    eroded = sub
     for steps in range(1, _THIN_JUNCTION_STEPS + 1):
-        cores, count = ndimage.label(ndimage.binary_erosion(sub, structure=SLICE_2D_4, iterations=steps))
+        eroded = erode(eroded, 1, _IN_PLANE)
+        cores, count = ndimage.label(eroded)
         markers = _two_cores(cores, count)
         if markers is not None:
             out[box] = _grow_inside(markers, sub, steps)
@@ -263,10 +330,10 @@ def _two_cores(cores: np.ndarray, count: int) -> np.ndarray | None:
     first, second = (int(i) for i in np.argsort(sizes)[::-1][:2])
     if sizes[second] < _SPLIT_MIN_CORE_FRACTION * sizes[first]:
         return None
-    markers = np.zeros(cores.shape, dtype=np.int32)
-    markers[cores == first] = 1
-    markers[cores == second] = 2
-    return markers
+    values = np.zeros(count + 1, dtype=np.int32)
+    values[first] = 1
+    values[second] = 2
+    return values[cores]
 
 
 def _grow_inside(markers: np.ndarray, region: np.ndarray, steps: int) -> np.ndarray:
@@ -278,7 +345,7 @@ def _grow_inside(markers: np.ndarray, region: np.ndarray, steps: int) -> np.ndar
     out = markers.astype(np.uint8)
     for _ in range(steps + 1):
         free = region & (out == 0)
-        grown = [ndimage.binary_dilation(out == value, structure=SLICE_2D_4) & free for value in (1, 2)]
+        grown = [dilate(out == value, 1, _IN_PLANE) & free for value in (1, 2)]
         out[grown[0]] = 1
         out[grown[1] & ~grown[0]] = 2
     rest = region & (out == 0)

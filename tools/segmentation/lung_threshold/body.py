@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from tools.imaging.blocks import block_mean
-from tools.segmentation.lung_threshold.grid import Spacing, fill_holes_axial, upsample
+from tools.segmentation.lung_threshold.grid import Spacing, dilate, erode, fill_holes_axial, upsample
 
 # Thicker than a table's shell and its pad, thinner than any part of a body worth contouring.
 _TABLE_MM = 8.0
@@ -54,8 +54,8 @@ def body_outline(hu: np.ndarray, air_w: np.ndarray, factors: tuple[int, int, int
     """The body on the full-resolution grid of ``hu`` (canonical view), from the working grid's air."""
     body_w = _without_table(air_w, spacing_w)
     whole = tuple(slice(0, n) for n in hu.shape)
-    inner = upsample(ndimage.binary_erosion(body_w, iterations=_BAND_STEPS), factors, whole)  # type: ignore[arg-type]
-    outer = upsample(ndimage.binary_dilation(body_w, iterations=_BAND_STEPS), factors, whole)  # type: ignore[arg-type]
+    inner = upsample(erode(body_w, _BAND_STEPS), factors, whole)  # type: ignore[arg-type]
+    outer = upsample(dilate(body_w, _BAND_STEPS), factors, whole)  # type: ignore[arg-type]
     band = outer & ~inner
     body = inner.copy()
     body[band] = hu[band] >= air_hu

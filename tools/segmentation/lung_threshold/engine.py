@@ -14,16 +14,19 @@ import numpy as np
 from scipy import ndimage
 
 from tools.imaging.blocks import block_mean
-from tools.imaging.orientation import reorient
+from tools.imaging.orientation import Reorientation, reorient
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError, SegmentationResult, StructureMask, resolve_targets
 from tools.segmentation.lung_threshold.anatomy import MIN_LUNG_ML, airway_mask, body_mask, select_lungs
 from tools.segmentation.lung_threshold.body import body_outline
 from tools.segmentation.lung_threshold.grid import (
+    Box,
     Spacing,
+    dilate,
     fill_holes_3d,
-    fill_holes_axial,
+    fill_holes_axial_rest,
     filter_size,
+    in_plane_box,
     padded_box,
     upsample,
     working_factors,
@@ -73,14 +76,19 @@ def _grow_labels(labels: np.ndarray, steps: int, factors: tuple[int, int, int]) 
     the slice axis only where working voxels span several slices: a thick slice is the
     same at both resolutions, and growing through it would reach the abdomen's gas.
     """
-    structure = ndimage.generate_binary_structure(3, 1)
-    if factors[0] == 1:
-        structure[0] = structure[2] = False
-    grown = [ndimage.binary_dilation(labels == value, structure=structure, iterations=steps) for value in (1, 2)]
+    axes = (1, 2) if factors[0] == 1 else (0, 1, 2)
+    grown = [dilate(labels == value, steps, axes) for value in (1, 2)]
     out = labels.copy()
     free = labels == 0
     out[free & grown[0] & ~grown[1]] = 1
     out[free & grown[1] & ~grown[0]] = 2
+    return out
+
+
+def _embed(part: np.ndarray, box: Box, shape: tuple[int, ...]) -> np.ndarray:
+    """``part`` placed at ``box`` in an array of ``shape``, zero elsewhere."""
+    out = np.zeros(shape, dtype=part.dtype)
+    out[box] = part
     return out
 
 
@@ -89,8 +97,8 @@ def _ring_median(work: np.ndarray, mask: np.ndarray, exclude: np.ndarray) -> flo
 
     Voxels in ``exclude`` (air: other lung, airways, outside) are not tissue and are left out.
     """
-    near = ndimage.binary_dilation(mask, iterations=_RING_INNER)
-    far = ndimage.binary_dilation(near, iterations=_RING_OUTER - _RING_INNER)
+    near = dilate(mask, _RING_INNER)
+    far = dilate(near, _RING_OUTER - _RING_INNER)
     ring = far & ~near & ~exclude
     return float(np.median(work[ring])) if ring.any() else None
 
@@ -115,7 +123,10 @@ def _refine(
     closed = ndimage.minimum_filter(ndimage.maximum_filter(mask.view(np.uint8), size=size), size=size) > 0
     mask |= closed & allowed
     max_hole_px = int(_MAX_AXIAL_HOLE_MM2 / (spacing[1] * spacing[2]))
-    mask = fill_holes_3d(fill_holes_axial(mask, max_hole_px, hu, thresholds))
+    mask, open_holes = fill_holes_axial_rest(mask, max_hole_px, hu, thresholds)
+    # A hole enclosed in 3D is made of axial holes left open: none left, nothing to look for.
+    if open_holes is not None:
+        mask = fill_holes_3d(mask, open_holes)
     return mask | (_in_plane_ring(mask, _EDGE_RING_MM, spacing) & allowed & (hu < edge_threshold))
 
 
@@ -154,14 +165,22 @@ class LungThresholdEngine:
 
         air = work < _INITIAL_THRESHOLD_HU
         body = body_mask(air)
-        inside_air = air & body
-        airway = airway_mask(inside_air, work, body, work_spacing)
-        lungs = select_lungs(inside_air & ~airway, work, body, work_spacing)
+        # Airways and lungs are air inside the body: found within the body's in-plane box
+        # (room air, table and padding around it are often half the grid), all slices kept
+        # so that "the top of the scan" stays the same, then put back on the whole grid.
+        roi = in_plane_box(body)
+        body_r = body[roi]
+        inside_air = air[roi] & body_r
+        airway_r = airway_mask(inside_air, work[roi], body_r, work_spacing)
+        lungs = select_lungs(inside_air & ~airway_r, work[roi], body_r, work_spacing)
         if lungs is None:
             raise EngineError(
                 f"{ENGINE_NAME}: series {series} has no lung-like air region of at least {MIN_LUNG_ML:.0f} mL "
                 "inside the body; check that the series is a CT covering the chest."
             )
+        airway = np.zeros(work.shape, dtype=bool)
+        airway[roi] = airway_r
+        lungs.labels = _embed(lungs.labels, roi, work.shape)
 
         # Everything from here on happens near the lungs only.
         box_w = padded_box(lungs.labels > 0, _TERRITORY_STEPS + _RING_OUTER + 1)
@@ -174,10 +193,13 @@ class LungThresholdEngine:
         edge_threshold = lung_median + _EDGE_FRACTION * (tissue - lung_median)
 
         territory_w = _grow_labels(labels_w, _TERRITORY_STEPS, factors)
-        airway_guard = ndimage.binary_dilation(airway_w)
+        airway_guard = dilate(airway_w)
         masks: list[np.ndarray] = []
+        source_boxes: list[Box | None] = []
         for value in (1, 2):
-            full = np.zeros(hu.shape, dtype=bool)
+            # Written through the canonical view straight into the volume's layout: no copy back.
+            full = np.zeros(volume.array.shape, dtype=bool)
+            source_box = None
             own_w = territory_w == value
             if own_w.any():
                 # Each lung is refined in its own box: half the voxels of both together.
@@ -189,16 +211,18 @@ class LungThresholdEngine:
                 local = tuple(
                     slice(s.start - b.start * f, s.stop - b.start * f) for b, s, f in zip(box_w, box, factors, strict=True)
                 )
-                full[box] = _refine(
+                canon.forward(full)[box] = _refine(
                     hu[box],
                     upsample(own_w, factors, local),
                     upsample(airway_guard, factors, local),
                     (threshold, edge_threshold),
                     canon.spacing,
                 )
-            masks.append(canon.backward(full))
+                source_box = _source_box(canon, box)
+            masks.append(full)
+            source_boxes.append(source_box)
 
-        by_side = _assign_sides(masks, volume)
+        by_side = _assign_sides(masks, source_boxes, volume)
         confidences = {}
         for value, mask in zip((1, 2), masks, strict=True):
             key = "left-lung" if mask is by_side["left-lung"] else "right-lung"
@@ -229,17 +253,27 @@ class LungThresholdEngine:
         )
 
 
-def _assign_sides(masks: list[np.ndarray], volume: Volume) -> dict[str, np.ndarray]:
+def _source_box(canon: Reorientation, box: Box) -> Box:
+    """``box`` of the canonical view as the same voxels' box in the source array."""
+    source: list[slice] = [slice(None)] * 3
+    for axis, (part, n) in enumerate(zip(box, canon.shape, strict=True)):
+        start, stop, _ = part.indices(n)
+        source[canon.perm[axis]] = slice(n - stop, n - start) if canon.flip[axis] else slice(start, stop)
+    return tuple(source)  # type: ignore[return-value]
+
+
+def _assign_sides(masks: list[np.ndarray], boxes: list[Box | None], volume: Volume) -> dict[str, np.ndarray]:
     """Name the two masks by their centroid's patient x (LPS: +x is the patient's left).
 
-    With one lung found, it is named by which side of the body centre it lies.
+    ``boxes``: where each mask can have voxels (None: nowhere). With one lung found, it is
+    named by which side of the body centre it lies.
     """
     xs: list[float | None] = []
-    for mask in masks:
-        if not mask.any():
+    for mask, box in zip(masks, boxes, strict=True):
+        if box is None or not mask[box].any():
             xs.append(None)
             continue
-        xs.append(centroid_x(mask, volume.geometry))
+        xs.append(centroid_x(mask, volume.geometry, box))
     if xs[0] is not None and xs[1] is not None:
         first_is_left = xs[0] >= xs[1]
     else:
