@@ -9,7 +9,6 @@ parametrized over (`tests/state_databases.py`); `redis_broker` is a private Redi
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from agent.services.postgres import PostgresCluster
 from agent.services.process import free_port
 from agent.settings import PROJECT_ROOT, Settings
 from tests.brokers import running_redis
+from tests.ci import missing
 from tests.oidc_provider import Provider, running_provider
 from tests.state_databases import BACKENDS, ServiceError, fresh_database, running_cluster, unavailable
 from tools.state.database import sqlite_url
@@ -122,10 +122,7 @@ def shared_data() -> Path:
     """../shared/data. Required in CI; on a user's machine without it, those tests skip."""
     if (SHARED_DATA / "lidc-idri-0001" / "dicom").is_dir():
         return SHARED_DATA
-    message = f"real CT data not found at {SHARED_DATA} (see docs/architecture.md, Tests)"
-    if os.environ.get("CI"):
-        pytest.fail(message + "; CI requires it")
-    pytest.skip(message)
+    missing(f"real CT data not found at {SHARED_DATA}", "see docs/architecture.md, Tests")
 
 
 @pytest.fixture(scope="session")
@@ -145,10 +142,7 @@ def redis_broker() -> Iterator[str]:
         with running_redis(free_port()) as url:
             yield url
     except ServiceError as exc:
-        message = f"Redis for the worker tests: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI requires it (./scripts/bootstrap.sh installs the Debian package redis-server)")
-        pytest.skip(message)
+        missing(f"Redis for the worker tests: {exc}", "./scripts/bootstrap.sh installs the Debian package redis-server")
 
 
 @pytest.fixture(params=BACKENDS)

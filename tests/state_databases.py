@@ -7,7 +7,6 @@ folders are 0700 root), and stopped by its PID afterwards. Each test gets a data
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import uuid
@@ -22,6 +21,7 @@ from psycopg import sql
 from agent.services import process
 from agent.services.postgres import PostgresCluster, cluster_user, create_database, initialise, postgres_spec
 from agent.services.process import ServiceError
+from tests.ci import missing
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 SYSTEM_USER = "imaging-agent-db"
@@ -45,10 +45,7 @@ def running_cluster(port: int) -> Iterator[PostgresCluster]:
 
 def unavailable(reason: str) -> None:
     """Fail in CI (a test that needs a service never skips there); skip elsewhere, saying why."""
-    message = f"PostgreSQL for the state tests: {reason}"
-    if os.environ.get("CI"):
-        pytest.fail(message + "; CI requires it (./scripts/bootstrap.sh installs the Debian package postgresql)")
-    pytest.skip(message)
+    missing(f"PostgreSQL for the state tests: {reason}", "./scripts/bootstrap.sh installs the Debian package postgresql")
 
 
 @contextmanager

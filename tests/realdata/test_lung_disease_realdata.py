@@ -28,6 +28,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from tests.ci import missing
 from tools.imaging.orientation import array_axis_spacing
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.results.rtstruct import rtstruct_masks
@@ -54,7 +55,7 @@ def nsclc(shared_data: Path) -> tuple[Volume, dict[str, np.ndarray], Segmentatio
     """The CT, its manual structures by ROI name, and the engine's assessed result (run once)."""
     folder = shared_data / CASE
     if not (folder / "rtstruct.dcm").is_file():
-        pytest.skip(f"{folder} has no rtstruct.dcm (see ../shared/data/README.md)")
+        missing(f"{folder} has no rtstruct.dcm", "see ../shared/data/README.md")
     volume = assemble_volume(read_series_dir(folder / "dicom"))
     manual = rtstruct_masks(pydicom.dcmread(folder / "rtstruct.dcm"), volume)
     return volume, manual, assess(volume, LungThresholdEngine().segment(volume, ["lungs"]))
