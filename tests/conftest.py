@@ -156,6 +156,15 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture()
+def database(state_url: str) -> Iterator[Engine]:
+    """The runtime's database, not migrated (the runtime migrates it); the runtimes of a test share it
+    as processes on one database would."""
+    engine = build_state_engine(state_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
 def state_engine(state_url: str) -> Iterator[Engine]:
     """An engine over `state_url`, migrated to the newest schema, disposed afterwards."""
     engine = build_state_engine(state_url)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from agent.parts import dimse_client
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from tests.integration.workflow_helpers import approve, assert_written_once, phantom_spec, retire, seed_phantom
-from tools.dimse.client import DimseClient
 from tools.workflow.result_stores import dataset_sha256
 
 pytestmark = pytest.mark.integration
@@ -27,10 +27,6 @@ _seeds = itertools.count(4801)
 
 def _dimse_settings(dicom_settings: Settings, live_settings: Settings, run_dir: Path) -> Settings:
     return dicom_settings.model_copy(update={"fhir_url": live_settings.fhir_url, "run_dir": run_dir, "pacs_store": "dimse"})
-
-
-def _dimse(settings: Settings) -> DimseClient:
-    return DimseClient(settings.dimse_host, settings.dimse_port, settings.dimse_called_aet, settings.dimse_calling_aet)
 
 
 def test_approved_results_are_c_stored_found_and_read_back(
@@ -46,7 +42,7 @@ def test_approved_results_are_c_stored_found_and_read_back(
         assert [o["outcome"] for o in final.outcomes] == ["completed"], final.outcomes
         assert_written_once(settings, study)
         for write in pending.request.dicom_writes:
-            assert write.sop_instance_uid in _dimse(settings).find_instances(study.study_instance_uid, write.series_instance_uid)
+            assert write.sop_instance_uid in dimse_client(settings).find_instances(study.study_instance_uid, write.series_instance_uid)
     finally:
         retire(settings, [study])
 
@@ -65,7 +61,7 @@ def test_a_forged_object_under_a_derived_uid_is_caught_over_dimse_too(
             forged.StructureSetROISequence[0].ROIName = "FORGED"
             buffer = io.BytesIO()
             forged.save_as(buffer, enforce_file_format=True)
-            assert _dimse(settings).store_part10([buffer.getvalue()]).ok
+            assert dimse_client(settings).store_part10([buffer.getvalue()]).ok
             final = runtime.decide(report.thread_id, {pending.interrupt_id: approve()})
         [outcome] = final.outcomes
         assert outcome["outcome"] == "failed", outcome

@@ -78,6 +78,12 @@ def _start_node(settings: Settings, port: int, log: Path) -> subprocess.Popen[by
         [str(CLI), "listen"], env=_env(settings, port), cwd=settings.run_dir,
         stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )
+    _wait_for_echo(process, port, log)
+    return process
+
+
+def _wait_for_echo(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Until the node in `process` answers C-ECHO from the configured sender (60 s at most)."""
     ae = AE(ae_title=SENDER)
     ae.add_requested_context(Verification)
     deadline = time.monotonic() + 60
@@ -85,8 +91,9 @@ def _start_node(settings: Settings, port: int, log: Path) -> subprocess.Popen[by
         assert process.poll() is None, log.read_text()
         assoc = ae.associate("127.0.0.1", port, ae_title=NODE)
         if assoc.is_established:
+            assert assoc.send_c_echo().Status == 0x0000
             assoc.release()
-            return process
+            return
         time.sleep(0.5)
     raise AssertionError(f"the DICOM node did not answer C-ECHO in 60 s:\n{log.read_text()}")
 
@@ -176,19 +183,9 @@ def test_the_api_service_runs_the_node_when_asked(settings: Settings, tmp_path: 
         stderr=subprocess.STDOUT,
     )
     try:
+        _wait_for_echo(service, port, log)
         ae = AE(ae_title=SENDER)
         ae.add_requested_context(Verification)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert service.poll() is None, log.read_text()
-            assoc = ae.associate("127.0.0.1", port, ae_title=NODE)
-            if assoc.is_established:
-                assert assoc.send_c_echo().Status == 0x0000
-                assoc.release()
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"the service's DICOM node did not answer in 60 s:\n{log.read_text()}")
         assert ae.associate("127.0.0.1", port, ae_title="SOMEONE_ELSE").is_rejected
     finally:
         service.terminate()

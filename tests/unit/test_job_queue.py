@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -21,7 +21,6 @@ from agent.workers.queue import CeleryJobQueue
 from graphs.runtime import JobNotStartedError, QueueUnavailableError, WorkflowRuntime, study_job_of
 from tests.unit.test_runtime_leases import LeasedFake, _held_by
 from tests.unit.test_study_routing import _decision
-from tools.state.database import state_engine
 from tools.workflow.decisions import DecisionStore
 from tools.workflow.leases import JobBusyError
 
@@ -49,13 +48,6 @@ class RecordingQueue:
 
     def resume(self, thread_id: str) -> None:
         self._send("resume", thread_id)
-
-
-@pytest.fixture()
-def database(state_url: str) -> Iterator[Engine]:
-    engine = state_engine(state_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture()

@@ -142,50 +142,38 @@ def test_a_run_whose_lease_was_taken_learns_it_at_the_next_heartbeat(db: Engine)
     assert store.last_holder(JOB).token == "theirs"  # type: ignore[union-attr]  # not released by the loser
 
 
-def test_taking_a_lease_is_atomic(db: Engine) -> None:
-    """Eight runners (own connections) race for one job: exactly one gets it."""
-    stores = [_store(db) for _ in range(8)]
+def _race(stores: list[LeaseStore]) -> tuple[list[str], int]:
+    """Every store tries to acquire JOB at the same moment; (the winners' lease tokens, how many were refused)."""
     start = threading.Barrier(len(stores))
-    won: list[int] = []
+    won: list[str] = []
     refused: list[int] = []
 
-    def race(i: int) -> None:
+    def race(store: LeaseStore) -> None:
         start.wait()
         try:
-            stores[i].acquire(JOB)
-            won.append(i)
+            won.append(store.acquire(JOB).holder.token)
         except JobBusyError:
-            refused.append(i)
+            refused.append(1)
 
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(stores))]
+    threads = [threading.Thread(target=race, args=(store,)) for store in stores]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(won) == 1 and len(refused) == len(stores) - 1
+    return won, len(refused)
+
+
+def test_taking_a_lease_is_atomic(db: Engine) -> None:
+    """Eight runners (own connections) race for one job: exactly one gets it."""
+    won, refused = _race([_store(db) for _ in range(8)])
+    assert len(won) == 1 and refused == 7
 
 
 def test_taking_over_a_gone_runners_lease_is_atomic(db: Engine) -> None:
     """Eight runners find the same dead owner's lease at once: exactly one takes it over."""
     _store(db, _as(_dead_pid())).acquire(JOB)
-    stores = [_store(db) for _ in range(8)]
-    start = threading.Barrier(len(stores))
-    won: list[str] = []
-    refused: list[int] = []
-
-    def race(i: int) -> None:
-        start.wait()
-        try:
-            won.append(stores[i].acquire(JOB).holder.token)
-        except JobBusyError:
-            refused.append(i)
-
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(stores))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(won) == 1 and len(refused) == len(stores) - 1
+    won, refused = _race([_store(db) for _ in range(8)])
+    assert len(won) == 1 and refused == 7
     assert _store(db).last_holder(JOB).token == won[0]  # type: ignore[union-attr]
 
 

@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 
 from graphs.runtime import WorkflowRuntime
 from tests.unit.test_study_routing import PREPARE, FakeWorkflow, _decision
-from tools.state.database import state_engine
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.decisions import DecisionStore, request_sha256
 from tools.workflow.leases import JobBusyError, LeaseStore, this_process
@@ -50,14 +49,6 @@ class LeasedFake(FakeWorkflow):
         if fetched.work_dir.name in self.hold:
             assert self.hold[fetched.work_dir.name].wait(30), "the test never released the held study"
         return super().segment(volume_file, fetched, engine, targets, variant)
-
-
-@pytest.fixture()
-def database(state_url: str) -> Iterator[Engine]:
-    """The runtime's database; the runtimes of a test share it as processes on one database would."""
-    engine = state_engine(state_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture()
