@@ -19,13 +19,11 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
-from agent.parts import database
 from agent.settings import Settings
 from tools.identity.accounts import AccountStore
 from tools.identity.os_account import os_radiologist
 from tools.identity.principal import NotAllowedError, Principal
 from tools.identity.tokens import TokenSigner, load_or_create_secret
-from tools.state.migrate import upgrade
 
 
 class SignInError(RuntimeError):
@@ -96,12 +94,10 @@ def cli_principal(settings: Settings) -> Principal:
 @contextmanager
 def account_store(settings: Settings) -> Iterator[AccountStore]:
     """The local accounts, in the runtime's database (its schema brought up to date), with the configured lockout."""
-    engine = database(settings)
-    try:
-        upgrade(engine)
+    from agent.parts import migrated_database
+
+    with migrated_database(settings) as engine:
         yield AccountStore(engine, max_failures=settings.login_max_failures, lockout_s=settings.login_lockout_s)
-    finally:
-        engine.dispose()
 
 
 def token_signer(settings: Settings) -> TokenSigner:

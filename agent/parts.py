@@ -4,6 +4,8 @@ into clients. Everything below `agent/` takes these parts as parameters and neve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from agent.settings import Settings
@@ -73,6 +75,20 @@ def database(settings: Settings) -> Engine:
     from tools.state.database import state_engine
 
     return state_engine(settings.state_database_url())
+
+
+@contextmanager
+def migrated_database(settings: Settings) -> Iterator[Engine]:
+    """`database` with its schema brought up to date, disposed afterwards: for a command that reads or
+    writes the project's tables without a runtime (accounts, the audit index)."""
+    from tools.state.migrate import upgrade
+
+    engine = database(settings)
+    try:
+        upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def job_queue(settings: Settings) -> JobQueue | None:

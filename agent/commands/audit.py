@@ -17,9 +17,8 @@ def audit(
     inputs: Annotated[bool, typer.Option("--inputs", help="List every source instance with its sha256.")] = False,
 ) -> None:
     """Which source instances produced which stored results, who approved them, when and where they went."""
-    from agent.parts import database
+    from agent.parts import migrated_database
     from tools.ids import UnsafeIdentifierError, check_dicom_uid
-    from tools.state.migrate import upgrade
     from tools.workflow.lineage import LineageStore
 
     try:
@@ -27,13 +26,8 @@ def audit(
     except UnsafeIdentifierError as exc:
         output.error(exc)
         raise typer.Exit(2) from exc
-    settings = get_settings()
-    engine = database(settings)
-    try:
-        upgrade(engine)
+    with migrated_database(get_settings()) as engine:
         chains = LineageStore(engine).chains(study_instance_uid)
-    finally:
-        engine.dispose()
     if not chains:
         output.error(
             f"no stored result of study {study_instance_uid} is indexed here: nothing was approved and stored for it "

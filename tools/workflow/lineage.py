@@ -9,6 +9,7 @@ kept them after retrieval (the Part 10 files of the fetched series), outputs as 
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +52,7 @@ def source_instances(source_dir: Path) -> list[SourceInstance]:
     instances = []
     for path in sorted(source_dir.glob("*.dcm")):
         data = path.read_bytes()
-        header = dcmread(path, stop_before_pixels=True)
+        header = dcmread(io.BytesIO(data), stop_before_pixels=True)
         instances.append(
             SourceInstance(
                 sop_instance_uid=str(header.SOPInstanceUID),

@@ -90,8 +90,9 @@ class DimseResults:
     def held_digest(self, study_instance_uid: str, write: PendingDicomWrite) -> str | None:
         if write.sop_instance_uid not in self.dimse.find_instances(study_instance_uid, write.series_instance_uid):
             return None
-        sop_class = str(dcmread(write.path, stop_before_pixels=True).SOPClassUID)
-        held = self.dimse.get_instance(study_instance_uid, write.series_instance_uid, write.sop_instance_uid, sop_class)
+        held = self.dimse.get_instance(
+            study_instance_uid, write.series_instance_uid, write.sop_instance_uid, write.sop_class_uid
+        )
         if held is None:
             raise PacsError(
                 f"{self.dimse.peer} lists {write.kind} {write.sop_instance_uid} of study {study_instance_uid} (C-FIND) "
