@@ -65,7 +65,7 @@ def run_contour(
     read_s = time.perf_counter() - started
 
     report("segment", 0.1)
-    result, not_used = segment_with_fallback(engines, volume, engine_chain, targets)
+    result, not_used = segment_with_fallback(engines, volume, engine_chain, targets, assess_last=False)
 
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -77,6 +77,8 @@ def run_contour(
             partial,
             formats=formats,
             progress=lambda stage, fraction: report(stage, 0.5 + fraction / 2),
+            # This command runs alone in its process: the second core builds the DICOM objects.
+            fork_dicom=True,
         )
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -17,12 +17,13 @@ from typing import Literal
 from pydantic import BaseModel
 from pydicom import Dataset
 
+from tools.forked import ForkedCall, ForkedCallError
 from tools.imaging.volume import Volume
 from tools.results.common import DerivedObject, derived_uid, encoded
 from tools.results.previews import render_previews
 from tools.results.report import ReportInput, ReportStructure, conclusion, render_report
 from tools.results.rtstruct import rtstruct_dataset
-from tools.results.seg import seg_dataset
+from tools.results.seg import ResultBuildError, seg_dataset
 from tools.results.sr import sr_dataset
 from tools.segmentation.base import QAFlag, SegmentationResult, StructureMeasurements
 from tools.segmentation.qa import assess
@@ -75,10 +76,67 @@ def _measured(measurements: StructureMeasurements | None, series: str, key: str)
     return measurements
 
 
+def _previews(
+    volume: Volume,
+    result: SegmentationResult,
+    out_dir: Path,
+    formats: Sequence[OutputFormat],
+    timed: Callable[[str, float], Callable[[], None]],
+) -> list[Path]:
+    if "png" not in formats:
+        return []
+    done = timed("previews", 0.8)
+    previews = render_previews(volume, result, out_dir / "previews")
+    done()
+    return previews
+
+
 def _write(ds: Dataset, kind: Literal["RTSTRUCT", "SEG", "SR"], path: Path) -> DerivedObject:
     data, described = encoded(ds, kind)
     path.write_bytes(data)
     return described.model_copy(update={"path": path})
+
+
+def _dicom_objects(
+    source: Sequence[Dataset],
+    volume: Volume,
+    result: SegmentationResult,
+    out_dir: Path,
+    formats: Sequence[OutputFormat],
+    created: datetime | None,
+    volumes_ml: Callable[[], dict[str, float]],
+    report: Progress,
+) -> tuple[list[DerivedObject], dict[str, float]]:
+    """RTSTRUCT, SEG and SR written into `out_dir`, and the seconds each took.
+
+    Only the SR needs the measurements: `volumes_ml` is asked for them after RTSTRUCT and SEG,
+    so a forked build can start before the masks are measured.
+    """
+    objects: list[DerivedObject] = []
+    seconds: dict[str, float] = {}
+    stage, started = "", 0.0
+
+    def begin(name: str, fraction: float) -> None:
+        nonlocal stage, started
+        report(name, fraction)
+        stage, started = name, time.perf_counter()
+
+    def end(built: DerivedObject) -> None:
+        objects.append(built)
+        seconds[stage] = round(time.perf_counter() - started, 3)
+
+    if "rtstruct" in formats:
+        begin("rtstruct", 0.2)
+        end(_write(rtstruct_dataset(source, volume, result, created=created), "RTSTRUCT", out_dir / "rtstruct.dcm"))
+    if "seg" in formats:
+        begin("seg", 0.4)
+        seg = seg_dataset(source, volume, result, created=created)
+        end(_write(seg, "SEG", out_dir / "seg.dcm"))
+        if "sr" in formats:
+            volumes = volumes_ml()
+            begin("sr", 0.6)
+            end(_write(sr_dataset(source, volume, result, seg, volumes, created=created), "SR", out_dir / "sr.dcm"))
+    return objects, seconds
 
 
 def build_package(
@@ -90,54 +148,69 @@ def build_package(
     formats: Sequence[OutputFormat] = ALL_FORMATS,
     created: datetime | None = None,
     progress: Progress | None = None,
+    fork_dicom: bool = False,
 ) -> ResultPackage:
     """Write every requested output of the assessed `result` into `out_dir`.
 
     A result that was not assessed yet (tools/segmentation/qa.py) is assessed here first.
     `created` fixes every timestamp in the DICOM objects, so rebuilding the same result gives
     byte-identical files (and the same hashes the approver saw).
+
+    `fork_dicom`: build RTSTRUCT, SEG and SR in a forked child (tools/forked.py) while this
+    process measures, QA-checks and renders the previews: the same bytes on two cores. Only for
+    a single-threaded caller (the offline `contour` command).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     report = progress or (lambda stage, fraction: None)
     seconds: dict[str, float] = {}
+    if "sr" in formats and "seg" not in formats:
+        raise ValueError("the SR references the SEG: ask for 'seg' too, or leave 'sr' out")
 
     def timed(stage: str, fraction: float) -> Callable[[], None]:
         started = time.perf_counter()
         report(stage, fraction)
         return lambda: seconds.__setitem__(stage, round(time.perf_counter() - started, 3))
 
-    done = timed("measure", 0.0)
-    result = assess(volume, result)
+    def volumes_of(assessed: SegmentationResult) -> dict[str, float]:
+        return {
+            s.structure.key: _measured(s.measurements, volume.series_instance_uid, s.structure.key).volume_ml
+            for s in assessed.structures
+        }
+
+    def measured() -> SegmentationResult:
+        done = timed("measure", 0.0)
+        assessed = assess(volume, result)
+        done()
+        return assessed
+
+    if fork_dicom and any(kind in formats for kind in ("rtstruct", "seg")):
+        # RTSTRUCT and SEG need only the masks: the child builds them while this process measures.
+        unmeasured = result
+        with ForkedCall(
+            lambda receive: _dicom_objects(
+                source, volume, unmeasured, out_dir, formats, created, receive, lambda stage, fraction: None
+            ),
+            f"building the DICOM objects of series {volume.series_instance_uid}",
+        ) as dicom:
+            result = measured()
+            if "sr" in formats:
+                dicom.send(volumes_of(result))
+            previews = _previews(volume, result, out_dir, formats, timed)
+            try:
+                objects, dicom_seconds = dicom.result()
+            except ForkedCallError as exc:
+                raise ResultBuildError(str(exc)) from exc
+    else:
+        result = measured()
+        objects, dicom_seconds = _dicom_objects(
+            source, volume, result, out_dir, formats, created, lambda: volumes_of(result), report
+        )
+        previews = _previews(volume, result, out_dir, formats, timed)
+    seconds.update(dicom_seconds)
     measurements = {
         s.structure.key: _measured(s.measurements, volume.series_instance_uid, s.structure.key) for s in result.structures
     }
     flags = result.all_flags()
-    done()
-    if "sr" in formats and "seg" not in formats:
-        raise ValueError("the SR references the SEG: ask for 'seg' too, or leave 'sr' out")
-
-    objects: list[DerivedObject] = []
-    if "rtstruct" in formats:
-        done = timed("rtstruct", 0.2)
-        rtstruct = rtstruct_dataset(source, volume, result, created=created)
-        objects.append(_write(rtstruct, "RTSTRUCT", out_dir / "rtstruct.dcm"))
-        done()
-    if "seg" in formats:
-        done = timed("seg", 0.4)
-        seg = seg_dataset(source, volume, result, created=created)
-        objects.append(_write(seg, "SEG", out_dir / "seg.dcm"))
-        done()
-        if "sr" in formats:
-            done = timed("sr", 0.6)
-            volumes_ml = {key: m.volume_ml for key, m in measurements.items()}
-            sr = sr_dataset(source, volume, result, seg, volumes_ml, created=created)
-            objects.append(_write(sr, "SR", out_dir / "sr.dcm"))
-            done()
-    previews: list[Path] = []
-    if "png" in formats:
-        done = timed("previews", 0.8)
-        previews = render_previews(volume, result, out_dir / "previews")
-        done()
 
     spacing = volume.geometry.spacing
     report_input = ReportInput(

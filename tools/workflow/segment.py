@@ -28,17 +28,26 @@ def segment_with_fallback(
     chain: Sequence[str],
     targets: Sequence[str],
     exclusion: Exclusion | None = None,
+    *,
+    assess_last: bool = True,
 ) -> tuple[SegmentationResult, list[str]]:
     """The first engine in `chain` whose result exists and passes QA (the last one's result stands
     even with failed QA, so the reviewer sees it); returns the assessed result and why the engines
     before it were not used. `exclusion` (the study's GTV) is left out of every engine's result
     before QA.
+
+    `assess_last=False`: the last engine's result comes back unassessed, since its QA decides
+    nothing here; the caller assesses it (the `contour` command, on one core while the other
+    builds the DICOM objects).
     """
     not_used: list[str] = []
     for name in chain:
         try:
             raw = engines.get(name).segment(volume, list(targets))
-            result = assess(volume, without(raw, exclusion, volume) if exclusion is not None else raw)
+            kept = without(raw, exclusion, volume) if exclusion is not None else raw
+            if name == chain[-1] and not assess_last:
+                return kept, not_used
+            result = assess(volume, kept)
         except (EngineError, ServiceUnavailableError, ValueError) as exc:
             not_used.append(f"{name}: {exc}")
             continue
