@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tools.imaging.preflight import preflight
 from tools.imaging.volume import SeriesRefusedError, assemble_volume, group_by_series, read_series_dir
-from tools.results.package import OutputFormat, ResultPackage, build_package
+from tools.results.package import OutputFormat, ResultPackage, build_package, fork_dicom_build
 from tools.segmentation.catalog import EngineCatalog
 from tools.workflow.segment import segment_with_fallback
 
@@ -65,21 +65,21 @@ def run_contour(
     read_s = time.perf_counter() - started
 
     report("segment", 0.1)
-    result, not_used = segment_with_fallback(engines, volume, engine_chain, targets, assess_last=False)
-
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        package = build_package(
-            source,
-            volume,
-            result,
-            partial,
-            formats=formats,
-            progress=lambda stage, fraction: report(stage, 0.5 + fraction / 2),
-            # This command runs alone in its process: the second core builds the DICOM objects.
-            fork_dicom=True,
-        )
+        # This command is alone in its process: the second core builds the DICOM objects.
+        with fork_dicom_build(source, volume) as dicom:
+            result, not_used = segment_with_fallback(engines, volume, engine_chain, targets, assess_last=False)
+            package = build_package(
+                source,
+                volume,
+                result,
+                partial,
+                formats=formats,
+                progress=lambda stage, fraction: report(stage, 0.5 + fraction / 2),
+                dicom=dicom,
+            )
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -21,12 +21,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner, Result
 
-import tools.results.package as package_module
+import tools.results.dicom_objects as dicom_objects_module
 from agent.cli import app
 from agent.settings import get_settings
 from tests.dicom_checks import dciodvfy_errors
 from tools.phantom import Phantom, PhantomSpec, make_phantom, write_phantom
-from tools.results.seg import ResultBuildError
+from tools.results.common import ResultBuildError
 
 pytestmark = pytest.mark.unit
 
@@ -286,7 +286,7 @@ def test_a_writer_failing_midway_leaves_nothing(
     def failing_seg(*args: object, **kwargs: object) -> None:
         raise ResultBuildError("SEG writer failed on purpose (test)")
 
-    monkeypatch.setattr(package_module, "seg_dataset", failing_seg)
+    monkeypatch.setattr(dicom_objects_module, "seg_dataset", failing_seg)
     out = tmp_path / "out"
     assert_refused(invoke(written.directory, "-o", out), out, "SEG writer failed on purpose")
     assert list(tmp_path.iterdir()) == []
@@ -300,7 +300,7 @@ def test_refusal_keeps_an_existing_output_when_overwriting(
     def failing_seg(*args: object, **kwargs: object) -> None:
         raise ResultBuildError("SEG writer failed on purpose (test)")
 
-    monkeypatch.setattr(package_module, "seg_dataset", failing_seg)
+    monkeypatch.setattr(dicom_objects_module, "seg_dataset", failing_seg)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("earlier work")

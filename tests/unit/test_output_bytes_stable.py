@@ -23,7 +23,7 @@ import pytest
 
 from tools.imaging.volume import assemble_volume, read_series_dir
 from tools.phantom import PhantomSpec, make_phantom, write_phantom
-from tools.results.package import build_package
+from tools.results.package import build_package, fork_dicom_build
 from tools.segmentation.lung_threshold import LungThresholdEngine
 
 pytestmark = pytest.mark.unit
@@ -50,7 +50,11 @@ def test_phantom_outputs_are_byte_identical(position: str, fork_dicom: bool, tmp
     source = read_series_dir(tmp_path / "source")
     volume = assemble_volume(source)
     result = LungThresholdEngine().segment(volume, ["lungs"])
-    package = build_package(source, volume, result, tmp_path / "out", created=CREATED, fork_dicom=fork_dicom)
+    if fork_dicom:
+        with fork_dicom_build(source, volume) as dicom:
+            package = build_package(source, volume, result, tmp_path / "out", created=CREATED, dicom=dicom)
+    else:
+        package = build_package(source, volume, result, tmp_path / "out", created=CREATED)
 
     got = {(position, o.kind): hashlib.sha256(Path(o.path).read_bytes()).hexdigest() for o in package.objects}
     assert got == {k: v for k, v in EXPECTED_SHA256.items() if k[0] == position}

@@ -27,6 +27,10 @@ MANUFACTURER = "imaging-agent"
 SOFTWARE_VERSION = "0.1.0"
 
 
+class ResultBuildError(ValueError):
+    """A result object could not be built from these inputs; the message names the series."""
+
+
 class DerivedObject(BaseModel):
     """One DICOM object we built: what the approver sees and what the writer checks."""
 

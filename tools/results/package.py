@@ -17,14 +17,11 @@ from typing import Literal
 from pydantic import BaseModel
 from pydicom import Dataset
 
-from tools.forked import ForkedCall, ForkedCallError
+from tools.forked import ForkedCall, ForkedCallError, Receive
 from tools.imaging.volume import Volume
-from tools.results.common import DerivedObject, derived_uid, encoded
+from tools.results.common import DerivedObject, ResultBuildError, derived_uid
 from tools.results.previews import render_previews
 from tools.results.report import ReportInput, ReportStructure, conclusion, render_report
-from tools.results.rtstruct import rtstruct_dataset
-from tools.results.seg import ResultBuildError, seg_dataset
-from tools.results.sr import sr_dataset
 from tools.segmentation.base import QAFlag, SegmentationResult, StructureMeasurements
 from tools.segmentation.qa import assess
 
@@ -32,6 +29,7 @@ OutputFormat = Literal["rtstruct", "seg", "sr", "png", "json"]
 ALL_FORMATS: tuple[OutputFormat, ...] = ("rtstruct", "seg", "sr", "png", "json")
 
 Progress = Callable[[str, float], None]
+DicomBuild = ForkedCall[tuple[list[DerivedObject], dict[str, float]]]
 
 
 class StructureSummary(BaseModel):
@@ -91,52 +89,28 @@ def _previews(
     return previews
 
 
-def _write(ds: Dataset, kind: Literal["RTSTRUCT", "SEG", "SR"], path: Path) -> DerivedObject:
-    data, described = encoded(ds, kind)
-    path.write_bytes(data)
-    return described.model_copy(update={"path": path})
+def fork_dicom_build(source: Sequence[Dataset], volume: Volume) -> DicomBuild:
+    """A forked child (tools/forked.py) that will build the RTSTRUCT, SEG and SR of `volume`.
 
-
-def _dicom_objects(
-    source: Sequence[Dataset],
-    volume: Volume,
-    result: SegmentationResult,
-    out_dir: Path,
-    formats: Sequence[OutputFormat],
-    created: datetime | None,
-    volumes_ml: Callable[[], dict[str, float]],
-    report: Progress,
-) -> tuple[list[DerivedObject], dict[str, float]]:
-    """RTSTRUCT, SEG and SR written into `out_dir`, and the seconds each took.
-
-    Only the SR needs the measurements: `volumes_ml` is asked for them after RTSTRUCT and SEG,
-    so a forked build can start before the masks are measured.
+    Start it before segmenting: the child imports the writers and loads highdicom's tables
+    (about 0.4 s in a fresh process) while this one segments, then waits for
+    :func:`build_package` to hand it the result. Only from a single-threaded process (the
+    offline `contour` command): see tools/forked.py.
     """
-    objects: list[DerivedObject] = []
-    seconds: dict[str, float] = {}
-    stage, started = "", 0.0
+    return ForkedCall(
+        lambda receive: _build_when_given(source, volume, receive),
+        f"building the DICOM objects of series {volume.series_instance_uid}",
+    )
 
-    def begin(name: str, fraction: float) -> None:
-        nonlocal stage, started
-        report(name, fraction)
-        stage, started = name, time.perf_counter()
 
-    def end(built: DerivedObject) -> None:
-        objects.append(built)
-        seconds[stage] = round(time.perf_counter() - started, 3)
+def _build_when_given(
+    source: Sequence[Dataset], volume: Volume, receive: Receive
+) -> tuple[list[DerivedObject], dict[str, float]]:
+    from tools.results.dicom_objects import load_standard_tables, write_dicom_objects
 
-    if "rtstruct" in formats:
-        begin("rtstruct", 0.2)
-        end(_write(rtstruct_dataset(source, volume, result, created=created), "RTSTRUCT", out_dir / "rtstruct.dcm"))
-    if "seg" in formats:
-        begin("seg", 0.4)
-        seg = seg_dataset(source, volume, result, created=created)
-        end(_write(seg, "SEG", out_dir / "seg.dcm"))
-        if "sr" in formats:
-            volumes = volumes_ml()
-            begin("sr", 0.6)
-            end(_write(sr_dataset(source, volume, result, seg, volumes, created=created), "SR", out_dir / "sr.dcm"))
-    return objects, seconds
+    load_standard_tables()
+    result, out_dir, formats, created = receive()
+    return write_dicom_objects(source, volume, result, out_dir, formats, created, receive, lambda stage, fraction: None)
 
 
 def build_package(
@@ -148,7 +122,7 @@ def build_package(
     formats: Sequence[OutputFormat] = ALL_FORMATS,
     created: datetime | None = None,
     progress: Progress | None = None,
-    fork_dicom: bool = False,
+    dicom: DicomBuild | None = None,
 ) -> ResultPackage:
     """Write every requested output of the assessed `result` into `out_dir`.
 
@@ -156,9 +130,8 @@ def build_package(
     `created` fixes every timestamp in the DICOM objects, so rebuilding the same result gives
     byte-identical files (and the same hashes the approver saw).
 
-    `fork_dicom`: build RTSTRUCT, SEG and SR in a forked child (tools/forked.py) while this
-    process measures, QA-checks and renders the previews: the same bytes on two cores. Only for
-    a single-threaded caller (the offline `contour` command).
+    `dicom`: a child from :func:`fork_dicom_build` builds RTSTRUCT, SEG and SR while this
+    process measures, QA-checks and renders the previews: the same bytes, on two cores.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     report = progress or (lambda stage, fraction: None)
@@ -183,26 +156,21 @@ def build_package(
         done()
         return assessed
 
-    if fork_dicom and any(kind in formats for kind in ("rtstruct", "seg")):
-        # RTSTRUCT and SEG need only the masks: the child builds them while this process measures.
-        unmeasured = result
-        with ForkedCall(
-            lambda receive: _dicom_objects(
-                source, volume, unmeasured, out_dir, formats, created, receive, lambda stage, fraction: None
-            ),
-            f"building the DICOM objects of series {volume.series_instance_uid}",
-        ) as dicom:
-            result = measured()
-            if "sr" in formats:
-                dicom.send(volumes_of(result))
-            previews = _previews(volume, result, out_dir, formats, timed)
-            try:
-                objects, dicom_seconds = dicom.result()
-            except ForkedCallError as exc:
-                raise ResultBuildError(str(exc)) from exc
-    else:
+    if dicom is not None:
+        dicom.send((result, out_dir, formats, created))
         result = measured()
-        objects, dicom_seconds = _dicom_objects(
+        if "sr" in formats:
+            dicom.send(volumes_of(result))
+        previews = _previews(volume, result, out_dir, formats, timed)
+        try:
+            objects, dicom_seconds = dicom.result()
+        except ForkedCallError as exc:
+            raise ResultBuildError(str(exc)) from exc
+    else:
+        from tools.results.dicom_objects import write_dicom_objects
+
+        result = measured()
+        objects, dicom_seconds = write_dicom_objects(
             source, volume, result, out_dir, formats, created, lambda: volumes_of(result), report
         )
         previews = _previews(volume, result, out_dir, formats, timed)

@@ -27,6 +27,7 @@ from tools.results.common import (
     MANUFACTURER,
     SOFTWARE_VERSION,
     DerivedObject,
+    ResultBuildError,
     contributing_equipment,
     derived_uid,
     encoded,
@@ -41,10 +42,6 @@ SEG_SERIES_NUMBER = 9101
 # morphology; every other engine in docs/architecture.md (MONAI bundle, MedImageParse) is a learned model.
 _ALGORITHM_FAMILIES = {"lung-threshold": codes.cid7162.MorphologicalOperations}
 _DEFAULT_ALGORITHM_FAMILY = codes.cid7162.ArtificialIntelligence
-
-
-class ResultBuildError(ValueError):
-    """A result object could not be built from these inputs; the message names the series."""
 
 
 def ordered_sources(source: Sequence[Dataset], volume: Volume) -> list[Dataset]:
