@@ -29,7 +29,7 @@ OutputFormat = Literal["rtstruct", "seg", "sr", "png", "json"]
 ALL_FORMATS: tuple[OutputFormat, ...] = ("rtstruct", "seg", "sr", "png", "json")
 
 Progress = Callable[[str, float], None]
-DicomBuild = ForkedCall[tuple[list[DerivedObject], dict[str, float]]]
+DicomBuild = ForkedCall[tuple[list[DerivedObject], list[Path], dict[str, float]]]
 
 
 class StructureSummary(BaseModel):
@@ -79,18 +79,20 @@ def _previews(
     result: SegmentationResult,
     out_dir: Path,
     formats: Sequence[OutputFormat],
-    timed: Callable[[str, float], Callable[[], None]],
+    seconds: dict[str, float],
+    report: Progress,
 ) -> list[Path]:
     if "png" not in formats:
         return []
-    done = timed("previews", 0.8)
+    report("previews", 0.8)
+    started = time.perf_counter()
     previews = render_previews(volume, result, out_dir / "previews")
-    done()
+    seconds["previews"] = round(time.perf_counter() - started, 3)
     return previews
 
 
 def fork_dicom_build(source: Sequence[Dataset], volume: Volume) -> DicomBuild:
-    """A forked child (tools/forked.py) that will build the RTSTRUCT, SEG and SR of `volume`.
+    """A forked child (tools/forked.py) that will build the previews, RTSTRUCT, SEG and SR of `volume`.
 
     Start it before segmenting: the child imports the writers and loads highdicom's tables
     (about 0.4 s in a fresh process) while this one segments, then waits for
@@ -103,14 +105,25 @@ def fork_dicom_build(source: Sequence[Dataset], volume: Volume) -> DicomBuild:
     )
 
 
+def _parent_reports(stage: str, fraction: float) -> None:
+    """A forked builder's progress: none of its own, the parent reports for both."""
+
+
 def _build_when_given(
     source: Sequence[Dataset], volume: Volume, receive: Receive
-) -> tuple[list[DerivedObject], dict[str, float]]:
+) -> tuple[list[DerivedObject], list[Path], dict[str, float]]:
+    """The child's work: previews, RTSTRUCT and SEG from the masks, then the SR once the parent
+    has measured them (about as long, on LIDC, as the parent's QA)."""
     from tools.results.dicom_objects import load_standard_tables, write_dicom_objects
 
     load_standard_tables()
     result, out_dir, formats, created = receive()
-    return write_dicom_objects(source, volume, result, out_dir, formats, created, receive, lambda stage, fraction: None)
+    seconds: dict[str, float] = {}
+    previews = _previews(volume, result, out_dir, formats, seconds, _parent_reports)
+    objects, dicom_seconds = write_dicom_objects(
+        source, volume, result, out_dir, formats, created, receive, _parent_reports
+    )
+    return objects, previews, {**seconds, **dicom_seconds}
 
 
 def build_package(
@@ -130,8 +143,8 @@ def build_package(
     `created` fixes every timestamp in the DICOM objects, so rebuilding the same result gives
     byte-identical files (and the same hashes the approver saw).
 
-    `dicom`: a child from :func:`fork_dicom_build` builds RTSTRUCT, SEG and SR while this
-    process measures, QA-checks and renders the previews: the same bytes, on two cores.
+    `dicom`: a child from :func:`fork_dicom_build` renders the previews and builds RTSTRUCT,
+    SEG and SR while this process measures and QA-checks: the same bytes, on two cores.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     report = progress or (lambda stage, fraction: None)
@@ -161,9 +174,8 @@ def build_package(
         result = measured()
         if "sr" in formats:
             dicom.send(volumes_of(result))
-        previews = _previews(volume, result, out_dir, formats, timed)
         try:
-            objects, dicom_seconds = dicom.result()
+            objects, previews, dicom_seconds = dicom.result()
         except ForkedCallError as exc:
             raise ResultBuildError(str(exc)) from exc
     else:
@@ -173,7 +185,7 @@ def build_package(
         objects, dicom_seconds = write_dicom_objects(
             source, volume, result, out_dir, formats, created, lambda: volumes_of(result), report
         )
-        previews = _previews(volume, result, out_dir, formats, timed)
+        previews = _previews(volume, result, out_dir, formats, seconds, report)
     seconds.update(dicom_seconds)
     measurements = {
         s.structure.key: _measured(s.measurements, volume.series_instance_uid, s.structure.key) for s in result.structures

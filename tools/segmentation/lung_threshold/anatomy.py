@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import watershed
 
 from tools.segmentation.lung_threshold.grid import (
     SLICE_2D,
@@ -312,6 +311,10 @@ def _split(mask: np.ndarray, spacing: Spacing, body: np.ndarray) -> tuple[np.nda
         cores, count = ndimage.label(distance > depth)
         markers = _two_cores(cores, count)
         if markers is not None:
+            # Imported here: scikit-image's segmentation loads scipy.spatial (about 75 ms), and
+            # only lungs joined over a wide front come this far (issue 11: imports where used).
+            from skimage.segmentation import watershed
+
             out[box] = watershed(-distance, markers, mask=sub).astype(np.uint8)
             return out, False
     # No narrowing at all: cut at the body's midline.
