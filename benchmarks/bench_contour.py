@@ -135,6 +135,8 @@ def worker(dicom_dir: Path, work_dir: Path, compare: bool) -> dict[str, Any]:
     stages = Stages()
     with stages.stage("import modules"):
         # What `imaging-agent contour` imports before it reads a file: the CLI, the job, the engine.
+        # The DICOM writers (highdicom, contour extraction) load in the stages that use them: in
+        # the command they load in its forked builder, while the parent segments.
         import numpy as np
 
         import agent.cli  # noqa: F401
@@ -142,7 +144,6 @@ def worker(dicom_dir: Path, work_dir: Path, compare: bool) -> dict[str, Any]:
         from tools.imaging.preflight import preflight
         from tools.imaging.volume import assemble_volume, group_by_series, read_series_dir
         from tools.results.common import dataset_bytes
-        from tools.results.contours import mask_to_contours
         from tools.results.package import build_package
         from tools.segmentation.catalog import EngineCatalog
         from tools.segmentation.qa import assess
@@ -161,6 +162,8 @@ def worker(dicom_dir: Path, work_dir: Path, compare: bool) -> dict[str, Any]:
         result = assess(volume, result)
         volumes_ml = {s.structure.key: s.measurements.volume_ml for s in result.structures if s.measurements}
     with stages.stage("contour extraction"):
+        from tools.results.contours import mask_to_contours
+
         contour_count = sum(len(mask_to_contours(s.mask, volume.geometry)) for s in result.structures)
     with stages.package(PACKAGE_STAGES) as progress:
         build_package(source, volume, result, work_dir / "package", progress=progress)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
@@ -194,33 +195,35 @@ class LungThresholdEngine:
 
         territory_w = _grow_labels(labels_w, _TERRITORY_STEPS, factors)
         airway_guard = dilate(airway_w)
-        masks: list[np.ndarray] = []
-        source_boxes: list[Box | None] = []
-        for value in (1, 2):
+        def refine(value: int) -> tuple[np.ndarray, Box | None]:
             # Written through the canonical view straight into the volume's layout: no copy back.
             full = np.zeros(volume.array.shape, dtype=bool)
-            source_box = None
             own_w = territory_w == value
-            if own_w.any():
-                # Each lung is refined in its own box: half the voxels of both together.
-                lung_w = padded_box(own_w, _CLOSING_PAD_W)
-                box = tuple(
-                    slice((b.start + s.start) * f, min(n, (b.start + s.stop) * f))
-                    for b, s, f, n in zip(box_w, lung_w, factors, hu.shape, strict=True)
-                )
-                local = tuple(
-                    slice(s.start - b.start * f, s.stop - b.start * f) for b, s, f in zip(box_w, box, factors, strict=True)
-                )
-                canon.forward(full)[box] = _refine(
-                    hu[box],
-                    upsample(own_w, factors, local),
-                    upsample(airway_guard, factors, local),
-                    (threshold, edge_threshold),
-                    canon.spacing,
-                )
-                source_box = _source_box(canon, box)
-            masks.append(full)
-            source_boxes.append(source_box)
+            if not own_w.any():
+                return full, None
+            # Each lung is refined in its own box: half the voxels of both together.
+            lung_w = padded_box(own_w, _CLOSING_PAD_W)
+            box = tuple(
+                slice((b.start + s.start) * f, min(n, (b.start + s.stop) * f))
+                for b, s, f, n in zip(box_w, lung_w, factors, hu.shape, strict=True)
+            )
+            local = tuple(
+                slice(s.start - b.start * f, s.stop - b.start * f) for b, s, f in zip(box_w, box, factors, strict=True)
+            )
+            canon.forward(full)[box] = _refine(
+                hu[box],
+                upsample(own_w, factors, local),
+                upsample(airway_guard, factors, local),
+                (threshold, edge_threshold),
+                canon.spacing,
+            )
+            return full, _source_box(canon, box)
+
+        # One thread per lung: scipy's filters and numpy's array operations release the GIL.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            refined = list(pool.map(refine, (1, 2)))
+        masks = [mask for mask, _ in refined]
+        source_boxes = [box for _, box in refined]
 
         by_side = _assign_sides(masks, source_boxes, volume)
         confidences = {}
