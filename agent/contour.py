@@ -62,6 +62,10 @@ def run_contour(
         preflight(volume)
     except (SeriesRefusedError, ValueError) as exc:
         raise ContourError(str(exc)) from exc
+    # The pixels are in the volume now and the writers read headers only (as the workflow's
+    # build step, which reads them without pixels): not held twice.
+    for dataset in source:
+        del dataset.PixelData
     read_s = time.perf_counter() - started
 
     report("segment", 0.1)

@@ -36,24 +36,34 @@ _CODEC_PACKAGES: dict[str, str] = {
 
 
 def decode_volume(datasets: list[Dataset], series_uid: str) -> np.ndarray:
-    """Decode every slice and apply its Modality LUT (Rescale Slope/Intercept, PS3.3 C.11.1.1.2)."""
-    raw = [_decode_slice(ds, series_uid) for ds in datasets]
+    """Decode every slice and apply its Modality LUT (Rescale Slope/Intercept, PS3.3 C.11.1.1.2).
+
+    int16 when every slope is 1, every intercept whole and every value fits (CT as scanners
+    write it); float32 otherwise. Slices are decoded one at a time straight into the volume,
+    so at most one decoded slice exists besides it (a decoded copy of the whole series would
+    double the memory held while the series is read).
+    """
     rescales = [_rescale(ds) for ds in datasets]
     integral = all(slope == 1.0 and float(intercept).is_integer() for slope, intercept in rescales)
-    if integral:
-        int16 = np.iinfo(np.int16)
-        low = min(int(a.min()) + int(b) for a, (_, b) in zip(raw, rescales, strict=True))
-        high = max(int(a.max()) + int(b) for a, (_, b) in zip(raw, rescales, strict=True))
-        integral = int16.min <= low and high <= int16.max
-    out = np.empty((len(raw), *raw[0].shape), dtype=np.int16 if integral else np.float32)
-    # Written straight into the volume, computed in int32 / float32 without a temporary slice
-    # (a third of the time); the int16 range was checked above.
-    for k, (pixels, (slope, intercept)) in enumerate(zip(raw, rescales, strict=True)):
-        if integral:
+    out: np.ndarray | None = None
+    int16 = np.iinfo(np.int16)
+    for k, (dataset, (slope, intercept)) in enumerate(zip(datasets, rescales, strict=True)):
+        pixels = _decode_slice(dataset, series_uid)
+        if out is None:
+            out = np.empty((len(datasets), *pixels.shape), dtype=np.int16 if integral else np.float32)
+        if out.dtype == np.int16 and not (
+            int16.min <= int(pixels.min()) + int(intercept) and int(pixels.max()) + int(intercept) <= int16.max
+        ):
+            # Out of int16's range after all: the slices so far are exact in float32 too.
+            out = out.astype(np.float32)
+        if out.dtype == np.int16:
+            # Computed in int32 and written straight into the volume, without a temporary slice.
             np.add(pixels, int(intercept), out=out[k], dtype=np.int32, casting="unsafe")
         else:
             np.multiply(pixels, np.float32(slope), out=out[k], dtype=np.float32)
             out[k] += np.float32(intercept)
+    if out is None:
+        raise SeriesRefusedError(series_uid, "empty", f"series {series_uid} has no images to decode.", "Fetch the series again.")
     return out
 
 
