@@ -50,6 +50,19 @@ class StructureForReview(BaseModel):
     confidence: float
 
 
+class ReviewFiles(BaseModel):
+    """The series and the masks a card is about, in the work store, with the sha256 each must have.
+
+    The reviewer workstation reads them to show every slice and to apply a reviewer's edits
+    (tools/review/edits.py) to exactly the masks the AI produced.
+    """
+
+    volume_path: str
+    volume_sha256: str
+    masks_path: str
+    masks_sha256: str
+
+
 class ApprovalRequest(BaseModel):
     """Everything a radiologist needs to decide on one study."""
 
@@ -83,6 +96,9 @@ class ApprovalRequest(BaseModel):
     report_text: str
     dicom_writes: list[PendingDicomWrite]
     fhir_changes: list[FhirChange]
+    review_files: ReviewFiles | None = Field(
+        default=None, description="the volume and masks behind this card, for the full-series viewer"
+    )
 
 
 class ApprovalDecision(BaseModel):

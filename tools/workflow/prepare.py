@@ -32,7 +32,13 @@ from tools.segmentation.base import STRUCTURES
 from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
 from tools.segmentation.result_store import load_result, save_result
-from tools.workflow.approval import SOP_CLASS_NAMES, ApprovalRequest, PendingDicomWrite, StructureForReview
+from tools.workflow.approval import (
+    SOP_CLASS_NAMES,
+    ApprovalRequest,
+    PendingDicomWrite,
+    ReviewFiles,
+    StructureForReview,
+)
 from tools.workflow.decisions import DecisionStore
 from tools.workflow.failure import StudyFailure
 from tools.workflow.identity import check_membership, check_same_patient, series_patient
@@ -245,7 +251,13 @@ def build_results(
     out_dir = fetched.work_dir / f"{variant}-results-{result.engine}"
     package = build_package(source, volume, result, out_dir, created=datetime.fromisoformat(created_at))
     plan = _writeback_plan(study, package, segmentation.engine_fallbacks)
-    request = _approval_request(study, fetched, package, plan)
+    review_files = ReviewFiles(
+        volume_path=str(volume_file.path),
+        volume_sha256=volume_file.sha256,
+        masks_path=str(segmentation.path),
+        masks_sha256=segmentation.sha256,
+    )
+    request = _approval_request(study, fetched, package, plan, review_files)
     (out_dir / "approval-request.json").write_text(request.model_dump_json(indent=2))
     return BuiltResults(request=request, plan=plan)
 
@@ -276,7 +288,7 @@ def _writeback_plan(study: StudyRecord, package: ResultPackage, fallbacks: list[
 
 
 def _approval_request(
-    study: StudyRecord, fetched: FetchedSeries, package: ResultPackage, plan: WritebackPlan
+    study: StudyRecord, fetched: FetchedSeries, package: ResultPackage, plan: WritebackPlan, review_files: ReviewFiles
 ) -> ApprovalRequest:
     return ApprovalRequest(
         request_id=package.result_uid,
@@ -324,5 +336,6 @@ def _approval_request(
             for o in package.objects
         ],
         fhir_changes=describe_changes(plan),
+        review_files=review_files,
     )
 
