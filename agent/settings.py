@@ -270,6 +270,10 @@ class Settings(BaseSettings):
             self.work_dir = PROJECT_ROOT / self.work_dir
         if self.trusted_bundle_dir is not None and not self.trusted_bundle_dir.is_absolute():
             self.trusted_bundle_dir = PROJECT_ROOT / self.trusted_bundle_dir
+        for name in ("intake_tls_cert", "intake_tls_key", "intake_tls_ca"):
+            path = getattr(self, name)
+            if path is not None and not path.is_absolute():
+                setattr(self, name, PROJECT_ROOT / path)
         # Moving a local service to another port should not also require editing its URL.
         if "dicomweb_url" not in self.model_fields_set:
             self.dicomweb_url = f"http://127.0.0.1:{self.orthanc_http_port}/dicom-web"
