@@ -230,6 +230,15 @@ class Settings(BaseSettings):
         default=None, description="bundles under this directory (ones you trained or vetted) load without a sha256 pin"
     )
 
+    result_overlay: bool = Field(
+        default=False,
+        description="also build, approve and store a secondary-capture series: outlines burned into copies of "
+        "three axial slices, marked NOT FOR DIAGNOSIS (for PACS viewers without SEG or RTSTRUCT)",
+    )
+    result_kos: bool = Field(
+        default=False, description="also build, approve and store a Key Object Selection pointing at the results"
+    )
+
     # The agent's DICOM node (`imaging-agent listen`).
     intake_ae_title: str = Field(default="IMAGING_AGENT", max_length=16, description="the node's own AE title")
     intake_host: str = Field(default="127.0.0.1", description="address the node listens on")

@@ -18,7 +18,9 @@ from pydantic import BaseModel
 from pydicom import Dataset
 
 from tools.imaging.volume import Volume
-from tools.results.common import DerivedObject, derived_uid, encoded
+from tools.results.common import DerivedKind, DerivedObject, derived_uid, encoded
+from tools.results.key_objects import ko_dataset
+from tools.results.overlay import overlay_datasets
 from tools.results.previews import render_previews
 from tools.results.report import ReportInput, ReportStructure, conclusion, render_report
 from tools.results.rtstruct import rtstruct_dataset
@@ -27,8 +29,11 @@ from tools.results.sr import sr_dataset
 from tools.segmentation.base import QAFlag, SegmentationResult, StructureMeasurements
 from tools.segmentation.qa import assess
 
-OutputFormat = Literal["rtstruct", "seg", "sr", "png", "json"]
+OutputFormat = Literal["rtstruct", "seg", "sr", "png", "json", "overlay", "ko"]
 ALL_FORMATS: tuple[OutputFormat, ...] = ("rtstruct", "seg", "sr", "png", "json")
+"""what is built unless asked otherwise"""
+OPTIONAL_FORMATS: tuple[OutputFormat, ...] = ("overlay", "ko")
+"""the secondary-capture overlay series and the Key Object Selection, built only when asked for"""
 
 Progress = Callable[[str, float], None]
 
@@ -75,7 +80,7 @@ def _measured(measurements: StructureMeasurements | None, series: str, key: str)
     return measurements
 
 
-def _write(ds: Dataset, kind: Literal["RTSTRUCT", "SEG", "SR"], path: Path) -> DerivedObject:
+def _write(ds: Dataset, kind: DerivedKind, path: Path) -> DerivedObject:
     data, described = encoded(ds, kind)
     path.write_bytes(data)
     return described.model_copy(update={"path": path})
@@ -115,24 +120,39 @@ def build_package(
     done()
     if "sr" in formats and "seg" not in formats:
         raise ValueError("the SR references the SEG: ask for 'seg' too, or leave 'sr' out")
+    if "ko" in formats and not {"rtstruct", "seg", "overlay"} & set(formats):
+        raise ValueError("the Key Object Selection points at the other DICOM objects: ask for at least one of them")
 
     objects: list[DerivedObject] = []
+    built: list[Dataset] = []
+
+    def keep(ds: Dataset, kind: DerivedKind, name: str) -> None:
+        objects.append(_write(ds, kind, out_dir / name))
+        built.append(ds)
+
     if "rtstruct" in formats:
         done = timed("rtstruct", 0.2)
-        rtstruct = rtstruct_dataset(source, volume, result, created=created)
-        objects.append(_write(rtstruct, "RTSTRUCT", out_dir / "rtstruct.dcm"))
+        keep(rtstruct_dataset(source, volume, result, created=created), "RTSTRUCT", "rtstruct.dcm")
         done()
     if "seg" in formats:
         done = timed("seg", 0.4)
         seg = seg_dataset(source, volume, result, created=created)
-        objects.append(_write(seg, "SEG", out_dir / "seg.dcm"))
+        keep(seg, "SEG", "seg.dcm")
         done()
         if "sr" in formats:
             done = timed("sr", 0.6)
             volumes_ml = {key: m.volume_ml for key, m in measurements.items()}
-            sr = sr_dataset(source, volume, result, seg, volumes_ml, created=created)
-            objects.append(_write(sr, "SR", out_dir / "sr.dcm"))
+            keep(sr_dataset(source, volume, result, seg, volumes_ml, created=created), "SR", "sr.dcm")
             done()
+    if "overlay" in formats:
+        done = timed("overlay", 0.7)
+        for number, image in enumerate(overlay_datasets(source, volume, result, created=created), start=1):
+            keep(image, "SC", f"overlay_{number}.dcm")
+        done()
+    if "ko" in formats:
+        done = timed("ko", 0.75)
+        keep(ko_dataset(built, volume, result, created=created), "KO", "ko.dcm")
+        done()
     previews: list[Path] = []
     if "png" in formats:
         done = timed("previews", 0.8)
