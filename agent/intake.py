@@ -20,6 +20,7 @@ from pydicom import Dataset
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from tools.dimse.scp import Refused, StorageNode
+from tools.dimse.tls import TlsConfigError, server_context
 from tools.fhir.errors import FhirError
 from tools.http.retry import ServiceUnavailableError
 from tools.intake.inbox import Inbox, RefusedInstance
@@ -44,15 +45,19 @@ class IntakeEvent(BaseModel):
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """The node's TLS context when a certificate is configured; with a CA, senders must show one it signed."""
+    """The node's TLS context when a certificate is configured; with a CA, senders must show one it signed.
+
+    Raises:
+        TlsConfigError: a file cannot be used, or a key or CA is set without a certificate.
+    """
     if settings.intake_tls_cert is None:
+        if settings.intake_tls_key is not None or settings.intake_tls_ca is not None:
+            raise TlsConfigError(
+                "IMAGING_AGENT_INTAKE_TLS_KEY or _CA is set but IMAGING_AGENT_INTAKE_TLS_CERT is not, so the node "
+                "would listen without TLS. Set the node's certificate too, or unset them."
+            )
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(settings.intake_tls_cert, settings.intake_tls_key)
-    if settings.intake_tls_ca is not None:
-        context.load_verify_locations(settings.intake_tls_ca)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    return server_context(settings.intake_tls_cert, settings.intake_tls_key, settings.intake_tls_ca)
 
 
 def storage_node(settings: Settings, inbox: Inbox) -> StorageNode:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tools.dicomweb.client import DicomwebClient
     from tools.dimse.client import DimseClient
     from tools.fhir.client import FhirClient
+    from tools.results.package import OutputFormat
     from tools.segmentation.catalog import EngineCatalog
     from tools.workflow.pipeline import StudyServices
 
@@ -102,6 +103,16 @@ def job_queue(settings: Settings) -> JobQueue | None:
     return CeleryJobQueue(build_celery_app(settings))
 
 
+def optional_formats(settings: Settings) -> tuple[OutputFormat, ...]:
+    """The objects the settings add to every job's results (both off by default)."""
+    wanted: list[OutputFormat] = []
+    if settings.result_overlay:
+        wanted.append("overlay")
+    if settings.result_kos:
+        wanted.append("ko")
+    return tuple(wanted)
+
+
 def study_services(settings: Settings, engine: Engine) -> StudyServices:
     """Everything a study job talks to: FHIR, the PACS, the engines, the decision store and the work store.
 
@@ -126,4 +137,5 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
         patient_identifier_system=settings.patient_identifier_system,
         fallback_engines=tuple(settings.fallback_engines),
         exclude_gtv=settings.exclude_gtv,
+        optional_formats=optional_formats(settings),
     )

@@ -230,6 +230,15 @@ class Settings(BaseSettings):
         default=None, description="bundles under this directory (ones you trained or vetted) load without a sha256 pin"
     )
 
+    result_overlay: bool = Field(
+        default=False,
+        description="also build, approve and store a secondary-capture series: outlines burned into copies of "
+        "three axial slices, marked NOT FOR DIAGNOSIS (for PACS viewers without SEG or RTSTRUCT)",
+    )
+    result_kos: bool = Field(
+        default=False, description="also build, approve and store a Key Object Selection pointing at the results"
+    )
+
     # The agent's DICOM node (`imaging-agent listen`).
     intake_ae_title: str = Field(default="IMAGING_AGENT", max_length=16, description="the node's own AE title")
     intake_host: str = Field(default="127.0.0.1", description="address the node listens on")
@@ -270,6 +279,10 @@ class Settings(BaseSettings):
             self.work_dir = PROJECT_ROOT / self.work_dir
         if self.trusted_bundle_dir is not None and not self.trusted_bundle_dir.is_absolute():
             self.trusted_bundle_dir = PROJECT_ROOT / self.trusted_bundle_dir
+        for name in ("intake_tls_cert", "intake_tls_key", "intake_tls_ca"):
+            path = getattr(self, name)
+            if path is not None and not path.is_absolute():
+                setattr(self, name, PROJECT_ROOT / path)
         # Moving a local service to another port should not also require editing its URL.
         if "dicomweb_url" not in self.model_fields_set:
             self.dicomweb_url = f"http://127.0.0.1:{self.orthanc_http_port}/dicom-web"

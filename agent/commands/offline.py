@@ -20,7 +20,11 @@ def contour(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (must be new or empty).")],
     engine: Annotated[str | None, typer.Option(help=output.ENGINE_HELP)] = None,
     formats: Annotated[
-        str, typer.Option(help="Comma-separated: rtstruct,seg,sr,png,json (report.txt is always written).")
+        str,
+        typer.Option(
+            help="Comma-separated: rtstruct,seg,sr,png,json, and optionally overlay (secondary-capture images, "
+            "NOT FOR DIAGNOSIS) and ko (a Key Object Selection of the DICOM objects); report.txt is always written."
+        ),
     ] = "rtstruct,seg,sr,png,json",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
@@ -29,15 +33,16 @@ def contour(
 
     from agent.contour import ContourError, run_contour
     from agent.parts import engine_catalog
-    from tools.results.package import ALL_FORMATS
+    from tools.results.package import ALL_FORMATS, OPTIONAL_FORMATS
     from tools.segmentation.base import EngineError
     from tools.workflow.failure import StudyFailure
     from tools.workflow.segment import engine_chain
 
     wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
-    unknown = sorted(set(wanted) - set(ALL_FORMATS))
+    known = (*ALL_FORMATS, *OPTIONAL_FORMATS)
+    unknown = sorted(set(wanted) - set(known))
     if unknown:
-        output.error(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(ALL_FORMATS)}.")
+        output.error(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(known)}.")
         raise typer.Exit(2)
     if "sr" in wanted and "seg" not in wanted:
         output.error("the SR references the SEG: ask for 'seg' too, or leave 'sr' out of --formats.")

@@ -45,5 +45,7 @@ def test_the_studys_gtv_is_left_out_of_the_lungs(settings: Settings, live_settin
         assert set(lungs) == {"left-lung", "right-lung"}
         assert all(not (mask & gtv).any() for mask in lungs.values())
         assert all(np.count_nonzero(mask) > 100_000 for mask in lungs.values())
+        # The SR and SEG name the region left out among the algorithm's parameters.
+        assert result.parameters["excluded_region"] == f"ROI 'GTV-1' of RTSTRUCT {rtstruct.SOPInstanceUID}"
     finally:
         retire(live_settings, [study])

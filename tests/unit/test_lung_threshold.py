@@ -131,6 +131,13 @@ def test_small_phantom_lungs_match_exact_masks_on_the_right_sides(engine: LungTh
         # A phantom that starts below the apices: only "cut by the scan" warnings are allowed.
         assert all(f.severity != "fail" for f in item.flags), item.flags
     assert result.flags == []
+    # The settings the SR and SEG name (TID 4019): fixed ones, and thresholds measured between lung and tissue.
+    parameters = result.parameters
+    assert {k: parameters[k] for k in ("air_threshold_hu", "min_lung_ml", "closing_radius_mm")} == {
+        "air_threshold_hu": "-400", "min_lung_ml": "15", "closing_radius_mm": "3",
+    }
+    assert -900 < float(parameters["lung_threshold_hu"]) < float(parameters["edge_threshold_hu"]) < 40
+    assert len(parameters["working_spacing_mm"].split("x")) == 3
 
 
 def test_non_square_pixels(engine: LungThresholdEngine) -> None:
@@ -270,6 +277,7 @@ def test_an_excluded_region_is_left_out_of_both_lungs(engine: LungThresholdEngin
     assert (plain["left-lung"] & gtv).any()  # the GTV did lie in the lung
     [flag] = [f for f in left_out.flags if f.code == "region-excluded"]
     assert "ROI 'GTV' of RTSTRUCT 1.2.3" in flag.message and "left-lung" in flag.message
+    assert left_out.parameters == {**result.parameters, "excluded_region": "ROI 'GTV' of RTSTRUCT 1.2.3"}
     with pytest.raises(EngineError, match="series' own grid"):
         without(result, Exclusion(mask=np.zeros((2, 2, 2), dtype=bool), source="a GTV"), volume)
 

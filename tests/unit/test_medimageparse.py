@@ -221,6 +221,14 @@ def test_masks_land_on_the_right_voxels(position: str, hfs, ffs) -> None:
     assert all(f.code != "laterality-corrected" for f in result.flags)
     # The fake scores 230 inside: the confidence is the mean score of the mask pixels.
     assert [s.confidence for s in result.structures] == [0.902, 0.902]
+    # What the SR and SEG name as the algorithm's parameters (TID 4019).
+    assert result.parameters == {
+        "mode": "2d",
+        "mask_threshold": "128",
+        "image_size": "1024",
+        "prompts_lung_window": "left lung & right lung",
+        "lung_window_hu": "-1000..1000",
+    }
 
 
 def test_feet_first_slices_are_shown_in_the_same_radiological_view(hfs, ffs) -> None:
@@ -440,6 +448,7 @@ def test_3d_mode_sends_one_canonical_nifti_per_target(position: str, hfs, ffs) -
     assert nib.aff2axcodes(sent.affine) == ("R", "A", "S")
     assert np.allclose(nib.affines.voxel_sizes(sent.affine), [3.125, 3.125, 30.0])
     assert result.engine_version.endswith("(3d)")
+    assert result.parameters == {"mode": "3d", "mask_threshold": "128", "prompts": "left lung & right lung"}
     assert_lungs_match((phantom.left_lung, phantom.right_lung), volume, result)
 
 

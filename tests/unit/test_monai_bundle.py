@@ -128,9 +128,22 @@ def test_network_input_is_in_ras_order(orientation: str) -> None:
 def test_resampling_to_the_bundle_pixdim_comes_back_onto_the_source_grid(tmp_path: Path) -> None:
     engine = MonaiBundleEngine(_scripted_bundle(tmp_path / "bundle", pixdim=[3.0, 3.0, 3.0]), device="cpu", trusted_dir=tmp_path)
     volume, left, _ = _volume(ORIENTATIONS["axial feet-first"], shape=(30, 40, 44))
-    mask = next(s.mask for s in engine.segment(volume, ["left-lung"]).structures)
+    result = engine.segment(volume, ["left-lung"])
+    mask = result.structures[0].mask
     dice = 2 * (mask & left).sum() / (mask.sum() + left.sum())
     assert dice > 0.85
+    # What the SR and SEG name as the algorithm's parameters (TID 4019): the bundle and its settings.
+    assert result.parameters == {
+        "bundle": "test lungs",
+        "bundle_version": "0.0.1",
+        "bundle_sha256": engine.sha256,
+        "labels": "1:left-lung 2:right-lung",
+        "roi_size": "32x32x32",
+        "overlap": "0.25",
+        "sliding_window_mode": "gaussian",
+        "pixdim_mm": "3x3x3",
+        "intensity_range": "-1000..1000 to 0..1 clipped",
+    }
 
 
 def test_state_dict_bundle_with_unet(tmp_path: Path) -> None:

@@ -9,6 +9,10 @@ Retaken for lung-threshold 1.1.0 (issue 17): the phantom's masks and QA flags ar
 voxel for voxel as 1.0.0's (these hashes held through every 1.1 algorithm change); the bytes
 differ only by the engine version written into the RTSTRUCT, SEG and SR.
 
+SEG and SR retaken for issue 13: they now name the engine's parameters (TID 4019 Algorithm
+Parameters; the SEG's Algorithm Parameters), the thresholds measured on the phantom among them.
+The masks and the RTSTRUCT are unchanged.
+
 The `contour` command builds the DICOM objects in a forked child while it measures (issue 11):
 the same bytes either way.
 """
@@ -32,11 +36,11 @@ CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 EXPECTED_SHA256 = {
     ("HFS", "RTSTRUCT"): "f6d2c01f91a47ab9cad633c1d3c18421caeec72b2b207f70e2d79ac94933e0a7",
-    ("HFS", "SEG"): "57fcd2b303f1186f6bc186e801e35f592d16657de87136b7a8026aefe76bf15d",
-    ("HFS", "SR"): "938af2f9a8f9247e7339a9f2fbe60211bb2e25eecb36dff69b9d9026350f91c6",
+    ("HFS", "SEG"): "e593fc5a330d24f0a0a57d2941e6e8ff1b0f5530babd42bf4287b8bcaca281ff",
+    ("HFS", "SR"): "0ab71c4898b72109d7f978db24cd5ae2917c5886a6fb3ebecc85af74bd532c8a",
     ("FFS", "RTSTRUCT"): "f9c3db3ceb763c4e7a8a9f62568287c3509408e6ad2af88b86a730dac07d830e",
-    ("FFS", "SEG"): "d5730af18d992116ff5c2b89bdba8af1a645aa9add49e9200db3288cfe59f089",
-    ("FFS", "SR"): "658bb1e1f0ee49ee33bfbce0ba9c542deb680c4207df003b48f83284d4ecea73",
+    ("FFS", "SEG"): "7a509989ddab379a7c2c98616388ebd382946900e265c56018c078883f53b208",
+    ("FFS", "SR"): "74d8c61790e9cf856233bd9dadacf287abda7e8dc1796920228bd368066bebed",
 }
 
 

@@ -29,6 +29,12 @@ from tools.segmentation.base import STRUCTURES, SegmentationResult, StructureMas
 pytestmark = pytest.mark.unit
 
 CREATED = datetime(2024, 5, 1, 12, 30, 15)
+# Given out of order, one value with commas (two GTVs left out): written sorted, commas kept apart.
+PARAMETERS = {
+    "lung_threshold_hu": "-403",
+    "excluded_region": "ROI 'GTV-1' of RTSTRUCT 1.2.3, ROI 'GTV-2' of RTSTRUCT 1.2.3",
+    "air_threshold_hu": "-400",
+}
 
 
 @dataclass(repr=False)
@@ -48,6 +54,7 @@ def lung_result(left: np.ndarray, right: np.ndarray) -> SegmentationResult:
             StructureMask(STRUCTURES["left-lung"], left, 0.99),
             StructureMask(STRUCTURES["right-lung"], right, 0.98),
         ],
+        parameters=PARAMETERS,
     )
 
 
@@ -151,6 +158,47 @@ def test_seg_describes_segments_with_codes_algorithm_and_colour(case: Case, seg:
     assert len(equipment) == 1
     assert equipment[0].PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
     assert equipment[0].ManufacturerModelName == "lung-threshold"
+
+
+def test_seg_names_the_algorithm_with_its_parameters(seg: Dataset) -> None:
+    """Segmentation Algorithm Identification (PS3.3 C.8.20.2): name, version, "name=value" sorted by name."""
+    read = pydicom.dcmread(BytesIO(dataset_bytes(seg)))
+    for item in read.SegmentSequence:
+        [algorithm] = item.SegmentationAlgorithmIdentificationSequence
+        assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("lung-threshold", "1.0.0")
+        assert algorithm.AlgorithmParameters == (
+            "air_threshold_hu=-400,"
+            "excluded_region=ROI 'GTV-1' of RTSTRUCT 1.2.3; ROI 'GTV-2' of RTSTRUCT 1.2.3,"
+            "lung_threshold_hu=-403"
+        )
+
+
+def test_sr_names_the_algorithm_with_name_version_and_parameters(sr: Dataset) -> None:
+    """TID 4019 in every measurement group: Algorithm Name, Version and one Parameters item each."""
+    read = pydicom.dcmread(BytesIO(dataset_bytes(sr)))
+    [measurements] = [item for item in read.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    groups = measurements.ContentSequence
+    assert len(groups) == 2
+    for group in groups:
+        text = [
+            (str(item.ConceptNameCodeSequence[0].CodeValue), str(item.TextValue))
+            for item in group.ContentSequence
+            if item.ValueType == "TEXT" and item.RelationshipType == "HAS CONCEPT MOD"
+        ]
+        assert ("111001", "lung-threshold") in text  # Algorithm Name
+        assert ("111003", "1.0.0") in text  # Algorithm Version
+        assert [value for code, value in text if code == "111002"] == [  # Algorithm Parameters, sorted
+            "air_threshold_hu=-400",
+            "excluded_region=ROI 'GTV-1' of RTSTRUCT 1.2.3, ROI 'GTV-2' of RTSTRUCT 1.2.3",
+            "lung_threshold_hu=-403",
+        ]
+
+
+def test_parameter_names_that_cannot_be_read_back_are_refused(case: Case) -> None:
+    result = lung_result(case.phantom.left_lung, case.phantom.right_lung)
+    result.parameters = {"HU threshold": "-400"}
+    with pytest.raises(ResultBuildError, match=r"\['HU threshold'\].*lower-case identifiers"):
+        build_seg(case.datasets, case.volume, result, created=CREATED)
 
 
 def test_seg_bytes_are_reproducible(case: Case, seg: Dataset) -> None:

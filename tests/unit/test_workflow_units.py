@@ -196,6 +196,7 @@ def _result() -> SegmentationResult:
         ],
         flags=[QAFlag(code="fov", severity="info", structure=None, message="lungs touch the field of view")],
         seconds=1.25,
+        parameters={"lung_threshold_hu": "-403", "min_lung_ml": "15"},
     )
 
 
@@ -210,6 +211,7 @@ def test_segmentation_round_trip_and_a_changed_file_is_refused(tmp_path: Path) -
         assert after.mask.dtype == bool and np.array_equal(after.mask, before.mask)
         assert after.confidence == before.confidence and after.flags == before.flags
     assert loaded.flags == result.flags
+    assert loaded.parameters == result.parameters
 
     path.write_bytes(b"not a segmentation")
     with pytest.raises(ValueError, match="changed since it was written"):

@@ -19,7 +19,7 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-DerivedKind = Literal["RTSTRUCT", "SEG", "SR"]
+DerivedKind = Literal["RTSTRUCT", "SEG", "SR", "SC", "KO"]
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,14 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 from highdicom._standard_utils import get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map
 from pydicom import Dataset
 
 from tools.imaging.volume import Volume
-from tools.results.common import DerivedObject, encoded
+from tools.results.common import DerivedKind, DerivedObject, encoded
+from tools.results.key_objects import ko_dataset
+from tools.results.overlay import overlay_datasets
 from tools.results.rtstruct import rtstruct_dataset
 from tools.results.seg import seg_dataset
 from tools.results.sr import sr_dataset
@@ -38,7 +39,7 @@ def load_standard_tables() -> None:
     get_module_attribute_map()
 
 
-def write_object(ds: Dataset, kind: Literal["RTSTRUCT", "SEG", "SR"], path: Path) -> DerivedObject:
+def write_object(ds: Dataset, kind: DerivedKind, path: Path) -> DerivedObject:
     data, described = encoded(ds, kind)
     path.write_bytes(data)
     return described.model_copy(update={"path": path})
@@ -54,12 +55,14 @@ def write_dicom_objects(
     volumes_ml: Callable[[], dict[str, float]],
     report: Progress,
 ) -> tuple[list[DerivedObject], dict[str, float]]:
-    """RTSTRUCT, SEG and SR written into `out_dir`, and the seconds each took.
+    """RTSTRUCT, SEG, SR, the overlay series and the Key Object Selection, as `formats` asks,
+    written into `out_dir`; and the seconds each took.
 
     Only the SR needs the measurements: `volumes_ml` is asked for them after RTSTRUCT and SEG,
     so a forked build can start before the masks are measured.
     """
     objects: list[DerivedObject] = []
+    built: list[Dataset] = []
     seconds: dict[str, float] = {}
     stage, started = "", 0.0
 
@@ -68,19 +71,34 @@ def write_dicom_objects(
         report(name, fraction)
         stage, started = name, time.perf_counter()
 
-    def end(built: DerivedObject) -> None:
-        objects.append(built)
+    def keep(ds: Dataset, kind: DerivedKind, name: str) -> None:
+        objects.append(write_object(ds, kind, out_dir / name))
+        built.append(ds)
+
+    def end() -> None:
         seconds[stage] = round(time.perf_counter() - started, 3)
 
     if "rtstruct" in formats:
         begin("rtstruct", 0.2)
-        end(write_object(rtstruct_dataset(source, volume, result, created=created), "RTSTRUCT", out_dir / "rtstruct.dcm"))
+        keep(rtstruct_dataset(source, volume, result, created=created), "RTSTRUCT", "rtstruct.dcm")
+        end()
     if "seg" in formats:
         begin("seg", 0.4)
         seg = seg_dataset(source, volume, result, created=created)
-        end(write_object(seg, "SEG", out_dir / "seg.dcm"))
+        keep(seg, "SEG", "seg.dcm")
+        end()
         if "sr" in formats:
             volumes = volumes_ml()
             begin("sr", 0.6)
-            end(write_object(sr_dataset(source, volume, result, seg, volumes, created=created), "SR", out_dir / "sr.dcm"))
+            keep(sr_dataset(source, volume, result, seg, volumes, created=created), "SR", "sr.dcm")
+            end()
+    if "overlay" in formats:
+        begin("overlay", 0.7)
+        for number, image in enumerate(overlay_datasets(source, volume, result, created=created), start=1):
+            keep(image, "SC", f"overlay_{number}.dcm")
+        end()
+    if "ko" in formats:
+        begin("ko", 0.75)
+        keep(ko_dataset(built, volume, result, created=created), "KO", "ko.dcm")
+        end()
     return objects, seconds

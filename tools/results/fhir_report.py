@@ -43,7 +43,8 @@ OBSERVATION_ID_SYSTEM = "urn:imaging-agent:observation"
 DEVICE_ID_SYSTEM = "urn:imaging-agent:device"
 PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 
-_MODALITY_OF_KIND = {"RTSTRUCT": "RTSTRUCT", "SEG": "SEG", "SR": "SR"}
+# The overlay images are Secondary Capture with Modality OT (highdicom's SCImage): not a CT to read.
+_MODALITY_OF_KIND = {"RTSTRUCT": "RTSTRUCT", "SEG": "SEG", "SR": "SR", "SC": "OT", "KO": "KO"}
 
 
 class StructureVolume(BaseModel):

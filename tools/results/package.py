@@ -25,8 +25,11 @@ from tools.results.report import ReportInput, ReportStructure, conclusion, rende
 from tools.segmentation.base import QAFlag, SegmentationResult, StructureMeasurements
 from tools.segmentation.qa import assess
 
-OutputFormat = Literal["rtstruct", "seg", "sr", "png", "json"]
+OutputFormat = Literal["rtstruct", "seg", "sr", "png", "json", "overlay", "ko"]
 ALL_FORMATS: tuple[OutputFormat, ...] = ("rtstruct", "seg", "sr", "png", "json")
+"""what is built unless asked otherwise"""
+OPTIONAL_FORMATS: tuple[OutputFormat, ...] = ("overlay", "ko")
+"""the secondary-capture overlay series and the Key Object Selection, built only when asked for"""
 
 Progress = Callable[[str, float], None]
 DicomBuild = ForkedCall[tuple[list[DerivedObject], list[Path], dict[str, float]]]
@@ -151,6 +154,8 @@ def build_package(
     seconds: dict[str, float] = {}
     if "sr" in formats and "seg" not in formats:
         raise ValueError("the SR references the SEG: ask for 'seg' too, or leave 'sr' out")
+    if "ko" in formats and not {"rtstruct", "seg", "overlay"} & set(formats):
+        raise ValueError("the Key Object Selection points at the other DICOM objects: ask for at least one of them")
 
     def timed(stage: str, fraction: float) -> Callable[[], None]:
         started = time.perf_counter()

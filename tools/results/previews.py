@@ -165,28 +165,54 @@ def _position_mm(volume: Volume, axis: int, index: int, patient_axis: int) -> fl
     return float(volume.geometry.index_to_patient(ijk)[patient_axis])
 
 
-def render_previews(volume: Volume, result: SegmentationResult, out_dir: Path) -> list[Path]:
-    """Write ``axial_1.png``, ``axial_2.png``, ``axial_3.png`` (top to bottom) and ``coronal.png``.
+@dataclass(frozen=True)
+class AxialPreview:
+    """One rendered axial preview and where it was cut."""
 
-    Returns the paths in that order. Raises ValueError, naming the series and the
-    structure, when a mask is not on the volume's grid.
-    """
+    image: Image.Image
+    index: int
+    """position of the cut along the volume's array axis nearest to head-foot"""
+    source_slice: bool
+    """True when that axis is the slice axis: the cut is source image ``index`` itself"""
+
+
+def _check_grid(volume: Volume, result: SegmentationResult) -> None:
     for item in result.structures:
         if item.mask.shape != volume.array.shape:
             raise ValueError(
                 f"Series {volume.series_instance_uid}: mask of {item.structure.key} has shape {item.mask.shape}, "
                 f"the volume {volume.array.shape}; previews need masks on the volume's own grid."
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def axial_previews(volume: Volume, result: SegmentationResult) -> list[AxialPreview]:
+    """The axial previews at AXIAL_FRACTIONS of the structures' extent, top to bottom."""
+    _check_grid(volume, result)
     view = reorient(volume.geometry, _DISPLAY)
-    axial_axis, coronal_axis = view.perm[0], view.perm[1]
+    axial_axis = view.perm[0]
     union = _union(result, volume.array.shape)
     count = volume.array.shape[axial_axis]
-    images: list[tuple[str, Image.Image]] = []
+    previews = []
     for n, index in enumerate(_axial_indices(volume, union, axial_axis), start=1):
         z = _position_mm(volume, axial_axis, index, 2)
         title = f"Axial {n}/{len(AXIAL_FRACTIONS)}  z {z:.1f} mm  (slice {index + 1}/{count})"
-        images.append((f"axial_{n}.png", _render(volume, result, view, _Cut(0, index, _AXIAL_LABELS), title)))
+        image = _render(volume, result, view, _Cut(0, index, _AXIAL_LABELS), title)
+        previews.append(AxialPreview(image=image, index=index, source_slice=axial_axis == 0))
+    return previews
+
+
+def render_previews(volume: Volume, result: SegmentationResult, out_dir: Path) -> list[Path]:
+    """Write ``axial_1.png``, ``axial_2.png``, ``axial_3.png`` (top to bottom) and ``coronal.png``.
+
+    Returns the paths in that order. Raises ValueError, naming the series and the
+    structure, when a mask is not on the volume's grid.
+    """
+    _check_grid(volume, result)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    view = reorient(volume.geometry, _DISPLAY)
+    coronal_axis = view.perm[1]
+    union = _union(result, volume.array.shape)
+    images = [(f"axial_{n}.png", preview.image) for n, preview in enumerate(axial_previews(volume, result), start=1)]
     index = _centroid_index(volume, union, coronal_axis)
     y = _position_mm(volume, coronal_axis, index, 1)
     title = f"Coronal  y {y:.1f} mm  (plane {index + 1}/{volume.array.shape[coronal_axis]})"

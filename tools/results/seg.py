@@ -3,7 +3,8 @@
 One segment per structure, coded per PS3.3 C.8.20.2 (Segment Description macro):
 Segmented Property Category (SCT 91723000 "Anatomical structure") and Type (the
 structure's SNOMED CT concept, e.g. 44029006 Left lung), algorithm type AUTOMATIC with
-the engine named in the Segmentation Algorithm Identification Sequence, and the ROI colour
+the engine named in the Segmentation Algorithm Identification Sequence (name, version and
+its parameters as "name=value,..." sorted by name), and the ROI colour
 as Recommended Display CIELab Value. The SEG shares the source Study Instance UID and
 Frame of Reference; its Series and SOP Instance UIDs are derived (docs/architecture.md, idempotent
 writes). With a fixed ``created`` time the file bytes are reproducible, because the
@@ -13,7 +14,8 @@ approval records their sha256 and the writer refuses anything else.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import highdicom as hd
@@ -42,6 +44,9 @@ SEG_SERIES_NUMBER = 9101
 # morphology; every other engine in docs/architecture.md (MONAI bundle, MedImageParse) is a learned model.
 _ALGORITHM_FAMILIES = {"lung-threshold": codes.cid7162.MorphologicalOperations}
 _DEFAULT_ALGORITHM_FAMILY = codes.cid7162.ArtificialIntelligence
+# Algorithm Parameters (0066,0032) is one LT value, "name=value" joined by commas by highdicom.
+_PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_LT_MAX_CHARS = 10240
 
 
 def ordered_sources(source: Sequence[Dataset], volume: Volume) -> list[Dataset]:
@@ -101,6 +106,32 @@ def equipment_item(engine: str, engine_version: str, created: datetime) -> hd.Co
     )
 
 
+def sorted_parameters(volume: Volume, parameters: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The engine's parameters sorted by name, the one order the SR and the SEG write them in.
+
+    Names are lower-case identifiers, so that "name=value" reads back unambiguously.
+    """
+    bad = [name for name in parameters if not _PARAMETER_NAME.fullmatch(name)]
+    if bad:
+        raise ResultBuildError(
+            f"Series {volume.series_instance_uid}: algorithm parameter names {bad} are not lower-case identifiers "
+            "(a-z, 0-9, _). The engine must name its parameters so; fix the engine."
+        )
+    return sorted(parameters.items())
+
+
+def _seg_parameters(volume: Volume, parameters: Mapping[str, str]) -> dict[str, str] | None:
+    # The SEG joins the pairs with commas, so a comma inside a value would split it.
+    items = {name: value.replace(",", ";") for name, value in sorted_parameters(volume, parameters)}
+    text = ",".join(f"{name}={value}" for name, value in items.items())
+    if len(text) > _LT_MAX_CHARS:
+        raise ResultBuildError(
+            f"Series {volume.series_instance_uid}: the engine's parameters take {len(text)} characters, more than "
+            f"the SEG's Algorithm Parameters can hold ({_LT_MAX_CHARS}). Shorten them in the engine."
+        )
+    return items or None
+
+
 def pin_times(ds: Dataset, created: datetime) -> None:
     """Replace every time highdicom stamped with ``datetime.now()`` by ``created``.
 
@@ -115,8 +146,9 @@ def pin_times(ds: Dataset, created: datetime) -> None:
 
 
 def _description(
-    number: int, item: StructureMask, tracking_uid: str, engine: str, version: str
+    number: int, item: StructureMask, tracking_uid: str, result: SegmentationResult, parameters: dict[str, str] | None
 ) -> hd.seg.SegmentDescription:
+    engine, version = result.engine, result.engine_version
     spec = item.structure
     property_type = hd.sr.CodedConcept(value=spec.snomed_code, scheme_designator="SCT", meaning=spec.snomed_meaning)
     return hd.seg.SegmentDescription(
@@ -126,7 +158,10 @@ def _description(
         segmented_property_type=property_type,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=engine[:64], family=_ALGORITHM_FAMILIES.get(engine, _DEFAULT_ALGORITHM_FAMILY), version=version[:64]
+            name=engine[:64],
+            family=_ALGORITHM_FAMILIES.get(engine, _DEFAULT_ALGORITHM_FAMILY),
+            version=version[:64],
+            parameters=parameters,
         ),
         tracking_uid=tracking_uid,
         tracking_id=spec.display,
@@ -203,8 +238,9 @@ def seg_dataset(
         return derived_uid(volume.series_instance_uid, engine, version, keys, "SEG", role)
 
     pixels = _pixel_array(result)
+    parameters = _seg_parameters(volume, result.parameters)
     descriptions = [
-        _description(n, item, segment_tracking_uid(volume, result, item.structure.key), engine, version)
+        _description(n, item, segment_tracking_uid(volume, result, item.structure.key), result, parameters)
         for n, item in enumerate(result.structures, start=1)
     ]
     seg = hd.seg.Segmentation(

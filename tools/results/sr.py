@@ -4,7 +4,8 @@ One Volumetric ROI Measurements group (TID 1411) per structure: its volume in mi
 (SCT 118565006 "Volume", UCUM "ml"), the SEG segment it was measured on (Referenced
 Segment, DCM 121191), the segment's Tracking Identifier/UID (TID 4108, the same UID as the
 SEG's Tracking UID), the structure as finding and finding site (SNOMED CT) and the engine
-as algorithm (TID 4019). The observer is the engine as a device (TID 1004). UIDs are
+as algorithm (TID 4019: name, version, manufacturer and one "name=value" Algorithm Parameters
+item per engine parameter, sorted by name). The observer is the engine as a device (TID 1004). UIDs are
 derived (docs/architecture.md, idempotent writes); a fixed ``created`` time gives reproducible bytes.
 """
 
@@ -29,6 +30,7 @@ from tools.results.seg import (
     ordered_sources,
     pin_times,
     roi_keys,
+    sorted_parameters,
 )
 from tools.segmentation.base import SegmentationResult, StructureSpec
 
@@ -155,7 +157,10 @@ def sr_dataset(
     engine, version = result.engine, result.engine_version
     keys = roi_keys(result)
 
-    algorithm = hd.sr.AlgorithmIdentification(name=engine[:64], version=version[:64], manufacturer=MANUFACTURER)
+    parameters = [f"{name}={value}" for name, value in sorted_parameters(volume, result.parameters)]
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=engine[:64], version=version[:64], parameters=parameters or None, manufacturer=MANUFACTURER
+    )
     groups = []
     for item in result.structures:
         spec = item.structure

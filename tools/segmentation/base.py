@@ -141,6 +141,12 @@ class SegmentationResult:
     seconds: float = 0.0
     assessed: bool = False
     """True once `qa.assess` measured every structure and added the QA flags (it does so once)."""
+    parameters: dict[str, str] = field(default_factory=dict)
+    """The settings that shaped this result (thresholds, bundle, prompts), name -> value as text.
+
+    Written into the SR's and SEG's algorithm identification (TID 4019, IHE AI Results), sorted
+    by name: values must be fixed by the input and the engine (no times, paths or devices), or
+    the approved bytes would change between two builds of the same result."""
 
     def all_flags(self) -> list[QAFlag]:
         """Every flag: those about the whole result, then each structure's, in structure order."""

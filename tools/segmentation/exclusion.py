@@ -45,4 +45,5 @@ def without(result: SegmentationResult, exclusion: Exclusion, volume: Volume) ->
         message=f"{exclusion.source} ({float(np.count_nonzero(region)) * voxel_ml:.1f} mL) is left out of every "
         f"structure, as radiotherapy contours leave the GTV out; removed: {detail}",
     )
-    return replace(result, structures=structures, flags=[*result.flags, flag])
+    parameters = {**result.parameters, "excluded_region": exclusion.source}
+    return replace(result, structures=structures, flags=[*result.flags, flag], parameters=parameters)

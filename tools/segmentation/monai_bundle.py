@@ -240,4 +240,26 @@ class MonaiBundleEngine:
             structures.append(StructureMask(structure=spec, mask=mask, confidence=round(score, 3)))
         seconds = time.perf_counter() - started
         log.info("monai-bundle %s on series %s: %.1f s", self.config.name, volume.series_instance_uid, seconds)
-        return SegmentationResult(engine=self.name, engine_version=self.version, structures=structures, seconds=seconds)
+        return SegmentationResult(
+            engine=self.name, engine_version=self.version, structures=structures, seconds=seconds,
+            parameters=self.parameters(),
+        )
+
+    def parameters(self) -> dict[str, str]:
+        """The bundle (by its sha256) and the inference settings read from it; not the device."""
+        config = self.config
+        parameters = {
+            "bundle": config.name,
+            "bundle_version": config.version,
+            "bundle_sha256": self.sha256,
+            "labels": " ".join(f"{index}:{key}" for index, key in sorted(config.labels.items())),
+            "roi_size": "x".join(str(v) for v in config.roi_size),
+            "overlap": f"{config.overlap:g}",
+            "sliding_window_mode": "gaussian",
+        }
+        if config.pixdim is not None:
+            parameters["pixdim_mm"] = "x".join(f"{v:g}" for v in config.pixdim)
+        if config.intensity is not None:
+            a_min, a_max, b_min, b_max, clip = config.intensity
+            parameters["intensity_range"] = f"{a_min:g}..{a_max:g} to {b_min:g}..{b_max:g}{' clipped' if clip else ''}"
+        return parameters

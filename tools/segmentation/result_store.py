@@ -23,6 +23,7 @@ def save_result(result: SegmentationResult, path: Path) -> str:
         "engine_version": result.engine_version,
         "seconds": result.seconds,
         "assessed": result.assessed,
+        "parameters": result.parameters,
         "flags": [f.model_dump(mode="json") for f in result.flags],
         "structures": [
             {
@@ -69,4 +70,6 @@ def load_result(path: Path, expected_sha256: str | None = None) -> SegmentationR
         flags=[QAFlag.model_validate(f) for f in meta["flags"]],
         seconds=float(meta["seconds"]),
         assessed=bool(meta.get("assessed", False)),
+        # Results saved before engines named their parameters have none.
+        parameters={str(k): str(v) for k, v in meta.get("parameters", {}).items()},
     )

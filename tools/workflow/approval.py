@@ -27,6 +27,8 @@ SOP_CLASS_NAMES = {
     "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
     "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
     "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR Storage",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.88.59": "Key Object Selection Document Storage",
 }
 
 

@@ -16,6 +16,7 @@ from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.worklist import WorklistItem
 from tools.imaging.volume import Volume
+from tools.results.package import OutputFormat
 from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
 from tools.workflow import prepare, write
@@ -57,6 +58,8 @@ class StudyServices:
     fallback_engines: tuple[str, ...] = field(default=())
     exclude_gtv: bool = True
     """leave a GTV of the study's RTSTRUCT (in the PACS) out of every structure"""
+    optional_formats: tuple[OutputFormat, ...] = field(default=())
+    """objects built, approved and stored besides RTSTRUCT, SEG and SR: "overlay", "ko" """
 
 
 class StudyWorkflow:
@@ -111,7 +114,9 @@ class StudyWorkflow:
         created_at: str,
         variant: Variant,
     ) -> BuiltResults:
-        return prepare.build_results(study, fetched, volume_file, segmentation, created_at, variant)
+        return prepare.build_results(
+            study, fetched, volume_file, segmentation, created_at, variant, self.services.optional_formats
+        )
 
     def recorded_decision(self, thread_id: str | None, request: ApprovalRequest) -> ApprovalDecision | None:
         return write.recorded_decision(self.services.decisions, thread_id, request)

@@ -27,7 +27,7 @@ from tools.imaging.series_choice import choose_ct_series
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.imaging.volume_store import content_key, load_volume, save_volume
 from tools.results.fhir_report import StructureVolume, WritebackPlan, describe_changes
-from tools.results.package import ResultPackage, build_package
+from tools.results.package import ALL_FORMATS, OutputFormat, ResultPackage, build_package
 from tools.segmentation.base import STRUCTURES
 from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
@@ -243,13 +243,21 @@ def build_results(
     segmentation: StoredSegmentation,
     created_at: str,
     variant: Variant,
+    optional_formats: Sequence[OutputFormat] = (),
 ) -> BuiltResults:
-    """RTSTRUCT, SEG, SR, previews and report on disk, hashed; the approval request and write plan."""
+    """RTSTRUCT, SEG, SR, previews and report on disk, hashed; the approval request and write plan.
+
+    `optional_formats` adds the overlay series and the Key Object Selection (tools/results/package.py)
+    to the objects approved and stored.
+    """
     volume = load_volume(volume_file.path, volume_file.sha256)
     result = load_result(segmentation.path, segmentation.sha256)
     source = [dcmread(p, stop_before_pixels=True) for p in sorted((fetched.work_dir / SOURCE_DIR).glob("*.dcm"))]
     out_dir = fetched.work_dir / f"{variant}-results-{result.engine}"
-    package = build_package(source, volume, result, out_dir, created=datetime.fromisoformat(created_at))
+    package = build_package(
+        source, volume, result, out_dir, formats=[*ALL_FORMATS, *optional_formats],
+        created=datetime.fromisoformat(created_at),
+    )
     plan = _writeback_plan(study, package, segmentation.engine_fallbacks)
     review_files = ReviewFiles(
         volume_path=str(volume_file.path),

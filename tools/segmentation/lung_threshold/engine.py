@@ -253,7 +253,25 @@ class LungThresholdEngine:
             engine_version=ENGINE_VERSION,
             structures=structures,
             seconds=seconds,
+            parameters=_parameters(work_spacing, threshold, edge_threshold),
         )
+
+
+def _parameters(work_spacing: Spacing, threshold: float, edge_threshold: float) -> dict[str, str]:
+    """The fixed settings and the thresholds measured on this CT, as the SR and SEG name them.
+
+    Measured values are rounded to 0.1 HU: they are fixed by the CT, and the rounding keeps the
+    text the same on every machine.
+    """
+    return {
+        "air_threshold_hu": f"{_INITIAL_THRESHOLD_HU:g}",
+        "lung_threshold_hu": f"{round(threshold, 1):g}",
+        "edge_threshold_hu": f"{round(edge_threshold, 1):g}",
+        "min_lung_ml": f"{MIN_LUNG_ML:g}",
+        "closing_radius_mm": f"{_CLOSING_RADIUS_MM:g}",
+        "max_axial_hole_mm2": f"{_MAX_AXIAL_HOLE_MM2:g}",
+        "working_spacing_mm": "x".join(f"{round(s, 3):g}" for s in work_spacing),
+    }
 
 
 def _source_box(canon: Reorientation, box: Box) -> Box:

@@ -26,6 +26,7 @@ from tools.segmentation.medimageparse.nifti import canonical_nifti, on_canonical
 from tools.segmentation.medimageparse.view import Placement, axial_view, from_model_mask, to_model_image
 from tools.segmentation.medimageparse.wire import (
     MASK_THRESHOLD,
+    MODEL_SIZE,
     ScoringError,
     as_scores,
     build_scoring_request,
@@ -119,7 +120,21 @@ class MedImageParseEngine:
             structures=structures,
             flags=[f for f in flags if f.structure is None],
             seconds=seconds,
+            parameters=self._parameters(groups),
         )
+
+    def _parameters(self, groups: list[PromptGroup]) -> dict[str, str]:
+        """What the model was asked and how the pixels were shown to it; not the endpoint or batch size."""
+        parameters = {"mode": self.mode, "mask_threshold": str(MASK_THRESHOLD)}
+        if self.mode == "3d":  # the volume goes in Hounsfield units, one request per prompt
+            parameters["prompts"] = " & ".join(item.prompt for group in groups for item in group.items)
+            return parameters
+        parameters["image_size"] = str(MODEL_SIZE)
+        for group in groups:
+            window = group.window
+            parameters[f"prompts_{window.name}_window"] = group.text
+            parameters[f"{window.name}_window_hu"] = f"{window.low_hu:g}..{window.high_hu:g}"
+        return parameters
 
     def _failure(self, volume: Volume, where: str, detail: str) -> EngineError:
         return EngineError(
