@@ -19,6 +19,8 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
+from tools.segmentation.base import SegmentationResult
+
 DerivedKind = Literal["RTSTRUCT", "SEG", "SR", "SC", "KO"]
 
 logger = logging.getLogger(__name__)
@@ -45,12 +47,23 @@ class DerivedObject(BaseModel):
 
 
 def derived_uid(
-    source_series_uid: str, engine: str, engine_version: str, roi_keys: Sequence[str], kind: DerivedKind, role: str
+    source_series_uid: str,
+    engine: str,
+    engine_version: str,
+    roi_keys: Sequence[str],
+    kind: DerivedKind,
+    role: str,
+    edit: str | None = None,
 ) -> str:
-    """A UID fixed by its inputs. `role` separates the series UID from the instance UID."""
-    return generate_uid(
-        entropy_srcs=[source_series_uid, engine, engine_version, ",".join(sorted(roi_keys)), kind, role]
-    )
+    """A UID fixed by its inputs. `role` separates the series UID from the instance UID; `edit`
+    (a reviewer's correction, :func:`edit_digest`) makes the corrected version a new object."""
+    sources = [source_series_uid, engine, engine_version, ",".join(sorted(roi_keys)), kind, role]
+    return generate_uid(entropy_srcs=[*sources, f"edit:{edit}"] if edit else sources)
+
+
+def edit_digest(result: SegmentationResult) -> str | None:
+    """What names a reviewer-corrected result in its UIDs; None for the AI's own result."""
+    return result.edit.digest if result.edit else None
 
 
 def dataset_bytes(ds: Dataset) -> bytes:

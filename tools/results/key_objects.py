@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from tools.imaging.volume import Volume
-from tools.results.common import MANUFACTURER, derived_uid
+from tools.results.common import MANUFACTURER, derived_uid, edit_digest
 from tools.results.seg import ResultBuildError, equipment_item, pin_times, roi_keys
 from tools.results.sr import device_uid
 from tools.segmentation.base import SegmentationResult
@@ -47,7 +47,7 @@ def ko_dataset(
     engine, version = result.engine, result.engine_version
 
     def uid(role: str) -> str:
-        return derived_uid(volume.series_instance_uid, engine, version, roi_keys(result), "KO", role)
+        return derived_uid(volume.series_instance_uid, engine, version, roi_keys(result), "KO", role, edit_digest(result))
 
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,

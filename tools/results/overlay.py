@@ -22,7 +22,7 @@ from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from tools.imaging.volume import Volume
-from tools.results.common import MANUFACTURER, derived_uid
+from tools.results.common import MANUFACTURER, derived_uid, edit_digest
 from tools.results.previews import AxialPreview, axial_previews
 from tools.results.seg import check_masks, equipment_item, ordered_sources, pin_times, roi_keys
 from tools.segmentation.base import SegmentationResult
@@ -66,7 +66,7 @@ def _overlay_image(
     source = images[preview.index] if preview.source_slice else None
 
     def uid(role: str) -> str:
-        return derived_uid(volume.series_instance_uid, engine, version, keys, "SC", role)
+        return derived_uid(volume.series_instance_uid, engine, version, keys, "SC", role, edit_digest(result))
 
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source if source is not None else images[0],

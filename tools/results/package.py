@@ -19,7 +19,7 @@ from pydicom import Dataset
 
 from tools.forked import ForkedCall, ForkedCallError, Receive
 from tools.imaging.volume import Volume
-from tools.results.common import DerivedObject, ResultBuildError, derived_uid
+from tools.results.common import DerivedObject, ResultBuildError, derived_uid, edit_digest
 from tools.results.previews import render_previews
 from tools.results.report import ReportInput, ReportStructure, conclusion, render_report
 from tools.segmentation.base import QAFlag, SegmentationResult, StructureMeasurements
@@ -65,7 +65,9 @@ class ResultPackage(BaseModel):
 def result_uid(volume: Volume, result: SegmentationResult) -> str:
     """The UID naming this result as a whole (DiagnosticReport identifier, Task output)."""
     keys = [s.structure.key for s in result.structures]
-    return derived_uid(volume.series_instance_uid, result.engine, result.engine_version, keys, "SR", "result-set")
+    return derived_uid(
+        volume.series_instance_uid, result.engine, result.engine_version, keys, "SR", "result-set", edit_digest(result)
+    )
 
 
 def _measured(measurements: StructureMeasurements | None, series: str, key: str) -> StructureMeasurements:

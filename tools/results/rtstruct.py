@@ -34,6 +34,7 @@ from tools.results.common import (
     DerivedObject,
     contributing_equipment,
     derived_uid,
+    edit_digest,
     encoded,
     new_dataset,
 )
@@ -133,10 +134,13 @@ def rtstruct_dataset(
     _check_structures(result.structures, volume)
     created = created or datetime.now()
     roi_keys = [s.structure.key for s in result.structures]
+    edit = edit_digest(result)
     new_series_uid = derived_uid(
-        series_uid, result.engine, result.engine_version, roi_keys, kind="RTSTRUCT", role="series"
+        series_uid, result.engine, result.engine_version, roi_keys, kind="RTSTRUCT", role="series", edit=edit
     )
-    sop_uid = derived_uid(series_uid, result.engine, result.engine_version, roi_keys, kind="RTSTRUCT", role="instance")
+    sop_uid = derived_uid(
+        series_uid, result.engine, result.engine_version, roi_keys, kind="RTSTRUCT", role="instance", edit=edit
+    )
 
     ds = _header(references[0], volume, result, new_series_uid, sop_uid, created)
     ds.ReferencedFrameOfReferenceSequence = [_referenced_frame(volume, references)]
@@ -316,8 +320,10 @@ def _structure_set_roi(number: int, structure: StructureMask, volume: Volume, re
     item.ReferencedFrameOfReferenceUID = volume.frame_of_reference_uid
     item.ROIName = structure.structure.roi_name
     item.ROIDescription = structure.structure.display
-    item.ROIGenerationAlgorithm = "AUTOMATIC"
-    item.ROIGenerationDescription = f"{result.engine} {result.engine_version}"[:64]
+    # PS3.3 C.8.8.5.3: AUTOMATIC (the algorithm alone), SEMIAUTOMATIC once a reviewer corrected it.
+    item.ROIGenerationAlgorithm = "SEMIAUTOMATIC" if result.edit else "AUTOMATIC"
+    edited = f", edited by {result.edit.editor_id}" if result.edit else ""
+    item.ROIGenerationDescription = f"{result.engine} {result.engine_version}{edited}"[:64]
     return item
 
 

@@ -32,6 +32,7 @@ from tools.results.common import (
     ResultBuildError,
     contributing_equipment,
     derived_uid,
+    edit_digest,
     encoded,
 )
 from tools.results.encoding import freeze_sequence, mark_encoded
@@ -156,7 +157,10 @@ def _description(
         segment_label=spec.roi_name,
         segmented_property_category=codes.SCT.AnatomicalStructure,
         segmented_property_type=property_type,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        # A reviewer's correction of the algorithm's output is SEMIAUTOMATIC (PS3.3 C.8.20.2).
+        algorithm_type=(
+            hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if result.edit else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        ),
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=engine[:64],
             family=_ALGORITHM_FAMILIES.get(engine, _DEFAULT_ALGORITHM_FAMILY),
@@ -235,7 +239,7 @@ def seg_dataset(
     engine, version = result.engine, result.engine_version
 
     def uid(role: str) -> str:
-        return derived_uid(volume.series_instance_uid, engine, version, keys, "SEG", role)
+        return derived_uid(volume.series_instance_uid, engine, version, keys, "SEG", role, edit_digest(result))
 
     pixels = _pixel_array(result)
     parameters = _seg_parameters(volume, result.parameters)

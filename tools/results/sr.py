@@ -22,7 +22,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from tools.imaging.volume import Volume
-from tools.results.common import MANUFACTURER, DerivedObject, derived_uid, encoded
+from tools.results.common import MANUFACTURER, DerivedObject, derived_uid, edit_digest, encoded
 from tools.results.seg import (
     ResultBuildError,
     check_masks,
@@ -187,7 +187,7 @@ def sr_dataset(
     )
 
     def uid(role: str) -> str:
-        return derived_uid(volume.series_instance_uid, engine, version, keys, "SR", role)
+        return derived_uid(volume.series_instance_uid, engine, version, keys, "SR", role, edit_digest(result))
 
     sr = hd.sr.Comprehensive3DSR(
         # The CT first: highdicom copies patient/study and acquisition equipment from evidence[0].

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
@@ -131,6 +132,26 @@ class StructureMask:
     """set by `qa.assess`; None on a result that was not assessed yet"""
 
 
+class ResultEdit(BaseModel):
+    """A reviewer's correction of an AI result (tools/review/edits.py): who, when, and what it corrects.
+
+    ``digest`` names the edited version: it enters every derived UID (a corrected RTSTRUCT is a
+    new object, never the AI's under its UID), and chains over rounds of edits.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    digest: str
+    edits_sha256: str
+    edit_count: int
+    editor_id: str
+    editor_name: str
+    editor_issuer: str
+    edited_at: datetime
+    derived_from_result_uid: str
+    """the result UID of the AI's own, unedited result"""
+
+
 @dataclass
 class SegmentationResult:
     engine: str
@@ -147,6 +168,8 @@ class SegmentationResult:
     Written into the SR's and SEG's algorithm identification (TID 4019, IHE AI Results), sorted
     by name: values must be fixed by the input and the engine (no times, paths or devices), or
     the approved bytes would change between two builds of the same result."""
+    edit: ResultEdit | None = None
+    """Set when a reviewer corrected the masks: the objects are then SEMIAUTOMATIC, with new UIDs."""
 
     def all_flags(self) -> list[QAFlag]:
         """Every flag: those about the whole result, then each structure's, in structure order."""

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 
 from tools.imaging.npz_store import load_npz, save_npz
-from tools.segmentation.base import STRUCTURES, QAFlag, SegmentationResult, StructureMask, StructureMeasurements
+from tools.segmentation.base import (
+    STRUCTURES,
+    QAFlag,
+    ResultEdit,
+    SegmentationResult,
+    StructureMask,
+    StructureMeasurements,
+)
 
 
 def save_result(result: SegmentationResult, path: Path) -> str:
@@ -24,6 +31,7 @@ def save_result(result: SegmentationResult, path: Path) -> str:
         "seconds": result.seconds,
         "assessed": result.assessed,
         "parameters": result.parameters,
+        "edit": result.edit.model_dump(mode="json") if result.edit else None,
         "flags": [f.model_dump(mode="json") for f in result.flags],
         "structures": [
             {
@@ -72,4 +80,5 @@ def load_result(path: Path, expected_sha256: str | None = None) -> SegmentationR
         assessed=bool(meta.get("assessed", False)),
         # Results saved before engines named their parameters have none.
         parameters={str(k): str(v) for k, v in meta.get("parameters", {}).items()},
+        edit=ResultEdit.model_validate(meta["edit"]) if meta.get("edit") else None,
     )
