@@ -56,6 +56,8 @@ class StudyState(TypedDict, total=False):
     segmentation: StoredSegmentation
     built: BuiltResults
     decision: ApprovalDecision
+    ai_writes: list[PendingDicomWrite]
+    """the AI's own objects, kept at a reviewer's first correction: what the assessment record is about"""
     stored: list[str]
     report_reference: str
     outcome: Outcome
@@ -87,6 +89,13 @@ class StudySteps(Protocol):
         variant: Variant,
     ) -> BuiltResults: ...
     def recorded_decision(self, thread_id: str | None, request: ApprovalRequest) -> ApprovalDecision | None: ...
+    def apply_edits(
+        self,
+        volume_file: StoredFile,
+        segmentation: StoredSegmentation,
+        request: ApprovalRequest,
+        decision: ApprovalDecision,
+    ) -> StoredSegmentation: ...
     def record_approval(self, task_id: str, approved: ApprovedPlan) -> None: ...
     def store(self, study_instance_uid: str, writes: Sequence[PendingDicomWrite]) -> list[str]: ...
     def record_lineage(
@@ -94,7 +103,12 @@ class StudySteps(Protocol):
         decision: ApprovalDecision,
     ) -> None: ...
     def record_assessment(
-        self, study_instance_uid: str, task_id: str, writes: Sequence[PendingDicomWrite], decision: ApprovalDecision
+        self,
+        study_instance_uid: str,
+        task_id: str,
+        writes: Sequence[PendingDicomWrite],
+        decision: ApprovalDecision,
+        corrected: Sequence[PendingDicomWrite] = (),
     ) -> str: ...
     def report(self, task_id: str, approved: ApprovedPlan) -> str: ...
     def record_rejection(self, task_id: str, decision: ApprovalDecision) -> None: ...
@@ -213,11 +227,23 @@ def _nodes(steps: StudySteps) -> dict[str, Node]:
             steps.record_approval(state["task"].task_id, ApprovedPlan(plan=state["built"].plan, decision=decision))
         return {"decision": decision}
 
+    def edit(state: StudyState) -> dict[str, Any]:
+        """A reviewer's corrections: a new result, built and shown for approval again."""
+        request = state["built"].request
+        return {
+            "segmentation": steps.apply_edits(state["volume_file"], state["segmentation"], request, state["decision"]),
+            "ai_writes": state.get("ai_writes") or request.dicom_writes,
+        }
+
     def write_pacs(state: StudyState) -> dict[str, Any]:
         study_uid, writes = state["study"].study_instance_uid, state["built"].request.dicom_writes
         stored = steps.store(study_uid, writes)
         steps.record_lineage(study_uid, state["task"].task_id, state["fetched"], writes, state["decision"])
-        steps.record_assessment(study_uid, state["task"].task_id, writes, state["decision"])
+        # The assessment is of the AI's result: accepted as it was, or modified into what was stored.
+        ai_writes = state.get("ai_writes")
+        steps.record_assessment(
+            study_uid, state["task"].task_id, ai_writes or writes, state["decision"], writes if ai_writes else ()
+        )
         return {"stored": stored}
 
     def write_fhir(state: StudyState) -> dict[str, Any]:
@@ -226,7 +252,10 @@ def _nodes(steps: StudySteps) -> dict[str, Node]:
     def record_rejection(state: StudyState) -> dict[str, Any]:
         steps.record_rejection(state["task"].task_id, state["decision"])
         steps.record_assessment(
-            state["study"].study_instance_uid, state["task"].task_id, state["built"].request.dicom_writes, state["decision"]
+            state["study"].study_instance_uid,
+            state["task"].task_id,
+            state.get("ai_writes") or state["built"].request.dicom_writes,
+            state["decision"],
         )
         return {"outcome": "rejected"}
 
@@ -249,6 +278,7 @@ def _nodes(steps: StudySteps) -> dict[str, Node]:
         "segment": _step("segment", 40)(segment),
         "build": _step("build", 70)(build),
         "approval": _step("approval", 85)(approval),
+        "edit": _step("edit", 60)(edit),
         "write_pacs": _step("write_pacs", 90)(write_pacs),
         "write_fhir": _step("write_fhir", 95)(write_fhir),
         "record_rejection": record_rejection,
@@ -273,7 +303,8 @@ def after_start(state: StudyState) -> str:
 def after_approval(state: StudyState) -> str:
     if state.get("error"):
         return "record_failure"
-    return "write_pacs" if state["decision"].action == "approve" else "record_rejection"
+    action = state["decision"].action
+    return {"approve": "write_pacs", "modify": "edit"}.get(action, "record_rejection")
 
 
 def build_study_graph(steps: StudySteps, checkpointer: Checkpointer = None) -> Any:
@@ -289,10 +320,11 @@ def build_study_graph(steps: StudySteps, checkpointer: Checkpointer = None) -> A
         ("preflight", "segment"),
         ("segment", "build"),
         ("build", "approval"),
+        ("edit", "build"),
         ("write_pacs", "write_fhir"),
     ]:
         graph.add_conditional_edges(stage, _after(stage, next_stage), [next_stage, "record_failure"])
-    graph.add_conditional_edges("approval", after_approval, ["write_pacs", "record_rejection", "record_failure"])
+    graph.add_conditional_edges("approval", after_approval, ["write_pacs", "edit", "record_rejection", "record_failure"])
     graph.add_conditional_edges("write_fhir", _after("write_fhir", END), [END, "record_failure"])
     graph.add_edge("record_rejection", END)
     graph.add_edge("record_failure", END)

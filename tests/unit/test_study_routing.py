@@ -18,11 +18,12 @@ from langgraph.types import Command
 
 from graphs.batch import build_batch_graph
 from graphs.study import build_study_graph, outcome_of
-from tests.identities import signed_decision
+from tests.identities import principal, signed_decision
 from tools.fhir.worklist import WorklistItem
 from tools.imaging.series_choice import ChosenSeries
 from tools.results.fhir_report import WritebackPlan
-from tools.workflow.approval import ApprovalDecision, ApprovalRequest
+from tools.review.edits import EraseRange
+from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.records import (
     ApprovedPlan,
     BuiltResults,
@@ -74,6 +75,14 @@ def _request(plan: WritebackPlan) -> ApprovalRequest:
         report_text="report",
         dicom_writes=[],
         fhir_changes=[],
+    )
+
+
+def _write(result_uid: str) -> PendingDicomWrite:
+    return PendingDicomWrite(
+        kind="RTSTRUCT", sop_class_uid="1.2.840.10008.5.1.4.1.1.481.3", sop_class_name="RT Structure Set Storage",
+        sop_instance_uid=f"{result_uid}.1", series_instance_uid=f"{result_uid}.2", sha256="3" * 64, size_bytes=1,
+        path="/nowhere/rtstruct.dcm",
     )
 
 
@@ -152,7 +161,16 @@ class FakeWorkflow:
     def build(self, study: StudyRecord, fetched: FetchedSeries, volume_file: StoredFile, segmentation: StoredSegmentation, created_at: str, variant: str) -> BuiltResults:
         self._call("build", study.imaging_study_id)
         plan = _plan(study.imaging_study_id)
-        return BuiltResults(request=_request(plan), plan=plan)
+        if "edit" in segmentation.path.name:  # a corrected result is a new result, with its own UID
+            plan = plan.model_copy(update={"result_uid": plan.result_uid + ".9"})
+        request = _request(plan).model_copy(update={"dicom_writes": [_write(plan.result_uid)]})
+        return BuiltResults(request=request, plan=plan)
+
+    def apply_edits(
+        self, volume_file: StoredFile, segmentation: StoredSegmentation, request: ApprovalRequest, decision: ApprovalDecision
+    ) -> StoredSegmentation:
+        self._call("apply_edits", request.imaging_study_id)
+        return StoredSegmentation(path=segmentation.path.with_name("seg-edit-1.npz"), sha256="2" * 64)
 
     def recorded_decision(self, thread_id: str | None, request: ApprovalRequest) -> ApprovalDecision | None:
         return self.recorded
@@ -170,8 +188,12 @@ class FakeWorkflow:
     ) -> None:
         self._call("record_lineage", study_instance_uid)
 
-    def record_assessment(self, study_instance_uid: str, task_id: str, writes: Sequence[Any], decision: ApprovalDecision) -> str:
+    def record_assessment(
+        self, study_instance_uid: str, task_id: str, writes: Sequence[Any], decision: ApprovalDecision,
+        corrected: Sequence[Any] = (),
+    ) -> str:
         self._call("record_assessment", study_instance_uid)
+        self.assessed = ([w.sop_instance_uid for w in writes], [w.sop_instance_uid for w in corrected])
         return "2.25.2"
 
     def report(self, task_id: str, approved: ApprovedPlan) -> str:
@@ -205,6 +227,25 @@ def test_an_approved_study_is_written_only_after_the_interrupt() -> None:
     assert fake.steps() == [*PREPARE, "record_approval", "store", "record_lineage", "record_assessment", "report"]
     assert outcome_of(done.values)["outcome"] == "completed"
     assert done.values["report_reference"] == "DiagnosticReport/r-1"
+
+
+def test_edits_rebuild_the_result_and_ask_again_and_the_assessment_says_modified() -> None:
+    fake = FakeWorkflow()
+    graph = build_study_graph(fake, InMemorySaver())
+    _run(graph, {"imaging_study_id": "s-1"})
+    edits = [EraseRange(structure="left-lung", plane="axial", first=0, last=2)]
+    modify = ApprovalDecision.by(principal("dr-lee", "Dr. Lee"), "modify", edits=edits)
+    again = _run(graph, Command(resume=modify.model_dump(mode="json")))
+    # Nothing written: the corrected result is built and shown for approval, under a new UID.
+    assert fake.steps() == [*PREPARE, "apply_edits", "build"]
+    assert [i.value["request_id"] for i in again.interrupts] == [_plan("s-1").result_uid + ".9"]
+
+    done = _run(graph, Command(resume=_decision().model_dump(mode="json")))
+    assert fake.steps()[-5:] == ["record_approval", "store", "record_lineage", "record_assessment", "report"]
+    assert outcome_of(done.values)["outcome"] == "completed"
+    # The assessment is of the AI's own objects, modified into the corrected ones that were stored.
+    ai, corrected = f"{_plan('s-1').result_uid}.1", f"{_plan('s-1').result_uid}.9.1"
+    assert fake.assessed == ([ai], [corrected])
 
 
 def test_a_rejection_writes_nothing_and_records_why() -> None:

@@ -27,7 +27,7 @@ from tools.results.seg import pin_times
 
 SCHEME = "99IMAGINGAGENT"
 ASSESSMENT_SERIES_NUMBER = 9903
-Assessment = Literal["accepted", "rejected"]
+Assessment = Literal["accepted", "rejected", "modified"]
 
 _REPORT = hd.sr.CodedConcept("AIRA-REPORT", SCHEME, "AI result assessment")
 _ASSESSED = hd.sr.CodedConcept("AIRA-ITEM", SCHEME, "Assessed AI result")
@@ -35,9 +35,11 @@ _OBJECT = hd.sr.CodedConcept("AIRA-OBJECT", SCHEME, "AI result object")
 _ASSESSMENT = hd.sr.CodedConcept("AIRA-ASSESSMENT", SCHEME, "Assessment")
 _TIME = hd.sr.CodedConcept("AIRA-TIME", SCHEME, "Assessment date and time")
 _REASON = hd.sr.CodedConcept("AIRA-REASON", SCHEME, "Reason")
+_CORRECTED = hd.sr.CodedConcept("AIRA-CORRECTED", SCHEME, "Corrected result object")
 _VALUES = {
     "accepted": hd.sr.CodedConcept("ACCEPTED", SCHEME, "AI result accepted"),
     "rejected": hd.sr.CodedConcept("REJECTED", SCHEME, "AI result rejected"),
+    "modified": hd.sr.CodedConcept("MODIFIED", SCHEME, "AI result modified"),
 }
 
 
@@ -60,10 +62,20 @@ def build_assessment_sr(
     issuer: str,
     decided_at: datetime,
     reason: str | None,
+    corrected: Sequence[Dataset] = (),
 ) -> Dataset:
-    """The assessment of `results` (their headers: patient, study and SOP identity are read) by one person."""
+    """The assessment of `results` (their headers: patient, study and SOP identity are read) by one person.
+
+    "modified": the person corrected the results into `corrected` (what was stored instead), the
+    same kinds of object built in the same order: each is referenced beside the AI's it replaces.
+    """
     if not results:
         raise ValueError("an assessment needs at least one assessed result")
+    if (assessment == "modified") != bool(corrected):
+        raise ValueError("a 'modified' assessment names the corrected objects, and only it does")
+    if corrected and len(corrected) != len(results):
+        raise ValueError(f"{len(results)} AI result objects but {len(corrected)} corrected ones: they pair one to one")
+    replacements: Sequence[Dataset | None] = corrected or [None] * len(results)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Person,
         observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
@@ -72,7 +84,7 @@ def build_assessment_sr(
     )
     root = hd.sr.ContainerContentItem(name=_REPORT, template_id=None)
     items: list[Dataset] = [*observer]
-    for result in results:
+    for result, replaced_by in zip(results, replacements, strict=True):
         item = hd.sr.ContainerContentItem(name=_ASSESSED, relationship_type="CONTAINS")
         children = [
             hd.sr.CompositeContentItem(
@@ -86,13 +98,22 @@ def build_assessment_sr(
         ]
         if reason:
             children.append(hd.sr.TextContentItem(name=_REASON, value=reason[:1024], relationship_type="CONTAINS"))
+        if replaced_by is not None:
+            children.append(
+                hd.sr.CompositeContentItem(
+                    name=_CORRECTED,
+                    referenced_sop_class_uid=str(replaced_by.SOPClassUID),
+                    referenced_sop_instance_uid=str(replaced_by.SOPInstanceUID),
+                    relationship_type="CONTAINS",
+                )
+            )
         item.ContentSequence = hd.sr.ContentSequence(children)
         items.append(item)
     root.ContentSequence = hd.sr.ContentSequence(items)
     decision_key = f"{issuer}|{reviewer_id}|{decided_at.isoformat()}"
     series_uid, instance_uid = assessment_uids([str(r.SOPInstanceUID) for r in results], assessment, decision_key)
     sr = hd.sr.ComprehensiveSR(
-        evidence=list(results),
+        evidence=[*results, *corrected],
         content=root,
         series_instance_uid=series_uid,
         series_number=ASSESSMENT_SERIES_NUMBER,

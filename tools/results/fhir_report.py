@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from tools.fhir.builders import DICOM_CODE_SYSTEM, DICOM_UID_SYSTEM, URI_SYSTEM, uid_identifier
 from tools.fhir.search_values import condition, token
 from tools.results.common import DerivedObject
+from tools.segmentation.base import ResultEdit
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -93,6 +94,8 @@ class WritebackPlan(BaseModel):
     objects: list[DerivedObject]
     conclusion: str
     report_text: str
+    edit: ResultEdit | None = None
+    """a reviewer's correction: its author and the AI result it derives from go into Provenance"""
 
 
 def _stable_id(*parts: str) -> str:
@@ -230,7 +233,23 @@ def build_provenance(
     approval, only the enterer who started the job, with a reason saying nobody reviewed it.
 
     With `reviewer`, the agent also names the authenticated principal itself (identifier with
-    the issuer as system, and display name), so the record stands without resolving the reference."""
+    the issuer as system, and display name), so the record stands without resolving the reference.
+
+    A corrected result (`plan.edit`) adds its corrector as author and the AI's own result, by its
+    UID, as what it was derived from."""
+    edit = plan.edit
+    corrections = (
+        [
+            ProvenanceAgent(
+                type=CodeableConcept(coding=[Coding(system=PROVENANCE_PARTICIPANT, code="author")]),
+                who=Reference(
+                    identifier=Identifier(system=edit.editor_issuer, value=edit.editor_id), display=edit.editor_name
+                ),
+            )
+        ]
+        if edit
+        else []
+    )
     return Provenance(
         id=_stable_id("provenance", plan.result_uid),
         target=[Reference(reference=ref) for ref in target_refs],
@@ -253,12 +272,18 @@ def build_provenance(
                     display=reviewer.name if reviewer else None,
                 ),
             ),
+            *corrections,
         ],
         reason=[
             CodeableConcept(text=text)
             for text in [
                 *([] if reviewed else ["Automatic approval (--yes): no human reviewed these results before release."]),
                 *[f"Engine not used: {why}" for why in plan.engine_fallbacks],
+                *(
+                    [f"Contours corrected by {edit.editor_name} ({edit.edit_count} edits) before approval."]
+                    if edit
+                    else []
+                ),
             ]
         ]
         or None,
@@ -274,7 +299,20 @@ def build_provenance(
                 ),
             )
             for obj in plan.objects
-        ],
+        ]
+        + (
+            [
+                ProvenanceEntity(
+                    role="derivation",
+                    what=Reference(
+                        identifier=Identifier(system=DICOM_UID_SYSTEM, value=f"urn:oid:{edit.derived_from_result_uid}"),
+                        display="AI result before the reviewer's corrections",
+                    ),
+                )
+            ]
+            if edit
+            else []
+        ),
     )
 
 

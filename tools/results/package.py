@@ -22,7 +22,7 @@ from tools.imaging.volume import Volume
 from tools.results.common import DerivedObject, ResultBuildError, derived_uid, edit_digest
 from tools.results.previews import render_previews
 from tools.results.report import ReportInput, ReportStructure, conclusion, render_report
-from tools.segmentation.base import QAFlag, SegmentationResult, StructureMeasurements
+from tools.segmentation.base import QAFlag, ResultEdit, SegmentationResult, StructureMeasurements
 from tools.segmentation.qa import assess
 
 OutputFormat = Literal["rtstruct", "seg", "sr", "png", "json", "overlay", "ko"]
@@ -60,6 +60,8 @@ class ResultPackage(BaseModel):
     flags: list[QAFlag]
     conclusion: str
     seconds: dict[str, float]
+    edit: ResultEdit | None = None
+    """set when the masks are a reviewer's correction of the AI's"""
 
 
 def result_uid(volume: Volume, result: SegmentationResult) -> str:
@@ -244,6 +246,7 @@ def build_package(
         ],
         flags=flags,
         conclusion=conclusion(report_input),
+        edit=result.edit,
         seconds={"segment": round(result.seconds, 3), **seconds},
     )
     if package.summary_path is not None:

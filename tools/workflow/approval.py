@@ -10,6 +10,7 @@ before storing it, and what the PACS holds afterwards).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -18,7 +19,8 @@ from pydantic import BaseModel, Field, model_validator
 from tools.identity.principal import Principal
 from tools.imaging.series_choice import ChosenSeries
 from tools.results.fhir_report import FhirChange, Reviewer
-from tools.segmentation.base import QAFlag
+from tools.review.edits import BrushStroke, EraseRange, MaskEdit
+from tools.segmentation.base import QAFlag, ResultEdit
 
 SeriesChoice = ChosenSeries
 """The series the pipeline chose and why (the approval card shows it)."""
@@ -101,6 +103,9 @@ class ApprovalRequest(BaseModel):
     review_files: ReviewFiles | None = Field(
         default=None, description="the volume and masks behind this card, for the full-series viewer"
     )
+    edit: ResultEdit | None = Field(
+        default=None, description="set when this card shows a reviewer's correction of the AI result"
+    )
 
 
 class ApprovalDecision(BaseModel):
@@ -110,7 +115,7 @@ class ApprovalDecision(BaseModel):
     (id, display name, issuer, when and how they signed in), never text someone typed.
     """
 
-    action: Literal["approve", "reject"]
+    action: Literal["approve", "reject", "modify"]
     reviewer_id: str = Field(min_length=1, description="the principal's id at its issuer")
     reviewer_name: str = Field(min_length=1, description="the principal's display name")
     issuer: str = Field(min_length=1, description="who vouches for reviewer_id: the FHIR identifier system")
@@ -121,13 +126,24 @@ class ApprovalDecision(BaseModel):
         default=False, description="approved by `--yes`: no human reviewed the results (Provenance says so)"
     )
     decided_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    edits: list[MaskEdit] = Field(
+        default_factory=list,
+        description="with action 'modify': the reviewer's corrections, re-applied to the AI masks before a new approval",
+    )
 
     @classmethod
     def by(
-        cls, principal: Principal, action: str, reason: str | None = None, *, automatic: bool = False
+        cls,
+        principal: Principal,
+        action: str,
+        reason: str | None = None,
+        *,
+        automatic: bool = False,
+        edits: Sequence[BrushStroke | EraseRange] = (),
     ) -> ApprovalDecision:
         """The decision of this principal; `automatic` (`--yes`) is recorded as auth method "automatic"."""
         return cls(
+            edits=list(edits),
             action=action,  # type: ignore[arg-type]  # the validator names a wrong action
             reviewer_id=principal.id,
             reviewer_name=principal.display_name,
@@ -144,6 +160,12 @@ class ApprovalDecision(BaseModel):
             raise ValueError("a decision needs the reviewer's id and name (not blank)")
         if self.action == "reject" and not (self.reason or "").strip():
             raise ValueError("a rejection needs a reason: say what is wrong with the contours")
+        if self.action == "modify" and not self.edits:
+            raise ValueError("a modification needs the edits: paint or erase on a slice first")
+        if self.action != "modify" and self.edits:
+            raise ValueError(f"edits come with action 'modify', not {self.action!r}: save the edits, then decide")
+        if self.action == "modify" and self.automatic:
+            raise ValueError("an automatic decision (--yes) cannot edit contours: only a person can")
         return self
 
     def reviewer(self) -> Reviewer:

@@ -40,9 +40,13 @@ def record_assessment(
     task_id: str,
     writes: Sequence[PendingDicomWrite],
     decision: ApprovalDecision,
+    corrected: Sequence[PendingDicomWrite] = (),
 ) -> str:
-    """Store the assessment SR of `writes` and its Observation; returns the SR's SOP Instance UID."""
-    assessment: Assessment = "accepted" if decision.action == "approve" else "rejected"
+    """Store the assessment SR of `writes` (the AI's objects) and its Observation; returns the SR's
+    SOP Instance UID. `corrected`: the reviewer's corrected objects, approved and stored instead."""
+    assessment: Assessment = (
+        "rejected" if decision.action != "approve" else "modified" if corrected else "accepted"
+    )
     headers = [dcmread(w.path, stop_before_pixels=True) for w in writes]
     sr = build_assessment_sr(
         headers,
@@ -52,6 +56,7 @@ def record_assessment(
         issuer=decision.issuer,
         decided_at=decision.decided_at,
         reason=decision.reason,
+        corrected=[dcmread(w.path, stop_before_pixels=True) for w in corrected],
     )
     data = dataset_bytes(sr)
     path = Path(writes[0].path).parent / f"assessment-{assessment}.dcm"
@@ -85,8 +90,14 @@ def record_assessment(
         ),
         note=[{"text": decision.reason}] if decision.reason else None,
         component=[
-            ObservationComponent(code=CodeableConcept(text=f"assessed {w.kind}"), valueString=f"urn:oid:{w.sop_instance_uid}")
-            for w in writes
+            *(
+                ObservationComponent(code=CodeableConcept(text=f"assessed {w.kind}"), valueString=f"urn:oid:{w.sop_instance_uid}")
+                for w in writes
+            ),
+            *(
+                ObservationComponent(code=CodeableConcept(text=f"corrected {w.kind}"), valueString=f"urn:oid:{w.sop_instance_uid}")
+                for w in corrected
+            ),
         ],
     )
     fhir.create(observation, if_none_exist=condition("identifier", uid_search_token(str(sr.SOPInstanceUID))))

@@ -23,6 +23,7 @@ from tools.workflow import prepare, write
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.assessment import record_assessment
 from tools.workflow.decisions import DecisionStore
+from tools.workflow.edit import apply_review_edits
 from tools.workflow.gtv import find_gtv
 from tools.workflow.lineage import LineageStore, source_instances
 from tools.workflow.records import (
@@ -118,6 +119,15 @@ class StudyWorkflow:
             study, fetched, volume_file, segmentation, created_at, variant, self.services.optional_formats
         )
 
+    def apply_edits(
+        self,
+        volume_file: StoredFile,
+        segmentation: StoredSegmentation,
+        request: ApprovalRequest,
+        decision: ApprovalDecision,
+    ) -> StoredSegmentation:
+        return apply_review_edits(volume_file, segmentation, request, decision)
+
     def recorded_decision(self, thread_id: str | None, request: ApprovalRequest) -> ApprovalDecision | None:
         return write.recorded_decision(self.services.decisions, thread_id, request)
 
@@ -135,9 +145,16 @@ class StudyWorkflow:
         self.services.lineage.record(study_instance_uid, task_id, writes, inputs, decision, self.services.results.destination)
 
     def record_assessment(
-        self, study_instance_uid: str, task_id: str, writes: Sequence[PendingDicomWrite], decision: ApprovalDecision
+        self,
+        study_instance_uid: str,
+        task_id: str,
+        writes: Sequence[PendingDicomWrite],
+        decision: ApprovalDecision,
+        corrected: Sequence[PendingDicomWrite] = (),
     ) -> str:
-        return record_assessment(self.services.results, self.services.fhir, study_instance_uid, task_id, writes, decision)
+        return record_assessment(
+            self.services.results, self.services.fhir, study_instance_uid, task_id, writes, decision, corrected
+        )
 
     def report(self, task_id: str, approved: ApprovedPlan) -> str:
         return write.report_to_fhir(self.services.fhir, task_id, approved)

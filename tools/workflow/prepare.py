@@ -253,7 +253,9 @@ def build_results(
     volume = load_volume(volume_file.path, volume_file.sha256)
     result = load_result(segmentation.path, segmentation.sha256)
     source = [dcmread(p, stop_before_pixels=True) for p in sorted((fetched.work_dir / SOURCE_DIR).glob("*.dcm"))]
-    out_dir = fetched.work_dir / f"{variant}-results-{result.engine}"
+    # A corrected result is built beside the AI's, which stays as the reviewer saw it first.
+    edited = f"-edit-{result.edit.digest[:16]}" if result.edit else ""
+    out_dir = fetched.work_dir / f"{variant}-results-{result.engine}{edited}"
     package = build_package(
         source, volume, result, out_dir, formats=[*ALL_FORMATS, *optional_formats],
         created=datetime.fromisoformat(created_at),
@@ -292,6 +294,7 @@ def _writeback_plan(study: StudyRecord, package: ResultPackage, fallbacks: list[
         objects=package.objects,
         conclusion=package.conclusion,
         report_text=package.report_path.read_text(),
+        edit=package.edit,
     )
 
 
@@ -345,5 +348,6 @@ def _approval_request(
         ],
         fhir_changes=describe_changes(plan),
         review_files=review_files,
+        edit=package.edit,
     )
 
