@@ -65,7 +65,7 @@ def run_contour(
     read_s = time.perf_counter() - started
 
     report("segment", 0.1)
-    result, not_used = segment_with_fallback(engines, volume, engine_chain, targets)
+    result, not_used, _errors = segment_with_fallback(engines, volume, engine_chain, targets)
 
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
