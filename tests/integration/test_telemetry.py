@@ -29,6 +29,7 @@ from agent.settings import Settings
 from agent.telemetry import configure_tracing
 from graphs.tracing import IMAGING_STUDY_ID, JOB_ID, job_trace_id
 from tests.conftest import free_port
+from tests.integration.worker_processes import Worker
 from tests.integration.workflow_helpers import SeededStudy, phantom_spec, result_instances, seed_phantom
 from tests.uvicorn_thread import serving
 
@@ -195,20 +196,42 @@ def test_one_job_traced_and_counted(
 
 
 @pytest.mark.workers
-def test_queue_depth_from_the_broker(live_settings: Settings, redis_broker: str, tmp_path: Path) -> None:
-    """With workers configured (none running here), a queued job is a message waiting in Redis."""
+def test_queue_depth_and_a_workers_own_metrics(
+    live_settings: Settings, redis_broker: str, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    """With workers: a queued job is a message waiting in Redis (the API's /metrics), and the steps a
+    worker's pool process ran count on the worker's own /metrics (`--metrics-port`)."""
     broker = f"{redis_broker.rsplit('/', 1)[0]}/15"  # a Redis database no worker test uses
     settings = live_settings.model_copy(update={"run_dir": tmp_path / "run", "broker_url": SecretStr(broker)})
     with account_store(settings) as accounts:
         accounts.add(RADIOLOGIST, PASSWORD, ["radiologist"], "Dr. Telemetry")
+    study = seed_phantom(settings, tmp_path / "phantom", phantom_spec(914, "TEL-0914", patient_name=PATIENT_NAME))
+    seeded.append(study)
+    worker_port = free_port()
     with serving(create_app(settings), free_port()) as url, httpx.Client(base_url=url, timeout=120) as client:
         empty = _samples(client.get("/metrics").text)  # no token configured: open
         assert _value(empty, "imaging_agent_queue_depth", queue="studies") == 0
-        queued = client.post(
-            "/api/v1/jobs", json={"kind": "study", "imaging_study_id": "never-run-0001"}, headers=_bearer(client)
-        )
+        headers = _bearer(client)
+        body = {"kind": "study", "imaging_study_id": study.imaging_study_id}
+        queued = client.post("/api/v1/jobs", json=body, headers=headers)
         assert queued.status_code == 202, queued.text
-        samples = _samples(client.get("/metrics").text)
-    assert _value(samples, "imaging_agent_queue_depth", queue="studies") == 1
-    assert _value(samples, "imaging_agent_queue_depth", queue="engines") == 0
-    assert _value(samples, "imaging_agent_jobs", state="queued") == 1
+        waiting = _samples(client.get("/metrics").text)
+        assert _value(waiting, "imaging_agent_queue_depth", queue="studies") == 1
+        assert _value(waiting, "imaging_agent_queue_depth", queue="engines") == 0
+        assert _value(waiting, "imaging_agent_jobs", state="queued") == 1
+
+        worker = Worker("telemetry", settings, tmp_path / "logs", ["--metrics-port", str(worker_port)])
+        try:
+            worker.wait_ready()
+            _wait(client, headers, queued.json()["job_id"], pending=True)
+            taken = _samples(client.get("/metrics").text)
+            scraped = httpx.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=30)
+        finally:
+            worker.stop()
+    assert _value(taken, "imaging_agent_queue_depth", queue="studies") == 0
+    assert _value(taken, "imaging_agent_jobs", state="waiting-approval") == 1
+    assert scraped.status_code == 200
+    on_worker = _samples(scraped.text)
+    for step in STEPS[: STEPS.index("build") + 1]:  # up to the approval card; the pool process ran them once
+        assert _value(on_worker, "imaging_agent_step_duration_seconds_count", step=step) == 1, step
+    assert "TEL-0914" not in scraped.text and "Spanwatcher" not in scraped.text
