@@ -15,6 +15,7 @@ from agent.commands.services import services_app
 from agent.memory import keep_large_blocks_out_of_the_heap
 from agent.private_files import protect_run_dir
 from agent.settings import Settings, get_settings
+from agent.telemetry import configure_tracing
 from tools.state.database import StateDatabaseError
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.command()(worker.worker)
 
 @app.callback()
 def _configure(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
 ) -> None:
     logging.basicConfig(
@@ -48,6 +50,9 @@ def _configure(
     # httpx and urllib3 log full URLs with their query strings, which can hold patient names.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # Before any client is built: spans of the jobs this command runs (or a worker's pool runs), when
+    # OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    configure_tracing(get_settings(), ctx.invoked_subcommand or "imaging-agent")
 
 
 @app.command()

@@ -74,7 +74,9 @@ def run_contour(
     try:
         # This command is alone in its process: the second core builds the DICOM objects.
         with fork_dicom_build(source, volume) as dicom:
-            result, not_used = segment_with_fallback(engines, volume, engine_chain, targets, assess_last=False)
+            result, not_used, _errors = segment_with_fallback(
+                engines, volume, engine_chain, targets, assess_last=False
+            )
             package = build_package(
                 source,
                 volume,

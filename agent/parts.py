@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 def fhir_client(settings: Settings) -> FhirClient:
     """The FHIR R4 client for `settings.fhir_url`, with its auth, retry policy and page size."""
+    from agent.telemetry import http_transport
     from tools.fhir.client import FhirClient
 
     return FhirClient(
@@ -34,6 +35,7 @@ def fhir_client(settings: Settings) -> FhirClient:
         auth=settings.fhir_http_auth(),
         retry=settings.retry_policy(),
         page_size=settings.fhir_page_size,
+        transport=http_transport(),  # a client span per request when tracing is on
     )
 
 

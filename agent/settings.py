@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.private_files import read_or_create_secret
@@ -142,6 +142,24 @@ class Settings(BaseSettings):
     # hashes). A job resumed on another machine needs them, so workers on several machines share
     # one folder, mounted at the same path on each.
     work_dir: Path | None = Field(default=None, description="the work store; default RUN_DIR/work; shared by all workers")
+
+    # Telemetry. Traces go to an OpenTelemetry collector only when its endpoint is set, under the
+    # standard OTel names (so a deployment's usual OTEL_* environment works unchanged); the exporter
+    # reads the other standard variables (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _CERTIFICATE) itself.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP collector base URL, e.g. http://127.0.0.1:4318 (traces go to /v1/traces); unset: no traces",
+    )
+    otel_service_name: str = Field(
+        default="imaging-agent", validation_alias=AliasChoices("OTEL_SERVICE_NAME"), description="service.name of the spans"
+    )
+    # GET /metrics of the API service (Prometheus). Its figures hold no patient data (states, steps,
+    # engine names, counts), but job volumes are the department's business: set a token for a scrape
+    # beyond 127.0.0.1 (Prometheus: `authorization: {credentials_file: ...}`).
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token a scrape of /metrics must send; unset: /metrics is open like /health"
+    )
 
     @model_validator(mode="after")
     def _broker_url_is_redis(self) -> Settings:

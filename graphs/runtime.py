@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from graphs.batch import BatchState, build_batch_graph
 from graphs.checkpoints import checkpoint_saver, checkpoint_serializer
 from graphs.study import StudyState, build_study_graph, outcome_of
+from graphs.tracing import ENGINE, IMAGING_STUDY_ID, JOB_RUN, job_span
 from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
 from tools.segmentation.catalog import check_engine_name
 from tools.state.migrate import upgrade
@@ -52,6 +53,10 @@ class JobQueue(Protocol):
     def start_batch(self, thread_id: str, query: Mapping[str, str] | None, engine: str) -> None: ...
 
     def resume(self, thread_id: str) -> None: ...
+
+    def depth(self) -> dict[str, int]:
+        """Messages waiting in each queue, not yet taken by a worker (for the metrics)."""
+        ...
 
 
 class QueueUnavailableError(RuntimeError):
@@ -175,6 +180,10 @@ class WorkflowRuntime:
                 return job
         raise KeyError(f"no job with thread id {thread_id}; `imaging-agent approvals list` shows the open ones")
 
+    def job_counts(self) -> dict[str, int]:
+        """How many jobs are in each status (queued, running, waiting-approval, done, dispatched)."""
+        return self._jobs.count_by_status()
+
     def runner(self, thread_id: str) -> LeaseHolder | None:
         """The live runner (this process or another) running the job now, if any."""
         return self.leases.holder(thread_id)
@@ -236,6 +245,17 @@ class WorkflowRuntime:
                 return answers
             value = Command(resume=answers)
 
+    def _span_attributes(self, kind: JobKind, thread_id: str, value: Any) -> dict[str, str]:
+        """What a run's root span says about its job: ImagingStudy id and engine, from the start's input
+        or, for a resume, the job's state (ids and names only, graphs/tracing.py)."""
+        starting = isinstance(value, dict)
+        values = value if starting else (self.graphs[kind].get_state(self._config(thread_id)).values or {})
+        attributes = {JOB_RUN: "start" if starting else "resume"}
+        for key, attribute in (("imaging_study_id", IMAGING_STUDY_ID), ("engine", ENGINE)):
+            if values.get(key):
+                attributes[attribute] = values[key]
+        return attributes
+
     def _run(
         self,
         kind: JobKind,
@@ -247,7 +267,10 @@ class WorkflowRuntime:
         """Run the job under its lease (taken here unless given); JobBusyError when a live runner has it."""
         if on_progress is None:
             on_progress = _enclosing_stream_writer()
-        with lease or self.leases.acquire(thread_id) as held:
+        with (
+            lease or self.leases.acquire(thread_id) as held,
+            job_span(kind, thread_id, self._span_attributes(kind, thread_id, value)),
+        ):
             # Marked before running: a process killed mid-run leaves "running", which `resume` picks up.
             self._jobs.set_status(thread_id, "running")
             untaken = self._stream(held, kind, thread_id, value, on_progress)

@@ -6,7 +6,8 @@
      a Task holding an approved plan whose objects are already in the PACS -> write_fhir)
 
 Nodes are thin: each calls one step of `tools.workflow` through the injected workflow object,
-reports progress on LangGraph's custom stream and puts the step's record into the state. The only
+reports progress on LangGraph's custom stream and puts the step's record into the state. Each step
+is a span (graphs/tracing.py) and a duration in the step histogram (graphs/metrics.py). The only
 path to `write_pacs` and `write_fhir` runs through `approval`, whose single `interrupt()` carries
 every pending write (docs/architecture.md, "Approval").
 """
@@ -23,6 +24,8 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer, interrupt
 
+from graphs.metrics import APPROVAL_WAIT_SECONDS, ENGINE_ERRORS, STEP_SECONDS, WRITES
+from graphs.tracing import OUTCOME, failed, step_span
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.records import (
     ApprovedPlan,
@@ -36,6 +39,7 @@ from tools.workflow.records import (
     TaskRecord,
     Variant,
 )
+from tools.workflow.segment import NoEngineResultError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,8 @@ class StudyState(TypedDict, total=False):
     error: str
     failed_stage: str
     seconds: dict[str, float]
+    # When the approval card was ready (epoch seconds): the approval wait is measured from here.
+    approval_shown_at: float
 
 
 class StudySteps(Protocol):
@@ -142,28 +148,43 @@ def _progress(study_id: str, stage: str, percent: float, **extra: Any) -> None:
 Node = Callable[[StudyState], dict[str, Any]]
 
 
+def _thread_id() -> str | None:
+    return get_config()["configurable"].get("thread_id")
+
+
 def _step(stage: str, percent: float) -> Callable[[Node], Node]:
-    """Progress + timing + failure capture around a node; interrupts pass through untouched."""
+    """Progress, timing, a span and failure capture around a node; interrupts pass through untouched."""
 
     def wrap(fn: Node) -> Node:
         def node(state: StudyState) -> dict[str, Any]:
             study_id = state["imaging_study_id"]
             _progress(study_id, stage, percent)
-            started = time.perf_counter()
-            try:
-                update = fn(state)
-            except GraphBubbleUp:
-                raise
-            except Exception as exc:  # one study's failure must not stop a batch
-                log.warning("study %s failed at %s: %s", study_id, stage, exc)
-                return {"error": str(exc), "failed_stage": stage}
-            seconds = {**state.get("seconds", {}), stage: round(time.perf_counter() - started, 3)}
+            with step_span(stage, state, _thread_id()) as span:
+                started = time.perf_counter()
+                try:
+                    update = fn(state)
+                except GraphBubbleUp:
+                    span.set_attribute(OUTCOME, "waiting")  # the approval's interrupt: not a failure
+                    raise
+                except Exception as exc:  # one study's failure must not stop a batch
+                    STEP_SECONDS.labels(stage).observe(time.perf_counter() - started)
+                    failed(span, exc)
+                    log.warning("study %s failed at %s: %s", study_id, stage, exc)
+                    return {"error": str(exc), "failed_stage": stage}
+                elapsed = time.perf_counter() - started
+                STEP_SECONDS.labels(stage).observe(elapsed)
+            seconds = {**state.get("seconds", {}), stage: round(elapsed, 3)}
             return {**update, "seconds": seconds}
 
         node.__name__ = fn.__name__
         return node
 
     return wrap
+
+
+def _count_engine_errors(engines: Sequence[str]) -> None:
+    for engine in engines:
+        ENGINE_ERRORS.labels(engine).inc()
 
 
 def _approved(state: StudyState) -> ApprovedPlan:
@@ -199,11 +220,15 @@ def _nodes(steps: StudySteps) -> dict[str, Node]:
 
     def segment(state: StudyState) -> dict[str, Any]:
         variant = state.get("variant", "approval")
-        return {
-            "segmentation": steps.segment(
+        try:
+            segmentation = steps.segment(
                 state["volume_file"], state["fetched"], state["engine"], state["targets"], variant
             )
-        }
+        except NoEngineResultError as exc:
+            _count_engine_errors(exc.engine_errors)
+            raise
+        _count_engine_errors(segmentation.engine_errors)
+        return {"segmentation": segmentation}
 
     def build(state: StudyState) -> dict[str, Any]:
         built = steps.build(
@@ -214,15 +239,16 @@ def _nodes(steps: StudySteps) -> dict[str, Node]:
             state["task"].created_at,
             state.get("variant", "approval"),
         )
-        return {"built": built}
+        return {"built": built, "approval_shown_at": time.time()}
 
     def approval(state: StudyState) -> dict[str, Any]:
         """The one interrupt of the study: nothing is written before a human answers it."""
         request = state["built"].request
-        thread_id = get_config()["configurable"].get("thread_id")
-        decision = steps.recorded_decision(thread_id, request) or ApprovalDecision.model_validate(
+        decision = steps.recorded_decision(_thread_id(), request) or ApprovalDecision.model_validate(
             interrupt(request.model_dump(mode="json"))
         )
+        if "approval_shown_at" in state:  # a study built before this was measured has no start
+            APPROVAL_WAIT_SECONDS.observe(max(0.0, decision.decided_at.timestamp() - state["approval_shown_at"]))
         if decision.action == "approve":
             steps.record_approval(state["task"].task_id, ApprovedPlan(plan=state["built"].plan, decision=decision))
         return {"decision": decision}
@@ -244,29 +270,35 @@ def _nodes(steps: StudySteps) -> dict[str, Node]:
         steps.record_assessment(
             study_uid, state["task"].task_id, ai_writes or writes, state["decision"], writes if ai_writes else ()
         )
+        WRITES.labels("pacs").inc(len(stored))
         return {"stored": stored}
 
     def write_fhir(state: StudyState) -> dict[str, Any]:
-        return {"report_reference": steps.report(state["task"].task_id, _approved(state)), "outcome": "completed"}
+        reference = steps.report(state["task"].task_id, _approved(state))
+        WRITES.labels("fhir").inc()
+        return {"report_reference": reference, "outcome": "completed"}
 
     def record_rejection(state: StudyState) -> dict[str, Any]:
-        steps.record_rejection(state["task"].task_id, state["decision"])
-        steps.record_assessment(
-            state["study"].study_instance_uid,
-            state["task"].task_id,
-            state.get("ai_writes") or state["built"].request.dicom_writes,
-            state["decision"],
-        )
+        with step_span("record_rejection", state, _thread_id()):
+            steps.record_rejection(state["task"].task_id, state["decision"])
+            steps.record_assessment(
+                state["study"].study_instance_uid,
+                state["task"].task_id,
+                state.get("ai_writes") or state["built"].request.dicom_writes,
+                state["decision"],
+            )
         return {"outcome": "rejected"}
 
     def record_failure(state: StudyState) -> dict[str, Any]:
         reason = f"{state.get('failed_stage', 'unknown stage')}: {state.get('error', 'unknown error')}"
         task = state.get("task")
-        if task is not None:
-            try:
-                steps.record_failure(task.task_id, reason)
-            except Exception as exc:  # the failure itself is the result; FHIR may be what failed
-                log.warning("could not record failure of study %s in FHIR: %s", state["imaging_study_id"], exc)
+        with step_span("record_failure", state, _thread_id()) as span:
+            if task is not None:
+                try:
+                    steps.record_failure(task.task_id, reason)
+                except Exception as exc:  # the failure itself is the result; FHIR may be what failed
+                    failed(span, exc)
+                    log.warning("could not record failure of study %s in FHIR: %s", state["imaging_study_id"], exc)
         _progress(state["imaging_study_id"], "failed", 100.0, error=reason)
         return {"outcome": "failed"}
 

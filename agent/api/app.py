@@ -1,8 +1,9 @@
 """The FastAPI application: endpoints of `imaging-agent serve` (OpenAPI at /docs), and the Gradio
 app at /ui behind a browser sign-in (`agent/api/browser.py`; OpenID Connect when configured).
 
-Every endpoint but health needs a bearer token (401): one of this service's (local accounts) or
-the OpenID provider's access token when IMAGING_AGENT_OIDC_ISSUER is set. Reading approvals and running jobs needs
+Every endpoint but health and /metrics (agent/api/metrics.py: a scrape token of its own) needs a
+bearer token (401): one of this service's (local accounts) or the OpenID provider's access token
+when IMAGING_AGENT_OIDC_ISSUER is set. Reading approvals and running jobs needs
 the radiologist or operator role; a decision needs the radiologist role (403) and a sign-in
 within the signing window (401, "sign in again"). The decision's reviewer is the token's
 principal: nothing in the body names a person.
@@ -24,6 +25,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from agent.api.auth import TOKEN_URL, current_principal, requires, unauthorized
 from agent.api.browser import LoginSessions, https_only, local_login_router, mount_ui, new_sessions
 from agent.api.jobs import JobRunner
+from agent.api.metrics import metrics_registry, metrics_router
 from agent.api.models import AccessToken, ApprovalView, Credentials, DecisionBody, Health, JobBody, JobView
 from agent.api.oidc_routes import bearer_verifier, oidc_router
 from agent.identity import account_store, token_signer
@@ -56,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.signer = token_signer(settings)
                 app.state.oidc = bearer_verifier(settings) if settings.oidc_issuer else None
                 app.state.jobs = JobRunner(runtime)
+                app.state.metrics = metrics_registry(runtime)
                 node = DicomNode(settings, runtime, log_event) if settings.intake_with_service else None
                 if node is not None:
                     node.start()
@@ -78,6 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/v1/health", tags=["service"])
     def health() -> Health:
         return Health()
+
+    app.include_router(metrics_router(settings.metrics_token))
 
     @app.post(TOKEN_URL, tags=["auth"], openapi_extra={"requestBody": {"content": {
         "application/x-www-form-urlencoded": {"schema": Credentials.model_json_schema()},

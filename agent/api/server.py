@@ -9,6 +9,7 @@ import uvicorn
 
 from agent.api.app import create_app
 from agent.settings import Settings
+from agent.telemetry import configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -21,4 +22,5 @@ def run(settings: Settings, host: str, port: int) -> None:
     if not loopback:
         # Tokens and passwords cross the network in clear text without TLS in front of it.
         log.warning("serving on %s: put a TLS proxy in front of it, the service itself speaks plain HTTP", host)
+    configure_tracing(settings, "serve")  # `python app.py` comes here without the CLI; once per process
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

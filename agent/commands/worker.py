@@ -25,6 +25,17 @@ def worker(
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="The worker's name (default: celery@HOST); unique per machine.")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve this worker's Prometheus figures (step durations, approval wait, engine errors, writes) "
+            "at http://HOST:PORT/metrics, summed over its pool processes. Default: not served.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address for --metrics-port (no sign-in: keep it internal).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run jobs from the broker (IMAGING_AGENT_BROKER_URL) until stopped; start one or more per machine.
 
@@ -32,7 +43,6 @@ def worker(
     (IMAGING_AGENT_WORK_DIR, at the same path on every machine) with the API and the other workers.
     """
     from agent.workers.celery_app import QUEUES, BrokerNotConfiguredError, build_celery_app
-    from agent.workers.tasks import register_tasks
 
     settings = get_settings()
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
@@ -56,6 +66,13 @@ def worker(
             f"[yellow]The work store is {settings.work_root}, this machine's own: a job prepared elsewhere cannot resume "
             "here. For workers on several machines set IMAGING_AGENT_WORK_DIR to a folder all of them mount.[/yellow]"
         )
+    if metrics_port is not None:
+        from agent.workers.metrics import serve_worker_metrics
+
+        # Before the tasks (and the pipeline's figures with them) are imported: multiprocess mode.
+        serve_worker_metrics(settings.run_dir / "worker-metrics" / (name or "worker"), metrics_host, metrics_port)
+    from agent.workers.tasks import register_tasks
+
     register_tasks(app, settings)
     argv = [
         "worker",

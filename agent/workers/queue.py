@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from celery import Celery
-from kombu.exceptions import OperationalError
+from kombu.exceptions import ChannelError, OperationalError
+from kombu.transport.base import StdChannel
 
-from agent.workers.celery_app import RESUME, START_BATCH, START_STUDY
+from agent.workers.celery_app import QUEUES, RESUME, START_BATCH, START_STUDY
 from graphs.runtime import QueueUnavailableError
 
 
@@ -35,3 +36,21 @@ class CeleryJobQueue:
 
     def resume(self, thread_id: str) -> None:
         self._send(RESUME, [thread_id])
+
+    def depth(self) -> dict[str, int]:
+        """Messages waiting in each of the workers' queues (Redis lists; taken ones are not counted).
+        Raises QueueUnavailableError when the broker cannot be reached."""
+        try:
+            with self.app.connection_for_read() as connection:
+                connection.ensure_connection(max_retries=1)  # a scrape must not wait out a broker outage
+                channel = connection.default_channel
+                return {name: _waiting(channel, name) for name in QUEUES}
+        except OperationalError as exc:
+            raise QueueUnavailableError(f"the broker did not answer ({exc}); check IMAGING_AGENT_BROKER_URL") from exc
+
+
+def _waiting(channel: StdChannel, queue: str) -> int:
+    try:
+        return channel.queue_declare(queue=queue, passive=True).message_count
+    except ChannelError:  # no message was ever left in it: Redis has no such list
+        return 0

@@ -23,6 +23,7 @@ from psycopg_pool import PoolTimeout
 
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
+from agent.telemetry import flush_traces
 from agent.workers.celery_app import RESUME, START_BATCH, START_STUDY
 from agent.workers.queue import CeleryJobQueue
 from graphs.runtime import JobNotStartedError, ProgressHandler, RunReport
@@ -116,6 +117,7 @@ def register_tasks(app: Celery, settings: Settings) -> ProcessRuntime:
 
     def close(**_: object) -> None:
         runtimes.close()
+        flush_traces()  # the batch processor's last spans, before the pool process exits
 
     worker_process_shutdown.connect(close, weak=False)
     worker_shutdown.connect(close, weak=False)

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -39,14 +39,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, name: str, settings: Settings, log_dir: Path) -> None:
+    def __init__(self, name: str, settings: Settings, log_dir: Path, options: Sequence[str] = ()) -> None:
         self.name = name
         self.settings = settings
         self.log = log_dir / f"{name}.log"
         log_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
-                [str(CLI), "worker", "--name", name, "--concurrency", "1"],
+                [str(CLI), "worker", "--name", name, "--concurrency", "1", *options],
                 env=settings_env(settings),
                 stdout=out,
                 stderr=subprocess.STDOUT,

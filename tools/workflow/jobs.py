@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tools.state.schema import jobs
@@ -55,6 +55,12 @@ class JobStore:
     def set_status(self, thread_id: str, status: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(jobs).where(jobs.c.thread_id == thread_id).values(status=status))
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many jobs are in each status (those with none are left out)."""
+        query = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+        with self.engine.connect() as conn:
+            return {status: count for status, count in conn.execute(query)}
 
     def list(self, unfinished_only: bool = False) -> list[Job]:
         query = select(jobs).order_by(jobs.c.created_at)

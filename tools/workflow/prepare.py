@@ -231,9 +231,11 @@ def segment_stored(
     study's GTV); the result goes to the work store."""
     volume = load_volume(volume_file.path, volume_file.sha256)
     exclusion = exclusion_for(volume) if exclusion_for is not None else None
-    result, not_used = segment_with_fallback(engines, volume, chain, targets, exclusion)
+    result, not_used, errors = segment_with_fallback(engines, volume, chain, targets, exclusion)
     path = work_dir / f"{variant}-segmentation-{result.engine}.npz"
-    return StoredSegmentation(path=path, sha256=save_result(result, path), engine_fallbacks=not_used)
+    return StoredSegmentation(
+        path=path, sha256=save_result(result, path), engine_fallbacks=not_used, engine_errors=errors
+    )
 
 
 def build_results(

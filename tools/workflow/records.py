@@ -84,6 +84,9 @@ class StoredSegmentation(StoredFile):
     engine_fallbacks: list[str] = Field(
         default_factory=list, description="engines tried first, each with why its result was not used"
     )
+    engine_errors: list[str] = Field(
+        default_factory=list, description="the engines tried first that raised an error (not a failed QA)"
+    )
 
 
 class BuiltResults(BaseModel):

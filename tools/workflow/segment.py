@@ -7,6 +7,7 @@ Kept apart from prepare.py, which imports the FHIR and DICOMweb clients, so the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from tools.http.errors import ServiceUnavailableError
 from tools.imaging.volume import Volume
@@ -22,6 +23,22 @@ def engine_chain(requested: str, fallbacks: Sequence[str]) -> list[str]:
     return [requested, *[e for e in dict.fromkeys(fallbacks) if e != requested]]
 
 
+class Segmented(NamedTuple):
+    result: SegmentationResult
+    not_used: list[str]
+    """why each engine tried before the one used was not used, for the reviewer"""
+    engine_errors: list[str]
+    """the engines among those that raised an error (the others failed QA), for the metrics"""
+
+
+class NoEngineResultError(StudyFailure):
+    """Every engine of the chain failed; `engine_errors` names those that raised an error."""
+
+    def __init__(self, message: str, engine_errors: list[str]) -> None:
+        super().__init__(message)
+        self.engine_errors = engine_errors
+
+
 def segment_with_fallback(
     engines: EngineCatalog,
     volume: Volume,
@@ -30,34 +47,36 @@ def segment_with_fallback(
     exclusion: Exclusion | None = None,
     *,
     assess_last: bool = True,
-) -> tuple[SegmentationResult, list[str]]:
+) -> Segmented:
     """The first engine in `chain` whose result exists and passes QA (the last one's result stands
-    even with failed QA, so the reviewer sees it); returns the assessed result and why the engines
-    before it were not used. `exclusion` (the study's GTV) is left out of every engine's result
-    before QA.
+    even with failed QA, so the reviewer sees it), assessed, with why the engines before it were
+    not used. `exclusion` (the study's GTV) is left out of every engine's result before QA.
 
     `assess_last=False`: the last engine's result comes back unassessed, since its QA decides
     nothing here; the caller assesses it (the `contour` command, on one core while the other
     builds the DICOM objects).
     """
     not_used: list[str] = []
+    errors: list[str] = []
     for name in chain:
         try:
             raw = engines.get(name).segment(volume, list(targets))
             kept = without(raw, exclusion, volume) if exclusion is not None else raw
             if name == chain[-1] and not assess_last:
-                return kept, not_used
+                return Segmented(kept, not_used, errors)
             result = assess(volume, kept)
         except (EngineError, ServiceUnavailableError, ValueError) as exc:
             not_used.append(f"{name}: {exc}")
+            errors.append(name)
             continue
         failed = [f.message for f in result.all_flags() if f.severity == "fail"]
         if failed and name != chain[-1]:
             not_used.append(f"{name}: QA failed ({'; '.join(failed)})")
             continue
-        return result, not_used
-    raise StudyFailure(
+        return Segmented(result, not_used, errors)
+    raise NoEngineResultError(
         f"no segmentation engine produced a result for series {volume.series_instance_uid}: "
         + " | ".join(not_used)
-        + ". Check the engines' configuration (imaging-agent --help, .env.example)."
+        + ". Check the engines' configuration (imaging-agent --help, .env.example).",
+        errors,
     )
