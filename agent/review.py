@@ -10,9 +10,12 @@ radiologist can act on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ValidationError
 
 from tools.identity.principal import NotAllowedError, Principal, StaleAuthenticationError, require_fresh, require_role
+from tools.review.edits import BrushStroke, EraseRange
 from tools.workflow.approval import ApprovalDecision
 
 
@@ -27,6 +30,7 @@ def build_decision(
     *,
     signing_window_s: float,
     automatic: bool = False,
+    edits: Sequence[BrushStroke | EraseRange] = (),
 ) -> ApprovalDecision:
     """The principal's decision; raises `DecisionError` naming what is missing or not allowed.
 
@@ -39,7 +43,7 @@ def build_decision(
     except (NotAllowedError, StaleAuthenticationError) as exc:
         raise DecisionError(f"{str(exc).rstrip('.')}. Nothing was decided.") from exc
     try:
-        return ApprovalDecision.by(principal, action, (reason or "").strip() or None, automatic=automatic)
+        return ApprovalDecision.by(principal, action, (reason or "").strip() or None, automatic=automatic, edits=edits)
     except ValidationError as exc:
         raise DecisionError(readable_decision_error(exc)) from exc
 

@@ -33,6 +33,7 @@ from tools.segmentation.catalog import check_engine_name
 from tools.state.migrate import upgrade
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.decisions import request_sha256
+from tools.workflow.edit import check_review_edits
 from tools.workflow.jobs import Job, JobKind, JobStore
 from tools.workflow.leases import JobBusyError, Lease, LeaseHolder, LeaseStore
 from tools.workflow.pipeline import StudyWorkflow
@@ -447,6 +448,7 @@ class WorkflowRuntime:
     ) -> RunReport:
         """Answer one or more pending approvals of a job (interrupt id -> decision) and go on.
 
+        Raises `tools.review.edits.EditError` for a modification whose edits do not fit its result.
         The decisions are recorded first. When a live runner holds the job, the graph is not run
         here: that runner applies them, and the report says so in `running_elsewhere`."""
         job = self.job(thread_id)
@@ -457,6 +459,10 @@ class WorkflowRuntime:
                 f"job {thread_id} has no pending approval {', '.join(sorted(unknown))}; it was answered "
                 "already or never existed. `imaging-agent approvals list` shows what is open."
             )
+        for iid, decision in decisions.items():
+            # Edits that do not fit the result are refused here, with the reason, before anything
+            # is recorded: in the graph they would fail the whole study.
+            check_review_edits(open_requests[iid], decision)
         for iid, decision in decisions.items():
             request = open_requests[iid]
             self.decisions.record(thread_id, request.request_id, request_sha256(request), decision)

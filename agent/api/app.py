@@ -37,6 +37,7 @@ from agent.ui.layout import build_app
 from graphs.runtime import PendingApproval, QueueUnavailableError, RunReport
 from tools.identity.accounts import AuthenticationError
 from tools.identity.principal import Principal, StaleAuthenticationError, require_fresh
+from tools.review.edits import EditError
 from tools.segmentation.catalog import UnknownEngineError
 from tools.workflow.decisions import DecisionConflictError
 
@@ -121,8 +122,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/api/v1/approvals/{approval_id}/decision", tags=["approvals"])
     def decide(request: Request, approval_id: str, body: DecisionBody, principal: Radiologist) -> RunReport:
-        """Approve or reject as the signed-in radiologist; runs the writes before answering, or with workers
-        records the decision and queues the job's resume (`queued` in the answer)."""
+        """Approve, reject or modify (correct the contours, then approve the rebuilt result) as the signed-in
+        radiologist; runs the writes before answering, or with workers records the decision and queues the
+        job's resume (`queued` in the answer)."""
         try:
             require_fresh(principal, settings.signing_window_s)
         except StaleAuthenticationError as exc:
@@ -130,10 +132,10 @@ def create_app(settings: Settings) -> FastAPI:
         pending = _pending(request, approval_id)
         try:
             decision = build_decision(
-                body.decision, principal, body.reason, signing_window_s=settings.signing_window_s
+                body.decision, principal, body.reason, signing_window_s=settings.signing_window_s, edits=body.edits
             )
             return request.app.state.jobs.decide(pending.thread_id, pending.interrupt_id, decision)
-        except DecisionError as exc:
+        except (DecisionError, EditError) as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
         except DecisionConflictError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc

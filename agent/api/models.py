@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from graphs.runtime import Job, PendingApproval, RunReport
+from tools.review.edits import MAX_EDITS, MaskEdit
 
 
 class Credentials(BaseModel):
@@ -25,8 +26,14 @@ class Health(BaseModel):
 
 
 class DecisionBody(BaseModel):
-    decision: Literal["approve", "reject"]
+    decision: Literal["approve", "reject", "modify"]
     reason: str | None = Field(default=None, description="required for a rejection: what is wrong")
+    edits: list[MaskEdit] = Field(
+        default_factory=list,
+        max_length=MAX_EDITS,
+        description="with 'modify': brush strokes and slice-range erasures (tools/review/edits.py); the job "
+        "rebuilds the results from the corrected masks and asks for approval again",
+    )
 
 
 class BatchJobBody(BaseModel):

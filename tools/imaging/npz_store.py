@@ -35,6 +35,12 @@ def save_npz(path: Path, meta: dict[str, Any], *, compressed: bool, **arrays: np
     return file_sha256(path)
 
 
+def load_npz_meta(path: Path) -> dict[str, Any]:
+    """The description alone, without reading the arrays (an .npz member is read on access)."""
+    with np.load(path, allow_pickle=False) as data:
+        return json.loads(str(data[_META]))
+
+
 def load_npz(
     path: Path, expected_sha256: str | None, *, what: str, remedy: str
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tools.imaging.geometry import Geometry
-from tools.imaging.npz_store import load_npz, save_npz
+from tools.imaging.npz_store import load_npz, load_npz_meta, save_npz
 from tools.imaging.volume import Volume
 
 
@@ -35,6 +35,11 @@ def save_volume(volume: Volume, path: Path) -> str:
         "sop_class_uid": volume.sop_class_uid,
     }
     return save_npz(path, meta, compressed=False, array=volume.array)
+
+
+def load_volume_geometry(path: Path) -> Geometry:
+    """The geometry of a stored volume, read without its voxels (an .npz member is read on access)."""
+    return Geometry.model_validate(load_npz_meta(path)["geometry"])
 
 
 def load_volume(path: Path, expected_sha256: str | None = None) -> Volume:

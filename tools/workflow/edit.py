@@ -9,14 +9,33 @@ the approval covers exactly the corrected version.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
-from tools.imaging.volume_store import load_volume
-from tools.review.edits import apply_edits, edits_digest
+from tools.imaging.volume_store import load_volume, load_volume_geometry
+from tools.review.edits import EditError, apply_edits, check_edits, edits_digest
 from tools.segmentation.base import ResultEdit, SegmentationResult, StructureMask
 from tools.segmentation.qa import assess
 from tools.segmentation.result_store import load_result, save_result
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.records import StoredFile, StoredSegmentation
+
+
+def check_review_edits(request: ApprovalRequest, decision: ApprovalDecision) -> None:
+    """Refuse, before anything is recorded, a modification whose edits do not fit the card's result.
+
+    Raises `tools.review.edits.EditError` naming the study, the edit and what is wrong.
+    """
+    if decision.action != "modify":
+        return
+    if request.review_files is None:
+        raise EditError(
+            f"study {request.imaging_study_id}: this result was built before results could be edited; "
+            "approve or reject it, or run the study again to edit its contours."
+        )
+    geometry = load_volume_geometry(Path(request.review_files.volume_path))
+    check_edits(
+        decision.edits, geometry, [s.key for s in request.structures], request.series.series_instance_uid
+    )
 
 
 def apply_review_edits(
