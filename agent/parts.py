@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tools.dimse.client import DimseClient
     from tools.fhir.client import FhirClient
     from tools.segmentation.catalog import EngineCatalog
+    from tools.workflow.engine_jobs import SegmentationQueue
     from tools.workflow.pipeline import StudyServices
 
 
@@ -102,6 +103,16 @@ def job_queue(settings: Settings) -> JobQueue | None:
     return CeleryJobQueue(build_celery_app(settings))
 
 
+def segmentation_queue(settings: Settings) -> SegmentationQueue | None:
+    """The `engines` queue when engine workers segment the jobs; None: each job's own worker does."""
+    if settings.engine_queue == "inline":
+        return None
+    from agent.workers.celery_app import build_celery_app
+    from agent.workers.queue import CelerySegmentationQueue
+
+    return CelerySegmentationQueue(build_celery_app(settings))
+
+
 def study_services(settings: Settings, engine: Engine) -> StudyServices:
     """Everything a study job talks to: FHIR, the PACS, the engines, the decision store and the work store.
 
@@ -126,4 +137,5 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
         patient_identifier_system=settings.patient_identifier_system,
         fallback_engines=tuple(settings.fallback_engines),
         exclude_gtv=settings.exclude_gtv,
+        engine_queue=segmentation_queue(settings),
     )

@@ -2,7 +2,9 @@
 
     start -> fetch -> assemble -> preflight -> segment -> build -> approval -> write_pacs
           -> write_fhir -> END
-    (any stage failing -> record_failure -> END; a rejection -> record_rejection -> END;
+    (with engine workers, `segment` stops the run with SegmentationQueued until their result is in
+     the work store, and runs again from its checkpoint on the resume they queue;
+     any stage failing -> record_failure -> END; a rejection -> record_rejection -> END;
      a Task holding an approved plan whose objects are already in the PACS -> write_fhir)
 
 Nodes are thin: each calls one step of `tools.workflow` through the injected workflow object,
@@ -24,6 +26,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer, interrupt
 
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
+from tools.workflow.engine_jobs import SegmentationQueued
 from tools.workflow.records import (
     ApprovedPlan,
     BuiltResults,
@@ -75,7 +78,13 @@ class StudySteps(Protocol):
     def assemble(self, fetched: FetchedSeries) -> StoredFile: ...
     def preflight(self, volume_file: StoredFile) -> None: ...
     def segment(
-        self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: Variant
+        self,
+        volume_file: StoredFile,
+        fetched: FetchedSeries,
+        engine: str,
+        targets: Sequence[str],
+        variant: Variant,
+        thread_id: str | None = None,
     ) -> StoredSegmentation: ...
     def build(
         self,
@@ -138,7 +147,7 @@ def _step(stage: str, percent: float) -> Callable[[Node], Node]:
             started = time.perf_counter()
             try:
                 update = fn(state)
-            except GraphBubbleUp:
+            except (GraphBubbleUp, SegmentationQueued):  # a pause, not a failure: the runtime resumes the job
                 raise
             except Exception as exc:  # one study's failure must not stop a batch
                 log.warning("study %s failed at %s: %s", study_id, stage, exc)
@@ -185,9 +194,11 @@ def _nodes(steps: StudySteps) -> dict[str, Node]:
 
     def segment(state: StudyState) -> dict[str, Any]:
         variant = state.get("variant", "approval")
+        # The job's id: with engine workers, the one their result resumes (SegmentationQueued until then).
+        thread_id = get_config()["configurable"].get("thread_id")
         return {
             "segmentation": steps.segment(
-                state["volume_file"], state["fetched"], state["engine"], state["targets"], variant
+                state["volume_file"], state["fetched"], state["engine"], state["targets"], variant, thread_id
             )
         }
 
