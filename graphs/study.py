@@ -25,6 +25,7 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer, interrupt
 
+from tools.state.database import unreachable_errors
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.engine_jobs import SegmentationQueued
 from tools.workflow.records import (
@@ -43,6 +44,7 @@ from tools.workflow.records import (
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGETS = ["lungs"]
+STATE_UNREACHABLE = unreachable_errors()
 
 
 class StudyState(TypedDict, total=False):
@@ -147,7 +149,9 @@ def _step(stage: str, percent: float) -> Callable[[Node], Node]:
             started = time.perf_counter()
             try:
                 update = fn(state)
-            except (GraphBubbleUp, SegmentationQueued):  # a pause, not a failure: the runtime resumes the job
+            except (GraphBubbleUp, SegmentationQueued, *STATE_UNREACHABLE):
+                # A pause, not the study's failure: the job goes on from this step's checkpoint (the engine
+                # worker's resume; a worker's retry once the state database is back; `process`).
                 raise
             except Exception as exc:  # one study's failure must not stop a batch
                 log.warning("study %s failed at %s: %s", study_id, stage, exc)

@@ -17,11 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-import psycopg
-import sqlalchemy.exc
 from celery import Celery, Task
 from celery.signals import worker_process_shutdown, worker_shutdown
-from psycopg_pool import PoolTimeout
 
 from agent.parts import engine_catalog
 from agent.runtime import AgentRuntime
@@ -30,7 +27,7 @@ from agent.workers.celery_app import RESUME, SEGMENT, START_BATCH, START_STUDY
 from agent.workers.queue import CeleryJobQueue
 from graphs.runtime import JobNotStartedError, ProgressHandler, RunReport
 from tools.segmentation.catalog import EngineCatalog
-from tools.state.database import StateDatabaseError
+from tools.state.database import unreachable_errors
 from tools.workflow.engine_jobs import run_engine_request
 from tools.workflow.leases import JobBusyError
 
@@ -38,7 +35,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DATABASE_UNREACHABLE = (StateDatabaseError, sqlalchemy.exc.OperationalError, psycopg.OperationalError, PoolTimeout)
+DATABASE_UNREACHABLE = unreachable_errors()
 
 
 class PerProcess(Generic[T]):
