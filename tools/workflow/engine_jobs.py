@@ -8,16 +8,16 @@ Everything travels through the shared work store, in one folder per job and vari
     exclusion.npz     that GTV, when the study has one (found by the study worker, which talks to the PACS)
     result.json       what the engine worker made of the request: the stored segmentation, or the
                       readable reason none came out, and which worker ran it
-    <variant>-segmentation-<engine>.npz   the masks
+    answer-<random>/<variant>-segmentation-<engine>.npz   the masks (a folder per answer)
 
 The queue's message carries the request's path only. The segment step asks (`segment_on_queue`):
 a result for the current request is returned (or its failure raised as the study's); otherwise the
 request is (re)submitted and `SegmentationQueued` raised, which the runtime takes as "this job waits
 for its engine" (graphs/runtime.py). The engine worker (`run_engine_request`) writes the result and
 queues the job's resume, which runs the segment step again from its checkpoint and finds it.
-A request is answered the same way however often it is delivered: a result already written for it
-is kept, so a redelivered or resubmitted request costs at most a second inference, never a
-second answer.
+A request delivered again after it was answered is answered from the result already written; one
+delivered again while it is still being segmented (a redelivery after the broker's visibility timeout)
+is segmented twice, each answer in a folder of its own, and either answer is a whole one.
 """
 
 from __future__ import annotations
@@ -155,9 +155,11 @@ def run_engine_request(engines: EngineCatalog, request_path: Path, worker: str) 
     segmentation, error = None, None
     try:
         exclusion = _load_exclusion(request.exclusion)
+        # A folder per answer: a second answer to the same request (a redelivery while the first still ran)
+        # never overwrites masks whose sha256 a study already holds.
         segmentation = segment_stored(
-            engines, request.volume, folder, request.chain, request.targets, request.variant,
-            exclusion_for=lambda _volume: exclusion,
+            engines, request.volume, folder / f"answer-{uuid.uuid4().hex[:12]}", request.chain, request.targets,
+            request.variant, exclusion_for=lambda _volume: exclusion,
         )
     except StudyFailure as exc:
         error = str(exc)
