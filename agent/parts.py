@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tools.fhir.client import FhirClient
     from tools.results.package import OutputFormat
     from tools.segmentation.catalog import EngineCatalog
+    from tools.workflow.engine_jobs import SegmentationQueue
     from tools.workflow.pipeline import StudyServices
 
 
@@ -115,6 +116,16 @@ def optional_formats(settings: Settings) -> tuple[OutputFormat, ...]:
     return tuple(wanted)
 
 
+def segmentation_queue(settings: Settings) -> SegmentationQueue | None:
+    """The `engines` queue when engine workers segment the jobs; None: each job's own worker does."""
+    if settings.engine_queue == "inline":
+        return None
+    from agent.workers.celery_app import build_celery_app
+    from agent.workers.queue import CelerySegmentationQueue
+
+    return CelerySegmentationQueue(build_celery_app(settings))
+
+
 def study_services(settings: Settings, engine: Engine) -> StudyServices:
     """Everything a study job talks to: FHIR, the PACS, the engines, the decision store and the work store.
 
@@ -140,4 +151,5 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
         fallback_engines=tuple(settings.fallback_engines),
         exclude_gtv=settings.exclude_gtv,
         optional_formats=optional_formats(settings),
+        engine_queue=segmentation_queue(settings),
     )

@@ -142,6 +142,13 @@ class Settings(BaseSettings):
     # hashes). A job resumed on another machine needs them, so workers on several machines share
     # one folder, mounted at the same path on each.
     work_dir: Path | None = Field(default=None, description="the work store; default RUN_DIR/work; shared by all workers")
+    # Where a job's segmentation runs. "inline": on the worker (or process) that runs the job. "engines":
+    # as a task of its own on the `engines` queue, which `imaging-agent worker --queues engines` takes
+    # (GPU machines); the job's worker is free while it waits, and the engine worker's result resumes
+    # the job. Needs the broker and a work store every worker shares.
+    engine_queue: Literal["inline", "engines"] = Field(
+        default="inline", description="inline: the job's own worker segments; engines: engine workers do"
+    )
 
     # Telemetry. Traces go to an OpenTelemetry collector only when its endpoint is set, under the
     # standard OTel names (so a deployment's usual OTEL_* environment works unchanged); the exporter
@@ -170,6 +177,15 @@ class Settings(BaseSettings):
                     f"IMAGING_AGENT_BROKER_URL must be a Redis URL (redis://:PASSWORD@HOST:PORT/0), not a {scheme or 'schemeless'} "
                     "URL; the workers run on Celery with Redis only"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _engine_queue_has_workers(self) -> Settings:
+        if self.engine_queue == "engines" and self.broker_url is None:
+            raise ValueError(
+                "IMAGING_AGENT_ENGINE_QUEUE=engines sends segmentation to engine workers over the broker: set "
+                "IMAGING_AGENT_BROKER_URL too, or leave IMAGING_AGENT_ENGINE_QUEUE at inline"
+            )
         return self
 
     @model_validator(mode="after")

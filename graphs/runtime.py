@@ -34,7 +34,8 @@ from tools.state.migrate import upgrade
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.decisions import request_sha256
 from tools.workflow.edit import check_review_edits
-from tools.workflow.jobs import Job, JobKind, JobStore
+from tools.workflow.engine_jobs import SegmentationQueued
+from tools.workflow.jobs import WAITING_ENGINE, Job, JobKind, JobStore
 from tools.workflow.leases import JobBusyError, Lease, LeaseHolder, LeaseStore
 from tools.workflow.pipeline import StudyWorkflow
 from tools.workflow.records import StudyOutcome
@@ -102,6 +103,8 @@ class RunReport(BaseModel):
     running_elsewhere: str | None = None
     # Set when the job (or the decision's resume) went to the workers instead of running here.
     queued: bool = False
+    # Set when the run stopped to wait for its segmentation from an engine worker, which queues the resume.
+    waiting_engine: bool = False
 
 
 def _enclosing_stream_writer() -> ProgressHandler | None:
@@ -274,7 +277,13 @@ class WorkflowRuntime:
         ):
             # Marked before running: a process killed mid-run leaves "running", which `resume` picks up.
             self._jobs.set_status(thread_id, "running")
-            untaken = self._stream(held, kind, thread_id, value, on_progress)
+            try:
+                untaken = self._stream(held, kind, thread_id, value, on_progress)
+            except SegmentationQueued as waiting:
+                # The worker is free again; the engine worker's resume goes on from the segment step.
+                log.info("%s", waiting)
+                self._jobs.set_status(thread_id, WAITING_ENGINE)
+                return self.report(thread_id).model_copy(update={"waiting_engine": True})
             report = self.report(thread_id)
             self._jobs.set_status(thread_id, "done" if report.done else "waiting-approval" if report.pending else "running")
         # Released. A decision recorded elsewhere between the last look and the release was left to

@@ -2,7 +2,9 @@
 
     start -> fetch -> assemble -> preflight -> segment -> build -> approval -> write_pacs
           -> write_fhir -> END
-    (any stage failing -> record_failure -> END; a rejection -> record_rejection -> END;
+    (with engine workers, `segment` stops the run with SegmentationQueued until their result is in
+     the work store, and runs again from its checkpoint on the resume they queue;
+     any stage failing -> record_failure -> END; a rejection -> record_rejection -> END;
      a Task holding an approved plan whose objects are already in the PACS -> write_fhir)
 
 Nodes are thin: each calls one step of `tools.workflow` through the injected workflow object,
@@ -26,7 +28,9 @@ from langgraph.types import Checkpointer, interrupt
 
 from graphs.metrics import APPROVAL_WAIT_SECONDS, ENGINE_ERRORS, STEP_SECONDS, WRITES
 from graphs.tracing import OUTCOME, failed, step_span
+from tools.state.database import unreachable_errors
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
+from tools.workflow.engine_jobs import SegmentationQueued
 from tools.workflow.records import (
     ApprovedPlan,
     BuiltResults,
@@ -44,6 +48,7 @@ from tools.workflow.segment import NoEngineResultError
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGETS = ["lungs"]
+STATE_UNREACHABLE = unreachable_errors()
 
 
 class StudyState(TypedDict, total=False):
@@ -83,7 +88,13 @@ class StudySteps(Protocol):
     def assemble(self, fetched: FetchedSeries) -> StoredFile: ...
     def preflight(self, volume_file: StoredFile) -> None: ...
     def segment(
-        self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: Variant
+        self,
+        volume_file: StoredFile,
+        fetched: FetchedSeries,
+        engine: str,
+        targets: Sequence[str],
+        variant: Variant,
+        thread_id: str | None = None,
     ) -> StoredSegmentation: ...
     def build(
         self,
@@ -163,8 +174,11 @@ def _step(stage: str, percent: float) -> Callable[[Node], Node]:
                 started = time.perf_counter()
                 try:
                     update = fn(state)
-                except GraphBubbleUp:
-                    span.set_attribute(OUTCOME, "waiting")  # the approval's interrupt: not a failure
+                except (GraphBubbleUp, SegmentationQueued, *STATE_UNREACHABLE):
+                    # A pause, not the study's failure: the job goes on from this step's checkpoint (the
+                    # approval's answer; the engine worker's resume; a worker's retry once the state
+                    # database is back; `process`).
+                    span.set_attribute(OUTCOME, "waiting")
                     raise
                 except Exception as exc:  # one study's failure must not stop a batch
                     STEP_SECONDS.labels(stage).observe(time.perf_counter() - started)
@@ -221,8 +235,9 @@ def _nodes(steps: StudySteps) -> dict[str, Node]:
     def segment(state: StudyState) -> dict[str, Any]:
         variant = state.get("variant", "approval")
         try:
+            # The job's id: with engine workers, the one their result resumes (SegmentationQueued until then).
             segmentation = steps.segment(
-                state["volume_file"], state["fetched"], state["engine"], state["targets"], variant
+                state["volume_file"], state["fetched"], state["engine"], state["targets"], variant, _thread_id()
             )
         except NoEngineResultError as exc:
             _count_engine_errors(exc.engine_errors)

@@ -175,6 +175,7 @@ def _process_on_workers(
     queue the job asked for unless an open job covers the same studies. Nothing runs in this process."""
     from agent.auto_approval import AutoApprovalScope
     from graphs.runtime import QueueUnavailableError
+    from tools.workflow.jobs import WAITING_ENGINE
 
     open_labels = set()
     for job in runtime.jobs():
@@ -186,9 +187,10 @@ def _process_on_workers(
         open_labels.add(job.label)
         if report.pending:
             decide_interactively(runtime, report, AutoApprovalScope(enabled=False), reviewer, window)
-        elif job.status in ("running", "waiting-approval") and runtime.runner(job.thread_id) is None:
+        elif job.status in ("running", "waiting-approval", WAITING_ENGINE) and runtime.runner(job.thread_id) is None:
             # Its worker died and its task was acknowledged or lost, or a recorded decision's resume was not
-            # queued (the broker was down): a resume goes on from its checkpoint.
+            # queued (the broker was down): a resume goes on from its checkpoint. One waiting for its engine
+            # sends its request again: a lost message is replaced, an answered one is answered from its result.
             runtime.resume(job.thread_id)
             output.console.print(f"Job {escape(job.thread_id)} ({escape(job.label)}) has no live runner: resume queued.")
         elif job.status != "dispatched":

@@ -15,8 +15,9 @@ def worker(
         str,
         typer.Option(
             "--queues", "-Q",
-            help="Comma-separated queues to take work from: studies (every job task today), engines "
-            "(segmentation for GPU machines: nothing is routed there yet).",
+            help="Comma-separated queues to take work from: studies (fetch, build, write-back: every job task), "
+            "engines (the jobs' segmentation, for the machines with the engines or GPUs; used when "
+            "IMAGING_AGENT_ENGINE_QUEUE=engines).",
         ),
     ] = "studies",
     concurrency: Annotated[
@@ -42,7 +43,7 @@ def worker(
     Every worker shares the state database (IMAGING_AGENT_DATABASE_URL, PostgreSQL) and the work store
     (IMAGING_AGENT_WORK_DIR, at the same path on every machine) with the API and the other workers.
     """
-    from agent.workers.celery_app import QUEUES, BrokerNotConfiguredError, build_celery_app
+    from agent.workers.celery_app import ENGINES_QUEUE, QUEUES, BrokerNotConfiguredError, build_celery_app
 
     settings = get_settings()
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
@@ -56,7 +57,8 @@ def worker(
         output.error(exc)
         raise typer.Exit(2) from exc
     # Both work on one machine; on several, jobs started or resumed elsewhere would not be found here.
-    if settings.database_url is None:
+    # An engine worker reads and writes the work store only.
+    if settings.database_url is None and wanted != [ENGINES_QUEUE]:
         output.console.print(
             f"[yellow]The state is the SQLite file {settings.state_path}: only processes on this machine with this run "
             "directory share it. For workers on several machines set IMAGING_AGENT_DATABASE_URL (PostgreSQL).[/yellow]"

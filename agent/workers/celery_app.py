@@ -21,7 +21,9 @@ from agent.settings import Settings
 START_STUDY = "imaging_agent.start_study"
 START_BATCH = "imaging_agent.start_batch"
 RESUME = "imaging_agent.resume"
-# Every job task goes to `studies`; `engines` is the queue GPU machines will take inference from (issue 12, item 3).
+SEGMENT = "imaging_agent.segment"
+# Job tasks (fetch, build, write-back) go to `studies`; a job's segmentation, when IMAGING_AGENT_ENGINE_QUEUE
+# is "engines", to `engines`, which the machines with the engines (GPUs) take.
 STUDIES_QUEUE = "studies"
 ENGINES_QUEUE = "engines"
 QUEUES = (STUDIES_QUEUE, ENGINES_QUEUE)
@@ -51,7 +53,10 @@ def build_celery_app(settings: Settings) -> Celery:
         worker_disable_prefetch=True,
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue=STUDIES_QUEUE,
-        task_routes={name: {"queue": STUDIES_QUEUE} for name in (START_STUDY, START_BATCH, RESUME)},
+        task_routes={
+            **{name: {"queue": STUDIES_QUEUE} for name in (START_STUDY, START_BATCH, RESUME)},
+            SEGMENT: {"queue": ENGINES_QUEUE},
+        },
         broker_transport_options={
             "visibility_timeout": visibility,
             "unacked_restore_interval": max(1, min(10, int(visibility / 4))),
@@ -69,6 +74,7 @@ __all__ = [
     "ENGINES_QUEUE",
     "QUEUES",
     "RESUME",
+    "SEGMENT",
     "START_BATCH",
     "START_STUDY",
     "STUDIES_QUEUE",

@@ -1,4 +1,5 @@
-"""The tasks a worker runs: start-study, start-batch (the batch's fan-out) and resume.
+"""The tasks a worker runs: start-study, start-batch (the batch's fan-out) and resume on the `studies`
+queue, and a job's segmentation on the `engines` queue (tools/workflow/engine_jobs.py).
 
 Each task is one call into the runtime (graphs/runtime.py), which holds the job's lease while it
 runs, so a message delivered twice never runs a job twice at once: a copy that finds the job held
@@ -13,48 +14,51 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
-import psycopg
-import sqlalchemy.exc
 from celery import Celery, Task
 from celery.signals import worker_process_shutdown, worker_shutdown
-from psycopg_pool import PoolTimeout
 
+from agent.parts import engine_catalog
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from agent.telemetry import flush_traces
-from agent.workers.celery_app import RESUME, START_BATCH, START_STUDY
+from agent.workers.celery_app import RESUME, SEGMENT, START_BATCH, START_STUDY
 from agent.workers.queue import CeleryJobQueue
 from graphs.runtime import JobNotStartedError, ProgressHandler, RunReport
-from tools.state.database import StateDatabaseError
+from tools.segmentation.catalog import EngineCatalog
+from tools.state.database import unreachable_errors
+from tools.workflow.engine_jobs import run_engine_request
 from tools.workflow.leases import JobBusyError
 
 log = logging.getLogger(__name__)
 
-DATABASE_UNREACHABLE = (StateDatabaseError, sqlalchemy.exc.OperationalError, psycopg.OperationalError, PoolTimeout)
+T = TypeVar("T")
+
+DATABASE_UNREACHABLE = unreachable_errors()
 
 
-class ProcessRuntime:
-    """One AgentRuntime per pool process, built on its first task: database pools and lease heartbeat
-    threads do not survive the pool's fork, so the parent never builds one."""
+class PerProcess(Generic[T]):
+    """One object per pool process, built on its first task: database pools, lease heartbeat threads
+    and loaded models do not survive the pool's fork, so the parent never builds one."""
 
-    def __init__(self, settings: Settings, app: Celery) -> None:
-        self.settings = settings
-        self.app = app
-        self._runtime: AgentRuntime | None = None
+    def __init__(self, build: Callable[[], T], close: Callable[[T], None]) -> None:
+        self._build = build
+        self._close = close
+        self._value: T | None = None
         self._pid: int | None = None
 
-    def get(self) -> AgentRuntime:
-        if self._runtime is None or self._pid != os.getpid():
-            self._runtime = AgentRuntime(self.settings, queue=CeleryJobQueue(self.app))
+    def get(self) -> T:
+        if self._value is None or self._pid != os.getpid():
+            self._value = self._build()
             self._pid = os.getpid()
-        return self._runtime
+        return self._value
 
     def close(self) -> None:
-        if self._runtime is not None and self._pid == os.getpid():
-            self._runtime.close()
-        self._runtime = None
+        if self._value is not None and self._pid == os.getpid():
+            self._close(self._value)
+        self._value = None
 
 
 def progress_logger(thread_id: str) -> ProgressHandler:
@@ -72,12 +76,17 @@ def _describe(report: RunReport) -> str:
         return "done: " + ", ".join(f"{o['imaging_study_id']} {o['outcome']}" for o in report.outcomes)
     if report.pending:
         return f"waiting for {len(report.pending)} approval(s)"
+    if report.waiting_engine:
+        return "segmentation queued for the engine workers; this worker is free meanwhile"
     return "stopped before its end; a resume continues it"
 
 
-def register_tasks(app: Celery, settings: Settings) -> ProcessRuntime:
-    """Register the job tasks on `app` (the worker's); their runtime is built per pool process."""
-    runtimes = ProcessRuntime(settings, app)
+def register_tasks(app: Celery, settings: Settings) -> PerProcess[AgentRuntime]:
+    """Register the job tasks and the engine task on `app` (the worker's); their runtime and engines are
+    built per pool process, each on its first task (a worker of the `engines` queue opens no database)."""
+    runtimes = PerProcess(lambda: AgentRuntime(settings, queue=CeleryJobQueue(app)), AgentRuntime.close)
+    engines: PerProcess[EngineCatalog] = PerProcess(lambda: engine_catalog(settings), lambda _catalog: None)
+    jobs = CeleryJobQueue(app)
     retry_after_s = settings.job_lease_heartbeat_s
 
     def run(task: Task, thread_id: str, call: Callable[[AgentRuntime], str]) -> None:
@@ -115,8 +124,21 @@ def register_tasks(app: Celery, settings: Settings) -> ProcessRuntime:
     def resume(self: Task, thread_id: str) -> None:
         run(self, thread_id, lambda rt: _describe(rt.run_queued(thread_id, None, progress_logger(thread_id))))
 
+    # No database behind it, so no retries for one: a pool process that dies gives the message back
+    # (acks_late, reject_on_worker_lost), a dead machine's goes to another engine worker after the
+    # visibility timeout, and a repeated request is answered from the result already written.
+    @app.task(name=SEGMENT, bind=True, shared=False)
+    def segment(self: Task, thread_id: str, request_path: str) -> None:
+        worker = str(self.request.hostname or "unknown")
+        log.info("job %s: segmentation on engine worker %s", thread_id, worker)
+        result = run_engine_request(engines.get(), Path(request_path), worker)
+        log.info("job %s: segmentation %s in %.1f s; resume queued", thread_id, "failed" if result.error else "done",
+                 result.seconds)
+        jobs.resume(thread_id)
+
     def close(**_: object) -> None:
         runtimes.close()
+        engines.close()
         flush_traces()  # the batch processor's last spans, before the pool process exits
 
     worker_process_shutdown.connect(close, weak=False)

@@ -34,6 +34,7 @@ from tests.integration.workflow_helpers import (
     worklist_of,
 )
 from tests.state_databases import fresh_database
+from tools.workflow.engine_jobs import EngineResult, request_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.workers]
 
@@ -246,4 +247,94 @@ def test_process_and_approvals_at_a_terminal_queue_for_the_workers(
         assert approved.returncode == 0 and "first free worker" in approved.stdout, approved.stdout + approved.stderr
         wait_until(lambda: runtime.report(job).done, 600, "the job done", workers)
     assert len([w for w in workers if sid in w.studies_at("write_pacs")]) == 1
+    assert_written_once(live_settings, study)
+
+
+@pytest.fixture()
+def engine_settings(scale_settings: Settings) -> Settings:
+    return scale_settings.model_copy(update={"engine_queue": "engines"})
+
+
+@pytest.fixture()
+def split_workers(engine_settings: Settings, tmp_path: Path) -> Iterator[tuple[Worker, list[Worker]]]:
+    """A CPU machine on the `studies` queue and two GPU machines on `engines`: run directories of their
+    own, the one work store."""
+    studies = Worker("s1", engine_settings.model_copy(update={"run_dir": tmp_path / "s1" / "run"}), tmp_path / "logs")
+    engines = [
+        Worker(name, engine_settings.model_copy(update={"run_dir": tmp_path / name / "run"}), tmp_path / "logs", "engines")
+        for name in ("e1", "e2")
+    ]
+    try:
+        for worker in (studies, *engines):
+            worker.wait_ready()
+        yield studies, engines
+    finally:
+        for worker in (studies, *engines):
+            worker.stop()
+
+
+def _engine_result(runtime: AgentRuntime, job: str) -> EngineResult:
+    """What the engine worker wrote for the job, found through the job's checkpoint (its work folder)."""
+    fetched = runtime.graphs["study"].get_state({"configurable": {"thread_id": job}}).values["fetched"]
+    folder = request_folder(fetched.work_dir, "approval", job)
+    return EngineResult.model_validate_json((folder / "result.json").read_text())
+
+
+def test_segmentation_runs_on_an_engine_worker_and_the_rest_on_a_studies_worker(
+    split_workers: tuple[Worker, list[Worker]], engine_settings: Settings, live_settings: Settings,
+    seeded: list[SeededStudy], tmp_path: Path,
+) -> None:
+    studies, engines = split_workers
+    study = _seed(live_settings, tmp_path, "WRK-engines", seeded)
+    sid = study.imaging_study_id
+    with AgentRuntime(engine_settings) as runtime:
+        job = runtime.start_study(sid).thread_id
+        wait_until(lambda: runtime.report(job).pending, 600, "the approval", [studies, *engines])
+        [ran_it] = [w for w in engines if job in w.segmentations()]
+        result = _engine_result(runtime, job)
+        [pending] = runtime.report(job).pending
+        runtime.decide(job, {pending.interrupt_id: approve()})
+        wait_until(lambda: runtime.report(job).done, 600, "the job done", [studies, *engines])
+        final = runtime.report(job)
+    assert [o["outcome"] for o in final.outcomes] == ["completed"]
+    # The engine worker segmented; the studies worker fetched, built and wrote, and was free while it waited.
+    assert result.worker.startswith(f"{ran_it.name}@") and result.error is None, result
+    assert ran_it.segmentations() == [job]
+    assert not studies.segmentations() and not any(w.stages() for w in engines)
+    done_by_studies = [s for j, _sid, s in studies.stages() if j == job]
+    for stage in ("fetch", "assemble", "preflight", "segment", "build", "write_pacs", "write_fhir"):
+        assert stage in done_by_studies, done_by_studies
+    assert f"job {job}: segmentation queued for the engine workers" in studies.text()
+    assert_written_once(live_settings, study)
+
+
+@pytest.mark.parametrize("visibility_s", [6.0])
+def test_an_engine_worker_killed_mid_segmentation_another_engine_worker_takes_it(
+    split_workers: tuple[Worker, list[Worker]], engine_settings: Settings, live_settings: Settings,
+    seeded: list[SeededStudy], tmp_path: Path,
+) -> None:
+    studies, engines = split_workers
+    # A bigger study, so the kill lands inside its segmentation.
+    study = _seed(live_settings, tmp_path, "WRK-engine-kill", seeded, rows=512, columns=512, pixel_spacing_mm=0.75)
+    with AgentRuntime(engine_settings) as runtime:
+        job = runtime.start_study(study.imaging_study_id).thread_id
+
+        def segmenting() -> list[Worker]:
+            return [w for w in engines if job in w.segmentations()]
+
+        wait_until(segmenting, 600, "an engine worker segmenting", [studies, *engines])
+        [victim] = segmenting()
+        victim.kill()
+        [survivor] = [w for w in engines if w is not victim]
+        wait_until(lambda: runtime.report(job).pending, 600, "the approval after the kill", [studies, survivor])
+        result = _engine_result(runtime, job)
+        assert_nothing_written(live_settings, study)
+        [pending] = runtime.report(job).pending
+        runtime.decide(job, {pending.interrupt_id: approve()})
+        wait_until(lambda: runtime.report(job).done, 600, "the job done after the kill", [studies, survivor])
+        final = runtime.report(job)
+    assert [o["outcome"] for o in final.outcomes] == ["completed"]
+    # Redelivered (acks_late): the survivor answered the request the killed worker never finished.
+    assert job in survivor.segmentations()
+    assert result.worker.startswith(f"{survivor.name}@") and result.error is None, result
     assert_written_once(live_settings, study)

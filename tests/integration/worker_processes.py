@@ -2,7 +2,8 @@
 directory, its own process group (a SIGKILL of the group is the machine dying), its own log.
 
 Which worker ran which stage of which study is read from the logs: a worker logs each stage it
-starts as `job THREAD_ID: study IMAGING_STUDY_ID STAGE` (agent/workers/tasks.py).
+starts as `job THREAD_ID: study IMAGING_STUDY_ID STAGE`, and an engine worker each segmentation it
+takes as `job THREAD_ID: segmentation on engine worker NAME@HOST` (agent/workers/tasks.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from agent.settings import Settings
 
 CLI = Path(sys.executable).parent / "imaging-agent"
 _STAGE = re.compile(r"job (\S+): study (\S+) (\w+)$", re.M)
+_SEGMENTATION = re.compile(r"job (\S+): segmentation on engine worker ", re.M)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -39,14 +41,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, name: str, settings: Settings, log_dir: Path, options: Sequence[str] = ()) -> None:
+    def __init__(
+        self, name: str, settings: Settings, log_dir: Path, queues: str = "studies", options: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.settings = settings
         self.log = log_dir / f"{name}.log"
         log_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
-                [str(CLI), "worker", "--name", name, "--concurrency", "1", *options],
+                [str(CLI), "worker", "--name", name, "--concurrency", "1", "--queues", queues, *options],
                 env=settings_env(settings),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -66,6 +70,10 @@ class Worker:
 
     def studies_at(self, stage: str) -> set[str]:
         return {study for _job, study, s in self.stages() if s == stage}
+
+    def segmentations(self) -> list[str]:
+        """The jobs whose segmentation this (engine) worker took, in order."""
+        return _SEGMENTATION.findall(self.text())
 
     def kill(self) -> None:
         """The machine dies: SIGKILL to the worker and its pool process at once."""

@@ -211,3 +211,26 @@ def test_the_broker_must_be_redis_and_the_work_store_defaults_to_the_run_dir(tmp
     assert settings.work_root == settings.run_dir / "work"
     shared = Settings(run_dir=tmp_path, work_dir="/mnt/work-store", _env_file=None)  # type: ignore[arg-type]
     assert str(shared.work_root) == "/mnt/work-store"
+
+
+def test_a_study_waiting_for_its_engine_frees_the_worker_and_its_resume_goes_on_from_segment(
+    database: Engine,
+) -> None:
+    fake = LeasedFake(DecisionStore(database), on_engines=["s-1"])
+    queue = RecordingQueue()
+    with _runtime(fake, database, queue) as producer, _runtime(fake, database, queue) as worker:
+        thread_id = producer.start_study("s-1").thread_id
+        waiting = worker.run_queued(thread_id, {"imaging_study_id": "s-1", "engine": ENGINE})
+        assert waiting.waiting_engine and not waiting.done and not waiting.pending
+        # Not a failure: no Task marked failed, the lease let go, the job marked as waiting for its engine.
+        assert "record_failure" not in fake.steps("s-1") and worker.runner(thread_id) is None
+        assert worker.job(thread_id).status == "waiting-engine"
+
+        resumed = worker.run_queued(thread_id, None)  # the engine worker's resume
+        [pending] = resumed.pending
+        producer.decide(thread_id, {pending.interrupt_id: _decision()})
+        done = worker.run_queued(thread_id, None)
+    assert done.done and [o["outcome"] for o in done.outcomes] == ["completed"]
+    # Nothing before segment ran twice: the resume went on from segment's checkpoint.
+    assert fake.steps("s-1")[: len(PREPARE) + 1] == [*PREPARE[:-1], "segment", "build"]
+    assert _writes(fake) == ["record_approval", "store", "report"]

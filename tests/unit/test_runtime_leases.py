@@ -21,6 +21,7 @@ from graphs.runtime import WorkflowRuntime
 from tests.unit.test_study_routing import PREPARE, FakeWorkflow, _decision
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 from tools.workflow.decisions import DecisionStore, request_sha256
+from tools.workflow.engine_jobs import SegmentationQueued
 from tools.workflow.leases import JobBusyError, LeaseStore, this_process
 from tools.workflow.records import FetchedSeries, StoredFile, StoredSegmentation
 
@@ -35,20 +36,30 @@ class _Services:
 
 
 class LeasedFake(FakeWorkflow):
-    """The routing fake over a real decision store; `hold` keeps a study in `segment` until released."""
+    """The routing fake over a real decision store; `hold` keeps a study in `segment` until released;
+    `on_engines`: studies whose first `segment` goes to engine workers (SegmentationQueued)."""
 
-    def __init__(self, decisions: DecisionStore, hold: Sequence[str] = ()) -> None:
+    def __init__(self, decisions: DecisionStore, hold: Sequence[str] = (), on_engines: Sequence[str] = ()) -> None:
         super().__init__()
         self.services = _Services(decisions)
         self.hold = {study: threading.Event() for study in hold}
+        self.on_engines = set(on_engines)
 
     def recorded_decision(self, thread_id: str | None, request: ApprovalRequest) -> ApprovalDecision | None:
         return self.services.decisions.get(thread_id or "", request.request_id, request_sha256(request))
 
-    def segment(self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: str) -> StoredSegmentation:
-        if fetched.work_dir.name in self.hold:
-            assert self.hold[fetched.work_dir.name].wait(30), "the test never released the held study"
-        return super().segment(volume_file, fetched, engine, targets, variant)
+    def segment(
+        self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: str,
+        thread_id: str | None = None,
+    ) -> StoredSegmentation:
+        study = fetched.work_dir.name
+        if study in self.hold:
+            assert self.hold[study].wait(30), "the test never released the held study"
+        if study in self.on_engines and thread_id is not None:
+            self.on_engines.discard(study)
+            self.calls.append(("segment", study))
+            raise SegmentationQueued(thread_id, fetched.work_dir / "request.json")
+        return super().segment(volume_file, fetched, engine, targets, variant, thread_id)
 
 
 @pytest.fixture()

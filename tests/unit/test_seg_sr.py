@@ -341,3 +341,5 @@ def test_the_assessment_sr_reads_back_with_its_references_and_has_no_dciodvfy_er
         decided_at=decided, reason="misses the left base",
     )
     assert again.SOPInstanceUID == sr.SOPInstanceUID, "a retry of one decision is the same object"
+    # ... with the same bytes (a resumed write step stores it again, and the PACS compares its sha256).
+    assert dataset_bytes(again) == dataset_bytes(sr)

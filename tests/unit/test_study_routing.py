@@ -154,7 +154,10 @@ class FakeWorkflow:
     def preflight(self, volume_file: StoredFile) -> None:
         self._call("preflight", volume_file.path.parent.name)
 
-    def segment(self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: str) -> StoredSegmentation:
+    def segment(
+        self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: str,
+        thread_id: str | None = None,
+    ) -> StoredSegmentation:
         self._call("segment", fetched.work_dir.name)
         return StoredSegmentation(path=fetched.work_dir / "seg.npz", sha256="1" * 64)
 

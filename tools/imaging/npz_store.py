@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ def file_sha256(path: Path) -> str:
 def save_npz(path: Path, meta: dict[str, Any], *, compressed: bool, **arrays: np.ndarray) -> str:
     """Write ``arrays`` and ``meta`` (JSON) atomically: a reader never sees half a file. Returns its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npz")
+    # A name of its own per writer: two workers answering one request write the same file (engine_jobs.py).
+    partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.partial.npz")
     (np.savez_compressed if compressed else np.savez)(partial, **{_META: np.array(json.dumps(meta))}, **arrays)
     partial.replace(path)
     return file_sha256(path)

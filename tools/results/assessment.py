@@ -21,6 +21,7 @@ import highdicom as hd
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
+from pydicom.valuerep import DT
 
 from tools.results.common import MANUFACTURER
 from tools.results.seg import pin_times
@@ -130,6 +131,10 @@ def build_assessment_sr(
         content_time=decided_at.time().replace(tzinfo=None),
     )
     pin_times(sr, decided_at)
+    # highdicom stamps the verification with the wall clock: the decision is the verification, and a
+    # write step run again (a resume) must build the very bytes already stored.
+    for observer in sr.VerifyingObserverSequence:
+        observer.VerificationDateTime = DT(decided_at)
     # Declares the local scheme the codes come from (PS3.3 C.12.1.1.4).
     scheme = Dataset()
     scheme.CodingSchemeDesignator = SCHEME

@@ -27,6 +27,16 @@ class StateDatabaseError(RuntimeError):
     """The runtime's database cannot be reached or upgraded; the message says which and what to do."""
 
 
+def unreachable_errors() -> tuple[type[Exception], ...]:
+    """What the state database out of reach raises (down, restarting, no free connection in time): a pause
+    for the job, which goes on from its last checkpoint once the database is back, never a study's failure."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+    from sqlalchemy.exc import OperationalError
+
+    return (StateDatabaseError, OperationalError, psycopg.OperationalError, PoolTimeout)
+
+
 def parse_database_url(database_url: str) -> URL:
     """The URL with its driver made explicit (psycopg 3 for PostgreSQL), or DatabaseUrlError."""
     from sqlalchemy import make_url

@@ -3,7 +3,8 @@
 The runtime (graphs/runtime.py) adds a row after it took the job's lease and keeps its status:
 "running" from before a run until it ends (a process killed mid-run leaves it, which `resume`
 picks up), then "waiting-approval" or "done". With workers, a job starts as "queued" until a
-worker takes it, and a batch ends as "dispatched" once each of its studies is a job of its own.
+worker takes it, a study job is "waiting-engine" while an engine worker segments it (its own worker
+is free meanwhile), and a batch ends as "dispatched" once each of its studies is a job of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tools.state.schema import jobs
 JobKind = Literal["batch", "study"]
 # "dispatched": a batch whose studies went to the workers as study jobs of their own (graphs/runtime.py).
 FINISHED = ("done", "dispatched")
+WAITING_ENGINE = "waiting-engine"
 
 
 class Job(BaseModel):

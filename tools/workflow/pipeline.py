@@ -24,6 +24,7 @@ from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDi
 from tools.workflow.assessment import record_assessment
 from tools.workflow.decisions import DecisionStore
 from tools.workflow.edit import apply_review_edits
+from tools.workflow.engine_jobs import SegmentationQueue, segment_on_queue
 from tools.workflow.gtv import find_gtv
 from tools.workflow.lineage import LineageStore, source_instances
 from tools.workflow.records import (
@@ -61,6 +62,8 @@ class StudyServices:
     """leave a GTV of the study's RTSTRUCT (in the PACS) out of every structure"""
     optional_formats: tuple[OutputFormat, ...] = field(default=())
     """objects built, approved and stored besides RTSTRUCT, SEG and SR: "overlay", "ko" """
+    engine_queue: SegmentationQueue | None = None
+    """where a job's segmentation goes when engine workers run it; None: the job's own worker segments"""
 
 
 class StudyWorkflow:
@@ -94,14 +97,28 @@ class StudyWorkflow:
         prepare.preflight_stored(volume_file)
 
     def segment(
-        self, volume_file: StoredFile, fetched: FetchedSeries, engine: str, targets: Sequence[str], variant: Variant
+        self,
+        volume_file: StoredFile,
+        fetched: FetchedSeries,
+        engine: str,
+        targets: Sequence[str],
+        variant: Variant,
+        thread_id: str | None = None,
     ) -> StoredSegmentation:
+        """Segment here, or, for a job (`thread_id`) when engine workers are configured, on the engines
+        queue: then SegmentationQueued until the engine worker's result is in the work store. The
+        chat's look-only drafts (no job) always segment here."""
         chain = engine_chain(engine, self.services.fallback_engines)
 
         def study_gtv(volume: Volume) -> Exclusion | None:
             # The volume's study is the ImagingStudy's: fetch checked every instance against it.
             return find_gtv(self.services.pacs, volume.study_instance_uid, volume) if self.services.exclude_gtv else None
 
+        queue = self.services.engine_queue
+        if queue is not None and thread_id is not None:
+            return segment_on_queue(
+                queue, thread_id, volume_file, fetched.work_dir, chain, targets, variant, exclusion_for=study_gtv
+            )
         return prepare.segment_stored(
             self.services.engines, volume_file, fetched.work_dir, chain, targets, variant, exclusion_for=study_gtv
         )
