@@ -10,9 +10,12 @@ radiologist can act on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ValidationError
 
 from tools.identity.principal import NotAllowedError, Principal, StaleAuthenticationError, require_fresh, require_role
+from tools.review.edits import BrushStroke, EraseRange
 from tools.workflow.approval import ApprovalDecision
 
 
@@ -27,8 +30,11 @@ def build_decision(
     *,
     signing_window_s: float,
     automatic: bool = False,
+    edits: Sequence[BrushStroke | EraseRange] = (),
 ) -> ApprovalDecision:
     """The principal's decision; raises `DecisionError` naming what is missing or not allowed.
+
+    `edits` (tools/review/edits.py) go with action "modify": the reviewer's corrected masks.
 
     A reason is trimmed first, as a person types it: a blank reason counts as none. An automatic
     approval (`--yes`) names its principal but signs nothing, so no fresh sign-in is asked."""
@@ -39,7 +45,9 @@ def build_decision(
     except (NotAllowedError, StaleAuthenticationError) as exc:
         raise DecisionError(f"{str(exc).rstrip('.')}. Nothing was decided.") from exc
     try:
-        return ApprovalDecision.by(principal, action, (reason or "").strip() or None, automatic=automatic)
+        return ApprovalDecision.by(
+            principal, action, (reason or "").strip() or None, automatic=automatic, edits=edits
+        )
     except ValidationError as exc:
         raise DecisionError(readable_decision_error(exc)) from exc
 

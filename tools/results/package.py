@@ -57,6 +57,8 @@ class ResultPackage(BaseModel):
     flags: list[QAFlag]
     conclusion: str
     seconds: dict[str, float]
+    source_dir: Path | None = None
+    """the CT series folder an offline `contour` read (`imaging-agent view` shows the result over it)"""
 
 
 def result_uid(volume: Volume, result: SegmentationResult) -> str:

@@ -10,6 +10,7 @@ before storing it, and what the PACS holds afterwards).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field, model_validator
 from tools.identity.principal import Principal
 from tools.imaging.series_choice import ChosenSeries
 from tools.results.fhir_report import FhirChange, Reviewer
+from tools.review.edits import BrushStroke, EraseRange, MaskEdit
 from tools.segmentation.base import QAFlag
 
 SeriesChoice = ChosenSeries
@@ -108,7 +110,7 @@ class ApprovalDecision(BaseModel):
     (id, display name, issuer, when and how they signed in), never text someone typed.
     """
 
-    action: Literal["approve", "reject"]
+    action: Literal["approve", "reject", "modify"]
     reviewer_id: str = Field(min_length=1, description="the principal's id at its issuer")
     reviewer_name: str = Field(min_length=1, description="the principal's display name")
     issuer: str = Field(min_length=1, description="who vouches for reviewer_id: the FHIR identifier system")
@@ -119,12 +121,21 @@ class ApprovalDecision(BaseModel):
         default=False, description="approved by `--yes`: no human reviewed the results (Provenance says so)"
     )
     decided_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    edits: list[MaskEdit] = []
 
     @classmethod
     def by(
-        cls, principal: Principal, action: str, reason: str | None = None, *, automatic: bool = False
+        cls,
+        principal: Principal,
+        action: str,
+        reason: str | None = None,
+        *,
+        automatic: bool = False,
+        edits: Sequence[BrushStroke | EraseRange] = (),
     ) -> ApprovalDecision:
-        """The decision of this principal; `automatic` (`--yes`) is recorded as auth method "automatic"."""
+        """The decision of this principal; `automatic` (`--yes`) is recorded as auth method "automatic".
+
+        `edits` go with "modify": the reviewer's corrections to the masks (tools/review/edits.py)."""
         return cls(
             action=action,  # type: ignore[arg-type]  # the validator names a wrong action
             reviewer_id=principal.id,
@@ -134,6 +145,7 @@ class ApprovalDecision(BaseModel):
             auth_method="automatic" if automatic else principal.auth_method,
             reason=reason,
             automatic=automatic,
+            edits=list(edits),
         )
 
     @model_validator(mode="after")
@@ -142,6 +154,10 @@ class ApprovalDecision(BaseModel):
             raise ValueError("a decision needs the reviewer's id and name (not blank)")
         if self.action == "reject" and not (self.reason or "").strip():
             raise ValueError("a rejection needs a reason: say what is wrong with the contours")
+        if self.action == "modify" and not self.edits:
+            raise ValueError("a modification needs the edits: paint or erase on a slice first")
+        if self.action != "modify" and self.edits:
+            raise ValueError(f"edits go with a modification, not with {self.action!r}: save them for approval instead")
         return self
 
     def reviewer(self) -> Reviewer:
