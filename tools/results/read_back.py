@@ -34,20 +34,19 @@ def scene_from_folder(out_dir: Path, ct_dir: Path | None = None) -> Scene:
     source = ct_dir or (Path(summary["source_dir"]) if summary.get("source_dir") else None)
     if source is None:
         raise SceneError(f"{summary_path} does not say where its CT is; give the series folder with --ct DICOM_DIR.")
-    rtstructs = [o["path"] for o in summary.get("objects", []) if o.get("kind") == "rtstruct"]
+    rtstructs = [o["path"] for o in summary.get("objects", []) if o.get("kind") == "RTSTRUCT"]
     if not rtstructs:
         raise SceneError(f"{out_dir} holds no RTSTRUCT (summary.json lists none); run `contour` with rtstruct in --formats.")
     try:
-        datasets = read_series_dir(source)
-        series = group_by_series(datasets).get(summary["series_instance_uid"])
-        if not series:
-            raise SceneError(
-                f"{source} does not hold series {summary['series_instance_uid']}, the one {out_dir} was contoured "
-                "on; give that series' folder with --ct DICOM_DIR."
-            )
-        volume = assemble_volume(series)
+        series = group_by_series(read_series_dir(source)).get(summary["series_instance_uid"])
+        volume = assemble_volume(series) if series else None
     except (OSError, ValueError, SeriesRefusedError) as exc:
         raise SceneError(f"cannot read the CT of {out_dir} from {source}: {exc}; give its folder with --ct DICOM_DIR.") from exc
+    if volume is None:
+        raise SceneError(
+            f"{source} does not hold series {summary['series_instance_uid']}, the one {out_dir} was contoured "
+            "on; give that series' folder with --ct DICOM_DIR."
+        )
     rtstruct_path = _inside(out_dir, rtstructs[0])
     try:
         masks = rtstruct_masks(dcmread(rtstruct_path), volume)
