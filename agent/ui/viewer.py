@@ -177,7 +177,9 @@ class Viewer:
         shown = [self.image, self.status]
         self.source.change(self.open, self.source, self.opened, show_progress="hidden")
         self.plane.input(self.on_plane, view, [self.index, *shown], show_progress="hidden")
+        # Dragging the slider answers "input"; typing a number into its box answers "release" (on blur).
         self.index.input(self.draw, view, shown, show_progress="hidden", trigger_mode="always_last")
+        self.index.release(self.draw, view, shown, show_progress="hidden", trigger_mode="always_last")
         self.previous.click(self.step(-1), view, [self.index, *shown], show_progress="hidden", trigger_mode="always_last")
         self.next.click(self.step(1), view, [self.index, *shown], show_progress="hidden", trigger_mode="always_last")
         self.window.input(self.on_window, [self.window, *view], [self.width, self.level, *shown], show_progress="hidden")
