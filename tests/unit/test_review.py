@@ -43,5 +43,5 @@ def test_a_stale_sign_in_signs_nothing_but_an_automatic_approval_needs_none() ->
 
 
 def test_an_unknown_action_names_the_field() -> None:
-    with pytest.raises(DecisionError, match="Action: Input should be 'approve' or 'reject'"):
+    with pytest.raises(DecisionError, match="Action: Input should be 'approve', 'reject' or 'modify'"):
         build_decision("maybe", principal(), signing_window_s=WINDOW)
