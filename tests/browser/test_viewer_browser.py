@@ -112,7 +112,9 @@ def shown(page: Page, url: str, prefix: str, before: str | None = None) -> tuple
     expect(image).to_be_visible()
     if before is not None:
         expect(image).not_to_have_attribute("src", before)
-    expect(image).to_have_js_property("complete", True)
+    image.scroll_into_view_if_needed()
+    # Drawn, not only fetched: the screenshots show the image.
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
     src = str(image.get_attribute("src"))
     body = page.request.get(src if src.startswith("http") else url.rstrip("/") + "/" + src.lstrip("/")).body()
     return src, np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
