@@ -55,6 +55,7 @@ def _textbox(page: Page, elem_id: str) -> Locator:
 def _expect_preview_loaded(page: Page, prefix: str) -> None:
     preview = page.locator(f"#{prefix}-card-previews img").first
     expect(preview).to_be_visible(timeout=WORKFLOW_TIMEOUT_MS)
+    preview.scroll_into_view_if_needed()  # under the viewer: a lazy image loads once it is scrolled to
     expect(preview).to_have_js_property("complete", True)
     assert preview.evaluate("img => img.naturalWidth") > 0, "the preview PNG did not load"
 
