@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from agent.commands import audit, identity, jobs, listen, offline, output, purge, worker, worklist
+from agent.commands import audit, identity, jobs, listen, offline, output, purge, view, worker, worklist
 from agent.commands.approvals import approvals_app
 from agent.commands.identity import users_app
 from agent.commands.services import services_app
@@ -34,6 +34,7 @@ app.command()(purge.purge)
 app.command()(listen.listen)
 app.command()(audit.audit)
 app.command()(worker.worker)
+app.command()(view.view)
 
 
 @app.callback()

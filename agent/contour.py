@@ -99,6 +99,7 @@ def run_contour(
     else:
         partial.replace(out_dir)
     package = _relocated(package, partial, out_dir)
+    package.source_dir = dicom_dir.resolve()
     package.seconds = {"read_assemble": round(read_s, 3), **package.seconds, "total": round(time.perf_counter() - started, 3)}
     if package.summary_path is not None:
         package.summary_path.write_text(package.model_dump_json(indent=2))

@@ -34,6 +34,8 @@ def build_decision(
 ) -> ApprovalDecision:
     """The principal's decision; raises `DecisionError` naming what is missing or not allowed.
 
+    `edits` (tools/review/edits.py) go with action "modify": the reviewer's corrected masks.
+
     A reason is trimmed first, as a person types it: a blank reason counts as none. An automatic
     approval (`--yes`) names its principal but signs nothing, so no fresh sign-in is asked."""
     try:

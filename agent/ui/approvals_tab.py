@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from agent.review import DecisionError
-from agent.ui.cards import CardView, Identify, card_updates, card_view, form_decision, nobody
+from agent.ui.cards import CARD_CONTENT, CardView, Identify, card_updates, card_view, form_decision, nobody
 from agent.ui.markdown import approval_choice, outcomes_markdown, progress_log, readable_error
 from agent.ui.session import BUSY_WAIT_S, LockedGraphs
 from agent.untrusted import markdown_literal
@@ -41,10 +41,11 @@ class ApprovalsTab:
         self.pending_list.change(
             self.show_pending, self.pending_list, [*self.view.content, self.view.notice], show_progress="hidden"
         )
-        inputs = [self.pending_list, self.view.reason]
+        inputs = [self.pending_list, self.view.reason, self.view.viewer.edits]
         outputs = [self.pending_list, *self.view.content, self.view.notice]
         self.view.approve.click(self.on_decision("approve"), inputs, outputs)
         self.view.reject.click(self.on_decision("reject"), inputs, outputs)
+        self.view.save_edits.click(self.on_decision("modify"), inputs, outputs)
 
     def load_on(self, demo: gr.Blocks) -> None:
         """Fill the list when a page opens."""
@@ -81,16 +82,18 @@ class ApprovalsTab:
         return [*card_updates(approval_card(matches[0])), ""]
 
     def on_decision(self, action: str) -> Callable[..., Iterator[list[Any]]]:
-        """The Approve or Reject handler: progress lines while the job writes, then its outcome."""
+        """The Approve, Reject or Save-edits handler: progress lines while the job writes, then its outcome."""
 
-        def handler(interrupt_id: str | None, reason: str, request: gr.Request) -> Iterator[list[Any]]:
-            unchanged = [gr.update() for _ in range(6)]  # the list and the card's five components
+        def handler(
+            interrupt_id: str | None, reason: str, edits: list[dict[str, Any]], request: gr.Request
+        ) -> Iterator[list[Any]]:
+            unchanged = [gr.update() for _ in range(1 + CARD_CONTENT)]  # the list and the card's components
             if not interrupt_id:
                 yield [*unchanged, "Choose an approval from the list first."]
                 return
             try:
                 decision = form_decision(
-                    action, self.identify(request), reason, signing_window_s=self.signing_window_s
+                    action, self.identify(request), reason, edits, signing_window_s=self.signing_window_s
                 )
             except DecisionError as exc:
                 yield [*unchanged, f"⚠ {exc}"]

@@ -10,7 +10,7 @@ import gradio as gr
 from langchain_core.messages import HumanMessage
 
 from agent.review import DecisionError
-from agent.ui.cards import CardView, Identify, card_updates, card_view, form_decision, nobody
+from agent.ui.cards import CARD_CONTENT, CardView, Identify, card_updates, card_view, form_decision, nobody
 from agent.ui.markdown import readable_error
 from agent.ui.session import LockedGraphs
 from agent.ui.transcript import Transcript
@@ -21,8 +21,8 @@ EXAMPLE_GOAL = "analyze all pending CT scans for lung segmentation and store RTS
 
 
 def _keep_card() -> list[Any]:
-    """Leave the card's five components (CardView.content) as they are."""
-    return [gr.update() for _ in range(5)]
+    """Leave the card's components (CardView.content) as they are."""
+    return [gr.update() for _ in range(CARD_CONTENT)]
 
 
 class ChatTab:
@@ -46,9 +46,10 @@ class ChatTab:
         outputs = [self.chatbot, self.goal, self.thread_id, self.card, *self.view.content, self.view.notice]
         self.send.click(self.on_send, [self.goal, self.chatbot, self.thread_id], outputs)
         self.goal.submit(self.on_send, [self.goal, self.chatbot, self.thread_id], outputs)
-        decision_inputs = [self.chatbot, self.thread_id, self.card, self.view.reason]
+        decision_inputs = [self.chatbot, self.thread_id, self.card, self.view.reason, self.view.viewer.edits]
         self.view.approve.click(self.on_decision("approve"), decision_inputs, outputs)
         self.view.reject.click(self.on_decision("reject"), decision_inputs, outputs)
+        self.view.save_edits.click(self.on_decision("modify"), decision_inputs, outputs)
 
     def stream_into(self, transcript: Transcript, value: Any, thread: str) -> Iterator[list[Any]]:
         """Run the chat graph on `value`, showing each step; then the card it stopped at, if any."""
@@ -84,7 +85,12 @@ class ChatTab:
         """The Approve or Reject handler: checks the form and the card, then resumes the conversation."""
 
         def handler(
-            history: list[Any], thread: str | None, card: dict[str, Any] | None, reason: str, request: gr.Request
+            history: list[Any],
+            thread: str | None,
+            card: dict[str, Any] | None,
+            reason: str,
+            edits: list[dict[str, Any]],
+            request: gr.Request,
         ) -> Iterator[list[Any]]:
             unchanged = [history, gr.update(), thread, gr.update(), *_keep_card()]
             if not thread or not card:
@@ -92,7 +98,7 @@ class ChatTab:
                 return
             try:
                 decision = form_decision(
-                    action, self.identify(request), reason, signing_window_s=self.signing_window_s
+                    action, self.identify(request), reason, edits, signing_window_s=self.signing_window_s
                 )
             except DecisionError as exc:
                 yield [*unchanged, f"⚠ {exc}"]
@@ -108,7 +114,10 @@ class ChatTab:
                        "This card was answered already; the conversation's current approval is shown."]
                 return
             transcript = Transcript(history)
-            verb = "Approved" if action == "approve" else f"Rejected ({markdown_literal(decision.reason)})"
+            verb = {
+                "approve": "Approved",
+                "modify": f"Corrected ({len(decision.edits)} edits) for approval",
+            }.get(action, f"Rejected ({markdown_literal(decision.reason)})")
             transcript.say(
                 "user",
                 f"{verb}: ImagingStudy/{markdown_literal(card['imaging_study_id'])}, "

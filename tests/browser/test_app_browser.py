@@ -12,17 +12,21 @@ written. The decision is then made as a signed-in principal through the runtime,
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
+from PIL import Image
 from playwright.sync_api import Locator, Page, expect
 
 from agent.parts import fhir_client
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
+from agent.ui.cards import open_review_files
 from tests.browser.conftest import clean_run_dir, save_screenshot, served_app
 from tests.identities import TEST_ISSUER, signed_decision
 from tests.integration.workflow_helpers import (
@@ -34,6 +38,9 @@ from tests.integration.workflow_helpers import (
     seed_phantom,
 )
 from tests.scripted_model import ScriptedModel, tool_call
+from tests.viewer_checks import assert_outline_matches
+from tools.review.slice_view import WINDOW_PRESETS
+from tools.workflow.approval import ReviewFiles
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -48,8 +55,27 @@ def _textbox(page: Page, elem_id: str) -> Locator:
 def _expect_preview_loaded(page: Page, prefix: str) -> None:
     preview = page.locator(f"#{prefix}-card-previews img").first
     expect(preview).to_be_visible(timeout=WORKFLOW_TIMEOUT_MS)
+    preview.scroll_into_view_if_needed()  # under the viewer: a lazy image loads once it is scrolled to
     expect(preview).to_have_js_property("complete", True)
     assert preview.evaluate("img => img.naturalWidth") > 0, "the preview PNG did not load"
+
+
+def _expect_viewer_shows_the_cards_masks(page: Page, files: ReviewFiles | None) -> None:
+    """The card's viewer shows the middle axial plane of the volume and masks the request names."""
+    assert files is not None, "the approval request names no volume and masks for the viewer"
+    scene = open_review_files(files.model_dump())
+    index = scene.renderer.count("axial") // 2
+    image = page.locator("#panel-viewer-image img")
+    expect(image).to_be_visible(timeout=WORKFLOW_TIMEOUT_MS)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    src = str(image.get_attribute("src"))
+    shown = np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+    expected = np.asarray(scene.render("axial", index, WINDOW_PRESETS["lung"], scene.keys).convert("RGB"))
+    assert np.array_equal(shown, expected), "the card's viewer does not show the middle axial plane of its masks"
+    for spec, mask in scene.structures:
+        cut = scene.renderer.plane(mask, "axial", index)
+        if cut.any():
+            assert_outline_matches(shown, cut, scene.renderer.mapping("axial"), spec.color_rgb)
 
 
 def _goal_to_card(page: Page, url: str, settings: Settings, seeded: SeededStudy, artifacts: Path, shot: str) -> None:
@@ -149,7 +175,12 @@ def test_approvals_tab_shows_a_job_started_outside_the_app_and_refuses_unsigned_
             _expect_preview_loaded(page, "panel")
             expect(page.locator("#panel-card")).to_contain_text(pending.thread_id)
             expect(page.locator("#panel-card-findings")).to_contain_text("Left lung")
+            _expect_viewer_shows_the_cards_masks(page, pending.request.review_files)
             save_screenshot(page, artifacts, "panel-approval.png")
+
+            # Saving edits is a decision too: refused without a signed-in principal, like the others.
+            page.locator("#panel-save-edits").click()
+            expect(page.locator("#panel-notice")).to_contain_text("not signed in")
 
             _textbox(page, "panel-reason").fill("right lung misses the costophrenic angle")
             page.locator("#panel-reject").click()

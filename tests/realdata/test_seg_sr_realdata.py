@@ -24,9 +24,10 @@ from scipy import ndimage
 from tests.dicom_checks import dataset_errors
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.results.common import dataset_bytes
-from tools.results.previews import LEGEND_HEIGHT_PX, render_previews
+from tools.results.previews import render_previews
 from tools.results.seg import build_seg
 from tools.results.sr import build_sr
+from tools.review.slice_view import LEGEND_HEIGHT_PX
 from tools.segmentation.base import STRUCTURES, SegmentationResult, StructureMask
 
 pytestmark = pytest.mark.realdata

@@ -33,8 +33,15 @@ from tests.identities import principal
 from tests.rendered_markdown import rendered_text
 from tests.scripted_model import ScriptedModel, tool_call
 from tools.results.fhir_report import FhirChange
+from tools.review.edits import BrushStroke, EraseRange
 from tools.segmentation.base import QAFlag
-from tools.workflow.approval import ApprovalRequest, PendingDicomWrite, SeriesChoice, StructureForReview
+from tools.workflow.approval import (
+    ApprovalDecision,
+    ApprovalRequest,
+    PendingDicomWrite,
+    SeriesChoice,
+    StructureForReview,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -167,13 +174,14 @@ def test_card_writes_list_every_dicom_object_and_fhir_change(card: dict[str, Any
 
 
 def test_card_updates_show_previews_as_images(card: dict[str, Any]) -> None:
-    group, summary, previews, findings, writes = card_updates(card)
+    group, summary, previews, findings, writes, review_files = card_updates(card)
     assert group["visible"] is True
+    assert review_files == card.get("review_files")  # the viewer opens the volume and masks it names
     assert summary.startswith("### Approval needed")
     assert [image.size for image in previews] == [(32, 32)]
     assert "Pending writes" in writes and "Volumes" in findings
     hidden = card_updates(None)
-    assert hidden[0]["visible"] is False and hidden[2] is None
+    assert hidden[0]["visible"] is False and hidden[2] is None and hidden[5] is None
 
 
 def test_decisions_need_a_signed_in_principal_and_rejections_a_reason() -> None:
@@ -187,6 +195,23 @@ def test_decisions_need_a_signed_in_principal_and_rejections_a_reason() -> None:
     assert (decision.action, decision.reviewer_id, decision.reviewer_name) == ("approve", "dr-ana-lee", "Dr. Ana Lee")
     rejection = form_decision("reject", principal(), "misses the base", signing_window_s=600)
     assert rejection.reason == "misses the base"
+
+
+def test_saved_edits_are_a_modify_decision_and_never_ride_on_approve_or_reject() -> None:
+    stroke = BrushStroke(structure="left-lung", mode="erase", plane="axial", index=3, points=[(1.5, 2.0)], radius_mm=4.0)
+    erase = EraseRange(structure="right-lung", plane="coronal", first=2, last=5)
+    edits = [stroke.model_dump(mode="json"), erase.model_dump(mode="json")]  # as the browser session holds them
+    decision = form_decision("modify", principal("dr-ana-lee", "Dr. Ana Lee"), "", edits, signing_window_s=600)
+    assert (decision.action, decision.edits, decision.reviewer_id) == ("modify", [stroke, erase], "dr-ana-lee")
+    assert ApprovalDecision.model_validate_json(decision.model_dump_json()).edits == [stroke, erase]
+    with pytest.raises(DecisionError, match="2 edits are not saved"):
+        form_decision("approve", principal(), "", edits, signing_window_s=600)
+    with pytest.raises(DecisionError, match="No edits to save"):
+        form_decision("modify", principal(), "", [], signing_window_s=600)
+    with pytest.raises(DecisionError, match="cannot be read"):
+        form_decision("modify", principal(), "", [{"kind": "brush", "structure": "left-lung"}], signing_window_s=600)
+    with pytest.raises(DecisionError, match="imaging-agent serve"):
+        form_decision("modify", None, "", edits, signing_window_s=600)
 
 
 def test_transcript_shows_tool_steps_progress_and_answer() -> None:

@@ -347,3 +347,16 @@ def test_fallback_engines_apply_to_contour(written: Written, tmp_path: Path, mon
     text = flat(result.output)
     assert "engine not used" in text and "medimageparse" in text
     assert (out / "rtstruct.dcm").is_file()
+
+
+def test_summary_names_the_ct_folder_and_view_refuses_what_it_cannot_show(
+    full_run: Run, written: Written, tmp_path: Path
+) -> None:
+    """`imaging-agent view` finds the CT through summary.json; a folder it cannot show is refused with what to do."""
+    assert full_run.summary["source_dir"] == str(written.directory.resolve())
+    not_a_result = CliRunner().invoke(app, ["view", str(tmp_path), "--no-open"])
+    assert not_a_result.exit_code == 1, not_a_result.output
+    assert "summary.json" in flat(not_a_result.output) and "imaging-agent contour" in flat(not_a_result.output)
+    wrong_ct = CliRunner().invoke(app, ["view", str(full_run.out), "--ct", str(tmp_path), "--no-open"])
+    assert wrong_ct.exit_code == 1, wrong_ct.output
+    assert str(tmp_path) in flat(wrong_ct.output) and "--ct DICOM_DIR" in flat(wrong_ct.output)

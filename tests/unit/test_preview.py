@@ -15,7 +15,8 @@ from PIL import Image
 from tools.imaging.geometry import Geometry
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.phantom import PhantomSpec, make_phantom, write_phantom
-from tools.results.previews import LEGEND_HEIGHT_PX, render_previews
+from tools.results.previews import render_previews
+from tools.review.slice_view import LEGEND_HEIGHT_PX
 from tools.segmentation.base import STRUCTURES, SegmentationResult, StructureMask
 
 pytestmark = pytest.mark.unit

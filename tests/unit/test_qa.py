@@ -10,7 +10,7 @@ import pytest
 from tools.imaging.geometry import Geometry
 from tools.imaging.volume import Volume
 from tools.results.package import build_package
-from tools.segmentation.base import STRUCTURES, QAFlag, SegmentationResult, StructureMask
+from tools.segmentation.base import STRUCTURES, FlagPlanes, QAFlag, SegmentationResult, StructureMask
 from tools.segmentation.qa import assess, measure, qa_flags
 from tools.segmentation.result_store import load_result, save_result
 
@@ -157,6 +157,8 @@ def test_touching_superior_edge_is_a_warning_lateral_edge_a_failure() -> None:
     assert by_code["touches-right-edge"].severity == "fail"
     assert by_code["touches-right-edge"].structure == "right-lung"
     assert "Right lung" in by_code["touches-right-edge"].message
+    assert by_code["touches-superior-edge"].planes == FlagPlanes(axis=0, first=19, last=19)
+    assert by_code["touches-right-edge"].planes == FlagPlanes(axis=2, first=0, last=0)
 
 
 def test_edges_are_named_by_patient_side_on_feet_first_series() -> None:
@@ -280,6 +282,7 @@ def test_dense_mass_left_out_of_the_lung_is_flagged_with_its_slices() -> None:
     flags = chest_flags(hu, left, right)
     assert codes(flags) == {("dense-excluded", "left-lung")}
     assert "21 mL" in flags[0].message and "z 42 to 75 mm (slices 15-26 of 40)" in flags[0].message
+    assert flags[0].planes == FlagPlanes(axis=0, first=14, last=25)  # the same slices, for the viewer's "jump to"
 
 
 def test_dense_mass_inside_the_lung_is_flagged() -> None:
@@ -314,6 +317,7 @@ def test_apex_mismatch_on_a_feet_first_series_names_the_right_slices() -> None:
     flags = chest_flags(hu, left, right, direction=FFS)
     assert codes(flags) == {("lung-length-mismatch", "left-lung")}
     assert "slices 6-15 of 40" in flags[0].message
+    assert flags[0].planes == FlagPlanes(axis=0, first=5, last=14)
 
 
 def test_bases_within_the_usual_difference_are_not_flagged() -> None:

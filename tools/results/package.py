@@ -62,6 +62,8 @@ class ResultPackage(BaseModel):
     seconds: dict[str, float]
     edit: ResultEdit | None = None
     """set when the masks are a reviewer's correction of the AI's"""
+    source_dir: Path | None = None
+    """the CT series folder an offline `contour` read (`imaging-agent view` shows the result over it)"""
 
 
 def result_uid(volume: Volume, result: SegmentationResult) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # only for the engine protocol: naming the engines must not load the DICOM stack
     from tools.imaging.volume import Volume
@@ -95,6 +95,15 @@ def resolve_targets(targets: Sequence[str]) -> list[StructureSpec]:
     return [STRUCTURES[k] for k in keys]
 
 
+class FlagPlanes(BaseModel):
+    """Where a flag's finding lies: planes ``first`` to ``last`` (inclusive) along array ``axis`` of the
+    volume (0 slices, 1 rows, 2 columns), so the reviewer's viewer can jump there."""
+
+    axis: int = Field(ge=0, le=2)
+    first: int = Field(ge=0)
+    last: int = Field(ge=0)
+
+
 class QAFlag(BaseModel):
     """A plausibility finding that travels with the result to the approver."""
 
@@ -102,6 +111,8 @@ class QAFlag(BaseModel):
     severity: Literal["info", "warning", "fail"]
     structure: str | None
     message: str
+    planes: FlagPlanes | None = None
+    """where to look, when the finding has a place (the message says it in words too)"""
 
 
 class StructureMeasurements(BaseModel):

@@ -32,7 +32,7 @@ from scipy import ndimage
 from tools.imaging.blocks import block_mean
 from tools.imaging.orientation import Reorientation, array_axis_spacing, reorient
 from tools.imaging.volume import Volume
-from tools.segmentation.base import QAFlag, StructureMask
+from tools.segmentation.base import FlagPlanes, QAFlag, StructureMask
 
 COARSE_MM = 3.0
 # Consolidation, atelectasis and tumour sit at -100..+60 HU; aerated lung near -850 and
@@ -75,13 +75,20 @@ class _Coarse:
     def voxel_ml(self) -> float:
         return float(np.prod(self.spacing)) / 1000.0
 
-    def where(self, levels: np.ndarray) -> str:
-        """'z a to b mm (slices i-j of n)' for coarse canonical levels (axis 0 indices)."""
+    def planes(self, levels: np.ndarray) -> FlagPlanes:
+        """The source array planes covering coarse canonical levels (axis 0 indices)."""
         lo, hi = int(levels.min()), int(levels.max())
         f = self.factors[0]
         view = (lo * f, min(self.canon.shape[0], (hi + 1) * f) - 1)
         axis = self.canon.perm[0]
-        source = sorted(self.canon.view_index(0, v) + self.box[axis].start for v in view)
+        first, last = sorted(self.canon.view_index(0, v) + self.box[axis].start for v in view)
+        return FlagPlanes(axis=axis, first=first, last=last)
+
+    def where(self, levels: np.ndarray) -> str:
+        """'z a to b mm (slices i-j of n)' for coarse canonical levels (axis 0 indices)."""
+        planes = self.planes(levels)
+        axis = planes.axis
+        source = [planes.first, planes.last]
         z = [self._z(axis, index) for index in source]
         text = f"z {min(z):.0f} to {max(z):.0f} mm"
         if axis == 0:  # an axial series: the levels are its slices (numbered from 1)
@@ -182,6 +189,7 @@ def _dense_flags(coarse: _Coarse, key: str, name: str) -> list[QAFlag]:
             message=f"{name}: {ml:.0f} mL of dense tissue (over {DENSE_HU:.0f} HU) within the lung's pleural "
             f"envelope is left out, at {coarse.where(_levels(region))}. Check whether it is collapsed or "
             "consolidated lung (include it) or tumour, effusion or mediastinum (leave it out).",
+            planes=coarse.planes(_levels(region)),
         ))
     # Vessels inside the lung are thin: an opening by one coarse voxel keeps only masses.
     solid = ndimage.binary_opening(lung & dense, structure=ndimage.generate_binary_structure(3, 1))
@@ -192,6 +200,7 @@ def _dense_flags(coarse: _Coarse, key: str, name: str) -> list[QAFlag]:
             message=f"{name}: the mask holds {ml:.0f} mL of dense tissue (over {DENSE_HU:.0f} HU) at "
             f"{coarse.where(_levels(region))}. Check whether it is tumour (radiotherapy lungs leave the GTV "
             "out) or collapsed or consolidated lung (keep it).",
+            planes=coarse.planes(_levels(region)),
         ))
     return flags
 
@@ -212,6 +221,7 @@ def _effusion_flags(coarse: _Coarse, key: str, name: str) -> list[QAFlag]:
             message=f"{name}: {ml:.0f} mL of fluid-density tissue ({FLUID_HU[0]:.0f} to {FLUID_HU[1]:.0f} HU) lies "
             f"behind the lung at {coarse.where(_levels(region))}: a pleural effusion is suspected. Effusion is "
             "not lung; check that the mask stops at the lung and that the compressed lung above it is included.",
+            planes=coarse.planes(_levels(region)),
         ))
     return flags
 
@@ -248,6 +258,7 @@ def _length_flags(coarse: _Coarse, lungs: dict[str, StructureMask]) -> list[QAFl
             message=f"{name}: its {label} ends {gap:.0f} mm {'below' if end == -1 else 'above'} the other lung's "
             f"(more than the usual {limit:.0f} mm). Check {coarse.where(missing)} for {label} lung the mask misses "
             "(dense, collapsed or cut off by disease) or a raised hemidiaphragm.",
+            planes=coarse.planes(missing),
         ))
     return flags
 

@@ -21,7 +21,7 @@ from scipy import ndimage
 from tools.imaging.geometry import Geometry
 from tools.imaging.orientation import OPPOSITE, SIDE_NAMES, nearest_directions
 from tools.imaging.volume import Volume
-from tools.segmentation.base import QAFlag, SegmentationResult, StructureMask, StructureMeasurements
+from tools.segmentation.base import FlagPlanes, QAFlag, SegmentationResult, StructureMask, StructureMeasurements
 from tools.segmentation.lung_qa import lung_flags
 
 # Adult lungs hold roughly 1-4 L each at CT; outside this band the mask (or the scan) is wrong.
@@ -234,6 +234,7 @@ def _border_flags(
                     code=f"touches-{side}-edge", severity="warning", structure=key,
                     message=f"{name} reaches the {side} edge of series {series}: the scan probably cuts the "
                     "lung, so its volume is underestimated. Check the coverage before using the volume.",
+                    planes=FlagPlanes(axis=axis, first=end, last=end),
                 ))
             else:
                 flags.append(QAFlag(
@@ -242,5 +243,6 @@ def _border_flags(
                     f"edge of series {series}'s field of view: lungs lie inside the chest wall, so the mask "
                     "probably includes outside air or the field of view cuts the chest. Check the mask "
                     "at that edge.",
+                    planes=FlagPlanes(axis=axis, first=end, last=end),
                 ))
     return flags

@@ -141,9 +141,10 @@ class ApprovalDecision(BaseModel):
         automatic: bool = False,
         edits: Sequence[BrushStroke | EraseRange] = (),
     ) -> ApprovalDecision:
-        """The decision of this principal; `automatic` (`--yes`) is recorded as auth method "automatic"."""
+        """The decision of this principal; `automatic` (`--yes`) is recorded as auth method "automatic".
+
+        `edits` go with "modify": the reviewer's corrections to the masks (tools/review/edits.py)."""
         return cls(
-            edits=list(edits),
             action=action,  # type: ignore[arg-type]  # the validator names a wrong action
             reviewer_id=principal.id,
             reviewer_name=principal.display_name,
@@ -152,6 +153,7 @@ class ApprovalDecision(BaseModel):
             auth_method="automatic" if automatic else principal.auth_method,
             reason=reason,
             automatic=automatic,
+            edits=list(edits),
         )
 
     @model_validator(mode="after")
