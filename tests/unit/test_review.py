@@ -26,7 +26,7 @@ def test_a_valid_answer_becomes_the_principals_decision() -> None:
 def test_a_rejection_without_reason_says_so_once() -> None:
     with pytest.raises(DecisionError) as info:
         build_decision("reject", principal(), "   ", signing_window_s=WINDOW)
-    assert str(info.value) == "A rejection needs a reason: say what is wrong with the contours. Nothing was decided."
+    assert str(info.value) == "A rejection needs a reason: choose a reason code or say what is wrong with the contours. Nothing was decided."
 
 
 def test_only_a_radiologist_decides() -> None:

@@ -35,6 +35,7 @@ _OBJECT = hd.sr.CodedConcept("AIRA-OBJECT", SCHEME, "AI result object")
 _ASSESSMENT = hd.sr.CodedConcept("AIRA-ASSESSMENT", SCHEME, "Assessment")
 _TIME = hd.sr.CodedConcept("AIRA-TIME", SCHEME, "Assessment date and time")
 _REASON = hd.sr.CodedConcept("AIRA-REASON", SCHEME, "Reason")
+_REASON_CODE = hd.sr.CodedConcept("AIRA-REASONCODE", SCHEME, "Reason code")
 _VALUES = {
     "accepted": hd.sr.CodedConcept("ACCEPTED", SCHEME, "AI result accepted"),
     "rejected": hd.sr.CodedConcept("REJECTED", SCHEME, "AI result rejected"),
@@ -60,8 +61,11 @@ def build_assessment_sr(
     issuer: str,
     decided_at: datetime,
     reason: str | None,
+    reason_code: tuple[str, str] | None = None,
 ) -> Dataset:
-    """The assessment of `results` (their headers: patient, study and SOP identity are read) by one person."""
+    """The assessment of `results` (their headers: patient, study and SOP identity are read) by one person.
+
+    `reason_code`: (code, display) from the rejection reasons' list, under this module's local scheme."""
     if not results:
         raise ValueError("an assessment needs at least one assessed result")
     observer = hd.sr.ObserverContext(
@@ -84,6 +88,9 @@ def build_assessment_sr(
             hd.sr.CodeContentItem(name=_ASSESSMENT, value=_VALUES[assessment], relationship_type="CONTAINS"),
             hd.sr.DateTimeContentItem(name=_TIME, value=decided_at.replace(tzinfo=None), relationship_type="CONTAINS"),
         ]
+        if reason_code:
+            value = hd.sr.CodedConcept(reason_code[0][:16], SCHEME, reason_code[1][:64])
+            children.append(hd.sr.CodeContentItem(name=_REASON_CODE, value=value, relationship_type="CONTAINS"))
         if reason:
             children.append(hd.sr.TextContentItem(name=_REASON, value=reason[:1024], relationship_type="CONTAINS"))
         item.ContentSequence = hd.sr.ContentSequence(children)
