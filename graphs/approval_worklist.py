@@ -8,7 +8,7 @@ Claims themselves are tools/workflow/claims.py; `decide` enforces them (graphs/r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, Field
 
@@ -60,6 +60,15 @@ class WorklistFilter(BaseModel):
         if self.engine is not None and entry.engine != self.engine:
             return False
         return self.modality is None or entry.modality.upper() == self.modality.upper()
+
+
+def waiting_text(seconds: float) -> str:
+    """A waiting time as a person reads it: 2 d 3 h, 3 h 05 min, 12 min."""
+    waited = timedelta(seconds=int(seconds))
+    hours, rest = divmod(waited.seconds, 3600)
+    if waited.days:
+        return f"{waited.days} d {hours} h"
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
 
 
 def worklist(runtime: WorkflowRuntime, only: WorklistFilter | None = None) -> list[WorklistEntry]:

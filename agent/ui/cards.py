@@ -20,6 +20,7 @@ from agent.review import DecisionError, build_decision
 from agent.ui.markdown import Card, card_findings_markdown, card_summary_markdown, card_writes_markdown
 from tools.identity.principal import Principal
 from tools.workflow.approval import ApprovalDecision
+from tools.workflow.rejection_reasons import REJECTION_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class CardView:
     approve: gr.Button
     reject: gr.Button
     notice: gr.Markdown
+    reason_code: gr.Dropdown
 
     @property
     def content(self) -> list[Any]:
@@ -63,12 +65,19 @@ def card_view(prefix: str) -> CardView:
         writes = gr.Markdown(elem_id=f"{prefix}-card-writes")
         with gr.Row():
             signed_in = gr.Markdown(f"Reviewer: {NOT_SIGNED_IN}", elem_id=f"{prefix}-signed-in")
-            reason = gr.Textbox(label="Reason (required to reject)", elem_id=f"{prefix}-reason")
+            reason_code = gr.Dropdown(
+                label="Rejection reason", choices=[(display, code) for code, display in REJECTION_REASONS.items()],
+                value=None, elem_id=f"{prefix}-reason-code",
+            )
+            reason = gr.Textbox(label="Reason (required to reject without a code, or with Other)", elem_id=f"{prefix}-reason")
         with gr.Row():
             approve_button = gr.Button("Approve and write", variant="primary", elem_id=f"{prefix}-approve")
             reject_button = gr.Button("Reject", variant="stop", elem_id=f"{prefix}-reject")
     notice = gr.Markdown(elem_id=f"{prefix}-notice")
-    return CardView(group, summary, previews, findings, writes, signed_in, reason, approve_button, reject_button, notice)
+    return CardView(
+        group, summary, previews, findings, writes, signed_in, reason, approve_button, reject_button, notice,
+        reason_code=reason_code,
+    )
 
 
 def load_previews(paths: Sequence[str]) -> list[Image.Image]:
@@ -108,9 +117,17 @@ def nobody(request: gr.Request | None) -> Principal | None:
 
 
 def form_decision(
-    action: str, principal: Principal | None, reason: str | None, *, signing_window_s: float
+    action: str,
+    principal: Principal | None,
+    reason: str | None,
+    *,
+    signing_window_s: float,
+    reason_code: str | None = None,
 ) -> ApprovalDecision:
-    """The card's form as the principal's decision; raises `agent.review.DecisionError` saying what is wrong."""
+    """The card's form as the principal's decision; raises `agent.review.DecisionError` saying what is wrong.
+
+    `reason_code` (the rejection reason list) counts for a rejection only: an approval ignores it."""
     if principal is None:
         raise DecisionError(f"Nothing was decided: {NOT_SIGNED_IN}.")
-    return build_decision(action, principal, reason, signing_window_s=signing_window_s)
+    code = reason_code if action == "reject" else None
+    return build_decision(action, principal, reason, signing_window_s=signing_window_s, reason_code=code)

@@ -46,7 +46,7 @@ class ChatTab:
         outputs = [self.chatbot, self.goal, self.thread_id, self.card, *self.view.content, self.view.notice]
         self.send.click(self.on_send, [self.goal, self.chatbot, self.thread_id], outputs)
         self.goal.submit(self.on_send, [self.goal, self.chatbot, self.thread_id], outputs)
-        decision_inputs = [self.chatbot, self.thread_id, self.card, self.view.reason]
+        decision_inputs = [self.chatbot, self.thread_id, self.card, self.view.reason, self.view.reason_code]
         self.view.approve.click(self.on_decision("approve"), decision_inputs, outputs)
         self.view.reject.click(self.on_decision("reject"), decision_inputs, outputs)
 
@@ -84,7 +84,12 @@ class ChatTab:
         """The Approve or Reject handler: checks the form and the card, then resumes the conversation."""
 
         def handler(
-            history: list[Any], thread: str | None, card: dict[str, Any] | None, reason: str, request: gr.Request
+            history: list[Any],
+            thread: str | None,
+            card: dict[str, Any] | None,
+            reason: str,
+            reason_code: str | None,
+            request: gr.Request,
         ) -> Iterator[list[Any]]:
             unchanged = [history, gr.update(), thread, gr.update(), *_keep_card()]
             if not thread or not card:
@@ -92,7 +97,8 @@ class ChatTab:
                 return
             try:
                 decision = form_decision(
-                    action, self.identify(request), reason, signing_window_s=self.signing_window_s
+                    action, self.identify(request), reason, signing_window_s=self.signing_window_s,
+                    reason_code=reason_code,
                 )
             except DecisionError as exc:
                 yield [*unchanged, f"⚠ {exc}"]
@@ -108,7 +114,7 @@ class ChatTab:
                        "This card was answered already; the conversation's current approval is shown."]
                 return
             transcript = Transcript(history)
-            verb = "Approved" if action == "approve" else f"Rejected ({markdown_literal(decision.reason)})"
+            verb = "Approved" if action == "approve" else f"Rejected ({markdown_literal(decision.reason or decision.reason_code)})"
             transcript.say(
                 "user",
                 f"{verb}: ImagingStudy/{markdown_literal(card['imaging_study_id'])}, "

@@ -8,9 +8,11 @@ project's local scheme (tools/results/assessment.py).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from fhir.resources.R4B.coding import Coding
+# fhir.resources is imported where a Coding is built: the CLI lists these codes in --help.
+if TYPE_CHECKING:
+    from fhir.resources.R4B.coding import Coding
 
 REJECTION_REASON_SYSTEM = "urn:imaging-agent:rejection-reason"
 
@@ -33,4 +35,6 @@ def reason_display(code: str) -> str:
 
 def reason_coding(code: str) -> Coding:
     """The code as FHIR carries it (Task.statusReason, the assessment Observation)."""
+    from fhir.resources.R4B.coding import Coding
+
     return Coding(system=REJECTION_REASON_SYSTEM, code=code, display=reason_display(code))
