@@ -32,7 +32,16 @@ def approvals_list(
     with AgentRuntime(get_settings()) as runtime:
         entries = worklist(runtime, WorklistFilter(flag=flag, engine=engine, modality=modality))
     now = datetime.now(UTC)
-    table = Table("id", "job", "ImagingStudy", "patient", "waiting", "engine", "QA flags", "claimed by")
+    table = Table()
+    # Ids are typed back (`approvals approve ID`): kept whole on one line; the other columns wrap.
+    for header, ids in (
+        ("id", [e.approval.interrupt_id for e in entries]),
+        ("job", [e.approval.thread_id for e in entries]),
+        ("ImagingStudy", [e.approval.request.imaging_study_id for e in entries]),
+    ):
+        table.add_column(header, no_wrap=True, min_width=max((len(i) for i in ids), default=len(header)))
+    for header in ("patient", "waiting", "engine", "QA flags", "claimed by"):
+        table.add_column(header)
     for e in entries:
         p = e.approval
         held = f"{e.claim.holder.name} ({e.claim.holder.id}) until {utc_text(e.claim.expires_at)}" if e.claim else "-"
