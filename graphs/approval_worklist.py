@@ -53,7 +53,7 @@ class WorklistFilter(BaseModel):
 
     def keeps(self, entry: WorklistEntry) -> bool:
         codes = entry.flag_codes
-        if self.flag == ANY_FLAG and not codes or self.flag == NO_FLAG and codes:
+        if (self.flag == ANY_FLAG and not codes) or (self.flag == NO_FLAG and codes):
             return False
         if self.flag not in (None, ANY_FLAG, NO_FLAG) and self.flag not in codes:
             return False
