@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from tools.identity.principal import NotAllowedError, Principal, StaleAuthenticationError, require_fresh, require_role
 from tools.review.edits import BrushStroke, EraseRange
 from tools.workflow.approval import ApprovalDecision
+from tools.workflow.claims import ClaimHolder
 
 
 class DecisionError(ValueError):
@@ -31,13 +32,15 @@ def build_decision(
     signing_window_s: float,
     automatic: bool = False,
     edits: Sequence[BrushStroke | EraseRange] = (),
+    reason_code: str | None = None,
 ) -> ApprovalDecision:
     """The principal's decision; raises `DecisionError` naming what is missing or not allowed.
 
     `edits` (tools/review/edits.py) go with action "modify": the reviewer's corrected masks.
 
-    A reason is trimmed first, as a person types it: a blank reason counts as none. An automatic
-    approval (`--yes`) names its principal but signs nothing, so no fresh sign-in is asked."""
+    A reason is trimmed first, as a person types it: a blank reason counts as none. `reason_code` is
+    one of tools/workflow/rejection_reasons.py (a rejection's). An automatic approval (`--yes`)
+    names its principal but signs nothing, so no fresh sign-in is asked."""
     try:
         require_role(principal, "radiologist", "decide approvals")
         if not automatic:
@@ -45,9 +48,25 @@ def build_decision(
     except (NotAllowedError, StaleAuthenticationError) as exc:
         raise DecisionError(f"{str(exc).rstrip('.')}. Nothing was decided.") from exc
     try:
-        return ApprovalDecision.by(principal, action, (reason or "").strip() or None, automatic=automatic, edits=edits)
+        return ApprovalDecision.by(
+            principal,
+            action,
+            (reason or "").strip() or None,
+            automatic=automatic,
+            edits=edits,
+            reason_code=reason_code or None,
+        )
     except ValidationError as exc:
         raise DecisionError(readable_decision_error(exc)) from exc
+
+
+def claim_holder(principal: Principal) -> ClaimHolder:
+    """The principal as the holder of a review claim: only a radiologist, who may decide, may claim."""
+    try:
+        require_role(principal, "radiologist", "claim approvals")
+    except NotAllowedError as exc:
+        raise DecisionError(f"{str(exc).rstrip('.')}. Nothing was claimed.") from exc
+    return ClaimHolder(id=principal.id, issuer=principal.issuer, name=principal.display_name)
 
 
 def readable_decision_error(exc: ValidationError) -> str:

@@ -37,6 +37,7 @@ class AgentRuntime(WorkflowRuntime):
                 batch_concurrency=settings.batch_concurrency,
                 job_lease_s=settings.job_lease_s,
                 job_lease_heartbeat_s=settings.job_lease_heartbeat_s,
+                claim_s=settings.claim_minutes * 60,
                 queue=queue if queue is not None else job_queue(settings),
             )
         except BaseException:  # the database is unreachable, say: no clients left open behind the error

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # when its heartbeat is older than job_lease_s. A running job renews it every job_lease_heartbeat_s.
     job_lease_s: float = Field(default=60.0, gt=0, description="heartbeat age after which another host's runner counts as gone")
     job_lease_heartbeat_s: float = Field(default=10.0, gt=0, description="how often a running job renews its lease")
+    # A reviewer's claim on a pending approval (the worklist): others see who holds it, and their
+    # decisions are refused until it is released, the decision recorded, or this many minutes pass.
+    claim_minutes: float = Field(default=15.0, gt=0, description="how long a reviewer's claim on an approval lasts")
 
     # Workers (`imaging-agent worker`, Celery over Redis). Unset broker: every job runs in the process
     # that starts it, as in the demo. Set: the API, the CLI and the chat put jobs on the broker and

@@ -33,6 +33,7 @@ from graphs.planner_tools.catalog import WRITE_TOOLS, build_tools
 from graphs.prompts import SYSTEM_PROMPT
 from graphs.runtime import PendingApproval, WorkflowRuntime
 from tools.workflow.approval import ApprovalDecision
+from tools.workflow.claims import ClaimHeldError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,10 @@ def compile_chat_graph(
         if current.interrupt_id not in {p.interrupt_id for p in runtime.pending_approvals()}:
             return {}
         decision = ApprovalDecision.model_validate(answer["decision"])
-        runtime.decide(current.thread_id, {current.interrupt_id: decision})
+        try:
+            runtime.decide(current.thread_id, {current.interrupt_id: decision})
+        except ClaimHeldError as exc:  # another reviewer holds it: say so, and show the card again
+            return {"messages": [AIMessage(str(exc))]}
         return {}
 
     def summarize(state: ChatState) -> dict[str, Any]:

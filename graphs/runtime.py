@@ -32,7 +32,8 @@ from tools.fhir.worklist import DEFAULT_WORKLIST_QUERY
 from tools.segmentation.catalog import check_engine_name
 from tools.state.migrate import upgrade
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
-from tools.workflow.decisions import request_sha256
+from tools.workflow.claims import ClaimHolder, ClaimStore
+from tools.workflow.decisions import DecisionConflictError, request_sha256
 from tools.workflow.edit import check_review_edits
 from tools.workflow.engine_jobs import SegmentationQueued
 from tools.workflow.jobs import WAITING_ENGINE, Job, JobKind, JobStore
@@ -78,6 +79,10 @@ class PendingApproval(BaseModel):
     thread_id: str
     interrupt_id: str
     request: ApprovalRequest
+
+    def subject(self) -> str:
+        """How messages name it: the study first, then the approval's id."""
+        return f"ImagingStudy/{self.request.imaging_study_id} (approval {self.interrupt_id})"
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,9 @@ class WorkflowRuntime:
     checkpoints). The caller owns the engine and disposes of it after `close`.
     A job runs only while this runtime holds its lease (`tools/workflow/leases.py`): `job_lease_s`
     is how old a heartbeat may get before a runner on another host counts as gone,
-    `job_lease_heartbeat_s` how often a running job renews it.
+    `job_lease_heartbeat_s` how often a running job renews it. A reviewer's claim on a pending
+    approval (`tools/workflow/claims.py`) lasts `claim_s`; `decide` refuses a decision on an
+    approval another reviewer holds.
 
     With a `queue` (workers configured), `start_batch`, `start_study`, `decide` and `resume` record
     what they must and put the job on the queue instead of running it; the workers run it through
@@ -140,6 +147,7 @@ class WorkflowRuntime:
         batch_concurrency: int,
         job_lease_s: float = 60.0,
         job_lease_heartbeat_s: float = 10.0,
+        claim_s: float = 900.0,
         queue: JobQueue | None = None,
     ) -> None:
         self.workflow = workflow
@@ -160,6 +168,7 @@ class WorkflowRuntime:
             raise
         self._jobs = JobStore(engine)
         self.leases = LeaseStore(engine, expiry_s=job_lease_s, heartbeat_s=job_lease_heartbeat_s)
+        self.claims = ClaimStore(engine, claim_s=claim_s)
         self.graphs = {
             "batch": build_batch_graph(workflow, batch_concurrency, self.checkpointer),
             "study": build_study_graph(workflow, self.checkpointer),
@@ -286,6 +295,8 @@ class WorkflowRuntime:
                 return self.report(thread_id).model_copy(update={"waiting_engine": True})
             report = self.report(thread_id)
             self._jobs.set_status(thread_id, "done" if report.done else "waiting-approval" if report.pending else "running")
+            for waiting in report.pending:  # the worklist's waiting time counts from here
+                self.claims.note_waiting(thread_id, waiting.request.request_id)
         # Released. A decision recorded elsewhere between the last look and the release was left to
         # this runner (its terminal saw it alive), so look once more; a resume with None reruns the
         # approval node, which finds the recorded decision.
@@ -459,10 +470,14 @@ class WorkflowRuntime:
 
         Raises `tools.review.edits.EditError` for a modification whose edits do not fit its result.
         The decisions are recorded first. When a live runner holds the job, the graph is not run
-        here: that runner applies them, and the report says so in `running_elsewhere`."""
+        here: that runner applies them, and the report says so in `running_elsewhere`.
+
+        Each decision claims its approval for its reviewer first (tools/workflow/claims.py): an
+        approval another reviewer holds raises ClaimHeldError and nothing is recorded; a recorded
+        decision ends the claim."""
         job = self.job(thread_id)
-        open_requests = {p.interrupt_id: p.request for p in self.report(thread_id).pending}
-        unknown = set(decisions) - set(open_requests)
+        open_approvals = {p.interrupt_id: p for p in self.report(thread_id).pending}
+        unknown = set(decisions) - set(open_approvals)
         if unknown:
             raise KeyError(
                 f"job {thread_id} has no pending approval {', '.join(sorted(unknown))}; it was answered "
@@ -471,10 +486,21 @@ class WorkflowRuntime:
         for iid, decision in decisions.items():
             # Edits that do not fit the result are refused here, with the reason, before anything
             # is recorded: in the graph they would fail the whole study.
-            check_review_edits(open_requests[iid], decision)
+            check_review_edits(open_approvals[iid].request, decision)
+        for iid, decision in decisions.items():  # every claim before any record: a refusal records nothing
+            holder = ClaimHolder(id=decision.reviewer_id, issuer=decision.issuer, name=decision.reviewer_name)
+            pending = open_approvals[iid]
+            self.claims.claim(
+                thread_id, pending.request.request_id, holder, pending.subject(), refused="Nothing was decided"
+            )
         for iid, decision in decisions.items():
-            request = open_requests[iid]
-            self.decisions.record(thread_id, request.request_id, request_sha256(request), decision)
+            request = open_approvals[iid].request
+            try:
+                self.decisions.record(thread_id, request.request_id, request_sha256(request), decision)
+            except DecisionConflictError:  # answered already: it waits no more either
+                self.claims.finish(thread_id, request.request_id)
+                raise
+            self.claims.finish(thread_id, request.request_id)
         if self.queue is not None:
             # The worker that takes the resume finds the recorded decisions (the approval node reads them).
             self.queue.resume(thread_id)

@@ -7,6 +7,11 @@ when IMAGING_AGENT_OIDC_ISSUER is set. Reading approvals and running jobs needs
 the radiologist or operator role; a decision needs the radiologist role (403) and a sign-in
 within the signing window (401, "sign in again"). The decision's reviewer is the token's
 principal: nothing in the body names a person.
+
+The approvals list is the reviewers' worklist (graphs/approval_worklist.py): longest waiting first,
+filtered by QA flag, engine and modality, with the reviewer who claimed each one. A radiologist
+claims an approval (POST .../claim) and releases it (DELETE .../claim); a decision on an approval
+someone else holds is refused (409) naming the study, the holder and until when.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import parse_qsl
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.middleware.sessions import SessionMiddleware
@@ -26,19 +32,34 @@ from agent.api.auth import TOKEN_URL, current_principal, requires, unauthorized
 from agent.api.browser import LoginSessions, https_only, local_login_router, mount_ui, new_sessions
 from agent.api.jobs import JobRunner
 from agent.api.metrics import metrics_registry, metrics_router
-from agent.api.models import AccessToken, ApprovalView, Credentials, DecisionBody, Health, JobBody, JobView
+from agent.api.models import (
+    AccessToken,
+    ApprovalView,
+    ClaimView,
+    Credentials,
+    DecisionBody,
+    Health,
+    JobBody,
+    JobView,
+    RejectionReason,
+    ReleaseView,
+)
 from agent.api.oidc_routes import bearer_verifier, oidc_router
 from agent.identity import account_store, token_signer
 from agent.intake import DicomNode, log_event
-from agent.review import DecisionError, build_decision
+from agent.review import DecisionError, build_decision, claim_holder
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from agent.ui.layout import build_app
+from graphs.approval_worklist import WorklistEntry, WorklistFilter, worklist
+from graphs.approval_worklist import claim as claim_approval
+from graphs.approval_worklist import release as release_approval
 from graphs.runtime import PendingApproval, QueueUnavailableError, RunReport
 from tools.identity.accounts import AuthenticationError
 from tools.identity.principal import Principal, StaleAuthenticationError, require_fresh
 from tools.review.edits import EditError
 from tools.segmentation.catalog import UnknownEngineError
+from tools.workflow.claims import ClaimHeldError
 from tools.workflow.decisions import DecisionConflictError
 
 Reader = Annotated[Principal, Depends(requires("radiologist", "operator"))]
@@ -113,12 +134,40 @@ def create_app(settings: Settings) -> FastAPI:
         return principal
 
     @app.get("/api/v1/approvals", tags=["approvals"])
-    def approvals(request: Request, _: Reader) -> list[ApprovalView]:
-        return [ApprovalView.of(p) for p in request.app.state.jobs.runtime.pending_approvals()]
+    def approvals(request: Request, _: Reader, only: Annotated[WorklistFilter, Query()]) -> list[ApprovalView]:
+        """The worklist: pending approvals, longest waiting first, with who claimed each."""
+        now = datetime.now(UTC)
+        return [ApprovalView.of(e, now) for e in worklist(request.app.state.jobs.runtime, only)]
+
+    @app.get("/api/v1/rejection-reasons", tags=["approvals"])
+    def rejection_reasons(_: Reader) -> list[RejectionReason]:
+        """The codes a rejection's `reason_code` takes."""
+        return RejectionReason.all()
 
     @app.get("/api/v1/approvals/{approval_id}", tags=["approvals"])
     def approval(request: Request, approval_id: str, _: Reader) -> ApprovalView:
-        return ApprovalView.of(_pending(request, approval_id))
+        return ApprovalView.of(_entry(request, approval_id), datetime.now(UTC))
+
+    @app.post("/api/v1/approvals/{approval_id}/claim", tags=["approvals"])
+    def claim(request: Request, approval_id: str, principal: Radiologist) -> ClaimView:
+        """Claim the approval for the signed-in radiologist (or renew their claim): the others see it,
+        and their decisions on it are refused until it is released, decided or expired (409 if another holds it)."""
+        pending = _pending(request, approval_id)
+        try:
+            taken = claim_approval(request.app.state.jobs.runtime, pending, claim_holder(principal))
+        except ClaimHeldError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+        return ClaimView.of(taken)
+
+    @app.delete("/api/v1/approvals/{approval_id}/claim", tags=["approvals"])
+    def release(request: Request, approval_id: str, principal: Radiologist) -> ReleaseView:
+        """Release the signed-in radiologist's claim (409 if another reviewer holds it)."""
+        pending = _pending(request, approval_id)
+        try:
+            released = release_approval(request.app.state.jobs.runtime, pending, claim_holder(principal))
+        except ClaimHeldError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+        return ReleaseView(released=released)
 
     @app.post("/api/v1/approvals/{approval_id}/decision", tags=["approvals"])
     def decide(request: Request, approval_id: str, body: DecisionBody, principal: Radiologist) -> RunReport:
@@ -132,12 +181,13 @@ def create_app(settings: Settings) -> FastAPI:
         pending = _pending(request, approval_id)
         try:
             decision = build_decision(
-                body.decision, principal, body.reason, signing_window_s=settings.signing_window_s, edits=body.edits
+                body.decision, principal, body.reason, signing_window_s=settings.signing_window_s,
+                reason_code=body.reason_code, edits=body.edits,
             )
             return request.app.state.jobs.decide(pending.thread_id, pending.interrupt_id, decision)
         except (DecisionError, EditError) as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
-        except DecisionConflictError as exc:
+        except (DecisionConflictError, ClaimHeldError) as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
         except KeyError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=exc.args[0]) from exc
@@ -193,3 +243,11 @@ def _pending(request: Request, approval_id: str) -> PendingApproval:
         return request.app.state.jobs.runtime.find_pending(approval_id)
     except KeyError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=exc.args[0]) from exc
+
+
+def _entry(request: Request, approval_id: str) -> WorklistEntry:
+    pending = _pending(request, approval_id)
+    for entry in worklist(request.app.state.jobs.runtime):
+        if entry.approval.interrupt_id == pending.interrupt_id:
+            return entry
+    raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"approval {approval_id} was answered meanwhile")

@@ -29,6 +29,7 @@ def decide_interactively(runtime: Any, report: Any, scope: Any, reviewer: Any, s
     from agent.cli_review import NoReviewerError, ProgressDisplay, render_approval
     from agent.identity import SignInError
     from agent.review import DecisionError
+    from tools.workflow.claims import ClaimHeldError
     from tools.workflow.decisions import DecisionConflictError
 
     while report.pending:
@@ -46,6 +47,9 @@ def decide_interactively(runtime: Any, report: Any, scope: Any, reviewer: Any, s
             # Answered meanwhile in another terminal or the app: the first answer stands.
             output.console.print(f"[yellow]{escape(str(exc.args[0]))}[/yellow]")
             report = runtime.report(pending.thread_id)
+        except ClaimHeldError as exc:  # another reviewer has it: it stays pending for them (or for later)
+            output.console.print(f"[yellow]{escape(str(exc))}[/yellow]")
+            return runtime.report(pending.thread_id)
         if report.running_elsewhere:
             return report
     return report

@@ -28,6 +28,7 @@ from agent.ui.viewer import Viewer, parse_edits
 from tools.identity.principal import Principal
 from tools.review.scene import Scene, SceneCache, scene_from_work_store
 from tools.workflow.approval import ApprovalDecision, ReviewFiles
+from tools.workflow.rejection_reasons import REJECTION_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class CardView:
     notice: gr.Markdown
     viewer: Viewer
     save_edits: gr.Button
+    reason_code: gr.Dropdown
 
     @property
     def content(self) -> list[Any]:
@@ -80,8 +82,13 @@ def card_view(prefix: str) -> CardView:
         viewer = Viewer(prefix, REVIEW_SCENES, editable=True)
         with gr.Row():
             signed_in = gr.Markdown(f"Reviewer: {NOT_SIGNED_IN}", elem_id=f"{prefix}-signed-in")
+            reason_code = gr.Dropdown(
+                label="Rejection reason", choices=[(display, code) for code, display in REJECTION_REASONS.items()],
+                value=None, elem_id=f"{prefix}-reason-code",
+            )
             reason = gr.Textbox(
-                label="Reason (required to reject)", lines=1, elem_id=f"{prefix}-reason", elem_classes=["card-reason"]
+                label="Reason (required to reject without a code, or with Other)", lines=1, elem_id=f"{prefix}-reason",
+                elem_classes=["card-reason"],
             )
         with gr.Row():
             approve_button = gr.Button(
@@ -98,7 +105,7 @@ def card_view(prefix: str) -> CardView:
     notice = gr.Markdown(elem_id=f"{prefix}-notice")
     return CardView(
         group, summary, previews, findings, writes, signed_in, reason, approve_button, reject_button, notice, viewer,
-        save_edits,
+        save_edits, reason_code,
     )
 
 
@@ -150,11 +157,13 @@ def form_decision(
     edits: list[dict[str, Any]] | None = None,
     *,
     signing_window_s: float,
+    reason_code: str | None = None,
 ) -> ApprovalDecision:
     """The card's form as the principal's decision; raises `agent.review.DecisionError` saying what is wrong.
 
     `edits` are the viewer's (JSON, as the browser session holds them): they go with "modify" only,
-    so an approval or rejection never leaves corrections behind unsaid."""
+    so an approval or rejection never leaves corrections behind unsaid. `reason_code` (the rejection
+    reason list) counts for a rejection only: an approval ignores it."""
     if principal is None:
         raise DecisionError(f"Nothing was decided: {NOT_SIGNED_IN}.")
     try:
@@ -168,4 +177,5 @@ def form_decision(
             f"{len(parsed)} edits are not saved: press “Save edits for approval”, or undo them to {action} the AI "
             "result as it is. Nothing was decided."
         )
-    return build_decision(action, principal, reason, signing_window_s=signing_window_s, edits=parsed)
+    code = reason_code if action == "reject" else None
+    return build_decision(action, principal, reason, signing_window_s=signing_window_s, edits=parsed, reason_code=code)

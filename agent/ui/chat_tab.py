@@ -46,7 +46,9 @@ class ChatTab:
         outputs = [self.chatbot, self.goal, self.thread_id, self.card, *self.view.content, self.view.notice]
         self.send.click(self.on_send, [self.goal, self.chatbot, self.thread_id], outputs)
         self.goal.submit(self.on_send, [self.goal, self.chatbot, self.thread_id], outputs)
-        decision_inputs = [self.chatbot, self.thread_id, self.card, self.view.reason, self.view.viewer.edits]
+        decision_inputs = [
+            self.chatbot, self.thread_id, self.card, self.view.reason, self.view.reason_code, self.view.viewer.edits
+        ]
         self.view.approve.click(self.on_decision("approve"), decision_inputs, outputs)
         self.view.reject.click(self.on_decision("reject"), decision_inputs, outputs)
         self.view.save_edits.click(self.on_decision("modify"), decision_inputs, outputs)
@@ -89,6 +91,7 @@ class ChatTab:
             thread: str | None,
             card: dict[str, Any] | None,
             reason: str,
+            reason_code: str | None,
             edits: list[dict[str, Any]],
             request: gr.Request,
         ) -> Iterator[list[Any]]:
@@ -98,7 +101,8 @@ class ChatTab:
                 return
             try:
                 decision = form_decision(
-                    action, self.identify(request), reason, edits, signing_window_s=self.signing_window_s
+                    action, self.identify(request), reason, edits, signing_window_s=self.signing_window_s,
+                    reason_code=reason_code,
                 )
             except DecisionError as exc:
                 yield [*unchanged, f"⚠ {exc}"]
@@ -117,7 +121,7 @@ class ChatTab:
             verb = {
                 "approve": "Approved",
                 "modify": f"Corrected ({len(decision.edits)} edits) for approval",
-            }.get(action, f"Rejected ({markdown_literal(decision.reason)})")
+            }.get(action, f"Rejected ({markdown_literal(decision.reason or decision.reason_code)})")
             transcript.say(
                 "user",
                 f"{verb}: ImagingStudy/{markdown_literal(card['imaging_study_id'])}, "

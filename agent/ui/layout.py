@@ -109,12 +109,12 @@ class JobsTab:
 
 
 def _refresh_periodically(timer: gr.Timer, approvals: ApprovalsTab, jobs: JobsTab) -> None:
-    def tick(selected: str | None) -> tuple[Any, Any]:
+    def tick(selected: str | None, flag: str | None, engine: str | None, modality: str | None) -> list[Any]:
         # A tick never waits for a running chat: it skips and the next one tries again.
         try:
-            return approvals.choices(selected, wait_s=0), jobs.refresh(wait_s=0)
+            return [*approvals.refresh_quietly(selected, flag, engine, modality), jobs.refresh(wait_s=0)]
         except Exception as exc:
             log.warning("periodic refresh failed: %s", exc)
-            return gr.skip(), gr.skip()
+            return [gr.skip() for _ in range(len(approvals.listing) + 1)]
 
-    timer.tick(tick, approvals.pending_list, [approvals.pending_list, jobs.view], show_progress="hidden")
+    timer.tick(tick, approvals.list_inputs, [*approvals.listing, jobs.view], show_progress="hidden")

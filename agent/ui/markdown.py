@@ -6,12 +6,16 @@ No Gradio here: every function takes plain data and returns text, so it is teste
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from agent.llm import planner_info
 from agent.settings import Settings
 from agent.untrusted import markdown_code, markdown_code_block, markdown_literal
-from graphs.runtime import Job, PendingApproval, RunReport
+from graphs.approval_worklist import WorklistEntry, waiting_text
+from graphs.runtime import Job, RunReport
+from tools.identity.principal import Principal
+from tools.workflow.claims import Claim, utc_text
 
 STAGE_LABELS = {"approval": "waiting for approval", "write_pacs": "storing in PACS", "write_fhir": "updating FHIR"}
 
@@ -99,11 +103,49 @@ def card_writes_markdown(card: Card) -> str:
     )
 
 
-def approval_choice(pending: PendingApproval) -> tuple[str, str]:
-    """(label, value) for the approvals list; the label names the study and job, not the patient."""
-    r = pending.request
-    label = f"ImagingStudy/{r.imaging_study_id} · patient ID {r.patient_id or '-'} · job {pending.thread_id}"
+def approval_choice(entry: WorklistEntry, now: datetime) -> tuple[str, str]:
+    """(label, value) for the approvals list; the label names the study, job, waiting time and holder, not the patient."""
+    pending, r = entry.approval, entry.approval.request
+    label = (
+        f"ImagingStudy/{r.imaging_study_id} · patient ID {r.patient_id or '-'} · job {pending.thread_id} · "
+        f"waiting {waiting_text(entry.waiting_s(now))}"
+    )
+    if entry.claim is not None:
+        label += f" · claimed by {entry.claim.holder.name}"
     return label, pending.interrupt_id
+
+
+def worklist_markdown(entries: Sequence[WorklistEntry], now: datetime) -> str:
+    """The worklist as a table, longest waiting first: what each result is and who reviews it."""
+    if not entries:
+        return "No approval is waiting (with these filters)."
+    rows = [
+        "| ImagingStudy | Patient ID | Waiting | Engine | Modality | QA flags | Claimed by |",
+        "|---|---|---:|---|---|---|---|",
+    ]
+    for e in entries:
+        r = e.approval.request
+        rows.append(
+            f"| {cell(r.imaging_study_id)} | {cell(r.patient_id or '-')} | {waiting_text(e.waiting_s(now))} | "
+            f"{cell(e.engine)} | {cell(e.modality)} | {cell(', '.join(e.flag_codes) or '-')} | {claim_text(e.claim)} |"
+        )
+    return "\n".join(rows)
+
+
+def claim_status_markdown(claim: Claim | None, viewer: Principal | None) -> str:
+    """The chosen approval's claim line: who holds it until when (you, or another reviewer), or nobody."""
+    if claim is None:
+        return "**Not claimed.** Claim it while you review it; deciding claims it too."
+    yours = viewer is not None and (viewer.id, viewer.issuer) == (claim.holder.id, claim.holder.issuer)
+    who = "you" if yours else "another reviewer: only they can decide it until then"
+    return f"**Claimed by** {claim_text(claim)} ({who})"
+
+
+def claim_text(claim: Claim | None) -> str:
+    """Who holds an approval and until when, as literal Markdown; '-' when nobody does."""
+    if claim is None:
+        return "-"
+    return f"{cell(claim.holder.name)} ({cell(claim.holder.id)}) until {utc_text(claim.expires_at)}"
 
 
 def progress_log(event: Mapping[str, Any]) -> str:

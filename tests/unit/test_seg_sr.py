@@ -317,7 +317,7 @@ def test_the_assessment_sr_reads_back_with_its_references_and_has_no_dciodvfy_er
     decided = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
     sr = build_assessment_sr(
         results, "rejected", reviewer_name="Dr. Ana Lee", reviewer_id="dr-lee", issuer="urn:imaging-agent:local",
-        decided_at=decided, reason="misses the left base",
+        decided_at=decided, reason="misses the left base", reason_code=("missed-lung", "Lung (or part of it) missed"),
     )
     path = tmp_path / "assessment.dcm"
     sr.save_as(path, enforce_file_format=True)
@@ -336,9 +336,10 @@ def test_the_assessment_sr_reads_back_with_its_references_and_has_no_dciodvfy_er
         for item in (container.get("ContentSequence") or [container])
     ]
     assert "REJECTED" in values and "misses the left base" in values and "dr-lee" in values
+    assert "missed-lung" in values  # the rejection reason's code, beside the reviewer's words
     again = build_assessment_sr(
         results, "rejected", reviewer_name="Dr. Ana Lee", reviewer_id="dr-lee", issuer="urn:imaging-agent:local",
-        decided_at=decided, reason="misses the left base",
+        decided_at=decided, reason="misses the left base", reason_code=("missed-lung", "Lung (or part of it) missed"),
     )
     assert again.SOPInstanceUID == sr.SOPInstanceUID, "a retry of one decision is the same object"
     # ... with the same bytes (a resumed write step stores it again, and the PACS compares its sha256).

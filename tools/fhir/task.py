@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from fhir.resources.R4B.annotation import Annotation
 from fhir.resources.R4B.codeableconcept import CodeableConcept
+from fhir.resources.R4B.coding import Coding
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.task import Task, TaskInput, TaskOutput
@@ -68,6 +69,7 @@ def set_status(
     *,
     business: str | None = None,
     reason: str | None = None,
+    reason_coding: Coding | None = None,
     outputs: Sequence[str] = (),
     plan_json: str | None = None,
     note: str | None = None,
@@ -78,7 +80,11 @@ def set_status(
         task.status = status
         if business is not None:
             task.businessStatus = CodeableConcept(text=business)
-        task.statusReason = CodeableConcept(text=reason) if reason else None
+        task.statusReason = (
+            CodeableConcept(coding=[reason_coding] if reason_coding else None, text=reason)
+            if reason or reason_coding
+            else None
+        )
         if outputs:
             task.output = [
                 TaskOutput(type=CodeableConcept(text="result"), valueReference=Reference(reference=ref)) for ref in outputs

@@ -19,6 +19,8 @@ class NoSuitableSeriesError(ValueError):
 
 class ChosenSeries(BaseModel):
     series_instance_uid: str
+    # Only CT is chosen today; a request built before the field existed was CT too.
+    modality: str = "CT"
     description: str | None
     images: int
     slice_thickness_mm: float | None
@@ -67,6 +69,7 @@ def choose_ct_series(study_instance_uid: str, series: Sequence[SeriesSummary]) -
         )
     return ChosenSeries(
         series_instance_uid=best.series_instance_uid,
+        modality=(best.modality or "CT").upper(),
         description=best.series_description,
         images=best.number_of_instances or 0,
         slice_thickness_mm=best.slice_thickness_mm,

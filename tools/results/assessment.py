@@ -37,6 +37,7 @@ _ASSESSMENT = hd.sr.CodedConcept("AIRA-ASSESSMENT", SCHEME, "Assessment")
 _TIME = hd.sr.CodedConcept("AIRA-TIME", SCHEME, "Assessment date and time")
 _REASON = hd.sr.CodedConcept("AIRA-REASON", SCHEME, "Reason")
 _CORRECTED = hd.sr.CodedConcept("AIRA-CORRECTED", SCHEME, "Corrected result object")
+_REASON_CODE = hd.sr.CodedConcept("AIRA-REASONCODE", SCHEME, "Reason code")
 _VALUES = {
     "accepted": hd.sr.CodedConcept("ACCEPTED", SCHEME, "AI result accepted"),
     "rejected": hd.sr.CodedConcept("REJECTED", SCHEME, "AI result rejected"),
@@ -64,11 +65,13 @@ def build_assessment_sr(
     decided_at: datetime,
     reason: str | None,
     corrected: Sequence[Dataset] = (),
+    reason_code: tuple[str, str] | None = None,
 ) -> Dataset:
     """The assessment of `results` (their headers: patient, study and SOP identity are read) by one person.
 
     "modified": the person corrected the results into `corrected` (what was stored instead), the
     same kinds of object built in the same order: each is referenced beside the AI's it replaces.
+    `reason_code`: (code, display) from the rejection reasons' list, under this module's local scheme.
     """
     if not results:
         raise ValueError("an assessment needs at least one assessed result")
@@ -97,6 +100,9 @@ def build_assessment_sr(
             hd.sr.CodeContentItem(name=_ASSESSMENT, value=_VALUES[assessment], relationship_type="CONTAINS"),
             hd.sr.DateTimeContentItem(name=_TIME, value=decided_at.replace(tzinfo=None), relationship_type="CONTAINS"),
         ]
+        if reason_code:
+            value = hd.sr.CodedConcept(reason_code[0][:16], SCHEME, reason_code[1][:64])
+            children.append(hd.sr.CodeContentItem(name=_REASON_CODE, value=value, relationship_type="CONTAINS"))
         if reason:
             children.append(hd.sr.TextContentItem(name=_REASON, value=reason[:1024], relationship_type="CONTAINS"))
         if replaced_by is not None:

@@ -101,3 +101,20 @@ result_inputs = Table(
     Column("sha256", Text, nullable=False),  # of the instance as the agent kept it after retrieval
     PrimaryKeyConstraint("output_sop_instance_uid", "sop_instance_uid"),
 )
+
+# The approval worklist (tools/workflow/claims.py): one row per pending approval, keyed like its
+# decision (job, result UID): since when it waits, and which reviewer holds it until when (the
+# holder columns empty while nobody does). The row goes when the decision is recorded.
+review_claims = Table(
+    "review_claims",
+    metadata,
+    Column("thread_id", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("waiting_since", Double, nullable=False),  # seconds since the epoch
+    Column("holder_id", Text),  # the principal's id at its issuer
+    Column("holder_issuer", Text),
+    Column("holder_name", Text),
+    Column("claimed_at", Double),
+    Column("expires_at", Double),
+    PrimaryKeyConstraint("thread_id", "request_id"),
+)

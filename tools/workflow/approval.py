@@ -21,6 +21,7 @@ from tools.imaging.series_choice import ChosenSeries
 from tools.results.fhir_report import FhirChange, Reviewer
 from tools.review.edits import BrushStroke, EraseRange, MaskEdit
 from tools.segmentation.base import QAFlag, ResultEdit
+from tools.workflow.rejection_reasons import RejectionReasonCode
 
 SeriesChoice = ChosenSeries
 """The series the pipeline chose and why (the approval card shows it)."""
@@ -122,6 +123,9 @@ class ApprovalDecision(BaseModel):
     auth_time: datetime = Field(description="when the principal last signed in")
     auth_method: str = Field(min_length=1, description="password, os-account, oidc, or automatic (`--yes`)")
     reason: str | None = None
+    reason_code: RejectionReasonCode | None = Field(
+        default=None, description="why a rejection, from the short list (tools/workflow/rejection_reasons.py)"
+    )
     automatic: bool = Field(
         default=False, description="approved by `--yes`: no human reviewed the results (Provenance says so)"
     )
@@ -140,6 +144,7 @@ class ApprovalDecision(BaseModel):
         *,
         automatic: bool = False,
         edits: Sequence[BrushStroke | EraseRange] = (),
+        reason_code: str | None = None,
     ) -> ApprovalDecision:
         """The decision of this principal; `automatic` (`--yes`) is recorded as auth method "automatic".
 
@@ -152,6 +157,7 @@ class ApprovalDecision(BaseModel):
             auth_time=principal.auth_time,
             auth_method="automatic" if automatic else principal.auth_method,
             reason=reason,
+            reason_code=reason_code,  # type: ignore[arg-type]  # the Literal names a wrong code
             automatic=automatic,
             edits=list(edits),
         )
@@ -160,8 +166,11 @@ class ApprovalDecision(BaseModel):
     def _reject_needs_reason(self) -> ApprovalDecision:
         if not self.reviewer_id.strip() or not self.reviewer_name.strip():
             raise ValueError("a decision needs the reviewer's id and name (not blank)")
-        if self.action == "reject" and not (self.reason or "").strip():
-            raise ValueError("a rejection needs a reason: say what is wrong with the contours")
+        if self.reason_code is not None and self.action != "reject":
+            raise ValueError(f"a reason code ({self.reason_code}) goes with a rejection only")
+        # A code from the list is a reason; "other" says nothing until the reviewer writes what.
+        if self.action == "reject" and not (self.reason or "").strip() and self.reason_code in (None, "other"):
+            raise ValueError("a rejection needs a reason: choose a reason code or say what is wrong with the contours")
         if self.action == "modify" and not self.edits:
             raise ValueError("a modification needs the edits: paint or erase on a slice first")
         if self.action != "modify" and self.edits:

@@ -27,6 +27,7 @@ from tools.fhir.search_values import condition
 from tools.results.assessment import Assessment, build_assessment_sr
 from tools.results.common import dataset_bytes
 from tools.workflow.approval import ApprovalDecision, PendingDicomWrite
+from tools.workflow.rejection_reasons import reason_coding, reason_display
 from tools.workflow.result_stores import ResultStore
 from tools.workflow.write import store_approved
 
@@ -57,6 +58,7 @@ def record_assessment(
         decided_at=decision.decided_at,
         reason=decision.reason,
         corrected=[dcmread(w.path, stop_before_pixels=True) for w in corrected],
+        reason_code=(decision.reason_code, reason_display(decision.reason_code)) if decision.reason_code else None,
     )
     data = dataset_bytes(sr)
     path = Path(writes[0].path).parent / f"assessment-{assessment}.dcm"
@@ -98,7 +100,17 @@ def record_assessment(
                 ObservationComponent(code=CodeableConcept(text=f"corrected {w.kind}"), valueString=f"urn:oid:{w.sop_instance_uid}")
                 for w in corrected
             ),
-        ],
+        ]
+        + (
+            [
+                ObservationComponent(
+                    code=CodeableConcept(text="rejection reason"),
+                    valueCodeableConcept=CodeableConcept(coding=[reason_coding(decision.reason_code)]),
+                )
+            ]
+            if decision.reason_code
+            else []
+        ),
     )
     fhir.create(observation, if_none_exist=condition("identifier", uid_search_token(str(sr.SOPInstanceUID))))
     return str(sr.SOPInstanceUID)

@@ -26,6 +26,7 @@ from tools.workflow.audit import record_pacs_mismatch
 from tools.workflow.decisions import DecisionStore, request_sha256
 from tools.workflow.failure import StudyFailure
 from tools.workflow.records import ApprovedPlan
+from tools.workflow.rejection_reasons import reason_coding, reason_display
 from tools.workflow.result_stores import ResultStore
 
 
@@ -163,7 +164,9 @@ def record_rejection(fhir: FhirClient, task_id: str, decision: ApprovalDecision)
         task_id,
         "rejected",
         business="rejected by reviewer",
-        reason=decision.reason,
+        # The reviewer's words when given; a code alone is shown by its display text.
+        reason=decision.reason or (reason_display(decision.reason_code) if decision.reason_code else None),
+        reason_coding=reason_coding(decision.reason_code) if decision.reason_code else None,
         note=f"rejected by {decision.reviewer_name} ({decision.reviewer_id}) at {decision.decided_at.isoformat()}",
     )
 
