@@ -1,7 +1,9 @@
-"""The workflow graphs against the real Orthanc and FHIR server: approve, reject, no write without approval."""
+"""The workflow graphs against the real Orthanc and FHIR server: approve, reject, no write without approval,
+on both state backends (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +37,32 @@ def _approve(reviewer: str = "dr-approver") -> ApprovalDecision:
 
 
 @pytest.fixture()
-def runtime(live_settings: Settings, tmp_path: Path) -> AgentRuntime:
-    with AgentRuntime(live_settings.model_copy(update={"run_dir": tmp_path / "run"})) as rt:
+def runtime(state_settings: Settings) -> Iterator[AgentRuntime]:
+    """The runtime on each state backend in turn (tests/integration/conftest.py `state_settings`): the
+    phantom workflow tests run on the SQLite file and on PostgreSQL, checkpoints and tables alike."""
+    with AgentRuntime(state_settings) as rt:
         yield rt
+
+
+@pytest.fixture()
+def sqlite_runtime(settings: Settings) -> Iterator[AgentRuntime]:
+    """The default SQLite state only: for the shared LIDC study, which one run leaves rejected."""
+    with AgentRuntime(settings) as rt:
+        yield rt
+
+
+def _spec(seed: int, runtime: AgentRuntime) -> PhantomSpec:
+    """The workflow phantom with a study and patient of each backend's run's own (both runs share the PACS)."""
+    backend = "pg" if runtime.settings.database_url is not None else "sq"
+    offset = 100 if backend == "pg" else 0
+    return WORKFLOW_PHANTOM.model_copy(update={"seed": seed + offset, "patient_id": f"WF-{seed:04d}-{backend}"})
 
 
 @pytest.mark.realdata
 def test_batch_approve_one_reject_other(
-    live_settings: Settings, runtime: AgentRuntime, tmp_path: Path, shared_data: Path
+    live_settings: Settings, sqlite_runtime: AgentRuntime, tmp_path: Path, shared_data: Path
 ) -> None:
+    runtime = sqlite_runtime
     phantom_id = _seed_phantom(live_settings, tmp_path, WORKFLOW_PHANTOM)
     [lidc] = seed_folder(live_settings, shared_data / "lidc-idri-0001" / "dicom")
     query = {"status": "registered", "modality": "CT"}
@@ -103,7 +122,7 @@ def test_batch_approve_one_reject_other(
 
 
 def test_no_write_without_approval(live_settings: Settings, runtime: AgentRuntime, tmp_path: Path) -> None:
-    spec = WORKFLOW_PHANTOM.model_copy(update={"seed": 8, "patient_id": "WF-0008"})
+    spec = _spec(8, runtime)
     study_id = _seed_phantom(live_settings, tmp_path, spec)
     pacs_before, fhir_before = pacs_listing(live_settings), fhir_listing(live_settings, exclude=("Task",))
 
@@ -123,7 +142,7 @@ def test_no_write_without_approval(live_settings: Settings, runtime: AgentRuntim
 
 
 def test_same_study_twice_writes_nothing_twice(live_settings: Settings, runtime: AgentRuntime, tmp_path: Path) -> None:
-    spec = WORKFLOW_PHANTOM.model_copy(update={"seed": 9, "patient_id": "WF-0009"})
+    spec = _spec(9, runtime)
     study_id = _seed_phantom(live_settings, tmp_path, spec)
     first = runtime.start_study(study_id)
     first = runtime.decide(first.thread_id, {first.pending[0].interrupt_id: _approve()})
@@ -179,7 +198,7 @@ def test_fallback_engine_is_named_in_approval_and_provenance(live_settings: Sett
 
 
 def test_a_rejected_study_is_left_out_of_the_next_batch(live_settings: Settings, runtime: AgentRuntime, tmp_path: Path) -> None:
-    spec = WORKFLOW_PHANTOM.model_copy(update={"seed": 11, "patient_id": "WF-0011"})
+    spec = _spec(11, runtime)
     study_id = _seed_phantom(live_settings, tmp_path, spec)
     with fhir_client(live_settings) as fhir:
         patient = fhir.read("ImagingStudy", study_id).subject.reference
