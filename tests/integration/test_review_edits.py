@@ -5,7 +5,8 @@ planes; the job rebuilds RTSTRUCT, SEG, SR, measurements and QA from the correct
 approval again under new UIDs and hashes, and on approval writes exactly that: the RTSTRUCT in the
 PACS rasterises to the corrected mask voxel for voxel, the left lung's volume in FHIR drops by the
 erased volume, the assessment record says "modified" and names the corrected objects, and
-Provenance names the corrector as author and the AI's result as what the report derives from.
+Provenance names the corrector as author and the AI's result as what the report derives from; and
+`imaging-agent train` gathers the corrected masks, as a person's, for training.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tools.results.contours import contours_to_mask
 from tools.review.edits import DISPLAY_VIEW, BrushStroke, EditError, EraseRange, apply_edits
 from tools.segmentation.qa import voxel_volume_ml
 from tools.segmentation.result_store import load_result
+from tools.training.gather import gather_cases
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest
 
 pytestmark = pytest.mark.integration
@@ -61,7 +63,7 @@ def _three_planes_of_the_left_lung(request: ApprovalRequest) -> EraseRange:
 
 
 def test_an_edited_result_is_approved_and_written_as_edited(
-    live_settings: Settings, runtime: AgentRuntime, seeded: SeededStudy
+    live_settings: Settings, runtime: AgentRuntime, seeded: SeededStudy, tmp_path: Path
 ) -> None:
     report = runtime.start_study(seeded.imaging_study_id)
     [pending] = report.pending
@@ -161,3 +163,10 @@ def test_an_edited_result_is_approved_and_written_as_edited(
     assert [a.who.identifier.value for a in authors] == ["dr-editor"]
     derivations = [e.what.identifier.value for e in provenance.entity if e.role == "derivation"]
     assert f"urn:oid:{ai.request_id}" in derivations
+
+    # Training learns from the correction: the only label objects of the study are the corrected ones.
+    with pacs_client(live_settings) as pacs, fhir_client(live_settings) as fhir:
+        gathered = gather_cases(pacs, fhir, tmp_path / "cases", study_uids=[seeded.study_instance_uid])
+    [pair] = gathered.pairs
+    assert pair.label_sop_instance_uid in {corrected_uids["SEG"], corrected_uids["RTSTRUCT"]}
+    assert pair.origin == "human-made"  # SEMIAUTOMATIC: a person edited the lungs
