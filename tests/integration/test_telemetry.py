@@ -220,7 +220,7 @@ def test_queue_depth_and_a_workers_own_metrics(
         assert _value(waiting, "imaging_agent_queue_depth", queue="engines") == 0
         assert _value(waiting, "imaging_agent_jobs", state="queued") == 1
 
-        worker = Worker("telemetry", settings, tmp_path / "logs", ["--metrics-port", str(worker_port)])
+        worker = Worker("telemetry", settings, tmp_path / "logs", options=["--metrics-port", str(worker_port)])
         try:
             worker.wait_ready()
             _wait(client, headers, queued.json()["job_id"], pending=True)
