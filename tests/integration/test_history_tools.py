@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import BaseTool
 
+from agent.chat import build_chat_graph
 from agent.evaluation.world import StudySeed, World, harness_decision, harness_principal, seed_study
 from agent.parts import fhir_client
+from agent.planner.chat_model import OfflinePlanner
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from graphs.planner_tools.catalog import build_tools
@@ -139,3 +142,41 @@ def test_operator_actions_need_an_operator_and_end_at_approval(world: tuple[Agen
     assert task.status == "cancelled"
     with pytest.raises(ValueError, match="only a job that waits"):
         _call(runtime, "cancel_job", {"job_id": w.studies["current"].job_id}, operator=True)
+
+
+def _tool_calls(messages: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(c["name"], c["args"]) for m in messages if isinstance(m, AIMessage) for c in m.tool_calls]
+
+
+def test_last_processed_volumes_are_read_not_segmented_in_the_chat(world: tuple[AgentRuntime, World]) -> None:
+    runtime, w = world
+    chat = build_chat_graph(runtime, OfflinePlanner())
+    config = {"configurable": {"thread_id": "history-last-processed"}}
+    state = chat.invoke({"messages": [HumanMessage("show me the lung volumes for the last processed study")]}, config)
+    assert _tool_calls(state["messages"]) == [("stored_results", {})]
+    answer = str(state["messages"][-1].content)
+    assert f"ImagingStudy/{w.studies['current'].imaging_study_id}" in answer and " mL" in answer
+
+
+def test_a_three_turn_follow_up_conversation(world: tuple[AgentRuntime, World]) -> None:
+    runtime, w = world
+    chat = build_chat_graph(runtime, OfflinePlanner())
+    config = {"configurable": {"thread_id": "history-follow-ups"}}
+
+    first = chat.invoke({"messages": [HumanMessage("list completed studies for patient HIST-LONG")]}, config)
+    listed = first["referents"]["studies"]
+    assert sorted(listed) == sorted([w.studies["prior"].imaging_study_id, w.studies["current"].imaging_study_id])
+    turn_one = len(first["messages"])
+
+    second = chat.invoke({"messages": [HumanMessage("show the lung volumes of the second one")]}, config)
+    assert _tool_calls(second["messages"][turn_one:]) == [("stored_results", {"imaging_study_id": listed[1]})]
+    assert second["referents"]["focus"] == listed[1] and second["referents"]["studies"] == listed
+    turn_two = len(second["messages"])
+
+    third = chat.invoke({"messages": [HumanMessage("the same for all of them")]}, config)
+    assert _tool_calls(third["messages"][turn_two:]) == [("stored_results", {"imaging_study_id": i}) for i in listed]
+    answer = str(third["messages"][-1].content)
+    assert all(f"Stored results of ImagingStudy/{i}" in answer for i in listed)
+    # The state keeps ids only: no patient name, no record text.
+    assert set(third["referents"]) == {"studies", "jobs", "focus", "focus_job"}
+    assert "Eval^Phantom" not in json.dumps(third["referents"])
