@@ -7,6 +7,7 @@ Names (`current`, `a`, ...) are what goals refer to as `$current`; ids never app
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -38,14 +39,22 @@ class WorldStudy(BaseModel):
     imaging_study_id: str
     study_instance_uid: str
     patient_reference: str
+    patient_id: str
     job_id: str | None = None
 
 
 class World(BaseModel):
     studies: dict[str, WorldStudy] = {}
 
+    def text(self, sentence: str) -> str:
+        """A goal's sentence with every `$name`, `$job:name` and `$patient:name` replaced by its id."""
+        return re.sub(r"\$(?:job:|patient:)?[a-z][a-z0-9_]*", lambda m: self.ref(m.group(0)), sentence)
+
     def ref(self, key: str) -> str:
-        """`$name` -> the ImagingStudy id; `$job:name` -> the job that ran it; anything else as given."""
+        """`$name` -> the ImagingStudy id; `$job:name` -> the job that ran it; `$patient:name` -> its
+        patient's MRN; anything else as given."""
+        if key.startswith("$patient:"):
+            return self.studies[key.removeprefix("$patient:")].patient_id
         if key.startswith("$job:"):
             job = self.studies[key.removeprefix("$job:")].job_id
             if job is None:
@@ -74,7 +83,8 @@ def seed_study(
     prefix: str,
     decide: Callable[[str], ApprovalDecision],
 ) -> WorldStudy:
-    """Seed one phantom study and run it to `seed.state`; `number` makes its UIDs and patient unique."""
+    """Seed one phantom study and run it to `seed.state`; `number` makes its UIDs unique, `prefix` its
+    patient's MRN (`PREFIX-PATIENT`: studies of one prefix with the same `patient` key share a patient)."""
     patient_id = f"{prefix}-{seed.patient or name}".upper()
     files = write_phantom(make_phantom(_spec(number, patient_id, seed.description)), folder)
     if seed.date != "20240101":
@@ -87,6 +97,7 @@ def seed_study(
         imaging_study_id=registered.imaging_study_id,
         study_instance_uid=registered.study_instance_uid,
         patient_reference=f"Patient/{registered.patient_resource_id}",
+        patient_id=patient_id,
     )
     if seed.state == "pending":
         return study
