@@ -27,9 +27,11 @@ def evaluate(
     results: Annotated[Path, typer.Option("--results", help="Where the JSON results go.")] = RESULTS,
 ) -> None:
     """Run the goal suite: seed a private run directory and servers, run every goal, grade by state and tool trace."""
+    import logging
     from datetime import UTC, datetime
 
     from agent.evaluation.goals import load_goals
+    from agent.evaluation.grading import Verdict
     from agent.evaluation.report import print_results, save_results, summarize
     from agent.evaluation.runner import private_services, private_settings, run_goals
     from agent.llm import build_chat_model, planner_info
@@ -65,10 +67,11 @@ def evaluate(
     label = "offline" if planner.kind == "offline" else settings.llm_model
     output.console.print(f"[dim]planner: {output.escape(planner.description)}; {len(chosen)} goals; run directory {work}[/dim]")
 
-    def progress(verdict: object) -> None:
-        output.console.print(f"[dim]{output.escape(getattr(verdict, 'goal', ''))}: "
-                             f"{'pass' if getattr(verdict, 'passed', False) else 'FAIL'}[/dim]")
+    def progress(verdict: Verdict) -> None:
+        output.console.print(f"[dim]{output.escape(verdict.goal)}: {'pass' if verdict.passed else 'FAIL'}[/dim]")
 
+    # The world's failed study fails on purpose in every batch; a goal's own failure is in its verdict.
+    logging.getLogger("graphs.study").setLevel(logging.ERROR)
     with private_services(settings):
         verdicts = run_goals(settings, chat_model, goal_file, chosen, work, stamp, on_verdict=progress)
     summary = summarize(label, verdicts)

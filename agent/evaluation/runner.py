@@ -83,14 +83,17 @@ class GoalRunner:
     def __init__(self, settings: Settings, runtime: WorkflowRuntime, model: BaseChatModel, seeds_dir: Path) -> None:
         self.settings = settings
         self.runtime = runtime
-        self.model = model
-        self.offline = isinstance(model, OfflinePlanner)
-        self.chat = compile_chat_graph(runtime, model, free_text=settings.llm_free_text)
+        self.use_model(model)
         self.seeds_dir = seeds_dir
         self.world = World()
         self._fresh: list[WorldStudy] = []
         self._number = 0
         self._goals = 0
+
+    def use_model(self, model: BaseChatModel) -> None:
+        """Plan the next goals with `model` (the scripted models of the tests change it per goal)."""
+        self.offline = isinstance(model, OfflinePlanner)
+        self.chat = compile_chat_graph(self.runtime, model, free_text=self.settings.llm_free_text)
 
     def _seed(self, name: str, seed: Any, prefix: str) -> WorldStudy:
         self._number += 1

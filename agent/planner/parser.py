@@ -89,8 +89,9 @@ class Request:
 
 
 def _blank(text: str, spans: list[tuple[int, int]]) -> str:
-    for start, end in sorted(spans, reverse=True):
-        text = text[:start] + " " + text[end:]
+    """`text` with the spans blanked out, its length kept: spans found in a blanked text fit the original."""
+    for start, end in spans:
+        text = text[:start] + " " * (end - start) + text[end:]
     return text
 
 

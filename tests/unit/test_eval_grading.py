@@ -100,6 +100,8 @@ def test_the_goal_file_is_valid_and_large_enough() -> None:
     categories = {g.category for g in goals}
     assert categories == {"lookup", "single", "batch", "follow-up", "operator", "refusal", "ask-back"}
     assert any(not g.in_grammar for g in goals)
+    # StudyDescription is a LO (at most 64 characters): a longer injection would not survive into DICOM.
+    assert all(len(s.description or "") <= 64 for g in goals for s in g.studies.values())
     assert all(len(g.turns) >= 2 for g in goals if g.category == "follow-up")
 
 
