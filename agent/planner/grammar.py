@@ -137,7 +137,7 @@ GRAMMAR: tuple[GrammarLine, ...] = (
     GrammarLine(
         "15",
         ("list jobs", "which jobs failed?", "show job <job>"),
-        '`list_jobs(status="all" | "failed" | "waiting-approval")`; `show_job(job_id=<job>)` (steps, failures, '
+        '`list_jobs(status="all" / "failed" / "waiting-approval")`; `show_job(job_id=<job>)` (steps, failures, '
         "who it waits for)",
     ),
     GrammarLine(
