@@ -399,6 +399,8 @@ class WorkflowRuntime:
         Raises JobBusyError when a live runner (another process, or another thread here) runs it.
         With workers, the resume goes on the queue and this returns at once."""
         job = self.job(thread_id)
+        if job.status == CANCELLED:
+            raise ValueError(f"job {thread_id} was cancelled: it does not run again (start a new one)")
         if self.queue is not None:
             self.queue.resume(thread_id)
             return self.report(thread_id).model_copy(update={"queued": True})
@@ -424,6 +426,9 @@ class WorkflowRuntime:
         waiting for a decision nobody gave stays waiting. Raises JobBusyError when a live runner holds
         it, JobNotStartedError for a resume (`initial` None) of a job whose start has not run yet."""
         job = self.job(thread_id)
+        if job.status == CANCELLED:  # an engine worker's resume, or a redelivery, after the cancel
+            log.info("job %s was cancelled: its queued message is dropped", thread_id)
+            return self.report(thread_id)
         lease = self.leases.acquire(thread_id)
         try:
             started = self._started(thread_id)
