@@ -33,6 +33,8 @@ class StudyExpectation(BaseModel):
     status: str | None = Field(default=None, description="the FHIR ImagingStudy status")
     series: list[str] | None = Field(default=None, description="the result series' modalities in the PACS, sorted")
     pending: int | None = Field(default=None, description="approvals waiting for this study")
+    reports: int | None = Field(default=None, description="FHIR DiagnosticReports about this study")
+    task: str | None = Field(default=None, description="the status of the study's latest FHIR Task (its job's record)")
 
 
 class Expectation(BaseModel):

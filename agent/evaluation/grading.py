@@ -24,6 +24,8 @@ class StudyState(BaseModel):
     status: str
     series: list[str]
     pending: int
+    reports: int
+    task: str | None
 
 
 class ToolCall(BaseModel):

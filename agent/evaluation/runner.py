@@ -130,7 +130,16 @@ class GoalRunner:
                 if s.modality != "CT" and s.series_number != ASSESSMENT_SERIES_NUMBER
             )
             status = str(fhir.read("ImagingStudy", study.imaging_study_id).status)
-            states[name] = StudyState(status=status, series=series, pending=pending.get(study.imaging_study_id, 0))
+            reference = f"ImagingStudy/{study.imaging_study_id}"
+            reports = [
+                r for r in fhir.search("DiagnosticReport", {"subject": study.patient_reference})
+                if any(ref.reference == reference for ref in r.imagingStudy or [])
+            ]
+            tasks = sorted(fhir.search("Task", {"focus": reference}), key=lambda t: str(t.meta.lastUpdated if t.meta else ""))
+            states[name] = StudyState(
+                status=status, series=series, pending=pending.get(study.imaging_study_id, 0), reports=len(reports),
+                task=str(tasks[-1].status) if tasks else None,
+            )
         return states
 
     # -- one goal -----------------------------------------------------------------------------

@@ -103,8 +103,8 @@ def test_a_goal_whose_expected_state_is_wrong_fails(runner: GoalRunner) -> None:
     runner.use_model(OfflinePlanner())
     verdict = runner.run(wrong, "ci-wrong")
     assert not verdict.passed and verdict.problems == [
-        "study a: expected {'status': 'available', 'series': [], 'pending': 0}, "
-        "found {'status': 'registered', 'series': [], 'pending': 0}"
+        "study a: expected {'status': 'available', 'series': [], 'pending': 0, 'reports': 0, 'task': None}, "
+        "found {'status': 'registered', 'series': [], 'pending': 0, 'reports': 0, 'task': None}"
     ]
 
 

@@ -15,8 +15,8 @@ from agent.settings import PROJECT_ROOT
 pytestmark = pytest.mark.unit
 
 IDS = {"$a": "study-a", "$b": "study-b", "$job:w": "job-w"}
-REGISTERED = StudyState(status="registered", series=[], pending=0)
-DONE = StudyState(status="available", series=["RTSTRUCT", "SEG", "SR"], pending=0)
+REGISTERED = StudyState(status="registered", series=[], pending=0, reports=0, task=None)
+DONE = StudyState(status="available", series=["RTSTRUCT", "SEG", "SR"], pending=0, reports=1, task="completed")
 
 
 def ref(value: Any) -> Any:
@@ -38,7 +38,8 @@ RIGHT = {
     "expect": {
         "writes": ["run_study_pipeline"],
         "calls": [{"tool": "run_study_pipeline|store_results_to_pacs", "args": {"imaging_study_id": "$a"}}],
-        "studies": {"a": {"status": "available", "series": ["SR", "SEG", "RTSTRUCT"], "pending": 0}},
+        "studies": {"a": {"status": "available", "series": ["SR", "SEG", "RTSTRUCT"], "pending": 0, "reports": 1,
+                          "task": "completed"}},
     },
 }
 
@@ -52,6 +53,9 @@ WRONG: dict[str, tuple[dict[str, Any], str]] = {
     "wrong status": ({"studies": {"a": {"status": "registered"}}}, "study a: expected"),
     "wrong series": ({"studies": {"a": {"series": ["RTSTRUCT"]}}}, "study a: expected"),
     "wrong pending": ({"studies": {"a": {"pending": 1}}}, "study a: expected"),
+    "no report expected": ({"studies": {"a": {**RIGHT["expect"]["studies"]["a"], "reports": 0}}}, "study a: expected"),
+    "wrong task status": ({"studies": {"a": {**RIGHT["expect"]["studies"]["a"], "task": "rejected"}}},
+                          "study a: expected"),
     "other study expected to change": ({"studies": {**RIGHT["expect"]["studies"], "b": {"status": "available"}}},
                                        "study b: expected"),
     "study left out is expected unchanged": ({"studies": {}}, "study a: expected"),
