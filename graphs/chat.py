@@ -11,6 +11,11 @@ one `interrupt()` per pass (never inside the ToolNode), and hands the person's d
 workflow runtime. The model has no way to answer an approval: its tool calls cannot produce a
 resume value, and a resume value is only applied to the approval it names.
 
+`collect_jobs` also keeps the ids of this turn's results in `referents` (graphs/referents.py), which
+the planner node hands to the model with the system prompt, so "that study", "the second one" and
+"all of them" resolve against them. Operator tools read the signed-in person from the run config's
+`configurable.operator` (graphs/planner_tools/operations.py), which only the caller sets.
+
 `compile_chat_graph(runtime, model)` takes its parts ready-made; the top of the application
 (`agent.chat.build_chat_graph`) picks the planner model from the settings. The README's Python
 section shows a whole conversation with an approval.
