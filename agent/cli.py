@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from agent.commands import audit, identity, jobs, listen, offline, output, purge, view, worker, worklist
+from agent.commands import audit, evaluate, identity, jobs, listen, offline, output, purge, view, worker, worklist
 from agent.commands.approvals import approvals_app
 from agent.commands.identity import users_app
 from agent.commands.services import services_app
@@ -33,6 +33,7 @@ for command in (identity.login, identity.logout, identity.serve):
 app.command()(purge.purge)
 app.command()(listen.listen)
 app.command()(audit.audit)
+app.command(name="eval")(evaluate.evaluate)
 app.command()(worker.worker)
 app.command()(view.view)
 

@@ -11,6 +11,11 @@ one `interrupt()` per pass (never inside the ToolNode), and hands the person's d
 workflow runtime. The model has no way to answer an approval: its tool calls cannot produce a
 resume value, and a resume value is only applied to the approval it names.
 
+`collect_jobs` also keeps the ids of this turn's results in `referents` (graphs/referents.py), which
+the planner node hands to the model with the system prompt, so "that study", "the second one" and
+"all of them" resolve against them. Operator tools read the signed-in person from the run config's
+`configurable.operator` (graphs/planner_tools/operations.py), which only the caller sets.
+
 `compile_chat_graph(runtime, model)` takes its parts ready-made; the top of the application
 (`agent.chat.build_chat_graph`) picks the planner model from the settings. The README's Python
 section shows a whole conversation with an approval.
@@ -23,7 +28,7 @@ import logging
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
@@ -31,6 +36,7 @@ from langgraph.types import Command, interrupt
 
 from graphs.planner_tools.catalog import WRITE_TOOLS, build_tools
 from graphs.prompts import SYSTEM_PROMPT
+from graphs.referents import Referents, update_from_tools, with_context
 from graphs.runtime import PendingApproval, WorkflowRuntime
 from tools.workflow.approval import ApprovalDecision
 from tools.workflow.claims import ClaimHeldError
@@ -50,6 +56,8 @@ class ChatState(TypedDict, total=False):
     """Jobs whose outcome was already told to the user."""
     turn_jobs: list[str]
     """Jobs started by the latest tool step."""
+    referents: dict[str, Any]
+    """What "that study", "the second one", "all of them" point at: ids of earlier results (graphs/referents.py)."""
 
 
 def answer(approval_id: str, decision: ApprovalDecision) -> Command:
@@ -74,20 +82,24 @@ def compile_chat_graph(
     planner_model = model.bind_tools(tools)
 
     def planner(state: ChatState) -> dict[str, Any]:
-        reply = planner_model.invoke([SystemMessage(SYSTEM_PROMPT), *state["messages"]])
+        system = with_context(SYSTEM_PROMPT, Referents.model_validate(state.get("referents") or {}))
+        reply = planner_model.invoke([system, *state["messages"]])
         return {"messages": [reply]}
 
     def collect_jobs(state: ChatState) -> dict[str, Any]:
         jobs: list[str] = []
+        turn: list[ToolMessage] = []
         for message in reversed(state["messages"]):
             if not isinstance(message, ToolMessage):
                 break
+            turn.insert(0, message)
             if message.name in WRITE_TOOLS and message.status != "error":
                 try:
                     jobs.append(json.loads(str(message.content))["job_thread_id"])
                 except (ValueError, KeyError):
                     log.warning("write tool %s returned no job id", message.name)
-        return {"jobs": jobs, "turn_jobs": jobs}
+        referents = update_from_tools(Referents.model_validate(state.get("referents") or {}), turn)
+        return {"jobs": jobs, "turn_jobs": jobs, "referents": referents.model_dump()}
 
     def _pending(state: ChatState) -> list[PendingApproval]:
         mine = set(state.get("jobs", []))

@@ -36,7 +36,7 @@ from tools.workflow.claims import ClaimHolder, ClaimStore
 from tools.workflow.decisions import DecisionConflictError, request_sha256
 from tools.workflow.edit import check_review_edits
 from tools.workflow.engine_jobs import SegmentationQueued
-from tools.workflow.jobs import WAITING_ENGINE, Job, JobKind, JobStore
+from tools.workflow.jobs import CANCELLED, WAITING_ENGINE, Job, JobKind, JobStore
 from tools.workflow.leases import JobBusyError, Lease, LeaseHolder, LeaseStore
 from tools.workflow.pipeline import StudyWorkflow
 from tools.workflow.records import StudyOutcome
@@ -116,7 +116,7 @@ def _enclosing_stream_writer() -> ProgressHandler | None:
     """When a job runs inside another graph (a chat tool), pass its progress to that graph's stream."""
     try:
         return get_stream_writer()
-    except RuntimeError:
+    except (RuntimeError, KeyError):  # KeyError: inside a runnable's config (a tool called directly), no graph
         return None
 
 
@@ -399,6 +399,8 @@ class WorkflowRuntime:
         Raises JobBusyError when a live runner (another process, or another thread here) runs it.
         With workers, the resume goes on the queue and this returns at once."""
         job = self.job(thread_id)
+        if job.status == CANCELLED:
+            raise ValueError(f"job {thread_id} was cancelled: it does not run again (start a new one)")
         if self.queue is not None:
             self.queue.resume(thread_id)
             return self.report(thread_id).model_copy(update={"queued": True})
@@ -424,6 +426,9 @@ class WorkflowRuntime:
         waiting for a decision nobody gave stays waiting. Raises JobBusyError when a live runner holds
         it, JobNotStartedError for a resume (`initial` None) of a job whose start has not run yet."""
         job = self.job(thread_id)
+        if job.status == CANCELLED:  # an engine worker's resume, or a redelivery, after the cancel
+            log.info("job %s was cancelled: its queued message is dropped", thread_id)
+            return self.report(thread_id)
         lease = self.leases.acquire(thread_id)
         try:
             started = self._started(thread_id)
@@ -512,11 +517,33 @@ class WorkflowRuntime:
             message = f"the decision is recorded; {exc.holder.describe()}, which applies it when its current run pauses"
             return self.report(thread_id).model_copy(update={"running_elsewhere": message})
 
+    def cancel(self, thread_id: str, reason: str) -> list[PendingApproval]:
+        """Withdraw a job that waits (for a decision, a worker, an engine): it ends "cancelled", its
+        approvals leave every worklist and its study's FHIR Task says cancelled. Returns the approvals
+        withdrawn. Nothing of the job was written (it waited before its writes), and nothing is now.
+
+        Raises JobBusyError while a live runner holds it and ValueError for a finished job."""
+        job = self.job(thread_id)
+        if job.status in ("done", "dispatched", CANCELLED):
+            raise ValueError(f"job {thread_id} is {job.status}: only a job that waits can be cancelled")
+        with self.leases.acquire(thread_id):
+            withdrawn = self.report(thread_id).pending
+            self._jobs.set_status(thread_id, CANCELLED)
+            for pending in withdrawn:
+                self.claims.finish(thread_id, pending.request.request_id)
+            if job.kind == "study":
+                task = (self.graphs["study"].get_state(self._config(thread_id)).values or {}).get("task")
+                if task is not None:
+                    self.workflow.record_cancellation(task.task_id, f"cancelled by an operator: {reason}")
+        return withdrawn
+
     # -- reading ----------------------------------------------------------------------
     def report(self, thread_id: str) -> RunReport:
         job = self.job(thread_id)
         if job.status == "dispatched":
             return self._dispatched_report(job)
+        if job.status == CANCELLED:
+            return RunReport(thread_id=thread_id, kind=job.kind, done=True, pending=[], outcomes=[])
         state = self.graphs[job.kind].get_state(self._config(thread_id))
         if state.created_at is None:  # queued, not taken by a worker yet
             return RunReport(thread_id=thread_id, kind=job.kind, done=False, pending=[], outcomes=[])

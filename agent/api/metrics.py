@@ -29,7 +29,7 @@ from graphs.runtime import QueueUnavailableError, WorkflowRuntime
 log = logging.getLogger(__name__)
 
 # Every status a job row can have (tools/workflow/jobs.py), so a dashboard sees zeros, not gaps.
-JOB_STATES = ("queued", "running", "waiting-approval", "done", "dispatched")
+JOB_STATES = ("queued", "running", "waiting-approval", "done", "dispatched", "cancelled")
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -240,7 +240,9 @@ def ask(
     from agent.llm import planner_info
     from agent.review import DecisionError
     from agent.runtime import AgentRuntime
+    from graphs.planner_tools.operations import OPERATOR_KEY
     from graphs.runtime import PendingApproval
+    from tools.identity.principal import Principal
     from tools.workflow.approval import ApprovalRequest
 
     settings = get_settings()
@@ -252,7 +254,10 @@ def ask(
     with AgentRuntime(settings) as runtime:
         chat = build_chat_graph(runtime)
         # A conversation of its own (two commands in one second never share one): its jobs are this command's.
-        config = {"configurable": {"thread_id": f"cli-chat-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"}}
+        configurable: dict[str, object] = {"thread_id": f"cli-chat-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"}
+        if isinstance(reviewer, Principal):  # the signed-in person may use the operator tools (retry, re-run, cancel)
+            configurable[OPERATOR_KEY] = reviewer.model_dump(mode="json")
+        config = {"configurable": configurable}
         value: object = {"messages": [HumanMessage(goal)]}
         while True:
             with ProgressDisplay(output.console) as on_progress:

@@ -23,6 +23,7 @@ from agent.planner.parser import FHIR_ID, parse_request
 from agent.planner.plan import Call, per_study, plan_request
 from agent.planner.summaries import summarize_result
 from graphs.planner_tools.models import StudyList
+from graphs.referents import Referents, from_context, update_from_tools
 
 
 def _tool_name(tool: Any) -> str:
@@ -65,15 +66,10 @@ def _search_ids(message: ToolMessage) -> list[str] | None:
     return [s.imaging_study_id for s in result.studies]
 
 
-def _previous_single_study(messages: Sequence[BaseMessage]) -> str | None:
-    """The one study the latest search returned, for "that study" / "it"; None otherwise."""
-    for message, name, _ in reversed(_results(messages)):
-        if name == "search_imaging_studies":
-            ids = _search_ids(message)
-            if ids is not None and len(ids) == 1 and FHIR_ID.fullmatch(ids[0]):
-                return ids[0]
-            return None
-    return None
+def _referents(messages: Sequence[BaseMessage]) -> Referents:
+    """What the conversation points at: the chat graph's context line, or (called outside the graph)
+    the same ids taken from the tool results in `messages`."""
+    return from_context(messages) or update_from_tools(Referents(), messages)
 
 
 class OfflinePlanner(BaseChatModel):
@@ -111,7 +107,11 @@ class OfflinePlanner(BaseChatModel):
         if last_human is None:
             return AIMessage(help_text())
         request = parse_request(messages[last_human].text)
-        plan = plan_request(request, _previous_single_study(messages[:last_human]))
+        earlier = [m for m in messages[:last_human] if isinstance(m, HumanMessage)]
+        previous = parse_request(earlier[-1].text) if earlier else None
+        # Only the results before this sentence: those after it are this turn's own steps.
+        refs = _referents(messages[:last_human])
+        plan = plan_request(request, refs, previous)
         after = messages[last_human + 1 :]
         results = _results(after)
         if not results:

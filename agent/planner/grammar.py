@@ -14,8 +14,14 @@ Beyond the table:
   named); write ... PACS; update, mark, post, sync ... FHIR / EHR / record; report ... to FHIR
   (or record / report first: `record the volumes of study <id> in the EHR`); process; run the
   pipeline / batch. Negated words do not count: `don't store`, `without saving`.
-- `that study` / `it` means the one study of the latest search, if it found exactly one;
-  otherwise the planner asks for the id (see `agent.planner.parser` for the id rules).
+- Follow-ups (line 19) point at the ids of earlier results, which the chat keeps in its state
+  (`graphs/referents.py`): `that study` / `it` is the study the latest single-study answer was
+  about, or the one study of the latest list; `the second one` / `the last one` index the latest
+  list (studies, or jobs after `list jobs`); `them` / `all of them` / `both` are that whole list;
+  `the same for ...` repeats the previous request on those. When the conversation holds no such
+  study, the planner asks for the id (see `agent.planner.parser` for the id rules).
+- A volume asked for without a segmentation verb (`show the lung volumes of ...`) is read from the
+  stored report (line 14), never computed again; `segment` / `measure` computes it (line 5).
 - Refused with an answer, never a tool: delete, remove, edit, anonymize and other verbs no tool
   does; structures other than the lungs (liver, heart, ...).
 - After tool results it takes the next step of a multi-step request (line 6) or answers with a
@@ -74,7 +80,7 @@ GRAMMAR: tuple[GrammarLine, ...] = (
     ),
     GrammarLine(
         "5",
-        ("segment the lungs for study <id>", "contour study <id> with monai-bundle", "left lung volume of study <id>"),
+        ("segment the lungs for study <id>", "contour study <id> with monai-bundle", "measure the left lung of study <id>"),
         '`segment(imaging_study_id=<id>[, engine][, targets=["left-lung"]])` (a read: nothing is written)',
     ),
     GrammarLine(
@@ -120,6 +126,41 @@ GRAMMAR: tuple[GrammarLine, ...] = (
         ("... with <engine>", "... using <engine>", "engine <name>"),
         "the `engine` argument of lines 5-10",
         note=f"(engines: {_ENGINES})",
+    ),
+    GrammarLine(
+        "14",
+        ("show me the lung volumes for the last processed study", "stored results of study <id>",
+         "what was saved for study <id>?"),
+        "`stored_results(imaging_study_id=<id>)`; `last` / `latest` processed without an id: `stored_results()` "
+        "(reads the DiagnosticReport, Observations, PACS series and approvals; nothing is recomputed)",
+    ),
+    GrammarLine(
+        "15",
+        ("list jobs", "which jobs failed?", "show job <job>"),
+        '`list_jobs(status="all" / "failed" / "waiting-approval")`; `show_job(job_id=<job>)` (steps, failures, '
+        "who it waits for)",
+    ),
+    GrammarLine(
+        "16",
+        ("audit trail of study <id>", "who approved study <id>?", "show the provenance of study <id>"),
+        "`audit_study(imaging_study_id=<id>)`",
+    ),
+    GrammarLine(
+        "17",
+        ("compare study <id> with its priors", "prior studies of study <id>", "volume change since the previous scan of study <id>"),
+        "`prior_studies(imaging_study_id=<id>)`",
+    ),
+    GrammarLine(
+        "18",
+        ("retry study <id>", "re-run study <id> with monai-bundle", "cancel job <job>"),
+        "`retry_study(imaging_study_id=<id>)` / `rerun_study(imaging_study_id=<id>, engine)` / "
+        "`cancel_job(job_id=<job>)` (operator actions: a signed-in operator; retry and re-run still wait for approval)",
+    ),
+    GrammarLine(
+        "19",
+        ("... that study", "... the second one", "the same for all of them"),
+        "the line the rest of the sentence asks for, on the ids of the conversation's latest results "
+        "(`the same`: the previous request again)",
     ),
     GrammarLine(
         "-",

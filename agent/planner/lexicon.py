@@ -59,10 +59,21 @@ _CONCEPTS: dict[str, tuple[str, ...]] = {
     "help": ("help", "commands", "command", "usage", "grammar", "hello", "hi", "hey", "options",
              "capabilities", "menu", "examples"),
     "negation": ("not", "no", "never", "without", "dont", "nor", "skip"),
-    "unsupported": ("delete", "remove", "erase", "drop", "purge", "wipe", "destroy", "cancel", "modify",
+    "stored": ("stored", "saved", "archived", "existing", "recorded"),
+    "last": ("last", "latest", "recent", "recently", "newest", "previously"),
+    "prior": ("prior", "priors", "previous", "earlier", "older", "compare", "comparison", "longitudinal",
+              "progression", "trend", "since", "baseline"),
+    "audit": ("audit", "trail", "lineage", "provenance", "approver", "approved", "who", "chain"),
+    "job": ("job", "jobs"),
+    "failed": ("failed", "failure", "failures", "failing", "error", "errors", "broken"),
+    "retry": ("retry", "reattempt"),
+    "rerun": ("rerun", "redo"),
+    "cancel": ("cancel", "abort", "withdraw"),
+    "them": ("them", "those", "these", "both"),
+    "unsupported": ("delete", "remove", "erase", "drop", "purge", "wipe", "destroy", "modify",
                     "edit", "change", "rename", "move", "merge", "anonymize", "anonymise", "deidentify",
                     "email", "mail", "print", "forward", "share", "discharge", "schedule", "book",
-                    "prescribe", "compare", "copy", "overwrite", "replace", "retract", "revoke", "undo",
+                    "prescribe", "copy", "overwrite", "replace", "retract", "revoke", "undo",
                     "shutdown", "kill", "restart", "reset", "install", "reboot"),
     "ref": ("it", "that", "this", "same"),
     "organ": ("liver", "heart", "kidney", "spleen", "brain", "bone", "tumor", "tumour", "nodule", "lesion",
@@ -80,7 +91,7 @@ _CONCEPTS: dict[str, tuple[str, ...]] = {
 
 FILLER = frozenset(
     "please pls kindly can could would will you i me my we us our want wanna like need to the a an of for "
-    "in on at into onto from with using via by and then also now just only them those these its there is "
+    "in on at into onto from with using via by and then also now just only its there is "
     "are be been being has have do does did some yet already their s go ahead thanks thank ok okay quickly "
     "immediately as so if when let lets same one ones id ids number data engine model algorithm contours "
     "structures structure results result output outputs file files tell up default anything something".split()
@@ -138,6 +149,9 @@ PHRASES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\bsign[\s\-]*off\b", " signoff "),
         (r"\bwork[\s\-]*list\b", " worklist "),
         (r"\bkick[\s\-]*off\b", " start "),
+        (r"\bchanges?\s+(?:since|from|over|between)\b", " since "),
+        (r"\bre[\s\-]*run\b|\brun\b(?=[^.;!?]*\bagain\b)", " rerun "),
+        (r"\bre[\s\-]*try\b|\btry\b(?=[^.;!?]*\bagain\b)", " retry "),
         (r"\blook\s+up\b", " find "),
         (r"\btell\s+me\s+about\b", " describe "),
         (r"\bhow\s+many\b", " count "),

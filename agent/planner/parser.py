@@ -34,6 +34,12 @@ _MRN = re.compile(
     r"(?P<id>[A-Za-z0-9][A-Za-z0-9\-\._^]{0,63})",
     re.I,
 )
+_JOB_ID = re.compile(r"\b(?:job|thread)\s*(?:id)?\s*[:#=]?\s*(?P<id>(?:study|batch)-[A-Za-z0-9\-]{1,80})", re.I)
+_ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3, "fifth": 4,
+             "5th": 4, "last": -1}
+_ORDINAL = re.compile(
+    rf"\b(?:the\s+)?(?P<n>{'|'.join(_ORDINALS)})\s+(?:one|study|scan|exam|case|job|result|of\s+them)\b", re.I
+)
 _ENGINE_NAMED = re.compile(
     r"\bengine\s*[:=]?\s*(?P<a>[A-Za-z0-9][A-Za-z0-9\-_.]{0,63})"
     r"|\b(?:with|using|via)\s+(?:the\s+)?(?P<b>[A-Za-z0-9][A-Za-z0-9\-_.]{0,63})\s+engine\b",
@@ -54,6 +60,9 @@ class Request:
     study_ids: list[str] = field(default_factory=list)
     mrn: str | None = None
     engine: str | None = None
+    job_ids: list[str] = field(default_factory=list)
+    ordinal: int | None = None
+    """"the second one" -> 1, "the last one" -> -1: an index into the conversation's latest list."""
     singular_study: bool = False
     unknown_words: int = 0
     question: bool = False
@@ -71,16 +80,18 @@ class Request:
 
     @property
     def scope_all(self) -> bool:
-        return self.has("all", "pending", "available")
+        """A work list ("all pending CT"), not the studies of an earlier answer ("all of them")."""
+        return self.has("all", "pending", "available") and not self.has("them")
 
     @property
     def refers_back(self) -> bool:
-        return (self.singular_study or self.has("ref")) and not self.scope_all
+        return (self.singular_study or self.has("ref")) and not self.scope_all and not self.has("them")
 
 
 def _blank(text: str, spans: list[tuple[int, int]]) -> str:
-    for start, end in sorted(spans, reverse=True):
-        text = text[:start] + " " + text[end:]
+    """`text` with the spans blanked out, its length kept: spans found in a blanked text fit the original."""
+    for start, end in spans:
+        text = text[:start] + " " * (end - start) + text[end:]
     return text
 
 
@@ -130,13 +141,29 @@ def _take_engine(text: str) -> tuple[str | None, list[tuple[int, int]]]:
     return found[0][1], [span for _, _, span in found]
 
 
+def _take_jobs(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    matches = list(_JOB_ID.finditer(text))
+    return list(dict.fromkeys(m.group("id") for m in matches)), [(m.start("id"), m.end("id")) for m in matches]
+
+
+def _take_ordinal(text: str) -> tuple[int | None, list[tuple[int, int]]]:
+    match = _ORDINAL.search(text)
+    if match is None:
+        return None, []
+    return _ORDINALS[match.group("n").lower()], [match.span("n")]
+
+
 def parse_request(text: str) -> Request:
     """Read one user sentence: identifiers verbatim from the raw text, intent words from the rest."""
     request = Request(text=text)
-    request.study_ids, id_spans = _take_ids(text)
+    request.job_ids, job_spans = _take_jobs(text)
+    text_without_jobs = _blank(text, job_spans)
+    request.study_ids, id_spans = _take_ids(text_without_jobs)
+    id_spans += job_spans
     request.mrn, mrn_spans = _take_mrn(_blank(text, id_spans))
     request.engine, engine_spans = _take_engine(_blank(text, id_spans + mrn_spans))
-    rest = _blank(text, id_spans + mrn_spans + engine_spans).lower()
+    request.ordinal, ordinal_spans = _take_ordinal(_blank(text, id_spans + mrn_spans + engine_spans))
+    rest = _blank(text, id_spans + mrn_spans + engine_spans + ordinal_spans).lower()
     for pattern, replacement in PHRASES:
         rest = pattern.sub(replacement, rest)
     request.question = "?" in rest
@@ -174,7 +201,7 @@ def parse_request(text: str) -> Request:
             request.organs.append(token)
         if concepts - {"list", "ref", "study", "ct"}:
             request.recognised.append(token)
-    if request.has("lung") and request.has("volume"):
-        request.concepts.add("segment")
+    if request.has("volume") and not request.has("segment"):
+        request.concepts.add("stored")  # volumes asked for, not computed: what the report holds
     return request
 

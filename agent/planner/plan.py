@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.planner.grammar import help_text
-from agent.planner.parser import Request
+from agent.planner.parser import FHIR_ID, Request
+from graphs.referents import Referents
 
 APPROVAL_HOWTO = (
     "I cannot approve or reject results. A radiologist decides in the approval card (Approve / Reject "
@@ -110,16 +111,131 @@ def _understood(request: Request) -> str:
     return f'I did not find a complete request in "{request.text.strip()[:200]}" (I recognised: {words}).'
 
 
-def plan_request(request: Request, previous_study: str | None) -> Plan:
-    """The first step for one sentence; `previous_study` is the single study of the latest search."""
-    targets = list(request.study_ids) or (
-        [previous_study] if previous_study and request.refers_back else []
+def _pick(items: Sequence[str], ordinal: int) -> str | None:
+    return items[ordinal] if -len(items) <= ordinal < len(items) else None
+
+
+def resolve_targets(request: Request, refs: Referents) -> list[str] | str:
+    """The studies a sentence is about: ids it names, or what it points back at in `refs`.
+
+    Returns the question to ask back (a str) when it points at something the conversation does not hold."""
+    if request.study_ids:
+        return list(request.study_ids)
+    if request.ordinal is not None and not request.has("job"):
+        picked = _pick(refs.studies, request.ordinal)
+        if picked is None:
+            return (f"There is no study number {request.ordinal + 1 if request.ordinal >= 0 else 'last'} in my "
+                    f"latest list ({len(refs.studies)} studies). Which study do you mean? I never guess an id.")
+        return [picked]
+    if request.has("them"):
+        if not refs.studies:
+            return "Which studies do you mean? No earlier answer of mine listed any; 'list pending CT studies' does."
+        return list(refs.studies)
+    if request.refers_back:
+        focus = refs.focus or (refs.studies[0] if len(refs.studies) == 1 else None)
+        return [focus] if focus else []
+    return []
+
+
+def _job_target(request: Request, refs: Referents) -> str | None:
+    if request.job_ids:
+        return request.job_ids[0]
+    if request.ordinal is not None:
+        return _pick(refs.jobs, request.ordinal)
+    if request.has("ref") or request.has("job"):
+        return refs.focus_job or (refs.jobs[0] if len(refs.jobs) == 1 else None)
+    return None
+
+
+def _ask_for_job(what: str) -> str:
+    return (
+        f"Which job should I {what}? Name it ('{what} job <job id>'); 'list jobs' or 'which jobs are waiting?' "
+        "shows the ids. I never guess one."
     )
+
+
+def _history(request: Request, targets: list[str]) -> Plan | None:
+    """The reads of what was stored and run (lines 14-17), or None when the sentence asks for none."""
+    study_args = [{"imaging_study_id": t} for t in targets]
+    if request.has("audit"):
+        if not targets:
+            return Plan(text=_ask_for_study("show the audit trail of"))
+        return Plan(calls=tuple(Call("audit_study", a) for a in study_args))
+    if request.has("prior"):
+        if not targets:
+            return Plan(text=_ask_for_study("compare with its priors"))
+        return Plan(calls=tuple(Call("prior_studies", a) for a in study_args))
+    if request.has("stored") or (request.has("last") and request.has("available")):
+        if targets:
+            return Plan(calls=tuple(Call("stored_results", a) for a in study_args))
+        if request.has("last"):
+            return Plan(calls=(Call("stored_results", {}),))
+        return Plan(text=_ask_for_study("show the stored results of") + " Or say 'the last processed study'.")
+    return None
+
+
+def _jobs(request: Request, refs: Referents) -> Plan | None:
+    """Line 15: list jobs or show one."""
+    if not (request.has("job") or request.job_ids):
+        return None
+    job = _job_target(request, refs)
+    if job is not None and (request.job_ids or request.ordinal is not None or request.has("ref", "show")) \
+            and not request.has("failed", "pending"):
+        return Plan(calls=(Call("show_job", {"job_id": job}),))
+    status = "failed" if request.has("failed") else "waiting-approval" if request.has("pending") else "all"
+    return Plan(calls=(Call("list_jobs", {"status": status}),))
+
+
+def _operator(request: Request, targets: list[str], refs: Referents) -> Plan | None:
+    """Line 18: retry, re-run with another engine, cancel a job."""
+    if request.has("cancel"):
+        job = _job_target(request, refs)
+        if job is None:
+            return Plan(text=_ask_for_job("cancel"))
+        return Plan(calls=(Call("cancel_job", {"job_id": job}),))
+    if request.has("retry"):
+        if not targets:
+            return Plan(text=_ask_for_study("retry"))
+        return Plan(calls=tuple(Call("retry_study", {"imaging_study_id": t}) for t in targets))
+    if request.has("rerun"):
+        if not targets:
+            return Plan(text=_ask_for_study("re-run"))
+        if not request.engine:
+            return Plan(text="Which engine should I re-run it with? Say e.g. 're-run study <id> with monai-bundle'.")
+        return Plan(calls=tuple(
+            Call("rerun_study", {"imaging_study_id": t, "engine": request.engine}) for t in targets
+        ))
+    return None
+
+
+def plan_request(request: Request, refs: Referents, previous: Request | None = None) -> Plan:
+    """The first step for one sentence; `refs` are the conversation's earlier results (graphs/referents.py),
+    `previous` the user's sentence before, which "the same for all of them" repeats."""
+    if request.unsupported or request.has("approve"):
+        return _plan(request, [], refs)  # refused, or only the list of approvals: no target needed
+    resolved = resolve_targets(request, refs)
+    if isinstance(resolved, str):
+        return Plan(text=resolved)
+    if previous is not None and request.has("ref") and resolved and not _asks_anything(request):
+        return _plan(previous, resolved, refs)  # "the same for all of them": the last request, on these
+    return _plan(request, resolved, refs)
+
+
+def _asks_anything(request: Request) -> bool:
+    """Whether the sentence names an action of its own (not only "the same for ...")."""
+    return bool(request.concepts - {"ref", "all", "them", "study", "ct", "list", "lung"})
+
+
+def _plan(request: Request, targets: list[str], refs: Referents) -> Plan:
+    targets = [t for t in targets if FHIR_ID.fullmatch(t)]
     if request.unsupported:
         verbs = ", ".join(dict.fromkeys(request.unsupported))
         return Plan(text=help_text(f"I cannot do that ({verbs}): it is not one of my tools, so I did nothing."))
     if request.has("approve"):
         return Plan(calls=(Call("list_pending_approvals", {}),), closing=APPROVAL_HOWTO)
+    operator = _operator(request, targets, refs)
+    if operator is not None:
+        return operator
     write = _write_tool(request)
     reads = _read_actions(request)
     if request.organs and (write or reads):
@@ -136,6 +252,12 @@ def plan_request(request: Request, previous_study: str | None) -> Plan:
             "so I started nothing. Say e.g. 'store the results for study <id> in PACS' or "
             "'analyze all pending CT scans and store RTSTRUCT in PACS'."
         ))
+    jobs = _jobs(request, refs)
+    if jobs is not None:
+        return jobs
+    history = _history(request, targets)
+    if history is not None:
+        return history
     if request.has("approval") and not reads:
         return Plan(calls=(Call("list_pending_approvals", {}),), closing=APPROVAL_HOWTO)
     if reads or (request.has("show") and (request.study_ids or request.refers_back)):

@@ -13,6 +13,16 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from pydantic import BaseModel, ValidationError
 
+from graphs.planner_tools.history_models import (
+    AuditChain,
+    JobCancelled,
+    JobDetail,
+    JobItem,
+    JobList,
+    PriorComparison,
+    StoredResults,
+    StoredVolume,
+)
 from graphs.planner_tools.models import (
     ApprovalItem,
     ApprovalList,
@@ -145,6 +155,79 @@ def _job(result: JobStarted, _: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _stored_volumes(volumes: Sequence[StoredVolume]) -> str:
+    return "; ".join(f"{v.structure} {v.volume_ml:.1f} mL" for v in volumes) or "no stored volume"
+
+
+def _stored(result: StoredResults, _: dict[str, Any]) -> str:
+    approvals = sorted({f"{a.approved_by}{' (automatic, not reviewed)' if a.automatic else ''} at {a.approved_at}"
+                        for a in result.approvals})
+    return (
+        f"Stored results of ImagingStudy/{result.imaging_study_id} (status {result.status}"
+        + (f", started {result.started}" if result.started else "") + "): "
+        + (f"DiagnosticReport/{result.diagnostic_report_id} ({result.report_status}); "
+           if result.diagnostic_report_id else "no DiagnosticReport; ")
+        + f"{_stored_volumes(result.volumes)}; result series in the PACS: "
+        + (", ".join(s.modality for s in result.result_series) or "none")
+        + (f"; approved by {', '.join(approvals)}" if approvals else "")
+        + ". Read from the records; nothing was recomputed."
+    )
+
+
+def _job_line(job: JobItem) -> str:
+    outcomes = "; ".join(f"ImagingStudy/{o.imaging_study_id} {o.outcome}" + (f" ({o.detail})" if o.outcome == "failed" else "")
+                         for o in job.outcomes)
+    waiting = f", {job.pending_approvals} approval(s) waiting" if job.pending_approvals else ""
+    return f"- job {job.job_id} ({job.kind}, {job.label}): {job.status}{waiting}" + (f" — {outcomes}" if outcomes else "")
+
+
+def _job_list(result: JobList, args: dict[str, Any]) -> str:
+    which = args.get("status", "all")
+    head = f"{result.count} job(s)" + ("" if which == "all" else f" ({which})")
+    return "\n".join([head + (":" if result.jobs else "."), *_cap([_job_line(j) for j in result.jobs])])
+
+
+def _job_detail(result: JobDetail, _: dict[str, Any]) -> str:
+    lines = [_job_line(result.job).removeprefix("- "), f"Steps run: {' -> '.join(result.steps) or 'none'}"]
+    if result.next_steps:
+        lines.append(f"Next: {', '.join(result.next_steps)}")
+    lines += [f"Failed: ImagingStudy/{f.imaging_study_id}: {f.detail}" for f in result.failures]
+    lines += [f"Waiting: approval {w.approval_id} of ImagingStudy/{w.imaging_study_id} for {w.waits_for}"
+              + (f", claimed by {w.claimed_by}" if w.claimed_by else "") + f", since {w.waiting_since}"
+              for w in result.waiting]
+    return "\n".join(lines)
+
+
+def _audit(result: AuditChain, _: dict[str, Any]) -> str:
+    if not result.entries:
+        return f"No stored result of ImagingStudy/{result.imaging_study_id} is in the audit index."
+    lines = [f"Audit chain of ImagingStudy/{result.imaging_study_id} ({len(result.entries)} stored object(s)):"]
+    lines += [f"- {e.kind} {e.sop_instance_uid} sha256 {e.sha256[:16]}…: from {e.source_instances} instances, approved by "
+              f"{e.approved_by}{' (automatic)' if e.automatic else ''} at {e.approved_at}, stored {e.stored_at}"
+              for e in result.entries]
+    return "\n".join(lines)
+
+
+def _priors(result: PriorComparison, _: dict[str, Any]) -> str:
+    head = f"ImagingStudy/{result.imaging_study_id} ({result.started or 'no date'}): {_stored_volumes(result.current_volumes)}."
+    if not result.priors:
+        return head + " No earlier study of this patient."
+    lines = [head]
+    for prior in result.priors:
+        changes = "; ".join(
+            f"{c.structure} {c.change_ml:+.1f} mL" + (f" ({c.change_percent:+.1f} %)" if c.change_percent is not None else "")
+            for c in prior.change_since
+        ) or "no comparable stored volume"
+        lines.append(f"- prior ImagingStudy/{prior.imaging_study_id} ({prior.started}): "
+                     f"{_stored_volumes(prior.volumes)}; change since: {changes}")
+    return "\n".join(lines)
+
+
+def _cancelled(result: JobCancelled, _: dict[str, Any]) -> str:
+    return (f"Job {result.job_id} is {result.status}; {len(result.withdrawn_approvals)} approval(s) withdrawn. "
+            "Nothing of it was written.")
+
+
 _SUMMARIES: dict[str, tuple[type[BaseModel], Callable[[Any, dict[str, Any]], str]]] = {
     "search_imaging_studies": (StudyList, _study_list),
     "search_patients": (PatientList, _patients),
@@ -158,6 +241,14 @@ _SUMMARIES: dict[str, tuple[type[BaseModel], Callable[[Any, dict[str, Any]], str
     "store_results_to_pacs": (JobStarted, _job),
     "update_fhir": (JobStarted, _job),
     "run_batch": (JobStarted, _job),
+    "retry_study": (JobStarted, _job),
+    "rerun_study": (JobStarted, _job),
+    "stored_results": (StoredResults, _stored),
+    "list_jobs": (JobList, _job_list),
+    "show_job": (JobDetail, _job_detail),
+    "audit_study": (AuditChain, _audit),
+    "prior_studies": (PriorComparison, _priors),
+    "cancel_job": (JobCancelled, _cancelled),
 }
 
 

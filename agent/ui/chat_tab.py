@@ -16,6 +16,7 @@ from agent.ui.session import LockedGraphs
 from agent.ui.transcript import Transcript
 from agent.untrusted import markdown_literal
 from graphs.chat import answer
+from tools.identity.principal import Principal
 
 EXAMPLE_GOAL = "analyze all pending CT scans for lung segmentation and store RTSTRUCT in PACS"
 
@@ -53,10 +54,12 @@ class ChatTab:
         self.view.reject.click(self.on_decision("reject"), decision_inputs, outputs)
         self.view.save_edits.click(self.on_decision("modify"), decision_inputs, outputs)
 
-    def stream_into(self, transcript: Transcript, value: Any, thread: str) -> Iterator[list[Any]]:
+    def stream_into(
+        self, transcript: Transcript, value: Any, thread: str, operator: Principal | None = None
+    ) -> Iterator[list[Any]]:
         """Run the chat graph on `value`, showing each step; then the card it stopped at, if any."""
         card: dict[str, Any] | None = None
-        for event in self.graphs.stream_chat(value, thread):
+        for event in self.graphs.stream_chat(value, thread, operator):
             if event.kind == "item":
                 transcript.apply(*event.payload)
             elif event.kind == "card":
@@ -72,7 +75,9 @@ class ChatTab:
             )
         yield [transcript.messages, gr.update(), thread, card, *card_updates(card), ""]
 
-    def on_send(self, message: str, history: list[Any], thread: str | None) -> Iterator[list[Any]]:
+    def on_send(
+        self, message: str, history: list[Any], thread: str | None, request: gr.Request
+    ) -> Iterator[list[Any]]:
         transcript = Transcript(history)
         text = (message or "").strip()
         if not text:
@@ -81,7 +86,9 @@ class ChatTab:
         thread = thread or f"ui-{uuid.uuid4().hex[:12]}"
         transcript.say("user", text)
         yield [transcript.messages, "", thread, None, *card_updates(None), ""]
-        yield from self.stream_into(transcript, {"messages": [HumanMessage(text)]}, thread)
+        # The signed-in person may use the operator tools (retry, re-run, cancel); the model never names them.
+        operator = self.identify(request)
+        yield from self.stream_into(transcript, {"messages": [HumanMessage(text)]}, thread, operator)
 
     def on_decision(self, action: str) -> Callable[..., Iterator[list[Any]]]:
         """The Approve or Reject handler: checks the form and the card, then resumes the conversation."""

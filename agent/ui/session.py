@@ -20,7 +20,9 @@ from agent.chat import build_chat_graph
 from agent.runtime import AgentRuntime
 from agent.ui.markdown import readable_error
 from agent.untrusted import markdown_literal
+from graphs.planner_tools.operations import OPERATOR_KEY
 from graphs.runtime import Job, PendingApproval, RunReport
+from tools.identity.principal import Principal
 from tools.workflow.approval import ApprovalDecision
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,13 @@ class LockedGraphs:
         self.lock = threading.Lock()
 
     @staticmethod
-    def config(thread_id: str) -> dict[str, Any]:
-        return {"configurable": {"thread_id": thread_id}, "recursion_limit": 100}
+    def config(thread_id: str, operator: Principal | None = None) -> dict[str, Any]:
+        """The chat's run config; `operator`, the signed-in person, may use the operator tools
+        (graphs/planner_tools/operations.py)."""
+        configurable: dict[str, Any] = {"thread_id": thread_id}
+        if operator is not None:
+            configurable[OPERATOR_KEY] = operator.model_dump(mode="json")
+        return {"configurable": configurable, "recursion_limit": 100}
 
     def locked(self, work: Callable[[], Any], wait_s: float = BUSY_WAIT_S) -> Any:
         """Run `work` under the lock on this thread; raises TimeoutError if another run holds it."""
@@ -87,11 +94,11 @@ class LockedGraphs:
         while (event := events.get()).kind != "done":
             yield event
 
-    def stream_chat(self, value: Any, thread_id: str) -> Iterator[RunEvent]:
+    def stream_chat(self, value: Any, thread_id: str, operator: Principal | None = None) -> Iterator[RunEvent]:
         """Stream the chat graph: ("item", (mode, chunk)) events, then ("card", card-or-None)."""
 
         def work(emit: Emit) -> None:
-            config = self.config(thread_id)
+            config = self.config(thread_id, operator)
             for namespace, mode, chunk in self.chat.stream(
                 value, config, stream_mode=["updates", "custom"], subgraphs=True
             ):

@@ -13,9 +13,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel
 
+from graphs.planner_tools.history import History
+from graphs.planner_tools.history_models import (
+    JobRef,
+    ListJobsArgs,
+    OptionalStudyRef,
+    RerunArgs,
+    RetryArgs,
+)
 from graphs.planner_tools.models import (
     ApprovalItem,
     ApprovalList,
@@ -40,6 +49,7 @@ from graphs.planner_tools.models import (
     StudyListItem,
     StudyRef,
 )
+from graphs.planner_tools.operations import Operations, operator_of
 from graphs.runtime import PendingApproval, RunReport, WorkflowRuntime
 from graphs.study import DEFAULT_TARGETS
 from tools.fhir.search_values import escape_value, token
@@ -48,7 +58,17 @@ from tools.segmentation.result_store import load_result
 from tools.workflow import records
 from tools.workflow.records import FetchedSeries, StoredFile, StoredSegmentation
 
-WRITE_TOOLS = frozenset({"run_study_pipeline", "run_batch", "store_results_to_pacs", "update_fhir"})
+WRITE_TOOLS = frozenset(
+    {"run_study_pipeline", "run_batch", "store_results_to_pacs", "update_fhir", "retry_study", "rerun_study"}
+)
+"""Tools that start a job whose results wait for approval before any PACS or FHIR write."""
+OPERATOR_TOOLS = frozenset({"retry_study", "rerun_study", "cancel_job"})
+"""Tools that need a signed-in operator (graphs/planner_tools/operations.py)."""
+READ_TOOLS = frozenset(
+    {"search_imaging_studies", "search_patients", "show_study", "list_pending_approvals", "stored_results",
+     "list_jobs", "show_job", "audit_study", "prior_studies"}
+)
+"""Tools that only read records: no local computation, no state change."""
 
 
 def _item(w: WorklistItem, free_text: bool) -> StudyListItem:
@@ -239,11 +259,24 @@ def _tool(fn: Callable[..., BaseModel], name: str, schema: type[BaseModel], desc
     return StructuredTool.from_function(func=run, name=name, description=description, args_schema=schema)
 
 
+def _operator_tool(fn: Callable[..., BaseModel], name: str, schema: type[BaseModel], description: str,
+                   what: str, *, pass_operator: bool = False) -> BaseTool:
+    """A tool that runs only for the conversation's signed-in operator (the run config, never the model)."""
+
+    def run(config: RunnableConfig, **kwargs: Any) -> str:
+        operator = operator_of(dict(config), what)
+        return (fn(operator=operator, **kwargs) if pass_operator else fn(**kwargs)).model_dump_json()
+
+    return StructuredTool.from_function(func=run, name=name, description=description, args_schema=schema)
+
+
 def build_tools(runtime: WorkflowRuntime, *, free_text: bool = True) -> list[BaseTool]:
     """The planner's tools over `runtime`: read tools, look-only study steps, and job starters.
 
     `free_text` False leaves every `untrusted_text` field empty (the LLM never sees descriptions)."""
     box = ToolBox(runtime, free_text)
+    history = History(runtime)
+    operations = Operations(runtime)
     pipeline_note = (
         " Nothing is written when this tool returns: the results wait for a radiologist's approval, "
         "which the system asks for; you cannot approve."
@@ -280,4 +313,30 @@ def build_tools(runtime: WorkflowRuntime, *, free_text: bool = True) -> list[Bas
               + pipeline_note),
         _tool(box.run_batch, "run_batch", BatchArgs,
               "Run the pipeline for every study on the work list (default: pending CT)." + pipeline_note),
+        _tool(history.stored_results, "stored_results", OptionalStudyRef,
+              "The stored results of a study (default: the most recently processed one): its DiagnosticReport, "
+              "the lung volumes in its Observations, the result series in the PACS, who approved them and when. "
+              "Reads the records: use it for volumes of processed studies instead of segmenting again."),
+        _tool(history.list_jobs, "list_jobs", ListJobsArgs,
+              "List workflow jobs, newest first, with each study's outcome (failures with their reason) and the "
+              "approvals they wait for."),
+        _tool(history.show_job, "show_job", JobRef,
+              "One job: the steps it ran, where it stopped, its failures with reasons, and what waits for whom."),
+        _tool(history.audit_study, "audit_study", StudyRef,
+              "The audit chain of a study: each stored result object, its sha256, the source instances it came "
+              "from, who approved it and when, and where it was stored."),
+        _tool(history.prior_studies, "prior_studies", StudyRef,
+              "The same patient's earlier studies with their stored lung volumes and the change since each."),
+        _operator_tool(lambda imaging_study_id: _job(operations.retry_study(imaging_study_id)),
+                       "retry_study", RetryArgs,
+                       "Operator action: run a study whose last job failed again. Needs a signed-in operator."
+                       + pipeline_note, "retry a study"),
+        _operator_tool(lambda imaging_study_id, engine: _job(operations.rerun_study(imaging_study_id, engine)),
+                       "rerun_study", RerunArgs,
+                       "Operator action: run a study again with another segmentation engine. Needs a signed-in "
+                       "operator." + pipeline_note, "re-run a study"),
+        _operator_tool(operations.cancel_job, "cancel_job", JobRef,
+                       "Operator action: cancel a job that waits (for an approval or a worker); nothing of it is "
+                       "written. Needs a signed-in operator. Only when the user asks to cancel a job.",
+                       "cancel a job", pass_operator=True),
     ]

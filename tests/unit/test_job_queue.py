@@ -101,6 +101,27 @@ def test_a_message_delivered_again_continues_the_job_and_never_starts_it_over(fa
     assert fake.steps("s-1").count("segment") == 1 and _writes(fake) == ["record_approval", "store", "report"]
 
 
+def test_a_cancelled_job_leaves_the_worklist_and_its_late_messages_are_dropped(fake: LeasedFake, database: Engine) -> None:
+    queue = RecordingQueue()
+    initial = {"imaging_study_id": "s-1", "engine": ENGINE}
+    with _runtime(fake, database, queue) as producer, _runtime(fake, database, queue) as worker:
+        thread_id = producer.start_study("s-1").thread_id
+        [pending] = worker.run_queued(thread_id, initial).pending
+        [withdrawn] = producer.cancel(thread_id, "test")
+        assert withdrawn.interrupt_id == pending.interrupt_id
+        assert producer.job(thread_id).status == "cancelled" and producer.pending_approvals() == []
+        assert ("record_cancellation", "s-1") in fake.calls
+        for message in (initial, None):  # a redelivered start, an engine worker's resume: nothing runs
+            assert worker.run_queued(thread_id, message).done
+        with pytest.raises(KeyError, match="no pending approval"):
+            producer.decide(thread_id, {pending.interrupt_id: _decision()})
+        with pytest.raises(ValueError, match="was cancelled"):
+            producer.resume(thread_id)
+        with pytest.raises(ValueError, match="only a job that waits"):
+            producer.cancel(thread_id, "again")
+    assert fake.steps("s-1") == [*PREPARE, "record_cancellation"] and _writes(fake) == []
+
+
 def test_a_resume_that_overtakes_the_start_leaves_the_job_to_its_start(fake: LeasedFake, database: Engine) -> None:
     with _runtime(fake, database, RecordingQueue()) as runtime:
         thread_id = runtime.start_study("s-1").thread_id

@@ -144,7 +144,7 @@ GRAMMAR_CASES: list[tuple[int, str, list[tuple[str, dict[str, Any]]]]] = [
     (5, "Contour study ct-001 with monai-bundle", on("segment", engine="monai-bundle")),
     (5, "I want to analyse the lungs of study 42 using MedImageParse",
      [("segment", {"imaging_study_id": "42", "engine": "medimageparse"})]),
-    (5, "what is the left lung volume of study ct-001?",
+    (5, "measure the left lung volume of study ct-001",
      on("segment", targets=["left-lung"])),
     (5, "do not store anything, just segment study x9", [("segment", {"imaging_study_id": "x9"})]),
     # 6. segment every pending CT: first the search
@@ -202,6 +202,31 @@ GRAMMAR_CASES: list[tuple[int, str, list[tuple[str, dict[str, Any]]]]] = [
     (13, "segment study ct-001 with engine lung-threshold", on("segment", engine="lung-threshold")),
     (13, "run the batch with medimageparse", [("run_batch", {**PENDING_CT, "engine": "medimageparse"})]),
     (13, "process study ct-001 using MONAI", on("run_study_pipeline", engine="monai-bundle")),
+    # 14. stored results: read, never computed again
+    (14, "show me the lung volumes for the last processed study", [("stored_results", {})]),
+    (14, "what is the left lung volume of study ct-001?", on("stored_results")),
+    (14, "stored results of study ct-001", on("stored_results")),
+    (14, "what was saved for study ct-001?", on("stored_results")),
+    (14, "show the latest completed study's results", [("stored_results", {})]),
+    # 15. jobs
+    (15, "list jobs", [("list_jobs", {"status": "all"})]),
+    (15, "which jobs failed?", [("list_jobs", {"status": "failed"})]),
+    (15, "show the jobs waiting for approval", [("list_jobs", {"status": "waiting-approval"})]),
+    (15, "show job study-20260101-120000-abc123", [("show_job", {"job_id": "study-20260101-120000-abc123"})]),
+    # 16. audit
+    (16, "audit trail of study ct-001", on("audit_study")),
+    (16, "who approved study ct-001?", on("audit_study")),
+    (16, "show the provenance of study ct-001", on("audit_study")),
+    # 17. priors
+    (17, "compare study ct-001 with its priors", on("prior_studies")),
+    (17, "prior studies of study ct-001", on("prior_studies")),
+    (17, "volume change since the previous scan of study ct-001", on("prior_studies")),
+    # 18. operator actions
+    (18, "retry study ct-001", on("retry_study")),
+    (18, "please try study ct-001 again", on("retry_study")),
+    (18, "re-run study ct-001 with monai-bundle", on("rerun_study", engine="monai-bundle")),
+    (18, "run study ct-001 again using the threshold engine", on("rerun_study", engine="lung-threshold")),
+    (18, "cancel job study-20260101-120000-abc123", [("cancel_job", {"job_id": "study-20260101-120000-abc123"})]),
 ]
 
 
@@ -231,7 +256,7 @@ def test_every_grammar_line_has_three_wordings() -> None:
     per_line: dict[int, int] = {}
     for line, _, _ in GRAMMAR_CASES:
         per_line[line] = per_line.get(line, 0) + 1
-    assert set(per_line) == set(range(2, 14))
+    assert set(per_line) == set(range(2, 19))  # line 19 (follow-ups) needs a conversation: tested below
     assert min(per_line.values()) >= 3
 
 
@@ -256,13 +281,16 @@ def _documented_rows() -> list[tuple[str, list[str], str]]:
 
 def test_the_documented_table_is_what_the_planner_does(planner: OfflinePlanner) -> None:
     rows = _documented_rows()
-    assert [r[0] for r in rows] == [*map(str, range(1, 14)), "-"]
+    assert [r[0] for r in rows] == [*map(str, range(1, 20)), "-"]
     checked = 0
     for number, examples, does in rows:
         for example in examples:
-            if "..." in example or example in ("lung-threshold", "monai-bundle", "medimageparse", "engine <name>"):
+            if "..." in example or number == "19" or example in (
+                "lung-threshold", "monai-bundle", "medimageparse", "engine <name>"
+            ):
                 continue
-            sentence = example.replace("<id>", "ct-001").replace("<MRN>", "12345")
+            sentence = (example.replace("<id>", "ct-001").replace("<MRN>", "12345")
+                        .replace("<job>", "study-20260101-120000-abc123"))
             reply = ask(planner, sentence)
             checked += 1
             if number in ("1", "-"):

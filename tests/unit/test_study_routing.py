@@ -209,6 +209,9 @@ class FakeWorkflow:
     def record_failure(self, task_id: str, reason: str) -> None:
         self._call("record_failure", task_id.removeprefix("task-"))
 
+    def record_cancellation(self, task_id: str, reason: str) -> None:
+        self._call("record_cancellation", task_id.removeprefix("task-"))
+
 
 PREPARE = ["read_study", "open_task", "fetch", "assemble", "preflight", "segment", "build"]
 

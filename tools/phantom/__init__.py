@@ -13,7 +13,7 @@ imports it (docs/architecture.md, "Layers").
 - `masks`: save_masks / load_masks, the exact lung masks beside the series.
 """
 
-from tools.phantom.dicom import MANUFACTURER, write_phantom
+from tools.phantom.dicom import MANUFACTURER, redate, write_phantom
 from tools.phantom.make import make_phantom
 from tools.phantom.masks import PhantomMasks, load_masks, save_masks
 from tools.phantom.spec import RESCALE_INTERCEPT, Phantom, PhantomGeometry, PhantomSpec, Tissue, phantom_geometry
@@ -28,6 +28,7 @@ __all__ = [
     "Tissue",
     "load_masks",
     "make_phantom",
+    "redate",
     "phantom_geometry",
     "save_masks",
     "write_phantom",

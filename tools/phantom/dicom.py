@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
 
@@ -59,6 +60,16 @@ def write_phantom(phantom: Phantom, out_dir: Path) -> list[Path]:
         out_dir,
     )
     return paths
+
+
+def redate(paths: list[Path], study_date: str) -> None:
+    """Give a written series another StudyDate (YYYYMMDD): a patient's earlier study for longitudinal demos."""
+    for path in paths:
+        ds = dcmread(path)
+        ds.StudyDate = study_date
+        ds.SeriesDate = study_date
+        ds.ContentDate = study_date
+        ds.save_as(path, enforce_file_format=True)
 
 
 def _ds(value: float) -> str:

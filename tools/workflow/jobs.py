@@ -20,7 +20,9 @@ from tools.state.schema import jobs
 
 JobKind = Literal["batch", "study"]
 # "dispatched": a batch whose studies went to the workers as study jobs of their own (graphs/runtime.py).
-FINISHED = ("done", "dispatched")
+# "cancelled": an operator withdrew a job that waited (graphs/runtime.py, `cancel`); nothing of it was written.
+CANCELLED = "cancelled"
+FINISHED = ("done", "dispatched", CANCELLED)
 WAITING_ENGINE = "waiting-engine"
 
 

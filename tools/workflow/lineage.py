@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 from pydicom import dcmread
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 
 from tools.state.schema import result_inputs, result_outputs
 from tools.workflow.approval import ApprovalDecision, PendingDicomWrite
@@ -113,6 +113,18 @@ class LineageStore:
                         insert(result_inputs),
                         [{"output_sop_instance_uid": write.sop_instance_uid, **i.model_dump()} for i in inputs],
                     )
+
+    def latest_studies(self, limit: int = 10) -> list[str]:
+        """Study Instance UIDs with stored results, the most recently stored first."""
+        last = func.max(result_outputs.c.stored_at)
+        query = (
+            select(result_outputs.c.study_instance_uid)
+            .group_by(result_outputs.c.study_instance_uid)
+            .order_by(last.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.scalars(query))
 
     def chains(self, study_instance_uid: str) -> list[ResultChain]:
         """Every indexed result of a study, oldest first, with its inputs."""

@@ -181,3 +181,6 @@ class StudyWorkflow:
 
     def record_failure(self, task_id: str, reason: str) -> None:
         write.record_failure(self.services.fhir, task_id, reason)
+
+    def record_cancellation(self, task_id: str, reason: str) -> None:
+        write.record_cancellation(self.services.fhir, task_id, reason)

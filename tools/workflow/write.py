@@ -175,6 +175,10 @@ def record_failure(fhir: FhirClient, task_id: str, reason: str) -> None:
     set_status(fhir, task_id, "failed", business="failed", reason=reason[:1000])
 
 
+def record_cancellation(fhir: FhirClient, task_id: str, reason: str) -> None:
+    set_status(fhir, task_id, "cancelled", business="cancelled", reason=reason[:1000])
+
+
 def _check_still_the_approved_study(study: Any, plan: WritebackPlan) -> None:
     """The ImagingStudy may have changed since approval; only harmless changes are written over."""
     problems = []
