@@ -60,6 +60,14 @@ STRUCTURES: dict[str, StructureSpec] = {
             color_rgb=(255, 140, 0),
         ),
         StructureSpec(
+            key="heart",
+            roi_name="Heart",  # TG-263
+            display="Heart",
+            snomed_code="80891009",
+            snomed_meaning="Heart",
+            color_rgb=(220, 40, 60),
+        ),
+        StructureSpec(
             key="body",
             roi_name="External",  # TG-263
             display="Body outline",

@@ -33,13 +33,19 @@ from tools.segmentation.base import TARGET_ALIASES, UnknownTargetError
 
 
 class Window(BaseModel):
-    """A CT display window in Hounsfield units: values below ``low_hu`` are black, above ``high_hu`` white."""
+    """A display window: values below ``low_hu`` are black, above ``high_hu`` white.
+
+    In Hounsfield units for CT. A ``presentation`` window applies to values already through the
+    image's own grayscale pipeline (a radiograph's VOI transform, tools/imaging/projection.py;
+    0.0 black .. 1.0 white), so its bounds are fractions of that range, not HU.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     low_hu: float
     high_hu: float
+    presentation: bool = False
 
     @property
     def center(self) -> float:
@@ -59,6 +65,9 @@ WINDOWS: dict[str, Window] = {
     for w in (
         Window(name="lung", low_hu=-1000.0, high_hu=1000.0),
         Window(name="abdomen", low_hu=-150.0, high_hu=250.0),
+        # A radiograph as the DICOM header says to show it (its VOI LUT or window): the model was
+        # trained on radiographs as displayed (PNG/JPEG exports), not on raw detector values.
+        Window(name="radiograph", low_hu=0.0, high_hu=1.0, presentation=True),
     )
 }
 
@@ -69,6 +78,12 @@ right-lung  | CT       | CHEST, THORAX, LUNG, WHOLEBODY          | right lung  |
 liver       | CT       | ABD, CHEST_TO_PELVIS, LIVER, WHOLEBODY  | liver       | abdomen | liver
 spleen      | CT       | ABD, CHEST_TO_PELVIS, WHOLEBODY         | spleen      | abdomen | other organ
 pancreas    | CT       | ABD, CHEST_TO_PELVIS, PANCREAS, WHOLEBODY | pancreas  | abdomen | pancreas
+left-lung   | DX       | CHEST, THORAX, LUNG                     | left lung   | radiograph | lung
+right-lung  | DX       | CHEST, THORAX, LUNG                     | right lung  | radiograph | lung
+heart       | DX       | CHEST, THORAX                           | heart       | radiograph | heart anatomies
+left-lung   | CR       | CHEST, THORAX, LUNG                     | left lung   | radiograph | lung
+right-lung  | CR       | CHEST, THORAX, LUNG                     | right lung  | radiograph | lung
+heart       | CR       | CHEST, THORAX                           | heart       | radiograph | heart anatomies
 """
 
 
