@@ -15,8 +15,8 @@ body the score is 127, one below the threshold: a client that used ``> 0`` inste
 A chest radiograph is told from a CT slice by its content: a CT slice in the lung window is
 bright (skin, fat, muscle) just inside the body's left and right edges, a radiograph dark there
 (the lateral chest wall is thin along the beam). On a radiograph the two largest dark regions inside
-the outline are the lung fields, and "heart" is the largest bright region between them, below
-their middle (the cardiac shadow).
+the outline are the lung fields, and "heart" is the largest bright region between their inner
+edges, below their middle and above the diaphragm (the cardiac shadow).
 
 Faults on request: queued error answers (429 with Retry-After, 500), queued delays (for
 timeouts), corrupt result rows, and a "model" that mixes up left and right.
@@ -279,12 +279,19 @@ def _is_radiograph(gray: np.ndarray, outline: np.ndarray) -> bool:
 
 
 def _cardiac_shadow(gray: np.ndarray, lungs: np.ndarray) -> np.ndarray:
-    """The largest bright region between the lung fields, below their middle."""
+    """The largest bright region between the two lung fields' inner edges, below their middle."""
+    labels, _ = ndimage.label(lungs)
+    found = [labels == n for n in (1, 2)]
+    image_left, image_right = sorted(found, key=lambda m: float(np.nonzero(m)[1].mean()))
     between = np.zeros_like(lungs)
-    for row in np.nonzero(lungs.any(axis=1))[0]:
-        columns = np.nonzero(lungs[row])[0]
-        between[row, columns.min() : columns.max() + 1] = True
-    candidates = between & ~lungs & (gray >= RADIOGRAPH_LUNG_LEVEL)
+    for row in np.flatnonzero(image_left.any(axis=1) & image_right.any(axis=1)):
+        between[row, np.flatnonzero(image_left[row]).max() + 1 : np.flatnonzero(image_right[row]).min()] = True
+    candidates = between & (gray >= RADIOGRAPH_LUNG_LEVEL)
     candidates[: int(np.nonzero(lungs)[0].mean())] = False
+    # Below the heart the right lung field ends on the liver's dome and the gap between the fields
+    # widens sharply: rows much wider than the typical one are diaphragm, not heart.
+    widths = candidates.sum(axis=1)
+    if widths.any():
+        candidates[widths > 1.3 * np.median(widths[widths > 0])] = False
     shadow = _largest(ndimage.binary_opening(candidates, iterations=2))
     return shadow if shadow is not None else np.zeros_like(lungs)

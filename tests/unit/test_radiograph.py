@@ -8,22 +8,27 @@ lands on the truth only when windowing, orientation, padding and the way back ar
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom import dcmread
 
-from tests.dicom_checks import dataset_errors
+from tests.dicom_checks import dataset_errors, dciodvfy_errors
 from tests.fake_medimageparse import FakeMedImageParse
 from tools.http import RetryPolicy
 from tools.imaging.projection import choose_frontal, read_projection
 from tools.imaging.series_checks import SeriesRefusedError
 from tools.phantom import PhantomSpec, make_phantom
 from tools.phantom.radiograph import VARIANTS, Radiograph, make_radiograph
-from tools.segmentation.base import EngineError
+from tools.results.package import build_package
+from tools.segmentation.base import STRUCTURES, EngineError, SegmentationResult, StructureMask
 from tools.segmentation.medimageparse.engine import MedImageParseEngine
+from tools.segmentation.projection_qa import cardiothoracic_ratio
+from tools.segmentation.qa import assess
 
 pytestmark = pytest.mark.unit
 
@@ -31,6 +36,7 @@ PATIENT_NAME = "Radiograph^Quentin"
 PATIENT_ID = "MRN-DX-7731"
 FAST_RETRY = RetryPolicy(attempts=3, backoff_s=0.0, max_backoff_s=2.0)
 DICE_FLOOR = 0.75
+CREATED = datetime(2024, 1, 2, 3, 4, 5)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -155,3 +161,45 @@ def test_only_pixels_leave_and_busy_endpoint_is_retried(radiographs: dict[str, R
         assert [row[1] for row in request["input_data"]["data"]] == ["left lung & right lung & heart"]
         for text in identifiers:
             assert text.encode() not in body
+
+
+def test_results_of_a_radiograph_seg_sr_preview_and_ctr(
+    radiographs: dict[str, Radiograph], server: FakeMedImageParse, tmp_path: Path
+) -> None:
+    radiograph = radiographs["standard"]
+    volume, _ = read_projection(radiograph.dataset)
+    truth = dataclasses.replace(
+        SegmentationResult(engine="truth", engine_version="1", structures=[]),
+        structures=[
+            StructureMask(structure=STRUCTURES[key], mask=mask[None], confidence=1.0)
+            for key, mask in (("left-lung", radiograph.left_lung), ("right-lung", radiograph.right_lung),
+                              ("heart", radiograph.heart))
+        ],
+    )
+    expected = cardiothoracic_ratio(volume, truth)
+    assert expected is not None and 0.4 < expected.ratio < 0.55  # the phantom's heart is of normal size
+    result = MedImageParseEngine(server.url, None, retry=FAST_RETRY).segment(volume, ["lungs", "heart"])
+    package = build_package([radiograph.dataset], volume, result, tmp_path / "out", created=CREATED)
+    assert [o.kind for o in package.objects] == ["SEG", "SR"]
+    for o in package.objects:
+        assert o.path is not None and dciodvfy_errors(o.path) == [], o.kind
+    areas = {s.key: s.measurements.area_mm2 for s in package.structures}
+    found_masks = {s.structure.key: s.mask for s in result.structures}
+    for key, mask in (("left-lung", radiograph.left_lung), ("heart", radiograph.heart)):
+        pixel_mm2 = radiograph.pixel_spacing_mm**2
+        assert areas[key] == pytest.approx(np.count_nonzero(found_masks[key]) * pixel_mm2, abs=0.1)
+        assert areas[key] == pytest.approx(np.count_nonzero(mask) * pixel_mm2, rel=0.4)
+    assert all(s.measurements.volume_ml == 0.0 and s.measurements.mean_hu is None for s in package.structures)
+    found = cardiothoracic_ratio(volume, assess(volume, result))
+    assert found is not None and abs(found.ratio - expected.ratio) < 0.08
+    assert f"cardiothoracic ratio {found.ratio:.2f}" in package.conclusion
+    assert [p.name for p in package.previews] == ["radiograph.png"]
+
+    seg = dcmread(package.objects[0].path)
+    assert seg.PatientOrientation == ["L", "F"] and "FrameOfReferenceUID" not in seg
+    sr = dcmread(package.objects[1].path)
+    text = str(sr)
+    assert "Cardiothoracic ratio (transverse diameters)" in text and "42798000" in text
+    assert sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    rebuilt = build_package([radiograph.dataset], volume, result, tmp_path / "again", created=CREATED)
+    assert [o.sha256 for o in rebuilt.objects] == [o.sha256 for o in package.objects]

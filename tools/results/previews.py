@@ -20,7 +20,7 @@ from PIL import Image
 
 from tools.imaging.orientation import nearest_directions
 from tools.imaging.volume import Volume
-from tools.review.slice_view import WINDOW_PRESETS, SliceRenderer
+from tools.review.slice_view import PRESENTATION_WINDOW, WINDOW_PRESETS, SliceRenderer
 from tools.segmentation.base import SegmentationResult
 
 logger = logging.getLogger(__name__)
@@ -121,3 +121,14 @@ def render_previews(volume: Volume, result: SegmentationResult, out_dir: Path) -
         paths.append(path)
     logger.info("Wrote %d previews of series %s to %s", len(paths), volume.series_instance_uid, out_dir)
     return paths
+
+
+def render_radiograph_preview(volume: Volume, result: SegmentationResult, out_dir: Path) -> list[Path]:
+    """Write ``radiograph.png``: the radiograph as its header says to show it, with the outlines."""
+    renderer = _renderer(volume, result)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "radiograph.png"
+    title = f"{volume.modality} frontal radiograph"
+    renderer.render("coronal", 0, PRESENTATION_WINDOW, title=title).save(path, format="PNG", compress_level=1)
+    logger.info("Wrote the radiograph preview of series %s to %s", volume.series_instance_uid, out_dir)
+    return [path]

@@ -137,7 +137,9 @@ class StructureMeasurements(BaseModel):
     bbox_mm: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None
     """(min, max) per patient axis (x, y, z) in LPS mm, over the centres of the boxed voxels"""
     n_components: int
-    """3D connected components, 26-connectivity"""
+    """3D connected components, 26-connectivity (on a radiograph: 8-connected in its plane)"""
+    area_mm2: float | None = None
+    """a radiograph's structure: its projected area in the image plane (volume_ml is then 0)"""
 
 
 @dataclass
