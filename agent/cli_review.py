@@ -41,9 +41,10 @@ def render_approval(console: Console, pending: PendingApproval) -> None:
         f"engine {lit(r.engine)} {lit(r.engine_version)}"
         + "".join(f"\n[yellow]not used: {lit(why)}[/yellow]" for why in r.engine_fallbacks)
     )
-    structures = Table("structure", "volume", "mean HU", "components", "confidence", title="Structures")
+    structures = Table("structure", "size", "mean HU", "components", "confidence", title="Structures")
     for s in r.structures:
-        structures.add_row(cell(s.display), f"{s.volume_ml:.1f} mL", f"{s.mean_hu:.0f}", str(s.n_components), f"{s.confidence:.2f}")
+        hu = "-" if s.area_mm2 is not None else f"{s.mean_hu:.0f}"
+        structures.add_row(cell(s.display), s.size_text(), hu, str(s.n_components), f"{s.confidence:.2f}")
     flags = Table("severity", "finding", title="QA flags")
     for f in r.flags:
         colour = {"fail": "red", "warning": "yellow"}.get(f.severity, "white")

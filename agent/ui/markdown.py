@@ -65,12 +65,11 @@ def _patient_identities_markdown(card: Card) -> str:
 
 def card_findings_markdown(card: Card) -> str:
     """Volumes per structure, the QA flags, and the report text that would be stored."""
-    rows = ["| Structure | Volume (mL) | Mean HU | Components | Confidence |", "|---|---:|---:|---:|---:|"]
+    rows = ["| Structure | Volume (mL) or area | Mean HU | Components | Confidence |", "|---|---:|---:|---:|---:|"]
     for s in card["structures"]:
-        rows.append(
-            f"| {cell(s['display'])} | {s['volume_ml']:.1f} | {s['mean_hu']:.0f} | {s['n_components']} | "
-            f"{s['confidence']:.2f} |"
-        )
+        area = s.get("area_mm2")
+        size, hu = (f"{area / 100:.1f} cm² projected", "–") if area is not None else (f"{s['volume_ml']:.1f}", f"{s['mean_hu']:.0f}")
+        rows.append(f"| {cell(s['display'])} | {size} | {hu} | {s['n_components']} | {s['confidence']:.2f} |")
     icons = {"fail": "✗", "warning": "⚠", "info": "•"}
     flags = [f"- {icons.get(f['severity'], '')} **{cell(f['severity'])}**: {cell(f['message'])}" for f in card["flags"]]
     return "\n".join(

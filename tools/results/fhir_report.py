@@ -55,6 +55,11 @@ class StructureVolume(BaseModel):
     display: str
     snomed_code: str
     volume_ml: float
+    area_mm2: float | None = None
+    """a radiograph's structure: its projected area (then reported instead of the volume)"""
+
+    def size_text(self) -> str:
+        return f"area {self.area_mm2 / 100:.1f} cm2 (projected)" if self.area_mm2 is not None else f"volume {self.volume_ml:.1f} mL"
 
 
 class Reviewer(BaseModel):
@@ -96,6 +101,8 @@ class WritebackPlan(BaseModel):
     report_text: str
     edit: ResultEdit | None = None
     """a reviewer's correction: its author and the AI result it derives from go into Provenance"""
+    modality: str = "CT"
+    """of the segmented series: CR and DX reports are of a chest radiograph"""
 
 
 def _stable_id(*parts: str) -> str:
@@ -128,21 +135,27 @@ def build_practitioner(reviewer: Reviewer) -> Practitioner:
 
 
 def build_observation(plan: WritebackPlan, structure: StructureVolume, device_ref: str) -> Observation:
+    if structure.area_mm2 is not None:  # a radiograph: the structure's projected area
+        kind, code, display = "area", "42798000", "Area"
+        value = Quantity(value=round(structure.area_mm2, 1), unit="mm2", system=UCUM, code="mm2")
+    else:
+        kind, code, display = "volume", "118565006", "Volume"
+        value = Quantity(value=round(structure.volume_ml, 1), unit="mL", system=UCUM, code="mL")
     return Observation(
-        identifier=[Identifier(system=OBSERVATION_ID_SYSTEM, value=f"{plan.result_uid}/{structure.key}/volume")],
+        identifier=[Identifier(system=OBSERVATION_ID_SYSTEM, value=f"{plan.result_uid}/{structure.key}/{kind}")],
         status="final",
         category=[
             CodeableConcept(
                 coding=[Coding(system="http://terminology.hl7.org/CodeSystem/observation-category", code="imaging")]
             )
         ],
-        code=CodeableConcept(coding=[Coding(system=SNOMED, code="118565006", display="Volume")], text="Volume"),
+        code=CodeableConcept(coding=[Coding(system=SNOMED, code=code, display=display)], text=display),
         subject=Reference(reference=plan.patient_reference),
         bodySite=CodeableConcept(
             coding=[Coding(system=SNOMED, code=structure.snomed_code, display=structure.display)],
             text=structure.display,
         ),
-        valueQuantity=Quantity(value=round(structure.volume_ml, 1), unit="mL", system=UCUM, code="mL"),
+        valueQuantity=value,
         method=CodeableConcept(text=f"automatic segmentation, {plan.engine} {plan.engine_version}"),
         device=Reference(reference=device_ref),
         derivedFrom=[Reference(reference=f"ImagingStudy/{plan.imaging_study_id}")],
@@ -167,7 +180,7 @@ def build_diagnostic_report(
         ],
         code=CodeableConcept(
             coding=[Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study")],
-            text="AI lung contouring result",
+            text="AI chest radiograph segmentation result" if plan.modality in ("CR", "DX") else "AI lung contouring result",
         ),
         subject=Reference(reference=plan.patient_reference),
         issued=issued,
@@ -436,7 +449,7 @@ def describe_changes(plan: WritebackPlan) -> list[FhirChange]:
             method="POST",
             resource_type="Observation",
             target=f"new ({s.key})",
-            summary=f"{s.display} volume {s.volume_ml:.1f} mL",
+            summary=f"{s.display} {s.size_text()}",
         )
         for s in plan.structures
     ]

@@ -53,6 +53,11 @@ class StructureForReview(BaseModel):
     mean_hu: float
     n_components: int
     confidence: float
+    area_mm2: float | None = None
+    """a radiograph's structure: its projected area; volume and mean HU are then 0 and mean nothing"""
+
+    def size_text(self) -> str:
+        return f"{self.area_mm2 / 100:.1f} cm2 projected" if self.area_mm2 is not None else f"{self.volume_ml:.1f} mL"
 
 
 class ReviewFiles(BaseModel):

@@ -15,6 +15,7 @@ from pathlib import Path
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.worklist import WorklistItem
+from tools.imaging.projection import is_projection
 from tools.imaging.volume import Volume
 from tools.results.package import OutputFormat
 from tools.segmentation.catalog import EngineCatalog
@@ -39,7 +40,7 @@ from tools.workflow.records import (
     Variant,
 )
 from tools.workflow.result_stores import ResultStore
-from tools.workflow.segment import engine_chain
+from tools.workflow.segment import engine_chain, targets_for
 from tools.workflow.worklist import select_worklist
 
 
@@ -109,10 +110,14 @@ class StudyWorkflow:
         queue: then SegmentationQueued until the engine worker's result is in the work store. The
         chat's look-only drafts (no job) always segment here."""
         chain = engine_chain(engine, self.services.fallback_engines)
+        targets = targets_for(fetched.series.modality, targets)
 
         def study_gtv(volume: Volume) -> Exclusion | None:
             # The volume's study is the ImagingStudy's: fetch checked every instance against it.
-            return find_gtv(self.services.pacs, volume.study_instance_uid, volume) if self.services.exclude_gtv else None
+            # A radiograph has no frame of reference a structure set could share.
+            if not self.services.exclude_gtv or is_projection(volume.modality):
+                return None
+            return find_gtv(self.services.pacs, volume.study_instance_uid, volume)
 
         queue = self.services.engine_queue
         if queue is not None and thread_id is not None:

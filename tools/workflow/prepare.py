@@ -22,8 +22,9 @@ from tools.fhir.client import FhirClient
 from tools.fhir.task import approved_plan, ensure_task
 from tools.fhir.worklist import study_instance_uid as uid_of_study
 from tools.ids import check_dicom_uid, check_fhir_id
-from tools.imaging.preflight import preflight
-from tools.imaging.series_choice import choose_ct_series
+from tools.imaging.preflight import preflight, preflight_radiograph
+from tools.imaging.projection import choose_frontal, is_projection, read_projection
+from tools.imaging.series_choice import choose_series
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.imaging.volume_store import content_key, load_volume, save_volume
 from tools.results.fhir_report import StructureVolume, WritebackPlan, describe_changes
@@ -155,14 +156,14 @@ def reusable_plan(
 def fetch_series(
     pacs: DicomwebClient, study: StudyRecord, work_root: Path, patient_identifier_system: str
 ) -> FetchedSeries:
-    """Choose the CT series by rules and download it, once, into a folder named by its content.
+    """Choose the CT (or, lacking one, the chest radiograph) series by rules and download it, once, into a folder named by its content.
 
     Every UID is checked before a file name is built from it, every instance must be of the study
     and series asked for, and the series' patient must be the ImagingStudy's (tools/workflow/identity.py),
     also when the files were downloaded by an earlier run: the EHR side may have changed since.
     """
     study_uid = study.study_instance_uid
-    chosen = choose_ct_series(study_uid, pacs.search_series(study_uid))
+    chosen = choose_series(study_uid, pacs.search_series(study_uid))
     series_uid = check_dicom_uid(chosen.series_instance_uid, f"a Series Instance UID the PACS listed in study {study_uid}")
     listed = [
         check_dicom_uid(i.sop_instance_uid, f"a SOP Instance UID the PACS listed in series {series_uid}")
@@ -207,15 +208,24 @@ def _download(pacs: DicomwebClient, study_uid: str, series_uid: str, folder: Pat
 
 
 def assemble_stored(work_dir: Path) -> StoredFile:
-    """The downloaded series as one geometry-checked volume in the work store."""
-    volume = assemble_volume(read_series_dir(work_dir / SOURCE_DIR))
+    """The downloaded series as one geometry-checked volume in the work store; a radiograph series as
+    its frontal image (tools/imaging/projection.py), a one-plane volume of presentation values."""
+    datasets = read_series_dir(work_dir / SOURCE_DIR)
+    if is_projection(str(datasets[0].get("Modality", ""))):
+        volume, _ = read_projection(choose_frontal(datasets, str(datasets[0].get("SeriesInstanceUID", ""))))
+    else:
+        volume = assemble_volume(datasets)
     path = work_dir / "volume.npz"
     return StoredFile(path=path, sha256=save_volume(volume, path))
 
 
 def preflight_stored(volume_file: StoredFile) -> None:
     """Refuse a volume the engines cannot contour (modality, coverage, spacing), with the reason."""
-    preflight(load_volume(volume_file.path, volume_file.sha256))
+    volume = load_volume(volume_file.path, volume_file.sha256)
+    if is_projection(volume.modality):
+        preflight_radiograph(volume)
+    else:
+        preflight(volume)
 
 
 def segment_stored(
@@ -262,7 +272,7 @@ def build_results(
         source, volume, result, out_dir, formats=[*ALL_FORMATS, *optional_formats],
         created=datetime.fromisoformat(created_at),
     )
-    plan = _writeback_plan(study, package, segmentation.engine_fallbacks)
+    plan = _writeback_plan(study, fetched, package, segmentation.engine_fallbacks)
     review_files = ReviewFiles(
         volume_path=str(volume_file.path),
         volume_sha256=volume_file.sha256,
@@ -274,7 +284,9 @@ def build_results(
     return BuiltResults(request=request, plan=plan)
 
 
-def _writeback_plan(study: StudyRecord, package: ResultPackage, fallbacks: list[str]) -> WritebackPlan:
+def _writeback_plan(
+    study: StudyRecord, fetched: FetchedSeries, package: ResultPackage, fallbacks: list[str]
+) -> WritebackPlan:
     return WritebackPlan(
         result_uid=package.result_uid,
         imaging_study_id=study.imaging_study_id,
@@ -290,9 +302,11 @@ def _writeback_plan(study: StudyRecord, package: ResultPackage, fallbacks: list[
                 display=s.display,
                 snomed_code=STRUCTURES[s.key].snomed_code,
                 volume_ml=s.measurements.volume_ml,
+                area_mm2=s.measurements.area_mm2,
             )
             for s in package.structures
         ],
+        modality=fetched.series.modality,
         objects=package.objects,
         conclusion=package.conclusion,
         report_text=package.report_path.read_text(),
@@ -328,6 +342,7 @@ def _approval_request(
                 mean_hu=round(s.measurements.mean_hu or 0.0, 1),
                 n_components=s.measurements.n_components,
                 confidence=s.confidence,
+                area_mm2=s.measurements.area_mm2,
             )
             for s in package.structures
         ],

@@ -1,0 +1,147 @@
+"""A pending chest radiograph (DX) end to end on the real Orthanc and FHIR server, MedImageParse 2D
+behind the contract server: segmentation, approval card, approve -> SEG, SR and DiagnosticReport;
+reject -> nothing written."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from agent.parts import fhir_client
+from agent.runtime import AgentRuntime
+from agent.seed import seed_datasets
+from agent.settings import Settings
+from tests.fake_medimageparse import FakeMedImageParse
+from tests.identities import signed_decision
+from tests.integration.workflow_helpers import (
+    SeededStudy,
+    assert_nothing_written,
+    reports_of,
+    result_instances,
+)
+from tools.fhir.task import task_token
+from tools.imaging.volume import read_series_dir
+from tools.phantom import PhantomSpec, make_phantom
+from tools.phantom.radiograph import make_radiograph
+
+pytestmark = pytest.mark.integration
+
+PATIENT_NAME = "Xray^Winifred"
+
+
+def _seed_radiograph(settings: Settings, folder: Path, seed: int, patient_id: str) -> tuple[SeededStudy, str]:
+    spec = PhantomSpec(
+        slices=60, rows=256, columns=256, pixel_spacing_mm=1.5, slice_thickness_mm=5.0, seed=seed,
+        patient_id=patient_id, patient_name=PATIENT_NAME,
+    )
+    radiograph = make_radiograph(make_phantom(spec))
+    folder.mkdir(parents=True)
+    radiograph.dataset.save_as(folder / "dx.dcm", enforce_file_format=True)
+    [seeded] = seed_datasets(settings, read_series_dir(folder))
+    study = SeededStudy(
+        imaging_study_id=seeded.imaging_study_id,
+        study_instance_uid=seeded.study_instance_uid,
+        patient_reference=f"Patient/{seeded.patient_resource_id}",
+    )
+    return study, patient_id
+
+
+@pytest.fixture(scope="module")
+def scoring() -> Iterator[FakeMedImageParse]:
+    with FakeMedImageParse() as fake:
+        yield fake
+
+
+@pytest.fixture()
+def runtime(settings: Settings, scoring: FakeMedImageParse) -> Iterator[AgentRuntime]:
+    with AgentRuntime(settings.model_copy(update={"medimageparse_url": scoring.url})) as rt:
+        yield rt
+
+
+def _decide(action: str, **extra: str) -> object:
+    return signed_decision(action=action, reviewer_id="dr-chest", reviewer_name="Dr. Chest", **extra)
+
+
+def test_radiograph_approved_is_written_as_seg_sr_and_report(
+    live_settings: Settings, runtime: AgentRuntime, scoring: FakeMedImageParse, seeded: list[SeededStudy],
+    tmp_path: Path,
+) -> None:
+    study, patient_id = _seed_radiograph(live_settings, tmp_path / "dx", 21, "DX-0021")
+    seeded.append(study)
+    sent_before = len(scoring.requests)
+
+    report = runtime.start_study(study.imaging_study_id, engine="medimageparse")
+    [pending] = report.pending
+    request = pending.request
+    assert request.series.modality == "DX" and request.engine == "medimageparse"
+    assert [w.kind for w in request.dicom_writes] == ["SEG", "SR"]
+    assert [s.key for s in request.structures] == ["left-lung", "right-lung", "heart"]
+    assert all(s.area_mm2 and s.area_mm2 > 5000 for s in request.structures)
+    assert [Path(p).name for p in request.previews] == ["radiograph.png"]
+    assert "cardiothoracic ratio" in request.report_text
+    assert {c.resource_type for c in request.fhir_changes} >= {"DiagnosticReport", "Observation", "Device"}
+    assert_nothing_written(live_settings, study)  # the card alone writes nothing
+
+    # One request for the study; it held one PNG and the prompts, nothing of the DICOM header.
+    bodies = [r.body for r in scoring.requests[sent_before:]]
+    assert len(bodies) == 1
+    [[image, prompt]] = json.loads(bodies[0])["input_data"]["data"]
+    assert prompt == "left lung & right lung & heart"
+    assert Image.open(io.BytesIO(base64.b64decode(image))).size == (1024, 1024)
+    for text in (PATIENT_NAME, "Winifred", patient_id, study.study_instance_uid, "synthetic"):
+        assert text.encode() not in bodies[0]
+
+    final = runtime.decide(report.thread_id, {pending.interrupt_id: _decide("approve")})
+    assert final.outcomes[0]["outcome"] == "completed", final.outcomes
+    written = result_instances(live_settings, study.study_instance_uid)
+    assert sorted(written) == ["SEG", "SR"] and all(len(uids) == 1 for uids in written.values())
+    assert written["SEG"] == [w.sop_instance_uid for w in request.dicom_writes if w.kind == "SEG"]
+    with fhir_client(live_settings) as fhir:
+        [diagnostic] = reports_of(fhir, study)
+        assert diagnostic.status == "final" and "radiograph" in diagnostic.code.text
+        observations = [fhir.read("Observation", r.reference.split("/")[1]) for r in diagnostic.result]
+        assert sorted(o.bodySite.coding[0].code for o in observations) == ["3341006", "44029006", "80891009"]
+        assert all(o.valueQuantity.code == "mm2" and o.code.coding[0].code == "42798000" for o in observations)
+        areas = {o.bodySite.coding[0].code: o.valueQuantity.value for o in observations}
+        assert areas["80891009"] == pytest.approx(next(s.area_mm2 for s in request.structures if s.key == "heart"), abs=0.1)
+        device = fhir.read("Device", diagnostic.performer[0].reference.split("/")[1])
+        assert "medimageparse" in json.dumps(device.model_dump(mode="json"))
+        [task] = fhir.search("Task", {"identifier": task_token(study.study_instance_uid, "medimageparse")})
+        assert task.status == "completed"
+        assert fhir.read("ImagingStudy", study.imaging_study_id).status == "available"
+
+
+def test_radiograph_rejected_writes_nothing(
+    live_settings: Settings, runtime: AgentRuntime, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    study, _ = _seed_radiograph(live_settings, tmp_path / "dx", 22, "DX-0022")
+    seeded.append(study)
+    report = runtime.start_study(study.imaging_study_id, engine="medimageparse")
+    [pending] = report.pending
+    final = runtime.decide(
+        report.thread_id, {pending.interrupt_id: _decide("reject", reason="heart outline includes the diaphragm")}
+    )
+    assert final.outcomes[0]["outcome"] == "rejected"
+    assert_nothing_written(live_settings, study)
+    with fhir_client(live_settings) as fhir:
+        [task] = fhir.search("Task", {"identifier": task_token(study.study_instance_uid, "medimageparse")})
+    assert task.status == "rejected"
+
+
+def test_built_in_engine_refuses_a_radiograph_clearly(
+    live_settings: Settings, runtime: AgentRuntime, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    study, _ = _seed_radiograph(live_settings, tmp_path / "dx", 23, "DX-0023")
+    seeded.append(study)
+    report = runtime.start_study(study.imaging_study_id, engine="lung-threshold")
+    assert not report.pending
+    [outcome] = report.outcomes
+    assert outcome["outcome"] == "failed"
+    assert "lung-threshold does not read DX" in outcome["detail"] and "Use medimageparse" in outcome["detail"]
+    assert_nothing_written(live_settings, study)
