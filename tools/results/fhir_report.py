@@ -134,15 +134,21 @@ def build_practitioner(reviewer: Reviewer) -> Practitioner:
     )
 
 
+def observation_identifier(plan: WritebackPlan, structure: StructureVolume) -> str:
+    """The Observation's identifier value: what its conditional create matches on."""
+    kind = "area" if structure.area_mm2 is not None else "volume"
+    return f"{plan.result_uid}/{structure.key}/{kind}"
+
+
 def build_observation(plan: WritebackPlan, structure: StructureVolume, device_ref: str) -> Observation:
     if structure.area_mm2 is not None:  # a radiograph: the structure's projected area
-        kind, code, display = "area", "42798000", "Area"
+        code, display = "42798000", "Area"
         value = Quantity(value=round(structure.area_mm2, 1), unit="mm2", system=UCUM, code="mm2")
     else:
-        kind, code, display = "volume", "118565006", "Volume"
+        code, display = "118565006", "Volume"
         value = Quantity(value=round(structure.volume_ml, 1), unit="mL", system=UCUM, code="mL")
     return Observation(
-        identifier=[Identifier(system=OBSERVATION_ID_SYSTEM, value=f"{plan.result_uid}/{structure.key}/{kind}")],
+        identifier=[Identifier(system=OBSERVATION_ID_SYSTEM, value=observation_identifier(plan, structure))],
         status="final",
         category=[
             CodeableConcept(
@@ -383,9 +389,7 @@ def build_writeback_transaction(
                 urn,
                 "POST",
                 "Observation",
-                ifNoneExist=condition(
-                    "identifier", token(OBSERVATION_ID_SYSTEM, f"{plan.result_uid}/{structure.key}/volume")
-                ),
+                ifNoneExist=condition("identifier", token(OBSERVATION_ID_SYSTEM, observation_identifier(plan, structure))),
             )
         )
     review = (
