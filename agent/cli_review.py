@@ -60,6 +60,13 @@ def render_approval(console: Console, pending: PendingApproval) -> None:
         console.print(flags)
     else:
         console.print("QA flags: none")
+    if r.draft is not None:
+        draft = Table("#", "AI-drafted finding (preliminary)", "boxes", title=(
+            f"Draft by {r.draft.model} {r.draft.model_version} at {r.draft.endpoint}"
+        ))
+        for number, finding in enumerate(r.draft.findings, start=1):
+            draft.add_row(str(number), cell(finding.text), str(len(finding.boxes)))
+        console.print(draft)
     console.print(cell("Previews: " + ("\n  ".join(["", *r.previews]) if r.previews else "none")))
     console.print(writes)
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tools.dicomweb.client import DicomwebClient
     from tools.dimse.client import DimseClient
     from tools.fhir.client import FhirClient
+    from tools.reporting.cxrreportgen import CxrReportGenDrafter
     from tools.results.package import OutputFormat
     from tools.segmentation.catalog import EngineCatalog
     from tools.workflow.engine_jobs import SegmentationQueue
@@ -126,6 +127,18 @@ def segmentation_queue(settings: Settings) -> SegmentationQueue | None:
     return CelerySegmentationQueue(build_celery_app(settings))
 
 
+def report_drafter(settings: Settings) -> CxrReportGenDrafter | None:
+    """CXRReportGen when its endpoint is set: chest radiograph studies then get draft findings."""
+    if not settings.cxrreportgen_url:
+        return None
+    from tools.reporting.cxrreportgen import CxrReportGenDrafter
+
+    key = settings.cxrreportgen_key.get_secret_value() if settings.cxrreportgen_key else None
+    return CxrReportGenDrafter(
+        settings.cxrreportgen_url, key, timeout_s=settings.cxrreportgen_timeout_s, retry=settings.retry_policy()
+    )
+
+
 def study_services(settings: Settings, engine: Engine) -> StudyServices:
     """Everything a study job talks to: FHIR, the PACS, the engines, the decision store and the work store.
 
@@ -152,4 +165,5 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
         exclude_gtv=settings.exclude_gtv,
         optional_formats=optional_formats(settings),
         engine_queue=segmentation_queue(settings),
+        report_drafter=report_drafter(settings),
     )

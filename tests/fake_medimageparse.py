@@ -209,16 +209,13 @@ class FakeMedImageParse:
 
     def _masks_radiograph(self, gray: np.ndarray, outline: np.ndarray, prompts: list[str]) -> np.ndarray:
         masks = np.repeat(np.where(outline, 0, OUTSIDE_BODY).astype(np.uint8)[None], len(prompts), axis=0)
-        dark = ndimage.binary_opening(outline & (gray < RADIOGRAPH_LUNG_LEVEL))
-        labels, count = ndimage.label(dark)
-        if count < 2:
+        found = radiograph_regions(gray, outline)
+        if found is None:
             return masks
-        sizes = ndimage.sum_labels(dark, labels, range(1, count + 1))
-        lungs = np.isin(labels, 1 + np.argsort(sizes)[-2:])
+        lungs, heart = found
         columns = np.nonzero(outline)[1]
-        image_right = np.arange(SIZE)[None, :] > float(columns.mean())
+        image_right = np.arange(gray.shape[1])[None, :] > float(columns.mean())
         patient_left = image_right if not self.mirror_sides else ~image_right
-        heart = _cardiac_shadow(gray, lungs)
         for index, prompt in enumerate(prompts):
             if prompt == "left lung":
                 masks[index][lungs & patient_left] = INSIDE
@@ -276,6 +273,21 @@ def _is_radiograph(gray: np.ndarray, outline: np.ndarray) -> bool:
     depth = np.arange(2, _RIM_PX)
     inside = np.concatenate([gray[rows[:, None], first[:, None] + depth], gray[rows[:, None], last[:, None] - depth]])
     return float(np.median(inside)) < RADIOGRAPH_RIM_LEVEL
+
+
+def radiograph_regions(gray: np.ndarray, outline: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The lung fields (the two largest dark regions inside the body) and the cardiac shadow, or None."""
+    dark = ndimage.binary_opening(outline & (gray < RADIOGRAPH_LUNG_LEVEL))
+    labels, count = ndimage.label(dark)
+    if count < 2:
+        return None
+    sizes = ndimage.sum_labels(dark, labels, range(1, count + 1))
+    lungs = np.isin(labels, 1 + np.argsort(sizes)[-2:])
+    return lungs, _cardiac_shadow(gray, lungs)
+
+
+def body_outline(gray: np.ndarray) -> np.ndarray | None:
+    return _largest(ndimage.binary_fill_holes(gray > OUTSIDE_LEVEL))
 
 
 def _cardiac_shadow(gray: np.ndarray, lungs: np.ndarray) -> np.ndarray:

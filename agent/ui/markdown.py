@@ -77,6 +77,7 @@ def card_findings_markdown(card: Card) -> str:
             "#### Volumes",
             *rows,
             "",
+            *_draft_markdown(card.get("draft")),
             "#### QA flags",
             *(flags or ["None."]),
             "",
@@ -84,6 +85,23 @@ def card_findings_markdown(card: Card) -> str:
             markdown_code_block(str(card.get("report_text", "")).strip()),
         ]
     )
+
+
+def _draft_markdown(draft: dict[str, Any] | None) -> list[str]:
+    """AI-drafted findings, numbered as the boxes in the draft preview; marked as a draft nobody approved yet."""
+    if not draft:
+        return []
+    lines = [
+        f"#### AI-drafted findings (preliminary): {cell(draft['model'])} {cell(draft['model_version'])} "
+        f"at {cell(draft['endpoint'])}",
+    ]
+    for number, finding in enumerate(draft["findings"], start=1):
+        boxed = f" (box{'es' if len(finding['boxes']) > 1 else ''} in the draft preview)" if finding["boxes"] else ""
+        lines.append(f"{number}. {cell(finding['text'])}{boxed}")
+    context = draft["context"]
+    lines += [f"Sent with the images: indication {cell(context['indication'] or '(none)')}; "
+              f"technique {cell(context['technique'])}; comparison {cell(context['comparison'])}", ""]
+    return lines
 
 
 def card_writes_markdown(card: Card) -> str:

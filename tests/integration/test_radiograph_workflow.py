@@ -11,12 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fhir.resources.R4B.codeableconcept import CodeableConcept
+from fhir.resources.R4B.reference import Reference
+from fhir.resources.R4B.servicerequest import ServiceRequest
 from PIL import Image
 
 from agent.parts import fhir_client
 from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets
 from agent.settings import Settings
+from tests.fake_cxrreportgen import FakeCxrReportGen
 from tests.fake_medimageparse import FakeMedImageParse
 from tests.identities import signed_decision
 from tests.integration.workflow_helpers import (
@@ -145,3 +149,90 @@ def test_built_in_engine_refuses_a_radiograph_clearly(
     assert outcome["outcome"] == "failed"
     assert "lung-threshold does not read DX" in outcome["detail"] and "Use medimageparse" in outcome["detail"]
     assert_nothing_written(live_settings, study)
+
+
+@pytest.fixture(scope="module")
+def drafting() -> Iterator[FakeCxrReportGen]:
+    with FakeCxrReportGen() as fake:
+        yield fake
+
+
+def _order(settings: Settings, study: SeededStudy, reason: str) -> None:
+    """A ServiceRequest with `reason`, and the ImagingStudy based on it (as an order would have it)."""
+    with fhir_client(settings) as fhir:
+        order = fhir.create(ServiceRequest(
+            status="active", intent="order", subject=Reference(reference=study.patient_reference),
+            code=CodeableConcept(text="XR chest PA"), reasonCode=[CodeableConcept(text=reason)],
+        ))
+        imaging = fhir.read("ImagingStudy", study.imaging_study_id)
+        imaging.basedOn = [Reference(reference=f"ServiceRequest/{order.id}")]
+        fhir.update(imaging, if_match=imaging.meta.versionId)
+
+
+def test_radiograph_with_drafted_findings(
+    live_settings: Settings, settings: Settings, scoring: FakeMedImageParse, drafting: FakeCxrReportGen,
+    seeded: list[SeededStudy], tmp_path: Path,
+) -> None:
+    """Segmentation and a CXRReportGen draft on one card; the draft's SR and report written only after approval."""
+    study, patient_id = _seed_radiograph(live_settings, tmp_path / "dx", 24, "DX-0024")
+    seeded.append(study)
+    _order(live_settings, study, f"Cough for 3 weeks. Winifred Xray, MRN {patient_id}, phone 5551234567.")
+    sent_before = len(drafting.requests)
+    configured = settings.model_copy(update={"medimageparse_url": scoring.url, "cxrreportgen_url": drafting.url})
+    with AgentRuntime(configured) as runtime:
+        report = runtime.start_study(study.imaging_study_id, engine="medimageparse")
+        [pending] = report.pending
+        request = pending.request
+        draft = request.draft
+        assert draft is not None and draft.model == "CXRReportGen" and draft.endpoint.startswith("127.0.0.1:")
+        assert [f.text for f in draft.findings][:2] == ["The heart size is normal.", "The lungs are clear."]
+        heart_box = draft.findings[0].boxes[0]
+        assert 80 <= heart_box.row_min <= heart_box.row_max <= 170 and 90 <= heart_box.column_min < heart_box.column_max <= 195
+        assert [w.kind for w in request.dicom_writes] == ["SEG", "SR", "SR"]
+        assert [Path(p).name for p in request.previews] == ["radiograph.png", "draft-findings.png"]
+        assert_nothing_written(live_settings, study)
+
+        # What left the hospital: one request, the image and three short texts without names or numbers.
+        [body] = [r.body for r in drafting.requests[sent_before:]]
+        [row] = json.loads(body)["input_data"]["data"]
+        assert row[2] == "Cough for 3 weeks. [removed] [removed], MRN [removed], phone [removed]."
+        assert row[3] == "PA view of the chest." and row[1] == ""
+        for text in ("Winifred", "Xray", patient_id, "5551234567", study.study_instance_uid):
+            assert text.encode() not in body
+
+        final = runtime.decide(report.thread_id, {pending.interrupt_id: _decide("approve")})
+    assert final.outcomes[0]["outcome"] == "completed", final.outcomes
+    written = result_instances(live_settings, study.study_instance_uid)
+    assert sorted(written) == ["SEG", "SR"] and len(written["SR"]) == 2
+    with fhir_client(live_settings) as fhir:
+        reports = reports_of(fhir, study)
+        drafted = [r for r in reports if r.code.text == "AI-drafted chest radiograph findings"]
+        assert len(reports) == 2 and len(drafted) == 1
+        assert drafted[0].status == "final" and "approved by Dr. Chest" in drafted[0].conclusion
+        assert drafted[0].resultsInterpreter
+        device = fhir.read("Device", drafted[0].performer[0].reference.split("/")[1])
+        assert "CXRReportGen" in json.dumps(device.model_dump(mode="json"))
+        provenance = [
+            p for p in fhir.search("Provenance", {})
+            if any(t.reference == f"DiagnosticReport/{drafted[0].id}" for t in p.target)
+        ]
+        assert len(provenance) == 1
+        assert any("CXRReportGen" in (a.who.display or "") for a in provenance[0].agent)
+
+
+def test_radiograph_draft_rejected_writes_nothing(
+    live_settings: Settings, settings: Settings, scoring: FakeMedImageParse, drafting: FakeCxrReportGen,
+    seeded: list[SeededStudy], tmp_path: Path,
+) -> None:
+    study, _ = _seed_radiograph(live_settings, tmp_path / "dx", 25, "DX-0025")
+    seeded.append(study)
+    configured = settings.model_copy(update={"medimageparse_url": scoring.url, "cxrreportgen_url": drafting.url})
+    drafting.failures.append((429, "0"))  # a busy endpoint is waited for, as MedImageParse's is
+    with AgentRuntime(configured) as runtime:
+        report = runtime.start_study(study.imaging_study_id, engine="medimageparse")
+        [pending] = report.pending
+        assert pending.request.draft is not None
+        final = runtime.decide(report.thread_id, {pending.interrupt_id: _decide("reject", reason="draft misses the effusion")})
+    assert final.outcomes[0]["outcome"] == "rejected"
+    assert_nothing_written(live_settings, study)
+    assert drafting.problems == []

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from tools.identity.principal import Principal
 from tools.imaging.series_choice import ChosenSeries
+from tools.reporting.models import DraftReport
 from tools.results.fhir_report import FhirChange, Reviewer
 from tools.review.edits import BrushStroke, EraseRange, MaskEdit
 from tools.segmentation.base import QAFlag, ResultEdit
@@ -111,6 +112,10 @@ class ApprovalRequest(BaseModel):
     )
     edit: ResultEdit | None = Field(
         default=None, description="set when this card shows a reviewer's correction of the AI result"
+    )
+    draft: DraftReport | None = Field(
+        default=None,
+        description="AI-drafted findings with their boxes (a report model, its endpoint, the text sent): preliminary",
     )
 
 

@@ -17,6 +17,7 @@ from tools.fhir.client import FhirClient
 from tools.fhir.worklist import WorklistItem
 from tools.imaging.projection import is_projection
 from tools.imaging.volume import Volume
+from tools.reporting.cxrreportgen import CxrReportGenDrafter
 from tools.results.package import OutputFormat
 from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
@@ -65,6 +66,8 @@ class StudyServices:
     """objects built, approved and stored besides RTSTRUCT, SEG and SR: "overlay", "ko" """
     engine_queue: SegmentationQueue | None = None
     """where a job's segmentation goes when engine workers run it; None: the job's own worker segments"""
+    report_drafter: CxrReportGenDrafter | None = None
+    """drafts findings for chest radiograph studies (CXRReportGen); None: no drafts"""
 
 
 class StudyWorkflow:
@@ -137,9 +140,11 @@ class StudyWorkflow:
         created_at: str,
         variant: Variant,
     ) -> BuiltResults:
-        return prepare.build_results(
-            study, fetched, volume_file, segmentation, created_at, variant, self.services.optional_formats
-        )
+        s = self.services
+        draft = None
+        if s.report_drafter is not None and fetched.series.modality in ("CR", "DX"):
+            draft = prepare.draft_report(s.report_drafter, s.fhir, study, fetched)
+        return prepare.build_results(study, fetched, volume_file, segmentation, created_at, variant, s.optional_formats, draft)
 
     def apply_edits(
         self,

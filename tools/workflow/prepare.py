@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
@@ -23,10 +23,13 @@ from tools.fhir.task import approved_plan, ensure_task
 from tools.fhir.worklist import study_instance_uid as uid_of_study
 from tools.ids import check_dicom_uid, check_fhir_id
 from tools.imaging.preflight import preflight, preflight_radiograph
-from tools.imaging.projection import choose_frontal, is_projection, read_projection
+from tools.imaging.projection import choose_frontal, is_projection, lateral_of, read_projection, view_of
 from tools.imaging.series_choice import choose_series
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.imaging.volume_store import content_key, load_volume, save_volume
+from tools.reporting.context import report_context
+from tools.reporting.cxrreportgen import CxrReportGenDrafter, DraftError
+from tools.reporting.models import DraftReport
 from tools.results.fhir_report import StructureVolume, WritebackPlan, describe_changes
 from tools.results.package import ALL_FORMATS, OutputFormat, ResultPackage, build_package
 from tools.segmentation.base import STRUCTURES
@@ -59,6 +62,9 @@ log = logging.getLogger(__name__)
 
 # The fetched series' Part 10 files, inside a study's work folder.
 SOURCE_DIR = "source"
+# A radiograph study's drafted findings, kept so that a rebuild (a reviewer's edit, a resume) shows
+# and stores the very draft first shown rather than asking the model again.
+DRAFT_FILE = "draft-report.json"
 
 
 def read_study(fhir: FhirClient, imaging_study_id: str, patient_identifier_system: str) -> StudyRecord:
@@ -248,6 +254,53 @@ def segment_stored(
     )
 
 
+def draft_report(
+    drafter: CxrReportGenDrafter, fhir: FhirClient, study: StudyRecord, fetched: FetchedSeries
+) -> DraftReport:
+    """Draft findings for a radiograph study: its frontal (and lateral) image and the order's reason,
+    without the patient's names and identifiers, to the report model. Writes nothing clinical."""
+    kept = fetched.work_dir / DRAFT_FILE
+    if kept.is_file():
+        return DraftReport.model_validate_json(kept.read_text())
+    datasets = read_series_dir(fetched.work_dir / SOURCE_DIR)
+    frontal_ds = choose_frontal(datasets, fetched.series.series_instance_uid)
+    lateral_ds = lateral_of(datasets)
+    frontal, _ = read_projection(frontal_ds)
+    lateral = read_projection(lateral_ds)[0] if lateral_ds is not None else None
+    context = report_context(
+        fhir,
+        study.imaging_study_id,
+        [view_of(frontal_ds), view_of(lateral_ds) if lateral_ds is not None else None],
+        names=[study.patient_display_name or "", fetched.patient.name or ""],
+        identifiers=[study.patient_id or "", fetched.patient.patient_id or ""],
+    )
+    try:
+        draft = drafter.draft(frontal, lateral, context)
+    except DraftError as exc:
+        raise StudyFailure(str(exc)) from exc
+    partial = kept.with_suffix(".partial")
+    partial.write_text(draft.model_dump_json(indent=2))
+    partial.replace(kept)
+    return draft
+
+
+def _add_draft(package: ResultPackage, source: Sequence[Dataset], volume: Volume, draft: DraftReport, created: datetime) -> ResultPackage:
+    """The draft's SR and a preview of its boxes, added to the package (built and hashed like the rest)."""
+    from tools.results.dicom_objects import write_object
+    from tools.results.draft_sr import draft_sr_dataset
+    from tools.results.previews import render_draft_preview
+
+    frontal = next((ds for ds in source if str(ds.SOPInstanceUID) == draft.frontal_sop_instance_uid), None)
+    if frontal is None:
+        raise StudyFailure(
+            f"the draft findings were made on image {draft.frontal_sop_instance_uid}, which is not in series "
+            f"{volume.series_instance_uid} any more; run the study again."
+        )
+    sr = write_object(draft_sr_dataset(frontal, draft, created=created), "SR", package.out_dir / "draft-sr.dcm")
+    preview = render_draft_preview(volume, draft, package.out_dir / "previews")
+    return package.model_copy(update={"objects": [*package.objects, sr], "previews": [*package.previews, preview]})
+
+
 def build_results(
     study: StudyRecord,
     fetched: FetchedSeries,
@@ -256,6 +309,7 @@ def build_results(
     created_at: str,
     variant: Variant,
     optional_formats: Sequence[OutputFormat] = (),
+    draft: DraftReport | None = None,
 ) -> BuiltResults:
     """RTSTRUCT, SEG, SR, previews and report on disk, hashed; the approval request and write plan.
 
@@ -272,7 +326,9 @@ def build_results(
         source, volume, result, out_dir, formats=[*ALL_FORMATS, *optional_formats],
         created=datetime.fromisoformat(created_at),
     )
-    plan = _writeback_plan(study, fetched, package, segmentation.engine_fallbacks)
+    if draft is not None:
+        package = _add_draft(package, source, volume, draft, datetime.fromisoformat(created_at))
+    plan = _writeback_plan(study, fetched, package, segmentation.engine_fallbacks, draft)
     review_files = ReviewFiles(
         volume_path=str(volume_file.path),
         volume_sha256=volume_file.sha256,
@@ -285,7 +341,7 @@ def build_results(
 
 
 def _writeback_plan(
-    study: StudyRecord, fetched: FetchedSeries, package: ResultPackage, fallbacks: list[str]
+    study: StudyRecord, fetched: FetchedSeries, package: ResultPackage, fallbacks: list[str], draft: DraftReport | None
 ) -> WritebackPlan:
     return WritebackPlan(
         result_uid=package.result_uid,
@@ -307,6 +363,8 @@ def _writeback_plan(
             for s in package.structures
         ],
         modality=fetched.series.modality,
+        draft=draft,
+        draft_sr_uid=package.objects[-1].sop_instance_uid if draft is not None else None,
         objects=package.objects,
         conclusion=package.conclusion,
         report_text=package.report_path.read_text(),
@@ -366,5 +424,6 @@ def _approval_request(
         fhir_changes=describe_changes(plan),
         review_files=review_files,
         edit=package.edit,
+        draft=plan.draft,
     )
 
