@@ -60,6 +60,11 @@ def render_approval(console: Console, pending: PendingApproval) -> None:
         console.print(flags)
     else:
         console.print("QA flags: none")
+    if r.input_check is not None:
+        verdict = "as expected" if r.input_check.matches else "[red]NOT what the goal expects[/red]"
+        console.print(
+            f"input check ({lit(r.input_check.model)} at {lit(r.input_check.endpoint)}): {lit(r.input_check.best)}, {verdict}"
+        )
     if r.draft is not None:
         draft = Table("#", "AI-drafted finding (preliminary)", "boxes", title=(
             f"Draft by {r.draft.model} {r.draft.model_version} at {r.draft.endpoint}"

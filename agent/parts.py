@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tools.reporting.cxrreportgen import CxrReportGenDrafter
     from tools.results.package import OutputFormat
     from tools.segmentation.catalog import EngineCatalog
+    from tools.segmentation.input_check import MedImageInsightChecker
     from tools.workflow.engine_jobs import SegmentationQueue
     from tools.workflow.pipeline import StudyServices
 
@@ -139,6 +140,18 @@ def report_drafter(settings: Settings) -> CxrReportGenDrafter | None:
     )
 
 
+def input_checker(settings: Settings) -> MedImageInsightChecker | None:
+    """MedImageInsight when its endpoint is set and the check is not off."""
+    if not settings.medimageinsight_url or settings.input_check == "off":
+        return None
+    from tools.segmentation.input_check import MedImageInsightChecker
+
+    key = settings.medimageinsight_key.get_secret_value() if settings.medimageinsight_key else None
+    return MedImageInsightChecker(
+        settings.medimageinsight_url, key, timeout_s=settings.medimageinsight_timeout_s, retry=settings.retry_policy()
+    )
+
+
 def study_services(settings: Settings, engine: Engine) -> StudyServices:
     """Everything a study job talks to: FHIR, the PACS, the engines, the decision store and the work store.
 
@@ -166,4 +179,6 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
         optional_formats=optional_formats(settings),
         engine_queue=segmentation_queue(settings),
         report_drafter=report_drafter(settings),
+        input_checker=input_checker(settings),
+        refuse_unexpected_input=settings.input_check == "refuse",
     )

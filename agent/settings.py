@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     )
     cxrreportgen_key: SecretStr | None = None
     cxrreportgen_timeout_s: float = Field(default=120.0, gt=0, description="per CXRReportGen request")
+    medimageinsight_url: str | None = Field(
+        default=None, description="Azure AI Foundry MedImageInsight scoring URL: checks each input before segmenting"
+    )
+    medimageinsight_key: SecretStr | None = None
+    medimageinsight_timeout_s: float = Field(default=60.0, gt=0, description="per MedImageInsight request")
+    input_check: Literal["off", "flag", "refuse"] = Field(
+        default="flag", description="with MedImageInsight: a series that is not what the goal expects is flagged or refused"
+    )
 
     # Web app.
 

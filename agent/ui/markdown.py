@@ -77,6 +77,7 @@ def card_findings_markdown(card: Card) -> str:
             "#### Volumes",
             *rows,
             "",
+            *_check_markdown(card.get("input_check")),
             *_draft_markdown(card.get("draft")),
             "#### QA flags",
             *(flags or ["None."]),
@@ -85,6 +86,17 @@ def card_findings_markdown(card: Card) -> str:
             markdown_code_block(str(card.get("report_text", "")).strip()),
         ]
     )
+
+
+def _check_markdown(check: dict[str, Any] | None) -> list[str]:
+    if not check:
+        return []
+    verdict = "as expected" if check["best"] in check["expected"] else "NOT what the goal expects"
+    return [
+        f"**Input check** ({cell(check['model'])} {cell(check['model_version'])} at {cell(check['endpoint'])}): "
+        f"{cell(check['best'])}, {verdict}.",
+        "",
+    ]
 
 
 def _draft_markdown(draft: dict[str, Any] | None) -> list[str]:

@@ -21,6 +21,7 @@ from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets
 from agent.settings import Settings
 from tests.fake_cxrreportgen import FakeCxrReportGen
+from tests.fake_medimageinsight import FakeMedImageInsight
 from tests.fake_medimageparse import FakeMedImageParse
 from tests.identities import signed_decision
 from tests.integration.workflow_helpers import (
@@ -32,7 +33,7 @@ from tests.integration.workflow_helpers import (
 from tools.fhir.task import task_token
 from tools.imaging.volume import read_series_dir
 from tools.phantom import PhantomSpec, make_phantom
-from tools.phantom.radiograph import make_radiograph
+from tools.phantom.radiograph import make_radiograph, mislabelled_radiograph
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +237,55 @@ def test_radiograph_draft_rejected_writes_nothing(
     assert final.outcomes[0]["outcome"] == "rejected"
     assert_nothing_written(live_settings, study)
     assert drafting.problems == []
+
+
+def _seed_mislabelled(settings: Settings, folder: Path, seed: int, patient_id: str) -> SeededStudy:
+    """A DX study whose image is a CT slice (a wrong series, a wrong Modality)."""
+    spec = PhantomSpec(
+        slices=60, rows=256, columns=256, pixel_spacing_mm=1.5, slice_thickness_mm=5.0, seed=seed,
+        patient_id=patient_id, patient_name=PATIENT_NAME,
+    )
+    folder.mkdir(parents=True)
+    mislabelled_radiograph(make_phantom(spec)).save_as(folder / "dx.dcm", enforce_file_format=True)
+    [seeded] = seed_datasets(settings, read_series_dir(folder))
+    return SeededStudy(
+        imaging_study_id=seeded.imaging_study_id,
+        study_instance_uid=seeded.study_instance_uid,
+        patient_reference=f"Patient/{seeded.patient_resource_id}",
+    )
+
+
+@pytest.fixture(scope="module")
+def insight() -> Iterator[FakeMedImageInsight]:
+    with FakeMedImageInsight() as fake:
+        yield fake
+
+
+def test_input_check_flags_or_refuses_what_the_goal_does_not_expect(
+    live_settings: Settings, settings: Settings, scoring: FakeMedImageParse, insight: FakeMedImageInsight,
+    seeded: list[SeededStudy], tmp_path: Path,
+) -> None:
+    expected, _ = _seed_radiograph(live_settings, tmp_path / "ok", 26, "DX-0026")
+    flagged = _seed_mislabelled(live_settings, tmp_path / "flag", 27, "DX-0027")
+    refused = _seed_mislabelled(live_settings, tmp_path / "refuse", 28, "DX-0028")
+    seeded.extend([expected, flagged, refused])
+    base = settings.model_copy(update={"medimageparse_url": scoring.url, "medimageinsight_url": insight.url})
+    with AgentRuntime(base) as runtime:
+        report = runtime.start_study(expected.imaging_study_id, engine="medimageparse")
+        check = report.pending[0].request.input_check
+        assert check is not None and check.matches and check.best == "x-ray chest posteroanterior"
+        assert "input-mismatch" not in [f.code for f in report.pending[0].request.flags]
+
+        report = runtime.start_study(flagged.imaging_study_id, engine="medimageparse")
+        request = report.pending[0].request
+        assert request.input_check is not None and request.input_check.best == "computed tomography chest axial"
+        assert "input-mismatch" in [f.code for f in request.flags]
+        assert "computed tomography chest axial" in request.report_text  # the flag is in the report to approve
+    with AgentRuntime(base.model_copy(update={"input_check": "refuse", "run_dir": tmp_path / "run-refuse"})) as runtime:
+        report = runtime.start_study(refused.imaging_study_id, engine="medimageparse")
+    assert not report.pending
+    [outcome] = report.outcomes
+    assert outcome["outcome"] == "failed" and "IMAGING_AGENT_INPUT_CHECK=refuse" in outcome["detail"]
+    assert "series" in outcome["detail"] and "computed tomography chest axial" in outcome["detail"]
+    assert_nothing_written(live_settings, refused)
+    assert insight.problems == []

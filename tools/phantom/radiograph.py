@@ -87,6 +87,17 @@ def make_radiograph(phantom: Phantom, variant: RadiographVariant = "standard", *
     return Radiograph(dataset=ds, left_lung=left, right_lung=right, heart=heart, pixel_spacing_mm=spec.pixel_spacing_mm)
 
 
+def mislabelled_radiograph(phantom: Phantom) -> Dataset:
+    """A DX dataset of the phantom holding one of its CT slices (in a lung-and-soft-tissue window):
+    what a wrong series or a wrong Modality sends, for the input checks."""
+    ds = make_radiograph(phantom).dataset
+    slice_ = (phantom.hu[phantom.hu.shape[0] // 2].astype(np.int32) + 1024).clip(0, _TOP).astype(np.uint16)
+    ds.Rows, ds.Columns = (int(n) for n in slice_.shape)
+    ds.PixelData = slice_.tobytes()
+    ds.WindowCenter, ds.WindowWidth = "524", "1500"
+    return ds
+
+
 def _voi_lut(low: int, high: int) -> Dataset:
     """A VOI LUT Sequence item equivalent to a linear window from ``low`` to ``high`` (stored values)."""
     entries = high - low + 1

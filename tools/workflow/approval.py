@@ -22,6 +22,7 @@ from tools.reporting.models import DraftReport
 from tools.results.fhir_report import FhirChange, Reviewer
 from tools.review.edits import BrushStroke, EraseRange, MaskEdit
 from tools.segmentation.base import QAFlag, ResultEdit
+from tools.segmentation.input_check import InputCheck
 from tools.workflow.rejection_reasons import RejectionReasonCode
 
 SeriesChoice = ChosenSeries
@@ -112,6 +113,9 @@ class ApprovalRequest(BaseModel):
     )
     edit: ResultEdit | None = Field(
         default=None, description="set when this card shows a reviewer's correction of the AI result"
+    )
+    input_check: InputCheck | None = Field(
+        default=None, description="what MedImageInsight made of the series, against what the goal expects"
     )
     draft: DraftReport | None = Field(
         default=None,

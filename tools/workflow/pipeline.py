@@ -21,6 +21,7 @@ from tools.reporting.cxrreportgen import CxrReportGenDrafter
 from tools.results.package import OutputFormat
 from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
+from tools.segmentation.input_check import MedImageInsightChecker
 from tools.workflow import prepare, write
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.assessment import record_assessment
@@ -68,6 +69,10 @@ class StudyServices:
     """where a job's segmentation goes when engine workers run it; None: the job's own worker segments"""
     report_drafter: CxrReportGenDrafter | None = None
     """drafts findings for chest radiograph studies (CXRReportGen); None: no drafts"""
+    input_checker: MedImageInsightChecker | None = None
+    """checks each series is what the goal expects before segmenting (MedImageInsight); None: no check"""
+    refuse_unexpected_input: bool = False
+    """a series the check finds unexpected fails its study (True) or gets a QA flag (False)"""
 
 
 class StudyWorkflow:
@@ -114,6 +119,10 @@ class StudyWorkflow:
         chat's look-only drafts (no job) always segment here."""
         chain = engine_chain(engine, self.services.fallback_engines)
         targets = targets_for(fetched.series.modality, targets)
+        if self.services.input_checker is not None:
+            prepare.check_input(
+                self.services.input_checker, volume_file, fetched.work_dir, refuse=self.services.refuse_unexpected_input
+            )
 
         def study_gtv(volume: Volume) -> Exclusion | None:
             # The volume's study is the ImagingStudy's: fetch checked every instance against it.

@@ -35,6 +35,7 @@ from tools.results.package import ALL_FORMATS, OutputFormat, ResultPackage, buil
 from tools.segmentation.base import STRUCTURES
 from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
+from tools.segmentation.input_check import InputCheck, InputCheckError, MedImageInsightChecker
 from tools.segmentation.result_store import load_result, save_result
 from tools.workflow.approval import (
     SOP_CLASS_NAMES,
@@ -65,6 +66,8 @@ SOURCE_DIR = "source"
 # A radiograph study's drafted findings, kept so that a rebuild (a reviewer's edit, a resume) shows
 # and stores the very draft first shown rather than asking the model again.
 DRAFT_FILE = "draft-report.json"
+# What MedImageInsight made of the series, for the card (kept beside it like the draft).
+INPUT_CHECK_FILE = "input-check.json"
 
 
 def read_study(fhir: FhirClient, imaging_study_id: str, patient_identifier_system: str) -> StudyRecord:
@@ -254,6 +257,30 @@ def segment_stored(
     )
 
 
+def check_input(checker: MedImageInsightChecker, volume_file: StoredFile, work_dir: Path, *, refuse: bool) -> InputCheck:
+    """Is the series what the goal expects? Refuses (StudyFailure) a mismatch when `refuse`; otherwise the
+    check is kept for the card, where a mismatch is a QA flag. Asked once per series content."""
+    kept = work_dir / INPUT_CHECK_FILE
+    if kept.is_file():
+        check = InputCheck.model_validate_json(kept.read_text())
+    else:
+        volume = load_volume(volume_file.path, volume_file.sha256)
+        try:
+            check = checker.check(volume)
+        except InputCheckError as exc:
+            raise StudyFailure(str(exc)) from exc
+        partial = kept.with_suffix(".partial")
+        partial.write_text(check.model_dump_json(indent=2))
+        partial.replace(kept)
+    if refuse and not check.matches:
+        flag = check.flag(load_volume(volume_file.path, volume_file.sha256).series_instance_uid)
+        raise StudyFailure(
+            f"{flag.message if flag else ''} Refused before segmentation (IMAGING_AGENT_INPUT_CHECK=refuse): nothing was "
+            "segmented or stored. Send the expected series, or set IMAGING_AGENT_INPUT_CHECK=flag to review such studies."
+        )
+    return check
+
+
 def draft_report(
     drafter: CxrReportGenDrafter, fhir: FhirClient, study: StudyRecord, fetched: FetchedSeries
 ) -> DraftReport:
@@ -318,6 +345,10 @@ def build_results(
     """
     volume = load_volume(volume_file.path, volume_file.sha256)
     result = load_result(segmentation.path, segmentation.sha256)
+    checked = fetched.work_dir / INPUT_CHECK_FILE
+    input_check = InputCheck.model_validate_json(checked.read_text()) if checked.is_file() else None
+    if input_check is not None and (flag := input_check.flag(volume.series_instance_uid)):
+        result.flags.append(flag)
     source = [dcmread(p, stop_before_pixels=True) for p in sorted((fetched.work_dir / SOURCE_DIR).glob("*.dcm"))]
     # A corrected result is built beside the AI's, which stays as the reviewer saw it first.
     edited = f"-edit-{result.edit.digest[:16]}" if result.edit else ""
@@ -336,6 +367,7 @@ def build_results(
         masks_sha256=segmentation.sha256,
     )
     request = _approval_request(study, fetched, package, plan, review_files)
+    request = request.model_copy(update={"input_check": input_check})
     (out_dir / "approval-request.json").write_text(request.model_dump_json(indent=2))
     return BuiltResults(request=request, plan=plan)
 
