@@ -107,8 +107,28 @@ def choose_radiograph_series(study_instance_uid: str, series: Sequence[SeriesSum
     )
 
 
+def choose_mr_series(study_instance_uid: str, series: Sequence[SeriesSummary]) -> ChosenSeries:
+    """The MR series with the most images (at least MIN_SLICES): one volume for MedImageParse's MR targets."""
+    usable = [s for s in series if (s.modality or "").upper() == "MR" and (s.number_of_instances or 0) >= MIN_SLICES]
+    if not usable:
+        listing = "; ".join(_describe(s) for s in series) or "none"
+        raise NoSuitableSeriesError(
+            f"study {study_instance_uid} has no MR series of at least {MIN_SLICES} images. Series found: {listing}."
+        )
+    best = max(usable, key=lambda s: (-(s.slice_thickness_mm or MAX_THICKNESS_MM), s.number_of_instances or 0))
+    others = [s for s in series if s is not best]
+    reason = f"chose {_describe(best)}: MR, the thinnest slices, then the most images"
+    if others:
+        reason += "; not chosen: " + "; ".join(_describe(s) for s in others)
+    return ChosenSeries(
+        series_instance_uid=best.series_instance_uid, modality="MR", description=best.series_description,
+        images=best.number_of_instances or 0, slice_thickness_mm=best.slice_thickness_mm, reason=reason,
+    )
+
+
 def choose_series(study_instance_uid: str, series: Sequence[SeriesSummary]) -> ChosenSeries:
-    """A usable CT series when the study has one (the CT rules above), else its chest radiograph series.
+    """A usable CT series when the study has one (the CT rules above), else its chest radiograph series,
+    else its MR series.
 
     A study holding no CT at all but a radiograph is a radiograph study; one with neither is refused
     with the CT rules' listing, which names every series and why it was not usable.
@@ -117,4 +137,6 @@ def choose_series(study_instance_uid: str, series: Sequence[SeriesSummary]) -> C
         return choose_ct_series(study_instance_uid, series)
     if any((s.modality or "").upper() in RADIOGRAPH_MODALITIES for s in series):
         return choose_radiograph_series(study_instance_uid, series)
+    if any((s.modality or "").upper() == "MR" and (s.number_of_instances or 0) >= MIN_SLICES for s in series):
+        return choose_mr_series(study_instance_uid, series)
     return choose_ct_series(study_instance_uid, series)

@@ -68,6 +68,18 @@ STRUCTURES: dict[str, StructureSpec] = {
             color_rgb=(220, 40, 60),
         ),
         StructureSpec(
+            key="liver", roi_name="Liver", display="Liver", snomed_code="10200004", snomed_meaning="Liver",
+            color_rgb=(150, 75, 0),
+        ),
+        StructureSpec(
+            key="left-ventricle", roi_name="Ventricle_L", display="Left ventricle", snomed_code="87878005",
+            snomed_meaning="Left cardiac ventricular structure", color_rgb=(200, 0, 120),
+        ),
+        StructureSpec(
+            key="prostate", roi_name="Prostate", display="Prostate", snomed_code="41216001",
+            snomed_meaning="Prostate", color_rgb=(90, 160, 255),
+        ),
+        StructureSpec(
             key="body",
             roi_name="External",  # TG-263
             display="Body outline",

@@ -95,11 +95,11 @@ _BUILDERS: dict[str, Callable[[EngineOptions], SegmentationEngine]] = {
 
 
 # What each engine can read. The built-in engines threshold and learn Hounsfield units of a CT;
-# MedImageParse reads CT slices and chest radiographs (its prompt table says which targets on which).
+# MedImageParse reads CT and MR slices and chest radiographs (its prompt table says which targets on which).
 ENGINE_MODALITIES: dict[str, frozenset[str]] = {
     LUNG_THRESHOLD: frozenset({"CT"}),
     MONAI_BUNDLE: frozenset({"CT"}),
-    MEDIMAGEPARSE: frozenset({"CT", "DX", "CR"}),
+    MEDIMAGEPARSE: frozenset({"CT", "DX", "CR", "MR"}),
 }
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from tools.segmentation.base import TARGET_ALIASES, UnknownTargetError
@@ -46,6 +47,16 @@ class Window(BaseModel):
     low_hu: float
     high_hu: float
     presentation: bool = False
+    percentiles: bool = False
+    """MR: ``low_hu`` and ``high_hu`` are percentiles of the whole volume's values (MR has no absolute scale)"""
+
+    def for_volume(self, values: np.ndarray) -> Window:
+        """The window in the volume's own values: percentile windows resolved once per volume, so every
+        slice is shown on one scale; other windows as they are."""
+        if not self.percentiles:
+            return self
+        low, high = (float(v) for v in np.percentile(values, [self.low_hu, self.high_hu]))
+        return Window(name=self.name, low_hu=low, high_hu=max(high, low + 1e-3))
 
     @property
     def center(self) -> float:
@@ -68,6 +79,9 @@ WINDOWS: dict[str, Window] = {
         # A radiograph as the DICOM header says to show it (its VOI LUT or window): the model was
         # trained on radiographs as displayed (PNG/JPEG exports), not on raw detector values.
         Window(name="radiograph", low_hu=0.0, high_hu=1.0, presentation=True),
+        # MR intensities have no fixed scale: the 0.5th-99.5th percentile of the volume, the
+        # normalisation BiomedParse's MRI preprocessing describes (not verified against the endpoint).
+        Window(name="mr", low_hu=0.5, high_hu=99.5, percentiles=True),
     )
 }
 
@@ -84,6 +98,9 @@ heart       | DX       | CHEST, THORAX                           | heart       |
 left-lung   | CR       | CHEST, THORAX, LUNG                     | left lung   | radiograph | lung
 right-lung  | CR       | CHEST, THORAX, LUNG                     | right lung  | radiograph | lung
 heart       | CR       | CHEST, THORAX                           | heart       | radiograph | heart anatomies
+liver       | MR       | ABD, LIVER, WHOLEBODY                   | liver       | mr      | liver
+left-ventricle | MR    | HEART, CHEST, THORAX, CARDIAC           | left heart ventricle | mr | heart anatomies
+prostate    | MR       | PELVIS, PROSTATE                        | prostate    | mr      | other organ
 """
 
 

@@ -22,7 +22,7 @@ from tools.fhir.client import FhirClient
 from tools.fhir.task import approved_plan, ensure_task
 from tools.fhir.worklist import study_instance_uid as uid_of_study
 from tools.ids import check_dicom_uid, check_fhir_id
-from tools.imaging.preflight import preflight, preflight_radiograph
+from tools.imaging.preflight import preflight, preflight_mr, preflight_radiograph
 from tools.imaging.projection import choose_frontal, is_projection, lateral_of, read_projection, view_of
 from tools.imaging.series_choice import choose_series
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
@@ -220,10 +220,11 @@ def assemble_stored(work_dir: Path) -> StoredFile:
     """The downloaded series as one geometry-checked volume in the work store; a radiograph series as
     its frontal image (tools/imaging/projection.py), a one-plane volume of presentation values."""
     datasets = read_series_dir(work_dir / SOURCE_DIR)
-    if is_projection(str(datasets[0].get("Modality", ""))):
+    modality = str(datasets[0].get("Modality", "")).upper()
+    if is_projection(modality):
         volume, _ = read_projection(choose_frontal(datasets, str(datasets[0].get("SeriesInstanceUID", ""))))
     else:
-        volume = assemble_volume(datasets)
+        volume = assemble_volume(datasets, required_modality="MR" if modality == "MR" else "CT")
     path = work_dir / "volume.npz"
     return StoredFile(path=path, sha256=save_volume(volume, path))
 
@@ -233,6 +234,8 @@ def preflight_stored(volume_file: StoredFile) -> None:
     volume = load_volume(volume_file.path, volume_file.sha256)
     if is_projection(volume.modality):
         preflight_radiograph(volume)
+    elif volume.modality == "MR":
+        preflight_mr(volume)
     else:
         preflight(volume)
 

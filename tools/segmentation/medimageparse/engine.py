@@ -137,8 +137,11 @@ class MedImageParseEngine:
         for group in groups:
             window = group.window
             parameters[f"prompts_{window.name}_window"] = group.text
-            unit = "" if window.presentation else "_hu"
-            parameters[f"{window.name}_window{unit}"] = f"{window.low_hu:g}..{window.high_hu:g}"
+            if window.percentiles:
+                parameters[f"{window.name}_window_percentiles"] = f"{window.low_hu:g}..{window.high_hu:g}"
+            else:
+                unit = "" if window.presentation else "_hu"
+                parameters[f"{window.name}_window{unit}"] = f"{window.low_hu:g}..{window.high_hu:g}"
         return parameters
 
     def _failure(self, volume: Volume, where: str, detail: str) -> EngineError:
@@ -165,11 +168,12 @@ class MedImageParseEngine:
         placement = Placement.fit(shape, (view.spacing[1], view.spacing[2]))
         n_slices = shown.shape[0]
         for group in groups:
+            window = group.window.for_volume(volume.array)
             masks = {item.target: view.forward(tallies[item.target].mask) for item in group.items}
             for start in range(0, n_slices, self.batch_size):
                 stop = min(n_slices, start + self.batch_size)
                 where = f"slices {start}-{stop - 1} of {n_slices}, prompt '{group.text}'"
-                images = [to_model_image(shown[k], group.window, placement) for k in range(start, stop)]
+                images = [to_model_image(shown[k], window, placement) for k in range(start, stop)]
                 payload = self._post(client, build_scoring_request(images, group.text), volume, where)
                 try:
                     rows = parse_scoring_response(payload, stop - start, len(group.items))
