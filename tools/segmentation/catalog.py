@@ -106,11 +106,14 @@ ENGINE_MODALITIES: dict[str, frozenset[str]] = {
 def check_engine_modality(name: str, modality: str, series_instance_uid: str) -> None:
     """Refuse, before any work, an engine that cannot read this modality; the message says which can.
 
+    An engine this catalog does not ship (a test's, say) is not checked here; `EngineCatalog.get`
+    refuses names it does not know.
+
     Raises:
         EngineError: `name` does not read `modality`.
     """
     wanted = modality.upper()
-    if wanted in ENGINE_MODALITIES.get(name, frozenset()):
+    if name not in ENGINE_MODALITIES or wanted in ENGINE_MODALITIES[name]:
         return
     able = [engine for engine, modalities in sorted(ENGINE_MODALITIES.items()) if wanted in modalities]
     raise EngineError(
