@@ -17,7 +17,7 @@ Beyond the table:
 - `that study` / `it` means the one study of the latest search, if it found exactly one;
   otherwise the planner asks for the id (see `agent.planner.parser` for the id rules).
 - Refused with an answer, never a tool: delete, remove, edit, anonymize and other verbs no tool
-  does; structures other than the lungs (liver, heart, ...).
+  does; structures other than the lungs and the heart (liver, kidney, ...).
 - After tool results it takes the next step of a multi-step request (line 6) or answers with a
   summary: counts, ImagingStudy ids, volumes in mL, QA flags, approvals pending. Free text from
   DICOM or FHIR (`untrusted_text`) is never repeated, only mentioned.
@@ -120,6 +120,23 @@ GRAMMAR: tuple[GrammarLine, ...] = (
         ("... with <engine>", "... using <engine>", "engine <name>"),
         "the `engine` argument of lines 5-10",
         note=f"(engines: {_ENGINES})",
+    ),
+    GrammarLine(
+        "14",
+        ("segment the heart on study <id>", "segment the lungs and heart of study <id>"),
+        '`segment(imaging_study_id=<id>, engine="medimageparse", targets=["heart"])` (lungs too: '
+        '`targets=["lungs", "heart"]`; a chest radiograph; a read: nothing is written)',
+    ),
+    GrammarLine(
+        "15",
+        ("draft reports for pending chest X-rays", "draft reports for all waiting radiographs"),
+        '`run_batch(status="registered", modality="DX", engine="medimageparse")` (write: waits for approval; '
+        "the drafts come from CXRReportGen when its endpoint is set)",
+    ),
+    GrammarLine(
+        "16",
+        ("check that study <id> is a chest CT", "verify study <id> is a chest x-ray"),
+        "`check_input(imaging_study_id=<id>)` (MedImageInsight's zero-shot check; a read)",
     ),
     GrammarLine(
         "-",

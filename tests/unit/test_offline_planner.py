@@ -118,6 +118,7 @@ def on(tool: str, **args: Any) -> list[tuple[str, dict[str, Any]]]:
     return [(tool, {"imaging_study_id": "ct-001", **args})]
 
 
+PENDING_DX = {"status": "registered", "modality": "DX", "engine": "medimageparse"}
 GRAMMAR_CASES: list[tuple[int, str, list[tuple[str, dict[str, Any]]]]] = [
     # 2. pending studies
     (2, "list pending CT studies", [("search_imaging_studies", PENDING_CT)]),
@@ -202,6 +203,19 @@ GRAMMAR_CASES: list[tuple[int, str, list[tuple[str, dict[str, Any]]]]] = [
     (13, "segment study ct-001 with engine lung-threshold", on("segment", engine="lung-threshold")),
     (13, "run the batch with medimageparse", [("run_batch", {**PENDING_CT, "engine": "medimageparse"})]),
     (13, "process study ct-001 using MONAI", on("run_study_pipeline", engine="monai-bundle")),
+    # 14. the heart (MedImageParse, on a chest radiograph)
+    (14, "segment the heart on study dx-001", [("segment", {"imaging_study_id": "dx-001", "engine": "medimageparse", "targets": ["heart"]})]),
+    (14, "segment the lungs and heart of study dx-001",
+     [("segment", {"imaging_study_id": "dx-001", "engine": "medimageparse", "targets": ["lungs", "heart"]})]),
+    (14, "contour the cardiac outline of study dx-7", [("segment", {"imaging_study_id": "dx-7", "engine": "medimageparse", "targets": ["heart"]})]),
+    # 15. draft reports for chest radiographs
+    (15, "draft reports for pending chest X-rays", [("run_batch", PENDING_DX)]),
+    (15, "draft reports for all waiting radiographs", [("run_batch", PENDING_DX)]),
+    (15, "prepare report drafts for every new CXR", [("run_batch", PENDING_DX)]),
+    # 16. the input check
+    (16, "check that study ct-001 is a chest CT", [("check_input", {"imaging_study_id": "ct-001"})]),
+    (16, "verify study dx-001 is a chest x-ray", [("check_input", {"imaging_study_id": "dx-001"})]),
+    (16, "confirm that study ct-001 really is a chest CT", [("check_input", {"imaging_study_id": "ct-001"})]),
 ]
 
 
@@ -231,7 +245,7 @@ def test_every_grammar_line_has_three_wordings() -> None:
     per_line: dict[int, int] = {}
     for line, _, _ in GRAMMAR_CASES:
         per_line[line] = per_line.get(line, 0) + 1
-    assert set(per_line) == set(range(2, 14))
+    assert set(per_line) == set(range(2, 17))
     assert min(per_line.values()) >= 3
 
 
@@ -256,7 +270,7 @@ def _documented_rows() -> list[tuple[str, list[str], str]]:
 
 def test_the_documented_table_is_what_the_planner_does(planner: OfflinePlanner) -> None:
     rows = _documented_rows()
-    assert [r[0] for r in rows] == [*map(str, range(1, 14)), "-"]
+    assert [r[0] for r in rows] == [*map(str, range(1, 17)), "-"]
     checked = 0
     for number, examples, does in rows:
         for example in examples:

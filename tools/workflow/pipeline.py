@@ -21,13 +21,14 @@ from tools.reporting.cxrreportgen import CxrReportGenDrafter
 from tools.results.package import OutputFormat
 from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
-from tools.segmentation.input_check import MedImageInsightChecker
+from tools.segmentation.input_check import InputCheck, MedImageInsightChecker
 from tools.workflow import prepare, write
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.assessment import record_assessment
 from tools.workflow.decisions import DecisionStore
 from tools.workflow.edit import apply_review_edits
 from tools.workflow.engine_jobs import SegmentationQueue, segment_on_queue
+from tools.workflow.failure import StudyFailure
 from tools.workflow.gtv import find_gtv
 from tools.workflow.lineage import LineageStore, source_instances
 from tools.workflow.records import (
@@ -139,6 +140,15 @@ class StudyWorkflow:
         return prepare.segment_stored(
             self.services.engines, volume_file, fetched.work_dir, chain, targets, variant, exclusion_for=study_gtv
         )
+
+    def check_input(self, volume_file: StoredFile, fetched: FetchedSeries) -> InputCheck:
+        """MedImageInsight's reading of the series (the planner's look-only check); never refuses."""
+        if self.services.input_checker is None:
+            raise StudyFailure(
+                f"series {fetched.series.series_instance_uid} cannot be checked: no MedImageInsight endpoint is "
+                "configured. Set IMAGING_AGENT_MEDIMAGEINSIGHT_URL (and _KEY) and IMAGING_AGENT_INPUT_CHECK=flag."
+            )
+        return prepare.check_input(self.services.input_checker, volume_file, fetched.work_dir, refuse=False)
 
     def build(
         self,
