@@ -20,6 +20,7 @@ from agent.parts import fhir_client
 from agent.runtime import AgentRuntime
 from agent.seed import seed_datasets
 from agent.settings import Settings
+from graphs.planner_tools.catalog import build_tools
 from tests.fake_cxrreportgen import FakeCxrReportGen
 from tests.fake_medimageinsight import FakeMedImageInsight
 from tests.fake_medimageparse import FakeMedImageParse
@@ -289,3 +290,17 @@ def test_input_check_flags_or_refuses_what_the_goal_does_not_expect(
     assert "series" in outcome["detail"] and "computed tomography chest axial" in outcome["detail"]
     assert_nothing_written(live_settings, refused)
     assert insight.problems == []
+
+
+def test_the_planners_check_input_tool_reads_the_study(
+    live_settings: Settings, settings: Settings, insight: FakeMedImageInsight, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    """"check that study <id> is a chest x-ray": the look-only tool answers what MedImageInsight read."""
+    study, _ = _seed_radiograph(live_settings, tmp_path / "dx", 29, "DX-0029")
+    seeded.append(study)
+    with AgentRuntime(settings.model_copy(update={"medimageinsight_url": insight.url})) as runtime:
+        [tool] = [t for t in build_tools(runtime) if t.name == "check_input"]
+        answer = json.loads(tool.invoke({"imaging_study_id": study.imaging_study_id}))
+    assert answer["modality"] == "DX" and answer["matches"] is True
+    assert answer["best"] == "x-ray chest posteroanterior" and answer["model"].startswith("MedImageInsight")
+    assert_nothing_written(live_settings, study)
