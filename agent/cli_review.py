@@ -60,6 +60,8 @@ def render_approval(console: Console, pending: PendingApproval) -> None:
         console.print(flags)
     else:
         console.print("QA flags: none")
+    if r.engine_endpoint:
+        console.print(f"engine endpoint: {lit(r.engine_endpoint)}")
     if r.input_check is not None:
         verdict = "as expected" if r.input_check.matches else "[red]NOT what the goal expects[/red]"
         console.print(

@@ -140,6 +140,13 @@ def report_drafter(settings: Settings) -> CxrReportGenDrafter | None:
     )
 
 
+def engine_endpoints(settings: Settings) -> dict[str, str]:
+    """The hosts of the engines that call remote endpoints, for the card and the Provenance."""
+    from urllib.parse import urlsplit
+
+    return {"medimageparse": urlsplit(settings.medimageparse_url).netloc} if settings.medimageparse_url else {}
+
+
 def input_checker(settings: Settings) -> MedImageInsightChecker | None:
     """MedImageInsight when its endpoint is set and the check is not off."""
     if not settings.medimageinsight_url or settings.input_check == "off":
@@ -180,5 +187,6 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
         engine_queue=segmentation_queue(settings),
         report_drafter=report_drafter(settings),
         input_checker=input_checker(settings),
+        engine_endpoints=engine_endpoints(settings),
         refuse_unexpected_input=settings.input_check == "refuse",
     )

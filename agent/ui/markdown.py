@@ -77,6 +77,7 @@ def card_findings_markdown(card: Card) -> str:
             "#### Volumes",
             *rows,
             "",
+            *([f"Engine endpoint: {cell(card['engine_endpoint'])}", ""] if card.get("engine_endpoint") else []),
             *_check_markdown(card.get("input_check")),
             *_draft_markdown(card.get("draft")),
             "#### QA flags",

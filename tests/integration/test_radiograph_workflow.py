@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from fhir.resources.R4B.codeableconcept import CodeableConcept
@@ -86,6 +87,7 @@ def test_radiograph_approved_is_written_as_seg_sr_and_report(
     [pending] = report.pending
     request = pending.request
     assert request.series.modality == "DX" and request.engine == "medimageparse"
+    assert request.engine_endpoint == urlsplit(scoring.url).netloc  # which deployment segmented it
     assert [w.kind for w in request.dicom_writes] == ["SEG", "SR"]
     assert [s.key for s in request.structures] == ["left-lung", "right-lung", "heart"]
     assert all(s.area_mm2 and s.area_mm2 > 5000 for s in request.structures)
@@ -118,6 +120,12 @@ def test_radiograph_approved_is_written_as_seg_sr_and_report(
         assert areas["80891009"] == pytest.approx(next(s.area_mm2 for s in request.structures if s.key == "heart"), abs=0.1)
         device = fhir.read("Device", diagnostic.performer[0].reference.split("/")[1])
         assert "medimageparse" in json.dumps(device.model_dump(mode="json"))
+        [provenance] = [
+            p for p in fhir.search("Provenance", {})
+            if any(t.reference == f"DiagnosticReport/{diagnostic.id}" for t in p.target)
+        ]
+        assert any(a.who.display == f"{request.engine} {request.engine_version} at {request.engine_endpoint}"
+                   for a in provenance.agent)
         [task] = fhir.search("Task", {"identifier": task_token(study.study_instance_uid, "medimageparse")})
         assert task.status == "completed"
         assert fhir.read("ImagingStudy", study.imaging_study_id).status == "available"

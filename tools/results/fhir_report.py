@@ -106,6 +106,8 @@ class WritebackPlan(BaseModel):
     """of the segmented series: CR and DX reports are of a chest radiograph"""
     draft: DraftReport | None = None
     """AI-drafted findings (a report model's): written as a DiagnosticReport of their own"""
+    engine_endpoint: str | None = None
+    """the host of the engine's remote endpoint (MedImageParse), named in the Provenance; None: a local engine"""
     draft_sr_uid: str | None = None
     """the SOP Instance UID of the draft's SR: the draft DiagnosticReport's identifier"""
 
@@ -326,7 +328,11 @@ def build_provenance(
         agent=[
             ProvenanceAgent(
                 type=CodeableConcept(coding=[Coding(system=PROVENANCE_PARTICIPANT, code="assembler")]),
-                who=Reference(reference=device_ref, display=f"{plan.engine} {plan.engine_version}"),
+                who=Reference(
+                    reference=device_ref,
+                    display=f"{plan.engine} {plan.engine_version}"
+                    + (f" at {plan.engine_endpoint}" if plan.engine_endpoint else ""),
+                ),
             ),
             ProvenanceAgent(
                 type=CodeableConcept(

@@ -114,6 +114,9 @@ class ApprovalRequest(BaseModel):
     edit: ResultEdit | None = Field(
         default=None, description="set when this card shows a reviewer's correction of the AI result"
     )
+    engine_endpoint: str | None = Field(
+        default=None, description="the host of the remote endpoint the engine called (MedImageParse); None: local"
+    )
     input_check: InputCheck | None = Field(
         default=None, description="what MedImageInsight made of the series, against what the goal expects"
     )

@@ -74,6 +74,8 @@ class StudyServices:
     """checks each series is what the goal expects before segmenting (MedImageInsight); None: no check"""
     refuse_unexpected_input: bool = False
     """a series the check finds unexpected fails its study (True) or gets a QA flag (False)"""
+    engine_endpoints: Mapping[str, str] = field(default_factory=dict)
+    """engine name -> the host of the remote endpoint it calls, named on the card and in the Provenance"""
 
 
 class StudyWorkflow:
@@ -163,7 +165,9 @@ class StudyWorkflow:
         draft = None
         if s.report_drafter is not None and fetched.series.modality in ("CR", "DX"):
             draft = prepare.draft_report(s.report_drafter, s.fhir, study, fetched)
-        return prepare.build_results(study, fetched, volume_file, segmentation, created_at, variant, s.optional_formats, draft)
+        return prepare.build_results(
+            study, fetched, volume_file, segmentation, created_at, variant, s.optional_formats, draft, s.engine_endpoints
+        )
 
     def apply_edits(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -340,6 +340,7 @@ def build_results(
     variant: Variant,
     optional_formats: Sequence[OutputFormat] = (),
     draft: DraftReport | None = None,
+    engine_endpoints: Mapping[str, str] | None = None,
 ) -> BuiltResults:
     """RTSTRUCT, SEG, SR, previews and report on disk, hashed; the approval request and write plan.
 
@@ -363,6 +364,7 @@ def build_results(
     if draft is not None:
         package = _add_draft(package, source, volume, draft, datetime.fromisoformat(created_at))
     plan = _writeback_plan(study, fetched, package, segmentation.engine_fallbacks, draft)
+    plan = plan.model_copy(update={"engine_endpoint": (engine_endpoints or {}).get(package.engine)})
     review_files = ReviewFiles(
         volume_path=str(volume_file.path),
         volume_sha256=volume_file.sha256,
@@ -370,7 +372,7 @@ def build_results(
         masks_sha256=segmentation.sha256,
     )
     request = _approval_request(study, fetched, package, plan, review_files)
-    request = request.model_copy(update={"input_check": input_check})
+    request = request.model_copy(update={"input_check": input_check, "engine_endpoint": plan.engine_endpoint})
     (out_dir / "approval-request.json").write_text(request.model_dump_json(indent=2))
     return BuiltResults(request=request, plan=plan)
 
