@@ -76,7 +76,7 @@ def _kind_of_image(gray: np.ndarray) -> str:
     outline = _largest(ndimage.binary_fill_holes(gray > OUTSIDE_LEVEL))
     if outline is None:
         return "other"
-    if _is_radiograph(gray, outline):
+    if _is_radiograph(gray):
         return "x-ray chest frontal"
     inner = ndimage.binary_erosion(outline, iterations=8)
     dark = inner & (gray < 90)

@@ -12,8 +12,8 @@ is the half on the image's right (the radiological view the client promises). Ou
 body the score is 127, one below the threshold: a client that used ``> 0`` instead of
 ``>= 128`` would take the room air as lung. In 3D the sides come from the NIfTI's RAS axes.
 
-A chest radiograph is told from a CT slice by its content: a CT slice in the lung window is
-bright (skin, fat, muscle) just inside the body's left and right edges, a radiograph dark there
+A chest radiograph is told from a CT slice by its content: a CT slice in the lung window has bright
+pixels (skin, fat, muscle) just inside the body's left and right edges, a radiograph only dark ones
 (the lateral chest wall is thin along the beam). On a radiograph the two largest dark regions inside
 the outline are the lung fields, and "heart" is the largest bright region between their inner
 edges, below their middle and above the diaphragm (the cardiac shadow).
@@ -46,7 +46,8 @@ OUTSIDE_BODY = 127
 DARK_LEVEL = round((-400 + 1000) / 2000 * 255)
 # Radiographs (presentation values 0..1 -> 0..255): outside the body is black, the lung fields dark.
 OUTSIDE_LEVEL = 2
-RADIOGRAPH_RIM_LEVEL = 60
+RADIOGRAPH_RIM_LEVEL = 70
+RIM_OUTLINE_LEVEL = 20
 RADIOGRAPH_LUNG_LEVEL = 50
 _RIM_PX = 12
 
@@ -190,7 +191,7 @@ class FakeMedImageParse:
 
     def _masks_2d(self, gray: np.ndarray, prompts: list[str]) -> np.ndarray:
         outline = _largest(ndimage.binary_fill_holes(gray > OUTSIDE_LEVEL))
-        if outline is not None and _is_radiograph(gray, outline):
+        if outline is not None and _is_radiograph(gray):
             return self._masks_radiograph(gray, outline, prompts)
         body = ndimage.binary_fill_holes(gray >= DARK_LEVEL)
         labels, count = ndimage.label(body)
@@ -265,14 +266,21 @@ def _largest(mask: np.ndarray) -> np.ndarray | None:
     return labels == 1 + int(np.argmax(ndimage.sum_labels(mask, labels, range(1, count + 1))))
 
 
-def _is_radiograph(gray: np.ndarray, outline: np.ndarray) -> bool:
-    """Dark just inside the body's left and right edges (a CT may be cut at the top or bottom, never at the sides)."""
+def _is_radiograph(gray: np.ndarray) -> bool:
+    """Dark just inside the body's left and right edges (a CT may be cut at the top or bottom, never at the
+    sides): the median over rows of the brightest pixel 2-12 px inside each edge. The body is what is
+    brighter than RIM_OUTLINE_LEVEL, above the noise of the air in a CT's field of view."""
+    outline = _largest(ndimage.binary_fill_holes(gray > RIM_OUTLINE_LEVEL))
+    if outline is None:
+        return False
     rows = np.flatnonzero(outline.any(axis=1))
     first = np.argmax(outline[rows], axis=1)
     last = outline.shape[1] - 1 - np.argmax(outline[rows, ::-1], axis=1)
     depth = np.arange(2, _RIM_PX)
-    inside = np.concatenate([gray[rows[:, None], first[:, None] + depth], gray[rows[:, None], last[:, None] - depth]])
-    return float(np.median(inside)) < RADIOGRAPH_RIM_LEVEL
+    columns = outline.shape[1] - 1
+    left = gray[rows[:, None], np.clip(first[:, None] + depth, 0, columns)].max(axis=1)
+    right = gray[rows[:, None], np.clip(last[:, None] - depth, 0, columns)].max(axis=1)
+    return float(np.median(np.concatenate([left, right]))) < RADIOGRAPH_RIM_LEVEL
 
 
 def radiograph_regions(gray: np.ndarray, outline: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
