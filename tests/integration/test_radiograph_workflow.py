@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from PIL import Image
+from pydicom import dcmread
+from pydicom.uid import MRImageStorage
 
 from agent.parts import fhir_client
 from agent.runtime import AgentRuntime
@@ -34,8 +37,9 @@ from tests.integration.workflow_helpers import (
 )
 from tools.fhir.task import task_token
 from tools.imaging.volume import read_series_dir
-from tools.phantom import PhantomSpec, make_phantom
+from tools.phantom import PhantomSpec, Tissue, make_phantom, write_phantom
 from tools.phantom.radiograph import make_radiograph, mislabelled_radiograph
+from tools.workflow.segment import NoEngineResultError
 
 pytestmark = pytest.mark.integration
 
@@ -311,4 +315,54 @@ def test_the_planners_check_input_tool_reads_the_study(
         answer = json.loads(tool.invoke({"imaging_study_id": study.imaging_study_id}))
     assert answer["modality"] == "DX" and answer["matches"] is True
     assert answer["best"] == "x-ray chest posteroanterior" and answer["model"].startswith("MedImageInsight")
+    assert_nothing_written(live_settings, study)
+
+
+# T1-like signal per tissue (arbitrary units): fat bright, liver and muscle middle, air and lung dark.
+_MR_SIGNAL = {Tissue.FAT: 2600, Tissue.SOFT_TISSUE: 1100, Tissue.LIVER: 1500, Tissue.HEART: 1200, Tissue.AORTA: 900,
+              Tissue.BONE_MEDULLARY: 1900, Tissue.BONE_CORTICAL: 80}
+
+
+def _seed_mr(settings: Settings, folder: Path, patient_id: str) -> SeededStudy:
+    """The phantom as an MR series: its geometry, MR Image Storage, a T1-like signal per tissue."""
+    phantom = make_phantom(PhantomSpec(slices=40, rows=256, columns=256, pixel_spacing_mm=1.5, slice_thickness_mm=5.0,
+                                       seed=30, patient_id=patient_id, patient_name=PATIENT_NAME, noise_hu=0))
+    write_phantom(phantom, folder)
+    signal = np.zeros(phantom.labels.shape, dtype=np.uint16)
+    for tissue, value in _MR_SIGNAL.items():
+        signal[phantom.labels == tissue] = value
+    for path in sorted(folder.glob("*.dcm")):
+        ds = dcmread(path)
+        k = phantom.sop_instance_uids.index(str(ds.SOPInstanceUID))
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.Modality, ds.SeriesDescription = "MR", "Synthetic abdomen T1"
+        for name in ("KVP", "ConvolutionKernel", "ReconstructionDiameter", "RescaleIntercept", "RescaleSlope"):
+            if name in ds:
+                delattr(ds, name)
+        ds.PixelData = np.ascontiguousarray(signal[k]).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+    [seeded] = seed_datasets(settings, read_series_dir(folder))
+    return SeededStudy(
+        imaging_study_id=seeded.imaging_study_id,
+        study_instance_uid=seeded.study_instance_uid,
+        patient_reference=f"Patient/{seeded.patient_resource_id}",
+    )
+
+
+def test_an_mr_study_is_segmented_with_its_prompt_and_window_and_refused_by_the_built_in_engine(
+    live_settings: Settings, settings: Settings, seeded: list[SeededStudy], tmp_path: Path
+) -> None:
+    """From the PACS: the MR series chosen and assembled, MedImageParse asked for the liver in the MR window
+    (a look-only segment, nothing written); lung-threshold refuses MR naming the engine that reads it."""
+    study = _seed_mr(live_settings, tmp_path / "mr", "MR-0030")
+    seeded.append(study)
+    with FakeMedImageParse() as fake, AgentRuntime(settings.model_copy(update={"medimageparse_url": fake.url})) as runtime:
+        tools = {t.name: t for t in build_tools(runtime)}
+        answer = json.loads(tools["segment"].invoke(
+            {"imaging_study_id": study.imaging_study_id, "engine": "medimageparse", "targets": ["liver"]}
+        ))
+        assert fake.problems == [] and set(fake.prompts) == {"liver"} and len(fake.images) == 40
+        with pytest.raises(NoEngineResultError, match="lung-threshold does not read MR.*Use medimageparse"):
+            tools["segment"].invoke({"imaging_study_id": study.imaging_study_id, "engine": "lung-threshold"})
+    assert answer["engine"] == "medimageparse" and [s["key"] for s in answer["structures"]] == ["liver"]
     assert_nothing_written(live_settings, study)

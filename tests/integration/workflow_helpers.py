@@ -44,7 +44,7 @@ from tools.workflow.approval import ApprovalDecision
 
 ENGINE = "lung-threshold"
 RESULT_MODALITIES = ["RTSTRUCT", "SEG", "SR"]
-SOURCE_MODALITIES = ("CT", "DX", "CR")
+SOURCE_MODALITIES = ("CT", "DX", "CR", "MR")
 
 
 def phantom_spec(seed: int, patient_id: str, **update: Any) -> PhantomSpec:
@@ -97,7 +97,7 @@ def retire(settings: Settings, studies: Sequence[SeededStudy]) -> None:
 
 
 def result_instances(settings: Settings, study_uid: str) -> dict[str, list[str]]:
-    """SOP Instance UIDs of the study's AI results (not the CT or radiograph, not the assessment record), by modality,
+    """SOP Instance UIDs of the study's AI results (not the CT, radiograph or MR, not the assessment record), by modality,
     over all its series (one UID per modality means one series and one instance: the PACS holds no
     empty series)."""
     found: dict[str, list[str]] = {}
