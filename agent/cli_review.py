@@ -41,9 +41,10 @@ def render_approval(console: Console, pending: PendingApproval) -> None:
         f"engine {lit(r.engine)} {lit(r.engine_version)}"
         + "".join(f"\n[yellow]not used: {lit(why)}[/yellow]" for why in r.engine_fallbacks)
     )
-    structures = Table("structure", "volume", "mean HU", "components", "confidence", title="Structures")
+    structures = Table("structure", "size", "mean HU", "components", "confidence", title="Structures")
     for s in r.structures:
-        structures.add_row(cell(s.display), f"{s.volume_ml:.1f} mL", f"{s.mean_hu:.0f}", str(s.n_components), f"{s.confidence:.2f}")
+        hu = "-" if s.area_mm2 is not None else f"{s.mean_hu:.0f}"
+        structures.add_row(cell(s.display), s.size_text(), hu, str(s.n_components), f"{s.confidence:.2f}")
     flags = Table("severity", "finding", title="QA flags")
     for f in r.flags:
         colour = {"fail": "red", "warning": "yellow"}.get(f.severity, "white")
@@ -59,6 +60,20 @@ def render_approval(console: Console, pending: PendingApproval) -> None:
         console.print(flags)
     else:
         console.print("QA flags: none")
+    if r.engine_endpoint:
+        console.print(f"engine endpoint: {lit(r.engine_endpoint)}")
+    if r.input_check is not None:
+        verdict = "as expected" if r.input_check.matches else "[red]NOT what the goal expects[/red]"
+        console.print(
+            f"input check ({lit(r.input_check.model)} at {lit(r.input_check.endpoint)}): {lit(r.input_check.best)}, {verdict}"
+        )
+    if r.draft is not None:
+        draft = Table("#", "AI-drafted finding (preliminary)", "boxes", title=(
+            f"Draft by {r.draft.model} {r.draft.model_version} at {r.draft.endpoint}"
+        ))
+        for number, finding in enumerate(r.draft.findings, start=1):
+            draft.add_row(str(number), cell(finding.text), str(len(finding.boxes)))
+        console.print(draft)
     console.print(cell("Previews: " + ("\n  ".join(["", *r.previews]) if r.previews else "none")))
     console.print(writes)
 

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from tools.dicomweb.client import DicomwebClient
     from tools.dimse.client import DimseClient
     from tools.fhir.client import FhirClient
+    from tools.reporting.cxrreportgen import CxrReportGenDrafter
     from tools.results.package import OutputFormat
     from tools.segmentation.catalog import EngineCatalog
+    from tools.segmentation.input_check import MedImageInsightChecker
     from tools.workflow.engine_jobs import SegmentationQueue
     from tools.workflow.pipeline import StudyServices
 
@@ -126,6 +128,37 @@ def segmentation_queue(settings: Settings) -> SegmentationQueue | None:
     return CelerySegmentationQueue(build_celery_app(settings))
 
 
+def report_drafter(settings: Settings) -> CxrReportGenDrafter | None:
+    """CXRReportGen when its endpoint is set: chest radiograph studies then get draft findings."""
+    if not settings.cxrreportgen_url:
+        return None
+    from tools.reporting.cxrreportgen import CxrReportGenDrafter
+
+    key = settings.cxrreportgen_key.get_secret_value() if settings.cxrreportgen_key else None
+    return CxrReportGenDrafter(
+        settings.cxrreportgen_url, key, timeout_s=settings.cxrreportgen_timeout_s, retry=settings.retry_policy()
+    )
+
+
+def engine_endpoints(settings: Settings) -> dict[str, str]:
+    """The hosts of the engines that call remote endpoints, for the card and the Provenance."""
+    from urllib.parse import urlsplit
+
+    return {"medimageparse": urlsplit(settings.medimageparse_url).netloc} if settings.medimageparse_url else {}
+
+
+def input_checker(settings: Settings) -> MedImageInsightChecker | None:
+    """MedImageInsight when its endpoint is set and the check is not off."""
+    if not settings.medimageinsight_url or settings.input_check == "off":
+        return None
+    from tools.segmentation.input_check import MedImageInsightChecker
+
+    key = settings.medimageinsight_key.get_secret_value() if settings.medimageinsight_key else None
+    return MedImageInsightChecker(
+        settings.medimageinsight_url, key, timeout_s=settings.medimageinsight_timeout_s, retry=settings.retry_policy()
+    )
+
+
 def study_services(settings: Settings, engine: Engine) -> StudyServices:
     """Everything a study job talks to: FHIR, the PACS, the engines, the decision store and the work store.
 
@@ -152,4 +185,8 @@ def study_services(settings: Settings, engine: Engine) -> StudyServices:
         exclude_gtv=settings.exclude_gtv,
         optional_formats=optional_formats(settings),
         engine_queue=segmentation_queue(settings),
+        report_drafter=report_drafter(settings),
+        input_checker=input_checker(settings),
+        engine_endpoints=engine_endpoints(settings),
+        refuse_unexpected_input=settings.input_check == "refuse",
     )

@@ -94,6 +94,19 @@ class Settings(BaseSettings):
     medimageparse_batch_size: int = Field(default=8, ge=1, description="slices per scoring request")
     medimageparse_timeout_s: float = Field(default=60.0, gt=0, description="per scoring request")
     medimageparse_mode: Literal["2d", "3d"] = "2d"
+    cxrreportgen_url: str | None = Field(
+        default=None, description="Azure AI Foundry CXRReportGen scoring URL: chest radiograph studies get draft findings"
+    )
+    cxrreportgen_key: SecretStr | None = None
+    cxrreportgen_timeout_s: float = Field(default=120.0, gt=0, description="per CXRReportGen request")
+    medimageinsight_url: str | None = Field(
+        default=None, description="Azure AI Foundry MedImageInsight scoring URL: checks each input before segmenting"
+    )
+    medimageinsight_key: SecretStr | None = None
+    medimageinsight_timeout_s: float = Field(default=60.0, gt=0, description="per MedImageInsight request")
+    input_check: Literal["off", "flag", "refuse"] = Field(
+        default="flag", description="with MedImageInsight: a series that is not what the goal expects is flagged or refused"
+    )
 
     # Web app.
 

@@ -12,6 +12,12 @@ is the half on the image's right (the radiological view the client promises). Ou
 body the score is 127, one below the threshold: a client that used ``> 0`` instead of
 ``>= 128`` would take the room air as lung. In 3D the sides come from the NIfTI's RAS axes.
 
+A chest radiograph is told from a CT slice by its content: a CT slice in the lung window has bright
+pixels (skin, fat, muscle) just inside the body's left and right edges, a radiograph only dark ones
+(the lateral chest wall is thin along the beam). On a radiograph the two largest dark regions inside
+the outline are the lung fields, and "heart" is the largest bright region between their inner
+edges, below their middle and above the diaphragm (the cardiac shadow).
+
 Faults on request: queued error answers (429 with Retry-After, 500), queued delays (for
 timeouts), corrupt result rows, and a "model" that mixes up left and right.
 """
@@ -38,6 +44,12 @@ INSIDE = 230
 OUTSIDE_BODY = 127
 # -400 HU in the lung window (-1000..1000 HU -> 0..255): lung is darker, tissue brighter.
 DARK_LEVEL = round((-400 + 1000) / 2000 * 255)
+# Radiographs (presentation values 0..1 -> 0..255): outside the body is black, the lung fields dark.
+OUTSIDE_LEVEL = 2
+RADIOGRAPH_RIM_LEVEL = 70
+RIM_OUTLINE_LEVEL = 20
+RADIOGRAPH_LUNG_LEVEL = 50
+_RIM_PX = 12
 
 
 @dataclass
@@ -175,9 +187,12 @@ class FakeMedImageParse:
             masks = masks[:, :512]
         features = {"data": base64.b64encode(masks.tobytes()).decode(), "shape": list(masks.shape), "dtype": "uint8"}
         encoded = repr(features) if self.python_literal else json.dumps(features)
-        return {"image_features": encoded, "text_features": ["lung" if "lung" in p else "other" for p in prompts]}
+        return {"image_features": encoded, "text_features": [_category(p) for p in prompts]}
 
     def _masks_2d(self, gray: np.ndarray, prompts: list[str]) -> np.ndarray:
+        outline = _largest(ndimage.binary_fill_holes(gray > OUTSIDE_LEVEL))
+        if outline is not None and _is_radiograph(gray):
+            return self._masks_radiograph(gray, outline, prompts)
         body = ndimage.binary_fill_holes(gray >= DARK_LEVEL)
         labels, count = ndimage.label(body)
         masks = np.repeat(np.where(body, 0, OUTSIDE_BODY).astype(np.uint8)[None], len(prompts), axis=0)
@@ -191,6 +206,24 @@ class FakeMedImageParse:
         for index, prompt in enumerate(prompts):
             if prompt in ("left lung", "right lung"):
                 masks[index][lung & (patient_left if prompt == "left lung" else ~patient_left)] = INSIDE
+        return masks
+
+    def _masks_radiograph(self, gray: np.ndarray, outline: np.ndarray, prompts: list[str]) -> np.ndarray:
+        masks = np.repeat(np.where(outline, 0, OUTSIDE_BODY).astype(np.uint8)[None], len(prompts), axis=0)
+        found = radiograph_regions(gray, outline)
+        if found is None:
+            return masks
+        lungs, heart = found
+        columns = np.nonzero(outline)[1]
+        image_right = np.arange(gray.shape[1])[None, :] > float(columns.mean())
+        patient_left = image_right if not self.mirror_sides else ~image_right
+        for index, prompt in enumerate(prompts):
+            if prompt == "left lung":
+                masks[index][lungs & patient_left] = INSIDE
+            elif prompt == "right lung":
+                masks[index][lungs & ~patient_left] = INSIDE
+            elif prompt == "heart":
+                masks[index][heart] = INSIDE
         return masks
 
     def _score_volume(self, gz: bytes, prompt: str) -> dict:
@@ -218,3 +251,67 @@ class FakeMedImageParse:
         result = nib.Nifti1Image(mask, image.affine)
         data = base64.b64encode(gzip.compress(result.to_bytes())).decode()
         return {"nifti_file": json.dumps({"data": data})}
+
+
+def _category(prompt: str) -> str:
+    if "lung" in prompt:
+        return "lung"
+    return "heart anatomies" if "heart" in prompt else "other"
+
+
+def _largest(mask: np.ndarray) -> np.ndarray | None:
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return None
+    return labels == 1 + int(np.argmax(ndimage.sum_labels(mask, labels, range(1, count + 1))))
+
+
+def _is_radiograph(gray: np.ndarray) -> bool:
+    """Dark just inside the body's left and right edges (a CT may be cut at the top or bottom, never at the
+    sides): the median over rows of the brightest pixel 2-12 px inside each edge. The body is what is
+    brighter than RIM_OUTLINE_LEVEL, above the noise of the air in a CT's field of view."""
+    outline = _largest(ndimage.binary_fill_holes(gray > RIM_OUTLINE_LEVEL))
+    if outline is None:
+        return False
+    rows = np.flatnonzero(outline.any(axis=1))
+    first = np.argmax(outline[rows], axis=1)
+    last = outline.shape[1] - 1 - np.argmax(outline[rows, ::-1], axis=1)
+    depth = np.arange(2, _RIM_PX)
+    columns = outline.shape[1] - 1
+    left = gray[rows[:, None], np.clip(first[:, None] + depth, 0, columns)].max(axis=1)
+    right = gray[rows[:, None], np.clip(last[:, None] - depth, 0, columns)].max(axis=1)
+    return float(np.median(np.concatenate([left, right]))) < RADIOGRAPH_RIM_LEVEL
+
+
+def radiograph_regions(gray: np.ndarray, outline: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The lung fields (the two largest dark regions inside the body) and the cardiac shadow, or None."""
+    dark = ndimage.binary_opening(outline & (gray < RADIOGRAPH_LUNG_LEVEL))
+    labels, count = ndimage.label(dark)
+    if count < 2:
+        return None
+    sizes = ndimage.sum_labels(dark, labels, range(1, count + 1))
+    lungs = np.isin(labels, 1 + np.argsort(sizes)[-2:])
+    return lungs, _cardiac_shadow(gray, lungs)
+
+
+def body_outline(gray: np.ndarray) -> np.ndarray | None:
+    return _largest(ndimage.binary_fill_holes(gray > OUTSIDE_LEVEL))
+
+
+def _cardiac_shadow(gray: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """The largest bright region between the two lung fields' inner edges, below their middle."""
+    labels, _ = ndimage.label(lungs)
+    found = [labels == n for n in (1, 2)]
+    image_left, image_right = sorted(found, key=lambda m: float(np.nonzero(m)[1].mean()))
+    between = np.zeros_like(lungs)
+    for row in np.flatnonzero(image_left.any(axis=1) & image_right.any(axis=1)):
+        between[row, np.flatnonzero(image_left[row]).max() + 1 : np.flatnonzero(image_right[row]).min()] = True
+    candidates = between & (gray >= RADIOGRAPH_LUNG_LEVEL)
+    candidates[: int(np.nonzero(lungs)[0].mean())] = False
+    # Below the heart the right lung field ends on the liver's dome and the gap between the fields
+    # widens sharply: rows much wider than the typical one are diaphragm, not heart.
+    widths = candidates.sum(axis=1)
+    if widths.any():
+        candidates[widths > 1.3 * np.median(widths[widths > 0])] = False
+    shadow = _largest(ndimage.binary_opening(candidates, iterations=2))
+    return shadow if shadow is not None else np.zeros_like(lungs)

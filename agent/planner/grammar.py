@@ -23,7 +23,7 @@ Beyond the table:
 - A volume asked for without a segmentation verb (`show the lung volumes of ...`) is read from the
   stored report (line 14), never computed again; `segment` / `measure` computes it (line 5).
 - Refused with an answer, never a tool: delete, remove, edit, anonymize and other verbs no tool
-  does; structures other than the lungs (liver, heart, ...).
+  does; structures other than the lungs and the heart (liver, kidney, ...).
 - After tool results it takes the next step of a multi-step request (line 6) or answers with a
   summary: counts, ImagingStudy ids, volumes in mL, QA flags, approvals pending. Free text from
   DICOM or FHIR (`untrusted_text`) is never repeated, only mentioned.
@@ -161,6 +161,23 @@ GRAMMAR: tuple[GrammarLine, ...] = (
         ("... that study", "... the second one", "the same for all of them"),
         "the line the rest of the sentence asks for, on the ids of the conversation's latest results "
         "(`the same`: the previous request again)",
+    ),
+    GrammarLine(
+        "20",
+        ("segment the heart on study <id>", "segment the lungs and heart of study <id>"),
+        '`segment(imaging_study_id=<id>, engine="medimageparse", targets=["heart"])` (lungs too: '
+        '`targets=["lungs", "heart"]`; a chest radiograph; a read: nothing is written)',
+    ),
+    GrammarLine(
+        "21",
+        ("draft reports for pending chest X-rays", "draft reports for all waiting radiographs"),
+        '`run_batch(status="registered", modality="DX", engine="medimageparse")` (write: waits for approval; '
+        "the drafts come from CXRReportGen when its endpoint is set)",
+    ),
+    GrammarLine(
+        "22",
+        ("check that study <id> is a chest CT", "verify study <id> is a chest x-ray"),
+        "`check_input(imaging_study_id=<id>)` (MedImageInsight's zero-shot check; a read)",
     ),
     GrammarLine(
         "-",

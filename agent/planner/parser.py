@@ -76,7 +76,7 @@ class Request:
 
     @property
     def modality(self) -> str:
-        return "MR" if self.has("mr") else "PT" if self.has("pt") else "CT"
+        return "MR" if self.has("mr") else "PT" if self.has("pt") else "DX" if self.has("xray") else "CT"
 
     @property
     def scope_all(self) -> bool:

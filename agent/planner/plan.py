@@ -52,8 +52,13 @@ def _engine_args(request: Request) -> dict[str, Any]:
 
 def _segment_args(request: Request) -> dict[str, Any]:
     args = _engine_args(request)
-    if request.has("left") != request.has("right"):
-        args["targets"] = ["left-lung" if request.has("left") else "right-lung"]
+    lungs = ["left-lung" if request.has("left") else "right-lung"] if request.has("left") != request.has("right") else ["lungs"]
+    if request.has("heart"):
+        # Only MedImageParse draws the heart (on a chest radiograph).
+        args.setdefault("engine", "medimageparse")
+        args["targets"] = [*lungs, "heart"] if request.has("lung") else ["heart"]
+    elif lungs != ["lungs"]:
+        args["targets"] = lungs
     return args
 
 
@@ -240,7 +245,19 @@ def _plan(request: Request, targets: list[str], refs: Referents) -> Plan:
     reads = _read_actions(request)
     if request.organs and (write or reads):
         organs = ", ".join(dict.fromkeys(request.organs))
-        return Plan(text=f"I can only segment the lungs (left lung, right lung), not: {organs}. Nothing was started.")
+        return Plan(text=(
+            f"I can only segment the lungs (left lung, right lung) and, with medimageparse, the heart; not: {organs}. "
+            "Nothing was started."
+        ))
+    if request.has("verify") and (request.has("ct", "xray", "mr") or request.has("study")):
+        if targets:
+            return Plan(calls=tuple(Call("check_input", {"imaging_study_id": t}) for t in targets))
+        return Plan(text=_ask_for_study("check"))
+    if request.has("xray") and request.has("report") and request.scope_all and not request.study_ids:
+        # Drafts come with the study pipeline of each radiograph (CXRReportGen when configured) and wait
+        # for approval like any result.
+        args = {"status": request.status, "modality": "DX", "engine": request.engine or "medimageparse"}
+        return Plan(calls=(Call("run_batch", args),))
     if write:
         if targets:
             return per_study([write], targets, request)
@@ -267,7 +284,7 @@ def _plan(request: Request, targets: list[str], refs: Referents) -> Plan:
         if request.scope_all and reads:
             search = Call("search_imaging_studies", {"status": request.status, "modality": request.modality})
             return Plan(calls=(search,), per_study_next=tuple(actions))
-        verb = {"segment": "segment", "fetch_series": "fetch", "write_rtstruct_seg_sr": "build the RTSTRUCT for",
+        verb = {"segment": "segment", "fetch_series": "fetch", "check_input": "check", "write_rtstruct_seg_sr": "build the RTSTRUCT for",
                 "generate_report": "report on", "show_study": "show"}[actions[0]]
         return Plan(text=_ask_for_study(verb))
     if request.mrn:

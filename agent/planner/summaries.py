@@ -27,6 +27,7 @@ from graphs.planner_tools.models import (
     ApprovalItem,
     ApprovalList,
     BuiltResults,
+    InputCheckResult,
     JobStarted,
     PatientList,
     ReportText,
@@ -228,7 +229,16 @@ def _cancelled(result: JobCancelled, _: dict[str, Any]) -> str:
             "Nothing of it was written.")
 
 
+def _checked(result: InputCheckResult, _: dict[str, Any]) -> str:
+    verdict = "as expected" if result.matches else f"NOT what a goal for it expects ({' or '.join(result.expected)})"
+    return (
+        f"ImagingStudy/{result.imaging_study_id}, {result.modality} series {result.series_instance_uid}: {result.model} "
+        f"at {result.endpoint} reads it as '{result.best}' ({result.probability:.0%}), {verdict}. Nothing was written."
+    )
+
+
 _SUMMARIES: dict[str, tuple[type[BaseModel], Callable[[Any, dict[str, Any]], str]]] = {
+    "check_input": (InputCheckResult, _checked),
     "search_imaging_studies": (StudyList, _study_list),
     "search_patients": (PatientList, _patients),
     "show_study": (StudyDetail, _study_detail),

@@ -65,12 +65,11 @@ def _patient_identities_markdown(card: Card) -> str:
 
 def card_findings_markdown(card: Card) -> str:
     """Volumes per structure, the QA flags, and the report text that would be stored."""
-    rows = ["| Structure | Volume (mL) | Mean HU | Components | Confidence |", "|---|---:|---:|---:|---:|"]
+    rows = ["| Structure | Volume (mL) or area | Mean HU | Components | Confidence |", "|---|---:|---:|---:|---:|"]
     for s in card["structures"]:
-        rows.append(
-            f"| {cell(s['display'])} | {s['volume_ml']:.1f} | {s['mean_hu']:.0f} | {s['n_components']} | "
-            f"{s['confidence']:.2f} |"
-        )
+        area = s.get("area_mm2")
+        size, hu = (f"{area / 100:.1f} cm² projected", "–") if area is not None else (f"{s['volume_ml']:.1f}", f"{s['mean_hu']:.0f}")
+        rows.append(f"| {cell(s['display'])} | {size} | {hu} | {s['n_components']} | {s['confidence']:.2f} |")
     icons = {"fail": "✗", "warning": "⚠", "info": "•"}
     flags = [f"- {icons.get(f['severity'], '')} **{cell(f['severity'])}**: {cell(f['message'])}" for f in card["flags"]]
     return "\n".join(
@@ -78,6 +77,9 @@ def card_findings_markdown(card: Card) -> str:
             "#### Volumes",
             *rows,
             "",
+            *([f"Engine endpoint: {cell(card['engine_endpoint'])}", ""] if card.get("engine_endpoint") else []),
+            *_check_markdown(card.get("input_check")),
+            *_draft_markdown(card.get("draft")),
             "#### QA flags",
             *(flags or ["None."]),
             "",
@@ -85,6 +87,34 @@ def card_findings_markdown(card: Card) -> str:
             markdown_code_block(str(card.get("report_text", "")).strip()),
         ]
     )
+
+
+def _check_markdown(check: dict[str, Any] | None) -> list[str]:
+    if not check:
+        return []
+    verdict = "as expected" if check["best"] in check["expected"] else "NOT what the goal expects"
+    return [
+        f"**Input check** ({cell(check['model'])} {cell(check['model_version'])} at {cell(check['endpoint'])}): "
+        f"{cell(check['best'])}, {verdict}.",
+        "",
+    ]
+
+
+def _draft_markdown(draft: dict[str, Any] | None) -> list[str]:
+    """AI-drafted findings, numbered as the boxes in the draft preview; marked as a draft nobody approved yet."""
+    if not draft:
+        return []
+    lines = [
+        f"#### AI-drafted findings (preliminary): {cell(draft['model'])} {cell(draft['model_version'])} "
+        f"at {cell(draft['endpoint'])}",
+    ]
+    for number, finding in enumerate(draft["findings"], start=1):
+        boxed = f" (box{'es' if len(finding['boxes']) > 1 else ''} in the draft preview)" if finding["boxes"] else ""
+        lines.append(f"{number}. {cell(finding['text'])}{boxed}")
+    context = draft["context"]
+    lines += [f"Sent with the images: indication {cell(context['indication'] or '(none)')}; "
+              f"technique {cell(context['technique'])}; comparison {cell(context['comparison'])}", ""]
+    return lines
 
 
 def card_writes_markdown(card: Card) -> str:

@@ -32,6 +32,7 @@ from graphs.planner_tools.models import (
     BuiltObject,
     BuiltResults,
     EngineArgs,
+    InputCheckResult,
     JobStarted,
     NoArgs,
     PatientItem,
@@ -222,6 +223,22 @@ class ToolBox:
             qa_flags=[f.message for f in result.all_flags()],
         )
 
+    def check_input(self, imaging_study_id: str) -> InputCheckResult:
+        draft = self._draft(imaging_study_id, None, None, "fetch")
+        volume_file = self.workflow.assemble(draft.fetched)
+        check = self.workflow.check_input(volume_file, draft.fetched)
+        return InputCheckResult(
+            imaging_study_id=imaging_study_id,
+            series_instance_uid=draft.fetched.series.series_instance_uid,
+            modality=draft.fetched.series.modality,
+            best=check.best,
+            expected=check.expected,
+            matches=check.matches,
+            probability=check.probabilities[check.best],
+            model=f"{check.model} {check.model_version}",
+            endpoint=check.endpoint,
+        )
+
     def build_results(self, imaging_study_id: str, engine: str | None = None) -> BuiltResults:
         built = self._draft(imaging_study_id, engine, None, "build").built
         assert built is not None
@@ -294,6 +311,9 @@ def build_tools(runtime: WorkflowRuntime, *, free_text: bool = True) -> list[Bas
         _tool(box.segment, "segment", SegmentArgs,
               "Segment structures (default both lungs) on the study's CT locally and return volumes and QA "
               "flags. Writes nothing to the PACS or EHR."),
+        _tool(box.check_input, "check_input", StudyRef,
+              "Check with MedImageInsight (zero-shot) that the study's series is what a goal for it expects "
+              "(a chest CT, a frontal chest radiograph). Writes nothing."),
         _tool(box.build_results, "write_rtstruct_seg_sr", EngineArgs,
               "Build the RTSTRUCT, DICOM SEG and SR for the study locally (drafts with their sha256). Does "
               "not store them."),

@@ -112,6 +112,20 @@ class SegmentationSummary(BaseModel):
     note: str = "computed locally; nothing was written to the PACS or FHIR"
 
 
+class InputCheckResult(BaseModel):
+    """What MedImageInsight read in the study's series, against what a goal for that series expects."""
+
+    imaging_study_id: str
+    series_instance_uid: str
+    modality: str
+    best: str
+    expected: list[str]
+    matches: bool
+    probability: float
+    model: str
+    endpoint: str
+
+
 class BuiltObject(BaseModel):
     kind: str
     sop_instance_uid: str

@@ -44,6 +44,7 @@ from tools.workflow.approval import ApprovalDecision
 
 ENGINE = "lung-threshold"
 RESULT_MODALITIES = ["RTSTRUCT", "SEG", "SR"]
+SOURCE_MODALITIES = ("CT", "DX", "CR", "MR")
 
 
 def phantom_spec(seed: int, patient_id: str, **update: Any) -> PhantomSpec:
@@ -96,13 +97,13 @@ def retire(settings: Settings, studies: Sequence[SeededStudy]) -> None:
 
 
 def result_instances(settings: Settings, study_uid: str) -> dict[str, list[str]]:
-    """SOP Instance UIDs of the study's AI results (not the CT, not the assessment record), by modality,
+    """SOP Instance UIDs of the study's AI results (not the CT, radiograph or MR, not the assessment record), by modality,
     over all its series (one UID per modality means one series and one instance: the PACS holds no
     empty series)."""
     found: dict[str, list[str]] = {}
     with pacs_client(settings) as pacs:
         for series in pacs.search_series(study_uid):
-            if series.modality == "CT" or series.series_number == ASSESSMENT_SERIES_NUMBER:
+            if series.modality in SOURCE_MODALITIES or series.series_number == ASSESSMENT_SERIES_NUMBER:
                 continue
             uids = [i.sop_instance_uid for i in pacs.search_instances(study_uid, series.series_instance_uid)]
             found.setdefault(series.modality or "?", []).extend(uids)

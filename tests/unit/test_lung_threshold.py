@@ -244,7 +244,10 @@ def test_single_target_returns_only_that_structure(engine: LungThresholdEngine, 
 
 
 def test_unknown_target_is_refused(engine: LungThresholdEngine, small_hfs: Phantom) -> None:
-    with pytest.raises(UnknownTargetError, match="liver"):
+    with pytest.raises(UnknownTargetError, match="spleen"):
+        engine.segment(phantom_volume(small_hfs), ["spleen"])
+    # A structure the system knows (MedImageParse's MR liver) but this engine does not draw:
+    with pytest.raises(EngineError, match="lung-threshold segments left-lung, right-lung, body only, not liver"):
         engine.segment(phantom_volume(small_hfs), ["liver"])
 
 

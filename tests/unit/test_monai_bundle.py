@@ -182,7 +182,9 @@ def test_bundle_errors_name_the_problem(tmp_path: Path) -> None:
     assert read_bundle_config(root).labels == {1: "left-lung", 2: "right-lung"}
     engine = MonaiBundleEngine(_scripted_bundle(tmp_path / "ok"), device="cpu", trusted_dir=tmp_path)
     volume, _, _ = _volume(ORIENTATIONS["axial head-first"])
-    with pytest.raises(ValueError, match="unknown segmentation target 'liver'"):
+    with pytest.raises(ValueError, match="unknown segmentation target 'spleen'"):
+        engine.segment(volume, ["spleen"])
+    with pytest.raises(EngineError, match="cannot segment liver; it knows left-lung, right-lung"):
         engine.segment(volume, ["liver"])
 
 

@@ -118,6 +118,7 @@ def on(tool: str, **args: Any) -> list[tuple[str, dict[str, Any]]]:
     return [(tool, {"imaging_study_id": "ct-001", **args})]
 
 
+PENDING_DX = {"status": "registered", "modality": "DX", "engine": "medimageparse"}
 GRAMMAR_CASES: list[tuple[int, str, list[tuple[str, dict[str, Any]]]]] = [
     # 2. pending studies
     (2, "list pending CT studies", [("search_imaging_studies", PENDING_CT)]),
@@ -227,6 +228,19 @@ GRAMMAR_CASES: list[tuple[int, str, list[tuple[str, dict[str, Any]]]]] = [
     (18, "re-run study ct-001 with monai-bundle", on("rerun_study", engine="monai-bundle")),
     (18, "run study ct-001 again using the threshold engine", on("rerun_study", engine="lung-threshold")),
     (18, "cancel job study-20260101-120000-abc123", [("cancel_job", {"job_id": "study-20260101-120000-abc123"})]),
+    # 20. the heart (MedImageParse, on a chest radiograph)
+    (20, "segment the heart on study dx-001", [("segment", {"imaging_study_id": "dx-001", "engine": "medimageparse", "targets": ["heart"]})]),
+    (20, "segment the lungs and heart of study dx-001",
+     [("segment", {"imaging_study_id": "dx-001", "engine": "medimageparse", "targets": ["lungs", "heart"]})]),
+    (20, "contour the cardiac outline of study dx-7", [("segment", {"imaging_study_id": "dx-7", "engine": "medimageparse", "targets": ["heart"]})]),
+    # 21. draft reports for chest radiographs
+    (21, "draft reports for pending chest X-rays", [("run_batch", PENDING_DX)]),
+    (21, "draft reports for all waiting radiographs", [("run_batch", PENDING_DX)]),
+    (21, "prepare report drafts for every new CXR", [("run_batch", PENDING_DX)]),
+    # 22. the input check
+    (22, "check that study ct-001 is a chest CT", [("check_input", {"imaging_study_id": "ct-001"})]),
+    (22, "verify study dx-001 is a chest x-ray", [("check_input", {"imaging_study_id": "dx-001"})]),
+    (22, "confirm that study ct-001 really is a chest CT", [("check_input", {"imaging_study_id": "ct-001"})]),
 ]
 
 
@@ -256,7 +270,7 @@ def test_every_grammar_line_has_three_wordings() -> None:
     per_line: dict[int, int] = {}
     for line, _, _ in GRAMMAR_CASES:
         per_line[line] = per_line.get(line, 0) + 1
-    assert set(per_line) == set(range(2, 19))  # line 19 (follow-ups) needs a conversation: tested below
+    assert set(per_line) == set(range(2, 19)) | {20, 21, 22}  # line 19 (follow-ups) needs a conversation: tested below
     assert min(per_line.values()) >= 3
 
 
@@ -281,7 +295,7 @@ def _documented_rows() -> list[tuple[str, list[str], str]]:
 
 def test_the_documented_table_is_what_the_planner_does(planner: OfflinePlanner) -> None:
     rows = _documented_rows()
-    assert [r[0] for r in rows] == [*map(str, range(1, 20)), "-"]
+    assert [r[0] for r in rows] == [*map(str, range(1, 23)), "-"]
     checked = 0
     for number, examples, does in rows:
         for example in examples:

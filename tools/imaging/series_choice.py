@@ -11,6 +11,7 @@ from tools.dicomweb.models import SeriesSummary
 MIN_SLICES = 20
 MAX_THICKNESS_MM = 5.0
 CHEST_BODY_PARTS = {"CHEST", "LUNG", "THORAX", "CHEST_ABDOMEN", "CHESTABDOMEN", "CHEST_TO_PELVIS"}
+RADIOGRAPH_MODALITIES = ("DX", "CR")
 
 
 class NoSuitableSeriesError(ValueError):
@@ -19,7 +20,7 @@ class NoSuitableSeriesError(ValueError):
 
 class ChosenSeries(BaseModel):
     series_instance_uid: str
-    # Only CT is chosen today; a request built before the field existed was CT too.
+    # A request built before the field existed was CT.
     modality: str = "CT"
     description: str | None
     images: int
@@ -75,3 +76,67 @@ def choose_ct_series(study_instance_uid: str, series: Sequence[SeriesSummary]) -
         slice_thickness_mm=best.slice_thickness_mm,
         reason=reason,
     )
+
+
+def _is_chest(s: SeriesSummary) -> bool:
+    return (s.body_part_examined or "").upper().replace(" ", "_") in CHEST_BODY_PARTS
+
+
+def choose_radiograph_series(study_instance_uid: str, series: Sequence[SeriesSummary]) -> ChosenSeries:
+    """The chest radiograph series (DX before CR, chest body part first); its frontal image is chosen
+    when the images are read (tools/imaging/projection.py), since View Position is an image attribute."""
+    usable = [s for s in series if (s.modality or "").upper() in RADIOGRAPH_MODALITIES and (s.number_of_instances or 0) > 0]
+    if not usable:
+        listing = "; ".join(_describe(s) for s in series) or "none"
+        raise NoSuitableSeriesError(
+            f"study {study_instance_uid} has no radiograph (DX or CR) series with images. Series found: {listing}. "
+            "Send the chest radiograph to the PACS, or choose the engine and goal for the modality it has."
+        )
+    best = max(usable, key=lambda s: (_is_chest(s), (s.modality or "").upper() == "DX", s.number_of_instances or 0))
+    reason = f"chose {_describe(best)}: a radiograph series" + (", chest body part" if _is_chest(best) else "")
+    others = [s for s in series if s is not best]
+    if others:
+        reason += "; not chosen: " + "; ".join(_describe(s) for s in others)
+    return ChosenSeries(
+        series_instance_uid=best.series_instance_uid,
+        modality=(best.modality or "DX").upper(),
+        description=best.series_description,
+        images=best.number_of_instances or 0,
+        slice_thickness_mm=None,
+        reason=reason,
+    )
+
+
+def choose_mr_series(study_instance_uid: str, series: Sequence[SeriesSummary]) -> ChosenSeries:
+    """The MR series with the most images (at least MIN_SLICES): one volume for MedImageParse's MR targets."""
+    usable = [s for s in series if (s.modality or "").upper() == "MR" and (s.number_of_instances or 0) >= MIN_SLICES]
+    if not usable:
+        listing = "; ".join(_describe(s) for s in series) or "none"
+        raise NoSuitableSeriesError(
+            f"study {study_instance_uid} has no MR series of at least {MIN_SLICES} images. Series found: {listing}."
+        )
+    best = max(usable, key=lambda s: (-(s.slice_thickness_mm or MAX_THICKNESS_MM), s.number_of_instances or 0))
+    others = [s for s in series if s is not best]
+    reason = f"chose {_describe(best)}: MR, the thinnest slices, then the most images"
+    if others:
+        reason += "; not chosen: " + "; ".join(_describe(s) for s in others)
+    return ChosenSeries(
+        series_instance_uid=best.series_instance_uid, modality="MR", description=best.series_description,
+        images=best.number_of_instances or 0, slice_thickness_mm=best.slice_thickness_mm, reason=reason,
+    )
+
+
+def choose_series(study_instance_uid: str, series: Sequence[SeriesSummary]) -> ChosenSeries:
+    """A usable CT series when the study has one (the CT rules above), else its chest radiograph series,
+    else its MR series.
+
+    A study holding no CT at all but a radiograph is a radiograph study; one with neither is refused
+    with the CT rules' listing, which names every series and why it was not usable.
+    """
+    if any(_why_not(s) is None for s in series):
+        return choose_ct_series(study_instance_uid, series)
+    if any((s.modality or "").upper() in RADIOGRAPH_MODALITIES for s in series):
+        return choose_radiograph_series(study_instance_uid, series)
+    if any((s.modality or "").upper() == "MR" and (s.number_of_instances or 0) >= MIN_SLICES for s in series):
+        return choose_mr_series(study_instance_uid, series)
+    return choose_ct_series(study_instance_uid, series)

@@ -15,10 +15,12 @@ from pathlib import Path
 from highdicom._standard_utils import get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map
 from pydicom import Dataset
 
+from tools.imaging.projection import is_projection
 from tools.imaging.volume import Volume
 from tools.results.common import DerivedKind, DerivedObject, encoded
 from tools.results.key_objects import ko_dataset
 from tools.results.overlay import overlay_datasets
+from tools.results.projection_sr import projection_sr_dataset
 from tools.results.rtstruct import rtstruct_dataset
 from tools.results.seg import seg_dataset
 from tools.results.sr import sr_dataset
@@ -78,6 +80,18 @@ def write_dicom_objects(
     def end() -> None:
         seconds[stage] = round(time.perf_counter() - started, 3)
 
+    if is_projection(volume.modality):
+        # A radiograph has no Frame of Reference for an RTSTRUCT, and no slices for the overlay series.
+        if "seg" in formats:
+            begin("seg", 0.4)
+            seg = seg_dataset(source, volume, result, created=created)
+            keep(seg, "SEG", "seg.dcm")
+            end()
+            if "sr" in formats:
+                begin("sr", 0.6)
+                keep(projection_sr_dataset(source, volume, result, seg, created=created), "SR", "sr.dcm")
+                end()
+        return objects, seconds
     if "rtstruct" in formats:
         begin("rtstruct", 0.2)
         keep(rtstruct_dataset(source, volume, result, created=created), "RTSTRUCT", "rtstruct.dcm")

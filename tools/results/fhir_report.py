@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from tools.fhir.builders import DICOM_CODE_SYSTEM, DICOM_UID_SYSTEM, URI_SYSTEM, uid_identifier
 from tools.fhir.search_values import condition, token
+from tools.reporting.models import DraftReport
 from tools.results.common import DerivedObject
 from tools.segmentation.base import ResultEdit
 
@@ -55,6 +56,11 @@ class StructureVolume(BaseModel):
     display: str
     snomed_code: str
     volume_ml: float
+    area_mm2: float | None = None
+    """a radiograph's structure: its projected area (then reported instead of the volume)"""
+
+    def size_text(self) -> str:
+        return f"area {self.area_mm2 / 100:.1f} cm2 (projected)" if self.area_mm2 is not None else f"volume {self.volume_ml:.1f} mL"
 
 
 class Reviewer(BaseModel):
@@ -96,6 +102,14 @@ class WritebackPlan(BaseModel):
     report_text: str
     edit: ResultEdit | None = None
     """a reviewer's correction: its author and the AI result it derives from go into Provenance"""
+    modality: str = "CT"
+    """of the segmented series: CR and DX reports are of a chest radiograph"""
+    draft: DraftReport | None = None
+    """AI-drafted findings (a report model's): written as a DiagnosticReport of their own"""
+    engine_endpoint: str | None = None
+    """the host of the engine's remote endpoint (MedImageParse), named in the Provenance; None: a local engine"""
+    draft_sr_uid: str | None = None
+    """the SOP Instance UID of the draft's SR: the draft DiagnosticReport's identifier"""
 
 
 def _stable_id(*parts: str) -> str:
@@ -127,25 +141,78 @@ def build_practitioner(reviewer: Reviewer) -> Practitioner:
     )
 
 
+def observation_identifier(plan: WritebackPlan, structure: StructureVolume) -> str:
+    """The Observation's identifier value: what its conditional create matches on."""
+    kind = "area" if structure.area_mm2 is not None else "volume"
+    return f"{plan.result_uid}/{structure.key}/{kind}"
+
+
 def build_observation(plan: WritebackPlan, structure: StructureVolume, device_ref: str) -> Observation:
+    if structure.area_mm2 is not None:  # a radiograph: the structure's projected area
+        code, display = "42798000", "Area"
+        value = Quantity(value=round(structure.area_mm2, 1), unit="mm2", system=UCUM, code="mm2")
+    else:
+        code, display = "118565006", "Volume"
+        value = Quantity(value=round(structure.volume_ml, 1), unit="mL", system=UCUM, code="mL")
     return Observation(
-        identifier=[Identifier(system=OBSERVATION_ID_SYSTEM, value=f"{plan.result_uid}/{structure.key}/volume")],
+        identifier=[Identifier(system=OBSERVATION_ID_SYSTEM, value=observation_identifier(plan, structure))],
         status="final",
         category=[
             CodeableConcept(
                 coding=[Coding(system="http://terminology.hl7.org/CodeSystem/observation-category", code="imaging")]
             )
         ],
-        code=CodeableConcept(coding=[Coding(system=SNOMED, code="118565006", display="Volume")], text="Volume"),
+        code=CodeableConcept(coding=[Coding(system=SNOMED, code=code, display=display)], text=display),
         subject=Reference(reference=plan.patient_reference),
         bodySite=CodeableConcept(
             coding=[Coding(system=SNOMED, code=structure.snomed_code, display=structure.display)],
             text=structure.display,
         ),
-        valueQuantity=Quantity(value=round(structure.volume_ml, 1), unit="mL", system=UCUM, code="mL"),
+        valueQuantity=value,
         method=CodeableConcept(text=f"automatic segmentation, {plan.engine} {plan.engine_version}"),
         device=Reference(reference=device_ref),
         derivedFrom=[Reference(reference=f"ImagingStudy/{plan.imaging_study_id}")],
+    )
+
+
+def build_draft_report(
+    plan: WritebackPlan, draft: DraftReport, reviewer: Reviewer, reviewer_ref: str | None, device_ref: str, issued: datetime
+) -> DiagnosticReport:
+    """The AI-drafted findings as a report of their own: final once approved, saying who drafted and who approved."""
+    approved = f"approved by {reviewer.name}" if reviewer.reviewed else "approved automatically, not reviewed by a human"
+    lines = [f"{n}. {f.text}" for n, f in enumerate(draft.findings, start=1)]
+    text = "\n".join([
+        f"AI-DRAFTED FINDINGS ({draft.model} {draft.model_version}, endpoint {draft.endpoint}); {approved}.",
+        f"Technique: {draft.context.technique}",
+        "",
+        *lines,
+    ]) + "\n"
+    return DiagnosticReport(
+        identifier=[uid_identifier(plan.draft_sr_uid or "")],
+        status="final",
+        category=[
+            CodeableConcept(
+                coding=[Coding(system="http://terminology.hl7.org/CodeSystem/v2-0074", code="RAD", display="Radiology")]
+            )
+        ],
+        code=CodeableConcept(
+            coding=[Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study")],
+            text="AI-drafted chest radiograph findings",
+        ),
+        subject=Reference(reference=plan.patient_reference),
+        issued=issued,
+        performer=[Reference(reference=device_ref)],
+        resultsInterpreter=[Reference(reference=reviewer_ref)] if reviewer_ref else None,
+        imagingStudy=[Reference(reference=f"ImagingStudy/{plan.imaging_study_id}")],
+        conclusion=f"AI-drafted by {draft.model}, {approved}: " + " ".join(f.text for f in draft.findings),
+        presentedForm=[
+            Attachment(
+                contentType="text/plain; charset=utf-8",
+                language="en",
+                data=base64.b64encode(text.encode()).decode(),
+                title="AI-drafted findings",
+            )
+        ],
     )
 
 
@@ -167,7 +234,7 @@ def build_diagnostic_report(
         ],
         code=CodeableConcept(
             coding=[Coding(system=LOINC, code="18748-4", display="Diagnostic imaging study")],
-            text="AI lung contouring result",
+            text="AI chest radiograph segmentation result" if plan.modality in ("CR", "DX") else "AI lung contouring result",
         ),
         subject=Reference(reference=plan.patient_reference),
         issued=issued,
@@ -228,6 +295,7 @@ def build_provenance(
     *,
     reviewed: bool = True,
     reviewer: Reviewer | None = None,
+    drafter_ref: str | None = None,
 ) -> Provenance:
     """The software is the assembler; the person is the verifier, or, for an automatic
     approval, only the enterer who started the job, with a reason saying nobody reviewed it.
@@ -260,7 +328,11 @@ def build_provenance(
         agent=[
             ProvenanceAgent(
                 type=CodeableConcept(coding=[Coding(system=PROVENANCE_PARTICIPANT, code="assembler")]),
-                who=Reference(reference=device_ref, display=f"{plan.engine} {plan.engine_version}"),
+                who=Reference(
+                    reference=device_ref,
+                    display=f"{plan.engine} {plan.engine_version}"
+                    + (f" at {plan.engine_endpoint}" if plan.engine_endpoint else ""),
+                ),
             ),
             ProvenanceAgent(
                 type=CodeableConcept(
@@ -273,6 +345,19 @@ def build_provenance(
                 ),
             ),
             *corrections,
+            *(
+                [
+                    ProvenanceAgent(
+                        type=CodeableConcept(coding=[Coding(system=PROVENANCE_PARTICIPANT, code="author")]),
+                        who=Reference(
+                            reference=drafter_ref,
+                            display=f"{plan.draft.model} {plan.draft.model_version} at {plan.draft.endpoint}",
+                        ),
+                    )
+                ]
+                if drafter_ref and plan.draft
+                else []
+            ),
         ],
         reason=[
             CodeableConcept(text=text)
@@ -370,9 +455,7 @@ def build_writeback_transaction(
                 urn,
                 "POST",
                 "Observation",
-                ifNoneExist=condition(
-                    "identifier", token(OBSERVATION_ID_SYSTEM, f"{plan.result_uid}/{structure.key}/volume")
-                ),
+                ifNoneExist=condition("identifier", token(OBSERVATION_ID_SYSTEM, observation_identifier(plan, structure))),
             )
         )
     review = (
@@ -392,6 +475,29 @@ def build_writeback_transaction(
             ifNoneExist=condition("identifier", token(DICOM_UID_SYSTEM, f"urn:oid:{plan.result_uid}")),
         )
     )
+    draft_urns: list[str] = []
+    drafter_urn = None
+    if plan.draft is not None and plan.draft_sr_uid:
+        drafter_urn, draft_urn = _urn("drafter", plan), _urn("draft-report", plan)
+        draft_urns.append(draft_urn)
+        drafter_token = token(DEVICE_ID_SYSTEM, f"{plan.draft.model}@{plan.draft.model_version}")
+        entries.append(
+            _entry(
+                build_device(plan.draft.model, plan.draft.model_version), drafter_urn, "POST", "Device",
+                ifNoneExist=condition("identifier", drafter_token),
+            )
+        )
+        entries.append(
+            _entry(
+                build_draft_report(
+                    plan, plan.draft, reviewer, reviewer_urn if reviewer.reviewed else None, drafter_urn, when
+                ),
+                draft_urn,
+                "POST",
+                "DiagnosticReport",
+                ifNoneExist=condition("identifier", token(DICOM_UID_SYSTEM, f"urn:oid:{plan.draft_sr_uid}")),
+            )
+        )
     study_request = {"ifMatch": f'W/"{plan.imaging_study_version}"'} if plan.imaging_study_version else {}
     entries.append(
         _entry(
@@ -402,9 +508,10 @@ def build_writeback_transaction(
             **study_request,
         )
     )
-    targets = [report_urn, *observation_urns, f"ImagingStudy/{plan.imaging_study_id}"]
+    targets = [report_urn, *draft_urns, *observation_urns, f"ImagingStudy/{plan.imaging_study_id}"]
     provenance = build_provenance(
-        plan, targets, device_urn, reviewer_urn, when, reviewed=reviewer.reviewed, reviewer=reviewer
+        plan, targets, device_urn, reviewer_urn, when, reviewed=reviewer.reviewed, reviewer=reviewer,
+        drafter_ref=drafter_urn
     )
     audit = build_audit_event(plan, targets, device_urn, reviewer_urn, when)
     entries.append(_entry(provenance, f"Provenance/{provenance.id}", "PUT", f"Provenance/{provenance.id}"))
@@ -436,12 +543,24 @@ def describe_changes(plan: WritebackPlan) -> list[FhirChange]:
             method="POST",
             resource_type="Observation",
             target=f"new ({s.key})",
-            summary=f"{s.display} volume {s.volume_ml:.1f} mL",
+            summary=f"{s.display} {s.size_text()}",
         )
         for s in plan.structures
     ]
     changes += [
         FhirChange(method="POST", resource_type="Device", target="conditional", summary=f"{plan.engine} {plan.engine_version}"),
+        *(
+            [
+                FhirChange(
+                    method="POST", resource_type="DiagnosticReport", target=f"new (identifier urn:oid:{plan.draft_sr_uid})",
+                    summary=f"AI-drafted findings ({plan.draft.model}), final once approved: {len(plan.draft.findings)} finding(s)",
+                ),
+                FhirChange(method="POST", resource_type="Device", target="conditional",
+                           summary=f"{plan.draft.model} {plan.draft.model_version} at {plan.draft.endpoint}"),
+            ]
+            if plan.draft is not None
+            else []
+        ),
         FhirChange(method="POST", resource_type="Practitioner", target="conditional", summary="the approving reviewer"),
         FhirChange(method="PUT", resource_type="Provenance", target="new", summary="software and reviewer as agents"),
         FhirChange(method="PUT", resource_type="AuditEvent", target="new", summary="record of this write"),

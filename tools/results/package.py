@@ -18,16 +18,20 @@ from pydantic import BaseModel
 from pydicom import Dataset
 
 from tools.forked import ForkedCall, ForkedCallError, Receive
+from tools.imaging.projection import is_projection
 from tools.imaging.volume import Volume
 from tools.results.common import DerivedObject, ResultBuildError, derived_uid, edit_digest
-from tools.results.previews import render_previews
+from tools.results.previews import render_previews, render_radiograph_preview
 from tools.results.report import ReportInput, ReportStructure, conclusion, render_report
 from tools.segmentation.base import QAFlag, ResultEdit, SegmentationResult, StructureMeasurements
+from tools.segmentation.projection_qa import cardiothoracic_ratio
 from tools.segmentation.qa import assess
 
 OutputFormat = Literal["rtstruct", "seg", "sr", "png", "json", "overlay", "ko"]
 ALL_FORMATS: tuple[OutputFormat, ...] = ("rtstruct", "seg", "sr", "png", "json")
 """what is built unless asked otherwise"""
+RADIOGRAPH_FORMATS: tuple[OutputFormat, ...] = ("seg", "sr", "png", "json")
+"""what a radiograph can have: no Frame of Reference for an RTSTRUCT, no slices for the overlay series"""
 OPTIONAL_FORMATS: tuple[OutputFormat, ...] = ("overlay", "ko")
 """the secondary-capture overlay series and the Key Object Selection, built only when asked for"""
 
@@ -95,7 +99,10 @@ def _previews(
         return []
     report("previews", 0.8)
     started = time.perf_counter()
-    previews = render_previews(volume, result, out_dir / "previews")
+    if is_projection(volume.modality):
+        previews = render_radiograph_preview(volume, result, out_dir / "previews")
+    else:
+        previews = render_previews(volume, result, out_dir / "previews")
     seconds["previews"] = round(time.perf_counter() - started, 3)
     return previews
 
@@ -157,6 +164,8 @@ def build_package(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     report = progress or (lambda stage, fraction: None)
+    if is_projection(volume.modality):
+        formats = [f for f in formats if f in RADIOGRAPH_FORMATS]
     seconds: dict[str, float] = {}
     if "sr" in formats and "seg" not in formats:
         raise ValueError("the SR references the SEG: ask for 'seg' too, or leave 'sr' out")
@@ -217,10 +226,13 @@ def build_package(
                 volume_ml=measurements[s.structure.key].volume_ml,
                 mean_hu=measurements[s.structure.key].mean_hu or 0.0,
                 n_components=measurements[s.structure.key].n_components,
+                area_mm2=measurements[s.structure.key].area_mm2,
             )
             for s in result.structures
         ],
         flags=flags,
+        modality=volume.modality,
+        cardiothoracic_ratio=ctr.ratio if (ctr := cardiothoracic_ratio(volume, result)) is not None else None,
     )
     report_path = out_dir / "report.txt"
     report_path.write_text(render_report(report_input))

@@ -20,8 +20,9 @@ from PIL import Image
 
 from tools.imaging.orientation import nearest_directions
 from tools.imaging.volume import Volume
-from tools.review.slice_view import WINDOW_PRESETS, SliceRenderer
-from tools.segmentation.base import SegmentationResult
+from tools.reporting.models import DraftReport
+from tools.review.slice_view import PRESENTATION_WINDOW, WINDOW_PRESETS, SliceRenderer
+from tools.segmentation.base import SegmentationResult, StructureSpec
 
 logger = logging.getLogger(__name__)
 
@@ -121,3 +122,39 @@ def render_previews(volume: Volume, result: SegmentationResult, out_dir: Path) -
         paths.append(path)
     logger.info("Wrote %d previews of series %s to %s", len(paths), volume.series_instance_uid, out_dir)
     return paths
+
+
+def render_radiograph_preview(volume: Volume, result: SegmentationResult, out_dir: Path) -> list[Path]:
+    """Write ``radiograph.png``: the radiograph as its header says to show it, with the outlines."""
+    renderer = _renderer(volume, result)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "radiograph.png"
+    title = f"{volume.modality} frontal radiograph"
+    renderer.render("coronal", 0, PRESENTATION_WINDOW, title=title).save(path, format="PNG", compress_level=1)
+    logger.info("Wrote the radiograph preview of series %s to %s", volume.series_instance_uid, out_dir)
+    return [path]
+
+
+_FINDING_COLOURS = ((255, 215, 0), (0, 200, 255), (255, 80, 200), (120, 255, 120), (255, 140, 60))
+
+
+def render_draft_preview(volume: Volume, draft: DraftReport, out_dir: Path) -> Path:
+    """Write ``draft-findings.png``: the radiograph with each grounded finding's boxes, numbered as on the card."""
+    boxes = []
+    for number, finding in enumerate(draft.findings, start=1):
+        if not finding.boxes:
+            continue
+        mask = np.zeros(volume.array.shape, dtype=bool)
+        for box in finding.boxes:
+            mask[0, box.row_min : box.row_max + 1, box.column_min : box.column_max + 1] = True
+        spec = StructureSpec(
+            key=f"finding-{number}", roi_name=f"Finding_{number}", display=f"Finding {number}", snomed_code="-",
+            snomed_meaning="-", color_rgb=_FINDING_COLOURS[(number - 1) % len(_FINDING_COLOURS)],
+        )
+        boxes.append((spec, mask))
+    renderer = SliceRenderer(volume.array, volume.geometry, boxes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "draft-findings.png"
+    title = f"AI-drafted findings ({draft.model}), not reviewed yet"
+    renderer.render("coronal", 0, PRESENTATION_WINDOW, title=title).save(path, format="PNG", compress_level=1)
+    return path

@@ -18,6 +18,8 @@ class ReportStructure(BaseModel):
     volume_ml: float
     mean_hu: float
     n_components: int
+    area_mm2: float | None = None
+    """on a radiograph: the projected area (volume and density mean nothing there)"""
 
 
 class ReportInput(BaseModel):
@@ -29,18 +31,54 @@ class ReportInput(BaseModel):
     engine_version: str
     structures: list[ReportStructure]
     flags: list[QAFlag]
+    modality: str = "CT"
+    cardiothoracic_ratio: float | None = None
 
 
 def conclusion(report: ReportInput) -> str:
     """One sentence for DiagnosticReport.conclusion."""
-    parts = [f"{s.display.lower()} {s.volume_ml:.0f} mL" for s in report.structures]
+    parts = [_size(s) for s in report.structures]
+    if report.cardiothoracic_ratio is not None:
+        parts.append(f"cardiothoracic ratio {report.cardiothoracic_ratio:.2f}")
     warnings = [f for f in report.flags if f.severity in ("warning", "fail")]
     qa = f"; {len(warnings)} QA finding(s) to review" if warnings else "; no QA findings"
-    return f"Automatic contours ({report.engine} {report.engine_version}): {', '.join(parts)}{qa}."
+    what = "Automatic segmentation" if report.modality in ("CR", "DX") else "Automatic contours"
+    return f"{what} ({report.engine} {report.engine_version}): {', '.join(parts)}{qa}."
+
+
+def _size(s: ReportStructure) -> str:
+    if s.area_mm2 is not None:
+        return f"{s.display.lower()} {s.area_mm2 / 100:.0f} cm2 projected"
+    return f"{s.display.lower()} {s.volume_ml:.0f} mL"
+
+
+def _radiograph_report(report: ReportInput) -> list[str]:
+    lines = [
+        "AI CHEST RADIOGRAPH SEGMENTATION REPORT",
+        "",
+        f"Study Instance UID:  {report.study_instance_uid}",
+        f"Image used:          {report.series_instance_uid} ({report.modality}, frontal)",
+        f"Algorithm:           {report.engine} {report.engine_version} (automatic segmentation)",
+        "",
+        "Structures (areas projected on the image plane):",
+    ]
+    lines += [
+        f"  {s.display:<12} {(s.area_mm2 or 0.0) / 100:>9.1f} cm2   {s.n_components} component(s)"
+        for s in report.structures
+    ]
+    if report.cardiothoracic_ratio is not None:
+        lines += ["", f"Cardiothoracic ratio: {report.cardiothoracic_ratio:.2f} (transverse diameters)"]
+    return lines
 
 
 def render_report(report: ReportInput) -> str:
     """The full plain-text report (DiagnosticReport.presentedForm)."""
+    if report.modality in ("CR", "DX"):
+        lines = _radiograph_report(report)
+        lines += ["", "Quality checks:"]
+        lines += [f"  [{f.severity.upper()}] {f.message}" for f in report.flags] or ["  none raised"]
+        lines += ["", f"Conclusion: {conclusion(report)}"]
+        return "\n".join(lines) + "\n"
     lines = [
         "AI LUNG CONTOURING REPORT",
         "",

@@ -273,6 +273,9 @@ def seg_dataset(
     )
     pin_times(seg, created)
     _pin_dimension_organization(seg, uid("dimension-organization"))
+    if "FrameOfReferenceUID" not in seg and "PatientOrientation" in images[0]:
+        # A radiograph's SEG has no plane geometry; General Image then needs the image's Patient Orientation.
+        seg.PatientOrientation = images[0].PatientOrientation
     # One item per frame: most of pydicom's writing time, so encoded at once (tools/results/encoding.py).
     if freeze_sequence(seg, "PerFrameFunctionalGroupsSequence"):
         mark_encoded(seg)

@@ -59,8 +59,11 @@ class Window:
 
     @property
     def label(self) -> str:
-        return f"W {self.width:.0f} / L {self.level:.0f}"
+        return f"W {self.width:g} / L {self.level:g}"
 
+
+PRESENTATION_WINDOW = Window(1.0, 0.5)
+"""a radiograph's presentation values (0 black .. 1 white, tools/imaging/projection.py) as they are"""
 
 WINDOW_PRESETS: dict[str, Window] = {
     "lung": Window(1500.0, -600.0),

@@ -60,6 +60,26 @@ STRUCTURES: dict[str, StructureSpec] = {
             color_rgb=(255, 140, 0),
         ),
         StructureSpec(
+            key="heart",
+            roi_name="Heart",  # TG-263
+            display="Heart",
+            snomed_code="80891009",
+            snomed_meaning="Heart",
+            color_rgb=(220, 40, 60),
+        ),
+        StructureSpec(
+            key="liver", roi_name="Liver", display="Liver", snomed_code="10200004", snomed_meaning="Liver",
+            color_rgb=(150, 75, 0),
+        ),
+        StructureSpec(
+            key="left-ventricle", roi_name="Ventricle_L", display="Left ventricle", snomed_code="87878005",
+            snomed_meaning="Left cardiac ventricular structure", color_rgb=(200, 0, 120),
+        ),
+        StructureSpec(
+            key="prostate", roi_name="Prostate", display="Prostate", snomed_code="41216001",
+            snomed_meaning="Prostate", color_rgb=(90, 160, 255),
+        ),
+        StructureSpec(
             key="body",
             roi_name="External",  # TG-263
             display="Body outline",
@@ -129,7 +149,9 @@ class StructureMeasurements(BaseModel):
     bbox_mm: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None
     """(min, max) per patient axis (x, y, z) in LPS mm, over the centres of the boxed voxels"""
     n_components: int
-    """3D connected components, 26-connectivity"""
+    """3D connected components, 26-connectivity (on a radiograph: 8-connected in its plane)"""
+    area_mm2: float | None = None
+    """a radiograph's structure: its projected area in the image plane (volume_ml is then 0)"""
 
 
 @dataclass

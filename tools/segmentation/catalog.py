@@ -94,6 +94,35 @@ _BUILDERS: dict[str, Callable[[EngineOptions], SegmentationEngine]] = {
 }
 
 
+# What each engine can read. The built-in engines threshold and learn Hounsfield units of a CT;
+# MedImageParse reads CT and MR slices and chest radiographs (its prompt table says which targets on which).
+ENGINE_MODALITIES: dict[str, frozenset[str]] = {
+    LUNG_THRESHOLD: frozenset({"CT"}),
+    MONAI_BUNDLE: frozenset({"CT"}),
+    MEDIMAGEPARSE: frozenset({"CT", "DX", "CR", "MR"}),
+}
+
+
+def check_engine_modality(name: str, modality: str, series_instance_uid: str) -> None:
+    """Refuse, before any work, an engine that cannot read this modality; the message says which can.
+
+    An engine this catalog does not ship (a test's, say) is not checked here; `EngineCatalog.get`
+    refuses names it does not know.
+
+    Raises:
+        EngineError: `name` does not read `modality`.
+    """
+    wanted = modality.upper()
+    if name not in ENGINE_MODALITIES or wanted in ENGINE_MODALITIES[name]:
+        return
+    able = [engine for engine, modalities in sorted(ENGINE_MODALITIES.items()) if wanted in modalities]
+    raise EngineError(
+        f"engine {name} does not read {wanted or 'this modality'} (series {series_instance_uid}): it reads "
+        f"{', '.join(sorted(ENGINE_MODALITIES.get(name, frozenset())))}. "
+        + (f"Use {' or '.join(able)} for it." if able else f"No engine of this project reads {wanted} yet.")
+    )
+
+
 def engine_names() -> list[str]:
     """The names of the engines that ship with the project, sorted."""
     return sorted(_BUILDERS)

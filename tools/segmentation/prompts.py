@@ -27,19 +27,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from tools.segmentation.base import TARGET_ALIASES, UnknownTargetError
 
 
 class Window(BaseModel):
-    """A CT display window in Hounsfield units: values below ``low_hu`` are black, above ``high_hu`` white."""
+    """A display window: values below ``low_hu`` are black, above ``high_hu`` white.
+
+    In Hounsfield units for CT. A ``presentation`` window applies to values already through the
+    image's own grayscale pipeline (a radiograph's VOI transform, tools/imaging/projection.py;
+    0.0 black .. 1.0 white), so its bounds are fractions of that range, not HU.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     low_hu: float
     high_hu: float
+    presentation: bool = False
+    percentiles: bool = False
+    """MR: ``low_hu`` and ``high_hu`` are percentiles of the whole volume's values (MR has no absolute scale)"""
+
+    def for_volume(self, values: np.ndarray) -> Window:
+        """The window in the volume's own values: percentile windows resolved once per volume, so every
+        slice is shown on one scale; other windows as they are."""
+        if not self.percentiles:
+            return self
+        low, high = (float(v) for v in np.percentile(values, [self.low_hu, self.high_hu]))
+        return Window(name=self.name, low_hu=low, high_hu=max(high, low + 1e-3))
 
     @property
     def center(self) -> float:
@@ -59,6 +76,12 @@ WINDOWS: dict[str, Window] = {
     for w in (
         Window(name="lung", low_hu=-1000.0, high_hu=1000.0),
         Window(name="abdomen", low_hu=-150.0, high_hu=250.0),
+        # A radiograph as the DICOM header says to show it (its VOI LUT or window): the model was
+        # trained on radiographs as displayed (PNG/JPEG exports), not on raw detector values.
+        Window(name="radiograph", low_hu=0.0, high_hu=1.0, presentation=True),
+        # MR intensities have no fixed scale: the 0.5th-99.5th percentile of the volume, the
+        # normalisation BiomedParse's MRI preprocessing describes (not verified against the endpoint).
+        Window(name="mr", low_hu=0.5, high_hu=99.5, percentiles=True),
     )
 }
 
@@ -69,6 +92,15 @@ right-lung  | CT       | CHEST, THORAX, LUNG, WHOLEBODY          | right lung  |
 liver       | CT       | ABD, CHEST_TO_PELVIS, LIVER, WHOLEBODY  | liver       | abdomen | liver
 spleen      | CT       | ABD, CHEST_TO_PELVIS, WHOLEBODY         | spleen      | abdomen | other organ
 pancreas    | CT       | ABD, CHEST_TO_PELVIS, PANCREAS, WHOLEBODY | pancreas  | abdomen | pancreas
+left-lung   | DX       | CHEST, THORAX, LUNG                     | left lung   | radiograph | lung
+right-lung  | DX       | CHEST, THORAX, LUNG                     | right lung  | radiograph | lung
+heart       | DX       | CHEST, THORAX                           | heart       | radiograph | heart anatomies
+left-lung   | CR       | CHEST, THORAX, LUNG                     | left lung   | radiograph | lung
+right-lung  | CR       | CHEST, THORAX, LUNG                     | right lung  | radiograph | lung
+heart       | CR       | CHEST, THORAX                           | heart       | radiograph | heart anatomies
+liver       | MR       | ABD, LIVER, WHOLEBODY                   | liver       | mr      | liver
+left-ventricle | MR    | HEART, CHEST, THORAX, CARDIAC           | left heart ventricle | mr | heart anatomies
+prostate    | MR       | PELVIS, PROSTATE                        | prostate    | mr      | other organ
 """
 
 

@@ -20,9 +20,11 @@ from scipy import ndimage
 
 from tools.imaging.geometry import Geometry
 from tools.imaging.orientation import OPPOSITE, SIDE_NAMES, nearest_directions
+from tools.imaging.projection import is_projection
 from tools.imaging.volume import Volume
 from tools.segmentation.base import FlagPlanes, QAFlag, SegmentationResult, StructureMask, StructureMeasurements
 from tools.segmentation.lung_qa import lung_flags
+from tools.segmentation.projection_qa import assess_projection
 
 # Adult lungs hold roughly 1-4 L each at CT; outside this band the mask (or the scan) is wrong.
 LUNG_MIN_ML = 300.0
@@ -169,6 +171,8 @@ def assess(volume: Volume, result: SegmentationResult) -> SegmentationResult:
     """
     if result.assessed:
         return result
+    if is_projection(volume.modality):
+        return assess_projection(volume, result)
     parts = {item.structure.key: _parts(item.mask.astype(bool, copy=False)) for item in result.structures}
     flags = qa_flags(volume, result.structures, parts)
     structures = [

@@ -18,9 +18,11 @@ from pydantic import BaseModel, Field, model_validator
 
 from tools.identity.principal import Principal
 from tools.imaging.series_choice import ChosenSeries
+from tools.reporting.models import DraftReport
 from tools.results.fhir_report import FhirChange, Reviewer
 from tools.review.edits import BrushStroke, EraseRange, MaskEdit
 from tools.segmentation.base import QAFlag, ResultEdit
+from tools.segmentation.input_check import InputCheck
 from tools.workflow.rejection_reasons import RejectionReasonCode
 
 SeriesChoice = ChosenSeries
@@ -53,6 +55,11 @@ class StructureForReview(BaseModel):
     mean_hu: float
     n_components: int
     confidence: float
+    area_mm2: float | None = None
+    """a radiograph's structure: its projected area; volume and mean HU are then 0 and mean nothing"""
+
+    def size_text(self) -> str:
+        return f"{self.area_mm2 / 100:.1f} cm2 projected" if self.area_mm2 is not None else f"{self.volume_ml:.1f} mL"
 
 
 class ReviewFiles(BaseModel):
@@ -106,6 +113,16 @@ class ApprovalRequest(BaseModel):
     )
     edit: ResultEdit | None = Field(
         default=None, description="set when this card shows a reviewer's correction of the AI result"
+    )
+    engine_endpoint: str | None = Field(
+        default=None, description="the host of the remote endpoint the engine called (MedImageParse); None: local"
+    )
+    input_check: InputCheck | None = Field(
+        default=None, description="what MedImageInsight made of the series, against what the goal expects"
+    )
+    draft: DraftReport | None = Field(
+        default=None,
+        description="AI-drafted findings with their boxes (a report model, its endpoint, the text sent): preliminary",
     )
 
 

@@ -15,16 +15,20 @@ from pathlib import Path
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.worklist import WorklistItem
+from tools.imaging.projection import is_projection
 from tools.imaging.volume import Volume
+from tools.reporting.cxrreportgen import CxrReportGenDrafter
 from tools.results.package import OutputFormat
 from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
+from tools.segmentation.input_check import InputCheck, MedImageInsightChecker
 from tools.workflow import prepare, write
 from tools.workflow.approval import ApprovalDecision, ApprovalRequest, PendingDicomWrite
 from tools.workflow.assessment import record_assessment
 from tools.workflow.decisions import DecisionStore
 from tools.workflow.edit import apply_review_edits
 from tools.workflow.engine_jobs import SegmentationQueue, segment_on_queue
+from tools.workflow.failure import StudyFailure
 from tools.workflow.gtv import find_gtv
 from tools.workflow.lineage import LineageStore, source_instances
 from tools.workflow.records import (
@@ -39,7 +43,7 @@ from tools.workflow.records import (
     Variant,
 )
 from tools.workflow.result_stores import ResultStore
-from tools.workflow.segment import engine_chain
+from tools.workflow.segment import engine_chain, targets_for
 from tools.workflow.worklist import select_worklist
 
 
@@ -64,6 +68,14 @@ class StudyServices:
     """objects built, approved and stored besides RTSTRUCT, SEG and SR: "overlay", "ko" """
     engine_queue: SegmentationQueue | None = None
     """where a job's segmentation goes when engine workers run it; None: the job's own worker segments"""
+    report_drafter: CxrReportGenDrafter | None = None
+    """drafts findings for chest radiograph studies (CXRReportGen); None: no drafts"""
+    input_checker: MedImageInsightChecker | None = None
+    """checks each series is what the goal expects before segmenting (MedImageInsight); None: no check"""
+    refuse_unexpected_input: bool = False
+    """a series the check finds unexpected fails its study (True) or gets a QA flag (False)"""
+    engine_endpoints: Mapping[str, str] = field(default_factory=dict)
+    """engine name -> the host of the remote endpoint it calls, named on the card and in the Provenance"""
 
 
 class StudyWorkflow:
@@ -109,10 +121,18 @@ class StudyWorkflow:
         queue: then SegmentationQueued until the engine worker's result is in the work store. The
         chat's look-only drafts (no job) always segment here."""
         chain = engine_chain(engine, self.services.fallback_engines)
+        targets = targets_for(fetched.series.modality, targets)
+        if self.services.input_checker is not None:
+            prepare.check_input(
+                self.services.input_checker, volume_file, fetched.work_dir, refuse=self.services.refuse_unexpected_input
+            )
 
         def study_gtv(volume: Volume) -> Exclusion | None:
             # The volume's study is the ImagingStudy's: fetch checked every instance against it.
-            return find_gtv(self.services.pacs, volume.study_instance_uid, volume) if self.services.exclude_gtv else None
+            # A radiograph has no frame of reference a structure set could share.
+            if not self.services.exclude_gtv or is_projection(volume.modality):
+                return None
+            return find_gtv(self.services.pacs, volume.study_instance_uid, volume)
 
         queue = self.services.engine_queue
         if queue is not None and thread_id is not None:
@@ -123,6 +143,15 @@ class StudyWorkflow:
             self.services.engines, volume_file, fetched.work_dir, chain, targets, variant, exclusion_for=study_gtv
         )
 
+    def check_input(self, volume_file: StoredFile, fetched: FetchedSeries) -> InputCheck:
+        """MedImageInsight's reading of the series (the planner's look-only check); never refuses."""
+        if self.services.input_checker is None:
+            raise StudyFailure(
+                f"series {fetched.series.series_instance_uid} cannot be checked: no MedImageInsight endpoint is "
+                "configured. Set IMAGING_AGENT_MEDIMAGEINSIGHT_URL (and _KEY) and IMAGING_AGENT_INPUT_CHECK=flag."
+            )
+        return prepare.check_input(self.services.input_checker, volume_file, fetched.work_dir, refuse=False)
+
     def build(
         self,
         study: StudyRecord,
@@ -132,8 +161,12 @@ class StudyWorkflow:
         created_at: str,
         variant: Variant,
     ) -> BuiltResults:
+        s = self.services
+        draft = None
+        if s.report_drafter is not None and fetched.series.modality in ("CR", "DX"):
+            draft = prepare.draft_report(s.report_drafter, s.fhir, study, fetched)
         return prepare.build_results(
-            study, fetched, volume_file, segmentation, created_at, variant, self.services.optional_formats
+            study, fetched, volume_file, segmentation, created_at, variant, s.optional_formats, draft, s.engine_endpoints
         )
 
     def apply_edits(

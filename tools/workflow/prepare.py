@@ -10,27 +10,32 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 from tools.dicomweb.client import DicomwebClient
 from tools.fhir.client import FhirClient
 from tools.fhir.task import approved_plan, ensure_task
 from tools.fhir.worklist import study_instance_uid as uid_of_study
 from tools.ids import check_dicom_uid, check_fhir_id
-from tools.imaging.preflight import preflight
-from tools.imaging.series_choice import choose_ct_series
+from tools.imaging.preflight import preflight, preflight_mr, preflight_radiograph
+from tools.imaging.projection import choose_frontal, is_projection, lateral_of, read_projection, view_of
+from tools.imaging.series_choice import choose_series
 from tools.imaging.volume import Volume, assemble_volume, read_series_dir
 from tools.imaging.volume_store import content_key, load_volume, save_volume
+from tools.reporting.context import report_context
+from tools.reporting.cxrreportgen import CxrReportGenDrafter, DraftError
+from tools.reporting.models import DraftReport
 from tools.results.fhir_report import StructureVolume, WritebackPlan, describe_changes
 from tools.results.package import ALL_FORMATS, OutputFormat, ResultPackage, build_package
 from tools.segmentation.base import STRUCTURES
 from tools.segmentation.catalog import EngineCatalog
 from tools.segmentation.exclusion import Exclusion
+from tools.segmentation.input_check import InputCheck, InputCheckError, MedImageInsightChecker
 from tools.segmentation.result_store import load_result, save_result
 from tools.workflow.approval import (
     SOP_CLASS_NAMES,
@@ -58,6 +63,11 @@ log = logging.getLogger(__name__)
 
 # The fetched series' Part 10 files, inside a study's work folder.
 SOURCE_DIR = "source"
+# A radiograph study's drafted findings, kept so that a rebuild (a reviewer's edit, a resume) shows
+# and stores the very draft first shown rather than asking the model again.
+DRAFT_FILE = "draft-report.json"
+# What MedImageInsight made of the series, for the card (kept beside it like the draft).
+INPUT_CHECK_FILE = "input-check.json"
 
 
 def read_study(fhir: FhirClient, imaging_study_id: str, patient_identifier_system: str) -> StudyRecord:
@@ -155,14 +165,14 @@ def reusable_plan(
 def fetch_series(
     pacs: DicomwebClient, study: StudyRecord, work_root: Path, patient_identifier_system: str
 ) -> FetchedSeries:
-    """Choose the CT series by rules and download it, once, into a folder named by its content.
+    """Choose the CT (or, lacking one, the chest radiograph) series by rules and download it, once, into a folder named by its content.
 
     Every UID is checked before a file name is built from it, every instance must be of the study
     and series asked for, and the series' patient must be the ImagingStudy's (tools/workflow/identity.py),
     also when the files were downloaded by an earlier run: the EHR side may have changed since.
     """
     study_uid = study.study_instance_uid
-    chosen = choose_ct_series(study_uid, pacs.search_series(study_uid))
+    chosen = choose_series(study_uid, pacs.search_series(study_uid))
     series_uid = check_dicom_uid(chosen.series_instance_uid, f"a Series Instance UID the PACS listed in study {study_uid}")
     listed = [
         check_dicom_uid(i.sop_instance_uid, f"a SOP Instance UID the PACS listed in series {series_uid}")
@@ -207,15 +217,27 @@ def _download(pacs: DicomwebClient, study_uid: str, series_uid: str, folder: Pat
 
 
 def assemble_stored(work_dir: Path) -> StoredFile:
-    """The downloaded series as one geometry-checked volume in the work store."""
-    volume = assemble_volume(read_series_dir(work_dir / SOURCE_DIR))
+    """The downloaded series as one geometry-checked volume in the work store; a radiograph series as
+    its frontal image (tools/imaging/projection.py), a one-plane volume of presentation values."""
+    datasets = read_series_dir(work_dir / SOURCE_DIR)
+    modality = str(datasets[0].get("Modality", "")).upper()
+    if is_projection(modality):
+        volume, _ = read_projection(choose_frontal(datasets, str(datasets[0].get("SeriesInstanceUID", ""))))
+    else:
+        volume = assemble_volume(datasets, required_modality="MR" if modality == "MR" else "CT")
     path = work_dir / "volume.npz"
     return StoredFile(path=path, sha256=save_volume(volume, path))
 
 
 def preflight_stored(volume_file: StoredFile) -> None:
     """Refuse a volume the engines cannot contour (modality, coverage, spacing), with the reason."""
-    preflight(load_volume(volume_file.path, volume_file.sha256))
+    volume = load_volume(volume_file.path, volume_file.sha256)
+    if is_projection(volume.modality):
+        preflight_radiograph(volume)
+    elif volume.modality == "MR":
+        preflight_mr(volume)
+    else:
+        preflight(volume)
 
 
 def segment_stored(
@@ -238,6 +260,77 @@ def segment_stored(
     )
 
 
+def check_input(checker: MedImageInsightChecker, volume_file: StoredFile, work_dir: Path, *, refuse: bool) -> InputCheck:
+    """Is the series what the goal expects? Refuses (StudyFailure) a mismatch when `refuse`; otherwise the
+    check is kept for the card, where a mismatch is a QA flag. Asked once per series content."""
+    kept = work_dir / INPUT_CHECK_FILE
+    if kept.is_file():
+        check = InputCheck.model_validate_json(kept.read_text())
+    else:
+        volume = load_volume(volume_file.path, volume_file.sha256)
+        try:
+            check = checker.check(volume)
+        except InputCheckError as exc:
+            raise StudyFailure(str(exc)) from exc
+        partial = kept.with_suffix(".partial")
+        partial.write_text(check.model_dump_json(indent=2))
+        partial.replace(kept)
+    if refuse and not check.matches:
+        flag = check.flag(load_volume(volume_file.path, volume_file.sha256).series_instance_uid)
+        raise StudyFailure(
+            f"{flag.message if flag else ''} Refused before segmentation (IMAGING_AGENT_INPUT_CHECK=refuse): nothing was "
+            "segmented or stored. Send the expected series, or set IMAGING_AGENT_INPUT_CHECK=flag to review such studies."
+        )
+    return check
+
+
+def draft_report(
+    drafter: CxrReportGenDrafter, fhir: FhirClient, study: StudyRecord, fetched: FetchedSeries
+) -> DraftReport:
+    """Draft findings for a radiograph study: its frontal (and lateral) image and the order's reason,
+    without the patient's names and identifiers, to the report model. Writes nothing clinical."""
+    kept = fetched.work_dir / DRAFT_FILE
+    if kept.is_file():
+        return DraftReport.model_validate_json(kept.read_text())
+    datasets = read_series_dir(fetched.work_dir / SOURCE_DIR)
+    frontal_ds = choose_frontal(datasets, fetched.series.series_instance_uid)
+    lateral_ds = lateral_of(datasets)
+    frontal, _ = read_projection(frontal_ds)
+    lateral = read_projection(lateral_ds)[0] if lateral_ds is not None else None
+    context = report_context(
+        fhir,
+        study.imaging_study_id,
+        [view_of(frontal_ds), view_of(lateral_ds) if lateral_ds is not None else None],
+        names=[study.patient_display_name or "", fetched.patient.name or ""],
+        identifiers=[study.patient_id or "", fetched.patient.patient_id or ""],
+    )
+    try:
+        draft = drafter.draft(frontal, lateral, context)
+    except DraftError as exc:
+        raise StudyFailure(str(exc)) from exc
+    partial = kept.with_suffix(".partial")
+    partial.write_text(draft.model_dump_json(indent=2))
+    partial.replace(kept)
+    return draft
+
+
+def _add_draft(package: ResultPackage, source: Sequence[Dataset], volume: Volume, draft: DraftReport, created: datetime) -> ResultPackage:
+    """The draft's SR and a preview of its boxes, added to the package (built and hashed like the rest)."""
+    from tools.results.dicom_objects import write_object
+    from tools.results.draft_sr import draft_sr_dataset
+    from tools.results.previews import render_draft_preview
+
+    frontal = next((ds for ds in source if str(ds.SOPInstanceUID) == draft.frontal_sop_instance_uid), None)
+    if frontal is None:
+        raise StudyFailure(
+            f"the draft findings were made on image {draft.frontal_sop_instance_uid}, which is not in series "
+            f"{volume.series_instance_uid} any more; run the study again."
+        )
+    sr = write_object(draft_sr_dataset(frontal, draft, created=created), "SR", package.out_dir / "draft-sr.dcm")
+    preview = render_draft_preview(volume, draft, package.out_dir / "previews")
+    return package.model_copy(update={"objects": [*package.objects, sr], "previews": [*package.previews, preview]})
+
+
 def build_results(
     study: StudyRecord,
     fetched: FetchedSeries,
@@ -246,6 +339,8 @@ def build_results(
     created_at: str,
     variant: Variant,
     optional_formats: Sequence[OutputFormat] = (),
+    draft: DraftReport | None = None,
+    engine_endpoints: Mapping[str, str] | None = None,
 ) -> BuiltResults:
     """RTSTRUCT, SEG, SR, previews and report on disk, hashed; the approval request and write plan.
 
@@ -254,6 +349,10 @@ def build_results(
     """
     volume = load_volume(volume_file.path, volume_file.sha256)
     result = load_result(segmentation.path, segmentation.sha256)
+    checked = fetched.work_dir / INPUT_CHECK_FILE
+    input_check = InputCheck.model_validate_json(checked.read_text()) if checked.is_file() else None
+    if input_check is not None and (flag := input_check.flag(volume.series_instance_uid)):
+        result.flags.append(flag)
     source = [dcmread(p, stop_before_pixels=True) for p in sorted((fetched.work_dir / SOURCE_DIR).glob("*.dcm"))]
     # A corrected result is built beside the AI's, which stays as the reviewer saw it first.
     edited = f"-edit-{result.edit.digest[:16]}" if result.edit else ""
@@ -262,7 +361,10 @@ def build_results(
         source, volume, result, out_dir, formats=[*ALL_FORMATS, *optional_formats],
         created=datetime.fromisoformat(created_at),
     )
-    plan = _writeback_plan(study, package, segmentation.engine_fallbacks)
+    if draft is not None:
+        package = _add_draft(package, source, volume, draft, datetime.fromisoformat(created_at))
+    plan = _writeback_plan(study, fetched, package, segmentation.engine_fallbacks, draft)
+    plan = plan.model_copy(update={"engine_endpoint": (engine_endpoints or {}).get(package.engine)})
     review_files = ReviewFiles(
         volume_path=str(volume_file.path),
         volume_sha256=volume_file.sha256,
@@ -270,11 +372,14 @@ def build_results(
         masks_sha256=segmentation.sha256,
     )
     request = _approval_request(study, fetched, package, plan, review_files)
+    request = request.model_copy(update={"input_check": input_check, "engine_endpoint": plan.engine_endpoint})
     (out_dir / "approval-request.json").write_text(request.model_dump_json(indent=2))
     return BuiltResults(request=request, plan=plan)
 
 
-def _writeback_plan(study: StudyRecord, package: ResultPackage, fallbacks: list[str]) -> WritebackPlan:
+def _writeback_plan(
+    study: StudyRecord, fetched: FetchedSeries, package: ResultPackage, fallbacks: list[str], draft: DraftReport | None
+) -> WritebackPlan:
     return WritebackPlan(
         result_uid=package.result_uid,
         imaging_study_id=study.imaging_study_id,
@@ -290,9 +395,13 @@ def _writeback_plan(study: StudyRecord, package: ResultPackage, fallbacks: list[
                 display=s.display,
                 snomed_code=STRUCTURES[s.key].snomed_code,
                 volume_ml=s.measurements.volume_ml,
+                area_mm2=s.measurements.area_mm2,
             )
             for s in package.structures
         ],
+        modality=fetched.series.modality,
+        draft=draft,
+        draft_sr_uid=package.objects[-1].sop_instance_uid if draft is not None else None,
         objects=package.objects,
         conclusion=package.conclusion,
         report_text=package.report_path.read_text(),
@@ -328,6 +437,7 @@ def _approval_request(
                 mean_hu=round(s.measurements.mean_hu or 0.0, 1),
                 n_components=s.measurements.n_components,
                 confidence=s.confidence,
+                area_mm2=s.measurements.area_mm2,
             )
             for s in package.structures
         ],
@@ -351,5 +461,6 @@ def _approval_request(
         fhir_changes=describe_changes(plan),
         review_files=review_files,
         edit=package.edit,
+        draft=plan.draft,
     )
 

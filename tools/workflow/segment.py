@@ -10,12 +10,21 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from tools.http.errors import ServiceUnavailableError
+from tools.imaging.projection import is_projection
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError, SegmentationResult
-from tools.segmentation.catalog import EngineCatalog
+from tools.segmentation.catalog import EngineCatalog, check_engine_modality
 from tools.segmentation.exclusion import Exclusion, without
 from tools.segmentation.qa import assess
 from tools.workflow.failure import StudyFailure
+
+
+def targets_for(modality: str, targets: Sequence[str]) -> list[str]:
+    """On a chest radiograph the lungs come with the heart: the cardiothoracic ratio needs all three."""
+    wanted = list(targets)
+    if is_projection(modality) and "lungs" in wanted and "heart" not in wanted:
+        wanted.append("heart")
+    return wanted
 
 
 def engine_chain(requested: str, fallbacks: Sequence[str]) -> list[str]:
@@ -60,6 +69,7 @@ def segment_with_fallback(
     errors: list[str] = []
     for name in chain:
         try:
+            check_engine_modality(name, volume.modality, volume.series_instance_uid)
             raw = engines.get(name).segment(volume, list(targets))
             kept = without(raw, exclusion, volume) if exclusion is not None else raw
             if name == chain[-1] and not assess_last:

@@ -19,11 +19,12 @@ import numpy as np
 
 from tools.http import RetryPolicy
 from tools.http.errors import ServiceUnavailableError
+from tools.imaging.projection import is_projection
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError, QAFlag, SegmentationResult, StructureMask, resolve_targets
 from tools.segmentation.medimageparse.client import MedImageParseClient, check_endpoint
 from tools.segmentation.medimageparse.nifti import canonical_nifti, on_canonical_grid
-from tools.segmentation.medimageparse.view import Placement, axial_view, from_model_mask, to_model_image
+from tools.segmentation.medimageparse.view import Placement, from_model_mask, model_view, to_model_image
 from tools.segmentation.medimageparse.wire import (
     MASK_THRESHOLD,
     MODEL_SIZE,
@@ -94,7 +95,7 @@ class MedImageParseEngine:
         tallies = {s.key: _Tally(mask=np.zeros(volume.array.shape, dtype=bool)) for s in specs}
         with self._client() as client:
             try:
-                if self.mode == "3d":
+                if self.mode == "3d" and not is_projection(volume.modality):
                     self._segment_3d(volume, groups, tallies, client)
                 else:
                     self._segment_2d(volume, groups, tallies, client)
@@ -120,20 +121,27 @@ class MedImageParseEngine:
             structures=structures,
             flags=[f for f in flags if f.structure is None],
             seconds=seconds,
-            parameters=self._parameters(groups),
+            parameters=self._parameters(groups, volume.modality),
         )
 
-    def _parameters(self, groups: list[PromptGroup]) -> dict[str, str]:
-        """What the model was asked and how the pixels were shown to it; not the endpoint or batch size."""
-        parameters = {"mode": self.mode, "mask_threshold": str(MASK_THRESHOLD)}
-        if self.mode == "3d":  # the volume goes in Hounsfield units, one request per prompt
+    def _parameters(self, groups: list[PromptGroup], modality: str) -> dict[str, str]:
+        """What the model was asked and how the pixels were shown to it; not the endpoint or batch size.
+
+        A radiograph always goes as one 2D image, whatever the mode (3D reads volumes only)."""
+        projection = is_projection(modality)
+        parameters = {"mode": "2d" if projection else self.mode, "mask_threshold": str(MASK_THRESHOLD)}
+        if self.mode == "3d" and not projection:  # the volume goes in Hounsfield units, one request per prompt
             parameters["prompts"] = " & ".join(item.prompt for group in groups for item in group.items)
             return parameters
         parameters["image_size"] = str(MODEL_SIZE)
         for group in groups:
             window = group.window
             parameters[f"prompts_{window.name}_window"] = group.text
-            parameters[f"{window.name}_window_hu"] = f"{window.low_hu:g}..{window.high_hu:g}"
+            if window.percentiles:
+                parameters[f"{window.name}_window_percentiles"] = f"{window.low_hu:g}..{window.high_hu:g}"
+            else:
+                unit = "" if window.presentation else "_hu"
+                parameters[f"{window.name}_window{unit}"] = f"{window.low_hu:g}..{window.high_hu:g}"
         return parameters
 
     def _failure(self, volume: Volume, where: str, detail: str) -> EngineError:
@@ -154,17 +162,18 @@ class MedImageParseEngine:
     def _segment_2d(
         self, volume: Volume, groups: list[PromptGroup], tallies: dict[str, _Tally], client: MedImageParseClient
     ) -> None:
-        view = axial_view(volume)
+        view = model_view(volume)
         shown = view.forward(volume.array)
         shape = (int(shown.shape[1]), int(shown.shape[2]))
         placement = Placement.fit(shape, (view.spacing[1], view.spacing[2]))
         n_slices = shown.shape[0]
         for group in groups:
+            window = group.window.for_volume(volume.array)
             masks = {item.target: view.forward(tallies[item.target].mask) for item in group.items}
             for start in range(0, n_slices, self.batch_size):
                 stop = min(n_slices, start + self.batch_size)
                 where = f"slices {start}-{stop - 1} of {n_slices}, prompt '{group.text}'"
-                images = [to_model_image(shown[k], group.window, placement) for k in range(start, stop)]
+                images = [to_model_image(shown[k], window, placement) for k in range(start, stop)]
                 payload = self._post(client, build_scoring_request(images, group.text), volume, where)
                 try:
                     rows = parse_scoring_response(payload, stop - start, len(group.items))

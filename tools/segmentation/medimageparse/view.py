@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from tools.imaging.orientation import Reorientation, nearest_directions, reorient
+from tools.imaging.projection import is_projection
 from tools.imaging.volume import Volume
 from tools.segmentation.base import EngineError
 from tools.segmentation.medimageparse.wire import MASK_THRESHOLD, MODEL_SIZE
@@ -45,6 +46,26 @@ def axial_view(volume: Volume) -> Reorientation:
     return reorient(volume.geometry, f"{slice_direction}PL")
 
 
+def radiograph_view(volume: Volume) -> Reorientation:
+    """A frontal radiograph as the model reads it: the head at the top, the patient's right on the image's left.
+
+    Raises:
+        EngineError: the image is not frontal (its plane faces the patient's side: a lateral view).
+    """
+    facing = nearest_directions(volume.geometry)[0]
+    if facing not in ("P", "A"):
+        raise EngineError(
+            f"series {volume.series_instance_uid}: the radiograph is not frontal (its Patient Orientation makes it a "
+            "lateral view); MedImageParse segments the lungs and heart on a PA or AP chest radiograph."
+        )
+    return reorient(volume.geometry, f"{facing}IL")
+
+
+def model_view(volume: Volume) -> Reorientation:
+    """The view the model reads: a radiograph as displayed, a CT's axial slices (`axial_view`)."""
+    return radiograph_view(volume) if is_projection(volume.modality) else axial_view(volume)
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where the resized slice sits on the 1024x1024 canvas."""
@@ -65,7 +86,7 @@ class Placement:
 
 
 def to_model_image(hu: np.ndarray, window: Window, placement: Placement) -> np.ndarray:
-    """A displayed slice in HU -> the 1024x1024 RGB uint8 image the model reads."""
+    """A displayed slice in HU (a radiograph: presentation values) -> the 1024x1024 RGB uint8 image the model reads."""
     source = Image.fromarray(np.ascontiguousarray(hu, dtype=np.float32))
     resized = np.asarray(source.resize((placement.width, placement.height), Image.Resampling.BICUBIC))
     scaled = (resized - window.low_hu) * (255.0 / window.width)

@@ -21,21 +21,10 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 
+from tools.http.scoring import ScoringError
+
 MODEL_SIZE = 1024
 MASK_THRESHOLD = 128
-
-
-class ScoringError(RuntimeError):
-    """The endpoint answered, but not with what the contract promises.
-
-    ``row`` is the request row (0-based) the problem belongs to, None for the whole answer.
-    """
-
-    def __init__(self, detail: str, row: int | None = None) -> None:
-        self.detail = detail
-        self.row = row
-        super().__init__(detail)
-
 
 
 def encode_png(image: np.ndarray) -> str:
