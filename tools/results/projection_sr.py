@@ -23,9 +23,9 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from tools.imaging.volume import Volume
-from tools.results.common import MANUFACTURER, ResultBuildError, derived_uid, edit_digest
-from tools.results.seg import check_masks, equipment_item, ordered_sources, pin_times, roi_keys, sorted_parameters
-from tools.results.sr import SR_SERIES_NUMBER, _segments_by_code, device_uid
+from tools.results.common import MANUFACTURER, ResultBuildError
+from tools.results.seg import check_masks, ordered_sources, sorted_parameters
+from tools.results.sr import _segments_by_code, device_uid, measurement_sr
 from tools.segmentation.base import SegmentationResult, StructureMask
 from tools.segmentation.projection_qa import cardiothoracic_ratio
 
@@ -145,28 +145,7 @@ def projection_sr_dataset(
         imaging_measurements=groups,
     )
 
-    def uid(role: str) -> str:
-        return derived_uid(volume.series_instance_uid, engine, version, roi_keys(result), "SR", role, edit_digest(result))
-
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=[image, seg],
-        content=report,
-        series_instance_uid=uid("series"),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=uid("instance"),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        is_final=False,
-        is_verified=False,
-        contributing_equipment=[equipment_item(engine, version, created)],
-        series_description=f"AI radiograph measurements ({engine})"[:64],
-        content_date=created.date(),
-        content_time=created.time().replace(tzinfo=None),
-        series_date=created.date(),
-        series_time=created.time().replace(tzinfo=None),
-    )
-    pin_times(sr, created)
+    sr = measurement_sr([image, seg], report, volume, result, created, f"AI radiograph measurements ({engine})")
     _frame_references_only(sr)
     if ctr is not None:
         scheme = Dataset()

@@ -45,6 +45,48 @@ def device_uid(engine: str, engine_version: str) -> str:
     return str(generate_uid(entropy_srcs=["imaging-agent device observer", engine, engine_version]))
 
 
+def measurement_sr(
+    evidence: Sequence[Dataset],
+    report: hd.sr.MeasurementReport,
+    volume: Volume,
+    result: SegmentationResult,
+    created: datetime,
+    description: str,
+) -> hd.sr.Comprehensive3DSR:
+    """The Comprehensive 3D SR around `report` with the result's derived UIDs, equipment and times.
+
+    Unverified and preliminary: a radiologist approves it before it is stored. Shared by the CT's
+    volumes and the radiograph's areas (tools/results/projection_sr.py).
+    """
+    engine, version = result.engine, result.engine_version
+
+    def uid(role: str) -> str:
+        return derived_uid(
+            volume.series_instance_uid, engine, version, roi_keys(result), "SR", role, edit_digest(result)
+        )
+
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=list(evidence),
+        content=report,
+        series_instance_uid=uid("series"),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=uid("instance"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        contributing_equipment=[equipment_item(engine, version, created)],
+        series_description=description[:64],
+        content_date=created.date(),
+        content_time=created.time().replace(tzinfo=None),
+        series_date=created.date(),
+        series_time=created.time().replace(tzinfo=None),
+    )
+    pin_times(sr, created)
+    return sr
+
+
 def _segments_by_code(seg: Dataset, volume: Volume) -> dict[str, tuple[int, str]]:
     """SNOMED code -> (Segment Number, Tracking UID) of each segment in ``seg``."""
     if str(seg.get("SOPClassUID", "")) != SegmentationStorage:
@@ -155,7 +197,6 @@ def sr_dataset(
     segments = _segments_by_code(seg, volume)
     created = created or datetime.now()
     engine, version = result.engine, result.engine_version
-    keys = roi_keys(result)
 
     parameters = [f"{name}={value}" for name, value in sorted_parameters(volume, result.parameters)]
     algorithm = hd.sr.AlgorithmIdentification(
@@ -186,30 +227,8 @@ def sr_dataset(
         imaging_measurements=groups,
     )
 
-    def uid(role: str) -> str:
-        return derived_uid(volume.series_instance_uid, engine, version, keys, "SR", role, edit_digest(result))
-
-    sr = hd.sr.Comprehensive3DSR(
-        # The CT first: highdicom copies patient/study and acquisition equipment from evidence[0].
-        evidence=[*images, seg],
-        content=report,
-        series_instance_uid=uid("series"),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=uid("instance"),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        # Unverified and preliminary: a radiologist approves it before it is stored.
-        is_final=False,
-        is_verified=False,
-        contributing_equipment=[equipment_item(engine, version, created)],
-        series_description=f"AI structure volumes ({engine})"[:64],
-        content_date=created.date(),
-        content_time=created.time().replace(tzinfo=None),
-        series_date=created.date(),
-        series_time=created.time().replace(tzinfo=None),
-    )
-    pin_times(sr, created)
+    # The CT first: highdicom copies patient/study and acquisition equipment from evidence[0].
+    sr = measurement_sr([*images, seg], report, volume, result, created, f"AI structure volumes ({engine})")
     logger.info(
         "Built SR %s for series %s referencing SEG %s: %d measurement groups",
         sr.SOPInstanceUID, volume.series_instance_uid, seg.SOPInstanceUID, len(groups),
