@@ -19,8 +19,8 @@ class PreflightError(ValueError):
     """The volume is not fit for contouring; the message says why and what to do."""
 
 
-def preflight(volume: Volume, limits: PreflightLimits | None = None) -> None:
-    limits = limits or PreflightLimits()
+def _grid_problems(volume: Volume, limits: PreflightLimits) -> list[str]:
+    """What of ``volume``'s grid is outside ``limits``, one phrase each (no extent rule when its minimum is 0)."""
     col_mm, row_mm, slice_mm = volume.geometry.spacing
     slices, rows, columns = volume.array.shape
     problems: list[str] = []
@@ -33,6 +33,11 @@ def preflight(volume: Volume, limits: PreflightLimits | None = None) -> None:
         problems.append(f"the series covers only {extent:.0f} mm (needs {limits.min_extent_mm:g} mm for the lungs)")
     if min(rows, columns) < limits.min_matrix:
         problems.append(f"matrix {rows}x{columns} is below {limits.min_matrix}")
+    return problems
+
+
+def preflight(volume: Volume, limits: PreflightLimits | None = None) -> None:
+    problems = _grid_problems(volume, limits or PreflightLimits())
     if problems:
         raise PreflightError(
             f"series {volume.series_instance_uid} failed preflight: {'; '.join(problems)}. "
@@ -66,16 +71,9 @@ def preflight_radiograph(volume: Volume, limits: RadiographLimits | None = None)
 
 def preflight_mr(volume: Volume, limits: PreflightLimits | None = None) -> None:
     """Refuse an MR volume too coarse or too small to segment (MedImageParse's MR targets; no lung coverage rule)."""
-    limits = limits or PreflightLimits(max_slice_spacing_mm=10.0, max_pixel_spacing_mm=2.5, min_extent_mm=0.0)
-    col_mm, row_mm, slice_mm = volume.geometry.spacing
-    _, rows, columns = volume.array.shape
-    problems = []
-    if slice_mm > limits.max_slice_spacing_mm:
-        problems.append(f"slice spacing {slice_mm:.2f} mm is above {limits.max_slice_spacing_mm:g} mm")
-    if max(col_mm, row_mm) > limits.max_pixel_spacing_mm:
-        problems.append(f"pixel spacing {max(col_mm, row_mm):.2f} mm is above {limits.max_pixel_spacing_mm:g} mm")
-    if min(rows, columns) < limits.min_matrix:
-        problems.append(f"matrix {rows}x{columns} is below {limits.min_matrix}")
+    problems = _grid_problems(
+        volume, limits or PreflightLimits(max_slice_spacing_mm=10.0, max_pixel_spacing_mm=2.5, min_extent_mm=0.0)
+    )
     if problems:
         raise PreflightError(
             f"MR series {volume.series_instance_uid} failed preflight: {'; '.join(problems)}. "
