@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,13 +82,13 @@ def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -
         time.sleep(0.3)
 
 
-@pytest.fixture(scope="module")
-def service(live_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    run_dir = tmp_path_factory.mktemp("api") / "run"
-    env = _env(run_dir, live_settings)
-    for name, password in PASSWORDS.items():
+@contextmanager
+def running_service(run_dir: Path, env: dict[str, str], users: dict[str, tuple[str, str]]) -> Iterator[Service]:
+    """`imaging-agent serve` on a free 127.0.0.1 port with local accounts (name -> (role, password)),
+    stopped by its PID afterwards."""
+    for name, (role, password) in users.items():
         added = subprocess.run(
-            [str(CLI), "users", "add", name, "--role", ROLES[name], "--display-name", f"Dr. {name}", "--password-stdin"],
+            [str(CLI), "users", "add", name, "--role", role, "--display-name", f"Dr. {name}", "--password-stdin"],
             input=password + "\n", env=env, capture_output=True, text=True, timeout=60,
         )
         assert added.returncode == 0, added.stdout + added.stderr
@@ -104,6 +105,14 @@ def service(live_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
         process.terminate()
         process.wait(timeout=60)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def service(live_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    run_dir = tmp_path_factory.mktemp("api") / "run"
+    users = {name: (ROLES[name], password) for name, password in PASSWORDS.items()}
+    with running_service(run_dir, _env(run_dir, live_settings), users) as service:
+        yield service
 
 
 def _wait_for_approval(service: Service, headers: dict[str, str], job_id: str) -> dict[str, Any]:

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from agent.settings import Settings
-from tests.conftest import free_port
-from tests.integration.test_api_service import CLI, Service, _env, _wait_for_approval, _wait_until_healthy
+from tests.integration.test_api_service import CLI, Service, _env, _wait_for_approval, running_service
 from tests.integration.workflow_helpers import (
     assert_nothing_written,
     assert_written_once,
@@ -39,25 +38,9 @@ CLAIM_MINUTES = 0.4  # long enough for the refusals below on a busy machine, sho
 def service(live_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     run_dir = tmp_path_factory.mktemp("claims-api") / "run"
     env = {**_env(run_dir, live_settings), "IMAGING_AGENT_CLAIM_MINUTES": str(CLAIM_MINUTES)}
-    for name, password in PASSWORDS.items():
-        added = subprocess.run(
-            [str(CLI), "users", "add", name, "--role", "radiologist", "--display-name", f"Dr. {name}", "--password-stdin"],
-            input=password + "\n", env=env, capture_output=True, text=True, timeout=60,
-        )
-        assert added.returncode == 0, added.stdout + added.stderr
-    port = free_port()
-    log = (run_dir / "serve.log").open("w")
-    process = subprocess.Popen(
-        [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_healthy(url, process, run_dir / "serve.log")
-        yield Service(url, run_dir)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
+    users = {name: ("radiologist", password) for name, password in PASSWORDS.items()}
+    with running_service(run_dir, env, users) as service:
+        yield service
 
 
 def _bearer(service: Service, username: str) -> dict[str, str]:
