@@ -21,7 +21,7 @@ from agent.services.postgres import PostgresCluster, postgres_spec
 from agent.settings import Settings
 from graphs.runtime import RunReport
 from tests.conftest import free_port
-from tests.integration.worker_processes import Worker, wait_until
+from tests.integration.worker_processes import Worker, running_workers, wait_until
 from tests.integration.workflow_helpers import (
     SeededStudy,
     approve,
@@ -62,17 +62,8 @@ def restart_settings(settings: Settings, cluster: PostgresCluster, redis_broker:
 
 @pytest.fixture()
 def workers(restart_settings: Settings, tmp_path: Path) -> Iterator[list[Worker]]:
-    started = [
-        Worker(name, restart_settings.model_copy(update={"run_dir": tmp_path / name / "run"}), tmp_path / "logs")
-        for name in ("w1", "w2")
-    ]
-    try:
-        for worker in started:
-            worker.wait_ready()
+    with running_workers(restart_settings, tmp_path, {"w1": "studies", "w2": "studies"}) as started:
         yield started
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 def _restart(cluster: PostgresCluster, down_s: float) -> None:

@@ -23,7 +23,7 @@ from agent.runtime import AgentRuntime
 from agent.services.postgres import PostgresCluster
 from agent.settings import Settings
 from tests.conftest import free_port
-from tests.integration.worker_processes import CLI, Worker, settings_env, wait_until
+from tests.integration.worker_processes import CLI, Worker, running_workers, settings_env, wait_until
 from tests.integration.workflow_helpers import (
     SeededStudy,
     approve,
@@ -70,17 +70,8 @@ def scale_settings(
 @pytest.fixture()
 def workers(scale_settings: Settings, tmp_path: Path) -> Iterator[list[Worker]]:
     """Two workers, each with a run directory of its own (two machines), the same work store."""
-    started = [
-        Worker(name, scale_settings.model_copy(update={"run_dir": tmp_path / name / "run"}), tmp_path / "logs")
-        for name in ("w1", "w2")
-    ]
-    try:
-        for worker in started:
-            worker.wait_ready()
+    with running_workers(scale_settings, tmp_path, {"w1": "studies", "w2": "studies"}) as started:
         yield started
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 def _seed(live_settings: Settings, tmp_path: Path, patient_id: str, seeded: list[SeededStudy], **update: object) -> SeededStudy:
@@ -259,18 +250,9 @@ def engine_settings(scale_settings: Settings) -> Settings:
 def split_workers(engine_settings: Settings, tmp_path: Path) -> Iterator[tuple[Worker, list[Worker]]]:
     """A CPU machine on the `studies` queue and two GPU machines on `engines`: run directories of their
     own, the one work store."""
-    studies = Worker("s1", engine_settings.model_copy(update={"run_dir": tmp_path / "s1" / "run"}), tmp_path / "logs")
-    engines = [
-        Worker(name, engine_settings.model_copy(update={"run_dir": tmp_path / name / "run"}), tmp_path / "logs", "engines")
-        for name in ("e1", "e2")
-    ]
-    try:
-        for worker in (studies, *engines):
-            worker.wait_ready()
+    with running_workers(engine_settings, tmp_path, {"s1": "studies", "e1": "engines", "e2": "engines"}) as started:
+        studies, *engines = started
         yield studies, engines
-    finally:
-        for worker in (studies, *engines):
-            worker.stop()
 
 
 def _engine_result(runtime: AgentRuntime, job: str) -> EngineResult:

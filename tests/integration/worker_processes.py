@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -93,6 +94,26 @@ class Worker:
             os.killpg(self.process.pid, signal.SIGKILL)  # a pool process left behind
         except ProcessLookupError:
             pass
+
+
+@contextmanager
+def running_workers(
+    settings: Settings, tmp_path: Path, queues: Mapping[str, str]
+) -> Iterator[list[Worker]]:
+    """One `imaging-agent worker` per name (name -> its queues), each with a run directory of its own
+    (as on machines of their own) and `settings`' shared work store; all ready before the test, all
+    stopped by PID afterwards."""
+    started = [
+        Worker(name, settings.model_copy(update={"run_dir": tmp_path / name / "run"}), tmp_path / "logs", queue)
+        for name, queue in queues.items()
+    ]
+    try:
+        for worker in started:
+            worker.wait_ready()
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
 
 
 def wait_until(check: Callable[[], object], timeout_s: float, what: str, workers: Worker | Iterable[Worker] = ()) -> None:
