@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 from langchain_core.language_models import BaseChatModel
-from playwright.sync_api import BrowserContext, Page, sync_playwright
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
 from agent import services
 from agent.runtime import AgentRuntime
@@ -67,6 +67,11 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browse
             yield context
         finally:
             context.close()
+
+
+# Playwright's assertions wait 5 s by default; on a loaded 2-core machine a Gradio round trip can
+# take longer (the full suite saw a viewer update miss it). The same patience as the page's actions.
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture()
