@@ -97,6 +97,11 @@ def parse_edits(edits: list[dict[str, Any]] | None) -> list[MaskEdit]:
     return EditList.validate_python(edits or [])
 
 
+# Two draws of the same plane at once write the same file into Gradio's cache while one of them is
+# served (the browser then gets a broken image): the events that draw run one at a time.
+_ONE_DRAW_AT_A_TIME = {"concurrency_id": "viewer-draw", "concurrency_limit": 1}
+
+
 class Viewer:
     """The viewer's components and handlers; `source` (a gr.State) says what it shows."""
 
@@ -176,17 +181,17 @@ class Viewer:
         view = [self.source, self.edits, self.plane, self.index, self.width, self.level, self.visible]
         shown = [self.image, self.status]
         self.source.change(self.open, self.source, self.opened, show_progress="hidden")
-        self.plane.input(self.on_plane, view, [self.index, *shown], show_progress="hidden")
+        self.plane.input(self.on_plane, view, [self.index, *shown], show_progress="hidden", **_ONE_DRAW_AT_A_TIME)
         # Dragging the slider answers "input"; typing a number into its box answers "release" (on blur).
-        self.index.input(self.draw, view, shown, show_progress="hidden", trigger_mode="always_last")
-        self.index.release(self.draw, view, shown, show_progress="hidden", trigger_mode="always_last")
-        self.previous.click(self.step(-1), view, [self.index, *shown], show_progress="hidden", trigger_mode="always_last")
-        self.next.click(self.step(1), view, [self.index, *shown], show_progress="hidden", trigger_mode="always_last")
-        self.window.input(self.on_window, [self.window, *view], [self.width, self.level, *shown], show_progress="hidden")
+        self.index.input(self.draw, view, shown, show_progress="hidden", **_ONE_DRAW_AT_A_TIME, trigger_mode="always_last")
+        self.index.release(self.draw, view, shown, show_progress="hidden", **_ONE_DRAW_AT_A_TIME, trigger_mode="always_last")
+        self.previous.click(self.step(-1), view, [self.index, *shown], show_progress="hidden", **_ONE_DRAW_AT_A_TIME, trigger_mode="always_last")
+        self.next.click(self.step(1), view, [self.index, *shown], show_progress="hidden", **_ONE_DRAW_AT_A_TIME, trigger_mode="always_last")
+        self.window.input(self.on_window, [self.window, *view], [self.width, self.level, *shown], show_progress="hidden", **_ONE_DRAW_AT_A_TIME)
         for number in (self.width, self.level):
-            number.submit(self.on_custom_window, view, [self.window, *shown], show_progress="hidden")
-        self.visible.input(self.draw, view, shown, show_progress="hidden")
-        self.flag.input(self.on_flag, [self.flag, *view], [self.plane, self.index, *shown], show_progress="hidden")
+            number.submit(self.on_custom_window, view, [self.window, *shown], show_progress="hidden", **_ONE_DRAW_AT_A_TIME)
+        self.visible.input(self.draw, view, shown, show_progress="hidden", **_ONE_DRAW_AT_A_TIME)
+        self.flag.input(self.on_flag, [self.flag, *view], [self.plane, self.index, *shown], show_progress="hidden", **_ONE_DRAW_AT_A_TIME)
         if self.controls is None:
             return
         c = self.controls

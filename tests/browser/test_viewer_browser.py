@@ -114,7 +114,11 @@ def shown(page: Page, url: str, prefix: str, before: str | None = None) -> tuple
         expect(image).not_to_have_attribute("src", before)
     image.scroll_into_view_if_needed()
     # Drawn, not only fetched: the screenshots show the image.
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    # Asked of the element on the page each time: Gradio may swap the <img> for a new one meanwhile.
+    page.wait_for_function(
+        "sel => { const img = document.querySelector(sel); return img && img.complete && img.naturalWidth > 0; }",
+        arg=f"#{prefix}-viewer-image img",
+    )
     src = str(image.get_attribute("src"))
     body = page.request.get(src if src.startswith("http") else url.rstrip("/") + "/" + src.lstrip("/")).body()
     return src, np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
